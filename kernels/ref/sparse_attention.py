@@ -1,0 +1,45 @@
+"""Core attention of every DeepSeek-V4 layer: one softmax over a query's window entries and its compressed entries,
+with a per-head sink logit in the denominator. The single K=V head is shared by all query heads."""
+
+from __future__ import annotations
+
+import torch
+
+_QUERY_BLOCK = 256  # bounds the gathered [block, L, D] temporaries in long chunked prefills
+
+
+def sparse_attention(
+    q: torch.Tensor,
+    window_kv: torch.Tensor,
+    window_idx: torch.Tensor,
+    comp_kv: torch.Tensor,
+    comp_idx: torch.Tensor,
+    sinks: torch.Tensor,
+    softmax_scale: float,
+) -> torch.Tensor:
+    """Attention over gathered entries.
+
+    Args:
+        q: [T, H, D] queries.
+        window_kv: [Nw, D] raw (uncompressed) K=V rows; window_idx [T, W] rows per query, -1 = none.
+        comp_kv: [Nc, D] compressed K=V entries; comp_idx [T, C] entries per query, -1 = none.
+        sinks: [H] float32 sink logits (denominator only).
+    Returns:
+        [T, H, D] float32.
+    """
+    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+    kv_all = torch.cat((window_kv.float(), comp_kv.float()))
+    idx_all = torch.cat((window_idx, torch.where(comp_idx >= 0, comp_idx + window_kv.shape[0], comp_idx)), dim=1)
+    for start in range(0, q.shape[0], _QUERY_BLOCK):
+        stop = min(start + _QUERY_BLOCK, q.shape[0])
+        idx = idx_all[start:stop]
+        valid = idx >= 0
+        kv = kv_all[idx.clamp(min=0)]  # [t, L, D]
+        logits = torch.einsum("thd,tld->thl", q[start:stop].float(), kv) * softmax_scale
+        logits.masked_fill_(~valid[:, None, :], float("-inf"))
+        sink = sinks.float()[None, :, None].expand(logits.shape[0], -1, 1)
+        peak = torch.maximum(logits.amax(-1, keepdim=True), sink)
+        weights = torch.exp(logits - peak)
+        denom = weights.sum(-1, keepdim=True) + torch.exp(sink - peak)
+        out[start:stop] = torch.einsum("thl,tld->thd", weights / denom, kv)
+    return out

@@ -1,0 +1,1 @@
+"""DeepSeek-V4 model worker: the engine (model, paged streaming state, sampling, checkpoints, chat encoding)."""

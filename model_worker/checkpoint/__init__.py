@@ -1,0 +1,1 @@
+"""Checkpoints: random initialization, the official and transformers safetensors layouts, fingerprints."""

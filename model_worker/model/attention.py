@@ -1,0 +1,107 @@
+"""Attention for all three layer kinds: window-only, CSA (compressed, top-k by the indexer) and HCA (compressed, dense).
+
+Low-rank queries (wq_a -> q_norm -> wq_b, per-head RMS norm), one shared 512-d K=V head (wkv -> kv_norm), partial RoPE,
+one softmax over the query's 128-token window plus its compressed entries with a per-head sink, inverse RoPE on the
+output, and a grouped low-rank output projection (wo_a per group, then wo_b).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import kernels
+from model_worker.config import CSA, HCA, WINDOW, ModelConfig
+from model_worker.model.batch import Segment
+from model_worker.model.compressor import Compressor
+from model_worker.model.indexer import Indexer
+from model_worker.model.layers import Linear, RMSNorm, frozen_param, unweighted_rms_norm
+from model_worker.model.rope import apply_rope, inv_freq
+from model_worker.numerics import Numerics
+from model_worker.state import LayerState, StateLayout
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool) -> None:
+        super().__init__()
+        self.config, self.layer_id = config, layer_id
+        self.kind = config.layer_type(layer_id)
+        self.ratio = config.compress_ratios[layer_id]
+        c = config
+        self.wq_a = Linear(c.dim, c.q_lora_rank, role="fp8", quantized=quantized)
+        self.q_norm = RMSNorm(c.q_lora_rank, c.norm_eps)
+        self.wq_b = Linear(c.q_lora_rank, c.n_heads * c.head_dim, role="fp8", quantized=quantized)
+        self.wkv = Linear(c.dim, c.head_dim, role="fp8", quantized=quantized)
+        self.kv_norm = RMSNorm(c.head_dim, c.norm_eps)
+        self.wo_a = Linear(c.n_heads * c.head_dim // c.o_groups, c.o_groups * c.o_lora_rank, role="bf16",
+                           quantized=quantized)
+        self.wo_b = Linear(c.o_groups * c.o_lora_rank, c.dim, role="fp8", quantized=quantized)
+        self.attn_sink = frozen_param(c.n_heads)
+        if self.kind != WINDOW:
+            self.compressor = Compressor(c.dim, c.head_dim, self.ratio, overlap=self.kind == CSA, norm_eps=c.norm_eps)
+        if self.kind == CSA:
+            self.indexer = Indexer(c, quantized)
+        self.register_buffer("freqs", inv_freq(c, compressed=self.kind != WINDOW), persistent=False)
+
+    def forward(
+        self, x: torch.Tensor, positions: torch.Tensor, segments: list[Segment], layout: StateLayout,
+        numerics: Numerics,
+    ) -> torch.Tensor:
+        """x [T, dim] (normed block input) -> [T, dim]; extends each segment's state for this layer."""
+        c = self.config
+        qr = self.q_norm(self.wq_a(x, numerics))
+        q = self.wq_b(qr, numerics).view(-1, c.n_heads, c.head_dim)
+        q = apply_rope(unweighted_rms_norm(q, c.norm_eps), positions, self.freqs)
+        kv = apply_rope(self.kv_norm(self.wkv(x, numerics)), positions, self.freqs)
+        index_q = self.indexer.queries(qr, x, positions, self.freqs, numerics) if self.kind == CSA else None
+        out = torch.empty(q.shape, dtype=torch.float32, device=x.device)
+        for seg in segments:
+            layer_state = seg.state.layers[self.layer_id]
+            seg_index_q = None if index_q is None else (index_q[0][seg.rows], index_q[1][seg.rows])
+            out[seg.rows] = self._attend(x[seg.rows], q[seg.rows], kv[seg.rows], seg_index_q, seg.start_position,
+                                         layer_state, layout, numerics)
+        o = apply_rope(out.to(numerics.act_dtype), positions, self.freqs, inverse=True)
+        return self.wo_b(self._grouped_wo_a(o, numerics), numerics)
+
+    def _attend(
+        self, x: torch.Tensor, q: torch.Tensor, kv: torch.Tensor, index_q: tuple[torch.Tensor, torch.Tensor] | None,
+        start: int, state: LayerState, layout: StateLayout, numerics: Numerics,
+    ) -> torch.Tensor:
+        n, window = x.shape[0], self.config.window_size
+        stored = layout.encode_kv(kv)
+        first = max(0, start - window + 1)
+        window_rows = torch.cat((layout.decode_kv(state.window.rows(first, start)), layout.decode_kv(stored)))
+        state.window.append(stored)
+        positions = torch.arange(start, start + n, device=x.device)
+        offsets = positions[:, None] - (window - 1) + torch.arange(window, device=x.device)[None, :]
+        window_idx = torch.where(offsets >= 0, offsets - first, torch.full_like(offsets, -1))
+        comp_kv, comp_idx = self._compressed(x, index_q, start, positions, state, layout, numerics)
+        return kernels.sparse_attention(q, window_rows, window_idx, comp_kv, comp_idx, self.attn_sink,
+                                        self.config.head_dim**-0.5)
+
+    def _compressed(
+        self, x: torch.Tensor, index_q: tuple[torch.Tensor, torch.Tensor] | None, start: int,
+        positions: torch.Tensor, state: LayerState, layout: StateLayout, numerics: Numerics,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Extend the compressed entries; return the entries this chunk reads [M, D] and ids into them [n, C]."""
+        if self.kind == WINDOW:
+            return x.new_zeros(0, self.config.head_dim, dtype=torch.float32), positions.new_zeros(x.shape[0], 0)
+        entries = self.compressor(x, start, state.comp, self.freqs, numerics)
+        state.entries.append(layout.encode_kv(entries))
+        if self.kind == HCA:
+            visible = (positions + 1) // self.ratio
+            ids = torch.arange(state.entries.count, device=x.device)[None, :].expand(x.shape[0], -1)
+            ids = torch.where(ids < visible[:, None], ids, torch.full_like(ids, -1))
+            return layout.decode_kv(state.entries.view()), ids
+        top = self.indexer.select(x, index_q[0], index_q[1], start, state, layout, self.freqs, numerics)
+        needed = torch.unique(top[top >= 0])
+        gathered = layout.decode_kv(state.entries.view()[needed])
+        remapped = torch.searchsorted(needed, top.clamp(min=0))
+        return gathered, torch.where(top >= 0, remapped, top)
+
+    def _grouped_wo_a(self, o: torch.Tensor, numerics: Numerics) -> torch.Tensor:
+        """o [T, H, D] -> [T, groups * o_lora_rank]: each group of heads through its own slice of wo_a."""
+        c = self.config
+        grouped = o.reshape(o.shape[0], c.o_groups, -1).float()
+        weight = kernels.dequantize_weight(self.wo_a.weight, self.wo_a.scale).view(c.o_groups, c.o_lora_rank, -1)
+        return torch.einsum("tgk,grk->tgr", grouped, weight).flatten(1).to(numerics.act_dtype)

@@ -1,0 +1,64 @@
+"""What one forward pass consumes and produces.
+
+A batch is a flat run of tokens from several sequences, each a contiguous segment: a prefill chunk of any length
+or a single decode token, mixed freely. Each sequence's state is extended in place by exactly its segment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from model_worker.state import SequenceState
+
+
+@dataclass
+class ForwardBatch:
+    """token_ids [T] int64 = the segments concatenated; states[i] receives segment i of length seq_lens[i]."""
+
+    token_ids: torch.Tensor
+    seq_lens: list[int]
+    states: list[SequenceState]
+    logits: str = "last"  # "last": one row per segment; "all": every token; "none"
+    draft_logits: bool = False  # MTP draft logits at each segment's last pair (the MTP state advances regardless)
+
+    def __post_init__(self) -> None:
+        if len(self.seq_lens) != len(self.states):
+            raise ValueError("one state per segment")
+        if sum(self.seq_lens) != self.token_ids.shape[0] or any(n <= 0 for n in self.seq_lens):
+            raise ValueError("segment lengths must be positive and sum to the number of tokens")
+        if len({id(s) for s in self.states}) != len(self.states):
+            raise ValueError("a sequence may appear once per batch")
+        if self.logits not in ("last", "all", "none"):
+            raise ValueError(f"logits must be last, all or none, not {self.logits!r}")
+
+    @classmethod
+    def single(cls, token_ids: list[int] | torch.Tensor, state: SequenceState, logits: str = "last",
+               draft_logits: bool = False) -> "ForwardBatch":
+        ids = torch.as_tensor(token_ids, dtype=torch.long)
+        return cls(ids, [int(ids.shape[0])], [state], logits, draft_logits)
+
+
+@dataclass
+class Segment:
+    """One sequence's slice of the batch as the layers see it."""
+
+    first_row: int
+    length: int
+    start_position: int
+    state: SequenceState
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.first_row, self.first_row + self.length)
+
+
+@dataclass
+class ForwardOutput:
+    """logits [R, V] float32 in the order asked for; mtp_logits [S', V] for the segments whose MTP advanced
+    (draft distribution of the token after the next one), with mtp_segments naming them."""
+
+    logits: torch.Tensor
+    mtp_logits: torch.Tensor | None
+    mtp_segments: list[int]

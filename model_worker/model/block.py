@@ -1,0 +1,44 @@
+"""One transformer block: mHC around attention, then mHC around the MoE FFN (official parameter names)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model_worker.config import ModelConfig
+from model_worker.model.attention import Attention
+from model_worker.model.batch import Segment
+from model_worker.model.layers import RMSNorm, frozen_param
+from model_worker.model.mhc import hc_post, hc_pre
+from model_worker.model.moe import MoE
+from model_worker.numerics import Numerics
+from model_worker.state import StateLayout
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool) -> None:
+        super().__init__()
+        self.config = config
+        n = config.hc_mult
+        mix, flat = (2 + n) * n, n * config.dim
+        self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale = frozen_param(mix, flat), frozen_param(mix), frozen_param(3)
+        self.hc_ffn_fn, self.hc_ffn_base, self.hc_ffn_scale = frozen_param(mix, flat), frozen_param(mix), frozen_param(3)
+        self.attn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
+        self.attn = Attention(config, layer_id, quantized)
+        self.ffn = MoE(config, layer_id, quantized)
+
+    def forward(
+        self, streams: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor, segments: list[Segment],
+        layout: StateLayout, numerics: Numerics,
+    ) -> torch.Tensor:
+        """streams [T, hc_mult, dim] -> [T, hc_mult, dim]."""
+        c = self.config
+        x, post, comb = hc_pre(streams, self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale, c.norm_eps, c.hc_eps,
+                               c.hc_sinkhorn_iters)
+        y = self.attn(self.attn_norm(x), positions, segments, layout, numerics)
+        streams = hc_post(y, streams, post, comb)
+        x, post, comb = hc_pre(streams, self.hc_ffn_fn, self.hc_ffn_base, self.hc_ffn_scale, c.norm_eps, c.hc_eps,
+                               c.hc_sinkhorn_iters)
+        y = self.ffn(self.ffn_norm(x), token_ids, numerics)
+        return hc_post(y, streams, post, comb)

@@ -1,0 +1,113 @@
+"""DeepSeek-V4 (Flash / Pro / tiny), read top-down like the paper:
+
+    h = hc_mult copies of embed(tokens)                       [T, n, dim]
+    for each block: h = mHC(attention)(h); h = mHC(MoE)(h)     attention: window-only, CSA or HCA
+    logits = head(norm(hc_head(h)))                            [T, vocab]
+    mtp: draft logits for token i+2 from (h_i, embed(token_{i+1}))
+
+All per-sequence state lives in `SequenceState`s passed with the batch; the modules hold weights only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model_worker.config import ModelConfig
+from model_worker.model.batch import ForwardBatch, ForwardOutput, Segment
+from model_worker.model.block import Block
+from model_worker.model.layers import Embedding, Linear, RMSNorm, frozen_param
+from model_worker.model.mhc import hc_head
+from model_worker.model.mtp import MTPBlock
+from model_worker.numerics import OFFICIAL, Numerics
+from model_worker.state import SequenceState, StateLayout
+
+
+class DeepseekV4(nn.Module):
+    def __init__(self, config: ModelConfig, quantized: bool = True, numerics: Numerics = OFFICIAL) -> None:
+        """quantized: FP8 block-scaled linears and packed FP4 experts (official layout) vs dense weights (HF layout).
+        Parameters are created on the meta device; a checkpoint loader assigns them."""
+        super().__init__()
+        self.config, self.numerics = config, numerics
+        n = config.hc_mult
+        self.embed = Embedding(config.vocab_size, config.dim)
+        self.layers = nn.ModuleList(Block(config, i, quantized) for i in range(config.n_layers))
+        self.norm = RMSNorm(config.dim, config.norm_eps)
+        self.head = Linear(config.dim, config.vocab_size, role="head")
+        self.hc_head_fn, self.hc_head_base, self.hc_head_scale = frozen_param(n, n * config.dim), frozen_param(n), frozen_param(1)
+        self.mtp = nn.ModuleList(MTPBlock(config, config.n_layers + k, quantized) for k in range(config.n_mtp_layers))
+
+    @property
+    def layout(self) -> StateLayout:
+        return StateLayout(self.config, self.numerics)
+
+    def new_state(self) -> SequenceState:
+        return SequenceState(self.layout, self.embed.weight.device)
+
+    @torch.no_grad()
+    def forward(self, batch: ForwardBatch) -> ForwardOutput:
+        c, numerics, layout = self.config, self.numerics, self.layout
+        segments, row = [], 0
+        for length, state in zip(batch.seq_lens, batch.states):
+            if state.layout != layout:
+                raise ValueError("sequence state was made for another model or numerics")
+            segments.append(Segment(row, length, state.num_tokens, state))
+            row += length
+        ids = batch.token_ids.to(self.embed.weight.device)
+        positions = torch.cat([torch.arange(s.start_position, s.start_position + s.length) for s in segments])
+        positions = positions.to(ids.device)
+        streams = self.embed(ids).to(numerics.act_dtype).unsqueeze(1).repeat(1, c.hc_mult, 1)
+        for block in self.layers:
+            streams = block(streams, ids, positions, segments, layout, numerics)
+        mtp_logits, mtp_segments = self._mtp(streams, ids, segments, batch.draft_logits) if len(self.mtp) else (None, [])
+        for seg in segments:
+            seg.state.num_tokens += seg.length
+        if batch.logits == "none":
+            logits = torch.empty(0, c.vocab_size)
+        else:
+            rows = slice(None) if batch.logits == "all" else torch.tensor([s.first_row + s.length - 1 for s in segments])
+            logits = self._logits(streams[rows], self.hc_head_fn, self.hc_head_base, self.hc_head_scale, self.norm)
+        return ForwardOutput(logits, mtp_logits, mtp_segments)
+
+    def _logits(self, streams: torch.Tensor, fn: torch.Tensor, base: torch.Tensor, scale: torch.Tensor,
+                norm: RMSNorm) -> torch.Tensor:
+        x = norm(hc_head(streams, fn, base, scale, self.config.norm_eps, self.config.hc_eps))
+        return self.head(x, self.numerics)
+
+    def _mtp(self, streams: torch.Tensor, ids: torch.Tensor, segments: list[Segment],
+             want_logits: bool) -> tuple[torch.Tensor | None, list[int]]:
+        """Advance the MTP layer by every pair (h_i, token_{i+1}) this batch completes; draft at each segment's last."""
+        c, numerics = self.config, self.numerics
+        hidden_rows, token_rows, pair_segments, last_rows, drafted = [], [], [], [], []
+        pair_row = 0
+        for index, seg in enumerate(segments):
+            state, p = seg.state, seg.start_position
+            assert state.mtp_pairs >= p - 1, "MTP state fell behind the main model"
+            first_pair = state.mtp_pairs
+            chunk_hidden = streams[seg.rows].float().flatten(1)
+            held = state.mtp_hidden.rows(first_pair, p) if first_pair < p else chunk_hidden[:0]
+            state.mtp_hidden.append(chunk_hidden)
+            hidden = torch.cat((held, chunk_hidden[: seg.length - 1]))
+            tokens = ids[seg.rows][first_pair + 1 - p :]
+            count = tokens.shape[0]
+            state.mtp_pairs = p + seg.length - 1
+            if count == 0:
+                continue
+            hidden_rows.append(hidden)
+            token_rows.append(tokens)
+            pair_segments.append(Segment(pair_row, count, first_pair, state))
+            pair_row += count
+            last_rows.append(pair_row - 1)
+            drafted.append(index)
+        if not pair_segments:
+            return None, []
+        hidden = torch.cat(hidden_rows).view(-1, c.hc_mult, c.dim)
+        tokens = torch.cat(token_rows)
+        positions = torch.cat([torch.arange(s.start_position, s.start_position + s.length) for s in pair_segments])
+        for mtp in self.mtp:
+            mtp_streams = mtp.input_streams(self.embed(tokens), hidden, numerics)
+            mtp_streams = mtp(mtp_streams, tokens, positions.to(tokens.device), pair_segments, self.layout, numerics)
+        if not want_logits:
+            return None, []
+        last = mtp_streams[torch.tensor(last_rows)]
+        return self._logits(last, mtp.hc_head_fn, mtp.hc_head_base, mtp.hc_head_scale, mtp.norm), drafted

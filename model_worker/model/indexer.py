@@ -1,0 +1,53 @@
+"""Lightning Indexer (CSA layers): its own compressor makes one small key per 4 tokens; each query scores the visible
+keys with Σ_h w_h · ReLU(q_h · k) and keeps the top k for sparse attention.
+
+Official numerics rotate queries and keys with a Hadamard transform and round both through FP4 (the QK path the model
+was trained with); keys are stored in that FP4 form. The rotation is orthogonal, so reference numerics skip it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import kernels
+from model_worker.config import ModelConfig
+from model_worker.model.compressor import Compressor
+from model_worker.model.layers import Linear
+from model_worker.model.rope import apply_rope
+from model_worker.numerics import Numerics
+from model_worker.state import LayerState, StateLayout
+
+
+class Indexer(nn.Module):
+    def __init__(self, config: ModelConfig, quantized: bool) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim, self.topk = config.index_n_heads, config.index_head_dim, config.index_topk
+        self.ratio = config.csa_ratio
+        self.wq_b = Linear(config.q_lora_rank, self.n_heads * self.head_dim, role="fp8", quantized=quantized)
+        self.weights_proj = Linear(config.dim, self.n_heads, role="bf16")
+        self.compressor = Compressor(config.dim, self.head_dim, self.ratio, overlap=True, norm_eps=config.norm_eps)
+
+    def queries(self, qr: torch.Tensor, x: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor,
+                numerics: Numerics) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batched over all tokens: queries [T, H, c] and head weights [T, H] float32 (scales folded in)."""
+        q = self.wq_b(qr, numerics).view(-1, self.n_heads, self.head_dim)
+        q = apply_rope(q, positions, freqs)
+        if numerics.quantize:
+            q = kernels.fp4_round_trip(kernels.hadamard(q))
+        weights = self.weights_proj(x, numerics).float() * (self.head_dim**-0.5 * self.n_heads**-0.5)
+        return q, weights
+
+    def select(
+        self, x: torch.Tensor, q: torch.Tensor, weights: torch.Tensor, start: int, state: LayerState,
+        layout: StateLayout, freqs: torch.Tensor, numerics: Numerics,
+    ) -> torch.Tensor:
+        """One sequence's chunk: extend its index keys, then return the top-k entry ids per query [n, k] (-1 = none)."""
+        keys = self.compressor(x, start, state.index_comp, freqs, numerics)
+        if numerics.quantize:
+            keys = kernels.hadamard(keys)
+        state.index_keys.append(layout.encode_index_keys(keys))
+        positions = torch.arange(start, start + x.shape[0], device=x.device)
+        visible = (positions + 1) // self.ratio
+        all_keys = layout.decode_index_keys(state.index_keys.view())
+        return kernels.indexer_topk(q, weights, all_keys, visible, self.topk, numerics.index_score_dtype)

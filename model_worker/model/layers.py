@@ -1,0 +1,76 @@
+"""Basic layers: a linear over any stored weight format, RMSNorm, and the per-head unweighted RMS norm.
+
+A `Linear`'s role decides its math (official numerics): "fp8" linears quantize their input to FP8 before the GEMM;
+"bf16" linears do not; "fp32" linears compute in float32 on float32 inputs (compressor projections, router); "head" is
+the output projection.
+How the weight is stored (FP8 + block scales, or dense) is whatever the checkpoint gave.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import kernels
+from model_worker.numerics import Numerics
+
+
+def _frozen(tensor: torch.Tensor) -> nn.Parameter:
+    return nn.Parameter(tensor, requires_grad=False)
+
+
+class Linear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, role: str = "fp8", quantized: bool = False) -> None:
+        super().__init__()
+        assert role in ("fp8", "bf16", "fp32", "head"), role
+        self.in_features, self.out_features, self.role = in_features, out_features, role
+        dtype = torch.float8_e4m3fn if quantized else torch.bfloat16
+        self.weight = _frozen(torch.empty(out_features, in_features, dtype=dtype, device="meta"))
+        if quantized:
+            blocks = (-(-out_features // 128), -(-in_features // 128))
+            self.scale = _frozen(torch.empty(blocks, dtype=torch.uint8, device="meta"))
+        else:
+            self.register_parameter("scale", None)
+
+    def forward(self, x: torch.Tensor, numerics: Numerics) -> torch.Tensor:
+        if self.role == "head" and numerics.quantize and self.weight.dtype == torch.bfloat16:
+            # NOTE: a bf16 GEMM (fp32 accumulation, bf16-rounded logits): converting the vocab-sized head to float32
+            # on every step costs ~15x the GEMM on CPU. GPU kernels compute these logits in float32.
+            return torch.nn.functional.linear(x.to(torch.bfloat16), self.weight).float()
+        if self.role in ("fp32", "head"):
+            return kernels.fp8_linear(x.float(), self.weight, self.scale, False, torch.float32)
+        quantize = numerics.quantize and self.role == "fp8"
+        return kernels.fp8_linear(x, self.weight, self.scale, quantize, numerics.act_dtype)
+
+
+class RMSNorm(nn.Module):
+    """Weighted RMSNorm computed in float32, returned in the input dtype."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = _frozen(torch.empty(dim, dtype=torch.bfloat16, device="meta"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps)
+        return (self.weight.float() * xf).to(x.dtype)
+
+
+def unweighted_rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Per-vector RMS normalization without weight, multiplied in x's dtype (the query heads' norm)."""
+    return x * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + eps).to(x.dtype)
+
+
+def frozen_param(*shape: int, dtype: torch.dtype = torch.float32) -> nn.Parameter:
+    """An inference-only parameter allocated on the meta device; the loader assigns the real tensor."""
+    return _frozen(torch.empty(*shape, dtype=dtype, device="meta"))
+
+
+class Embedding(nn.Module):
+    def __init__(self, vocab_size: int, dim: int) -> None:
+        super().__init__()
+        self.weight = _frozen(torch.empty(vocab_size, dim, dtype=torch.bfloat16, device="meta"))
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.weight[token_ids]

@@ -1,0 +1,95 @@
+"""DeepSeekMoE FFN: one shared expert plus top-k of many routed experts.
+
+Router scores are sqrt(softplus(logits)); selection adds the per-expert balancing bias, mixing weights use the
+unbiased scores of the chosen experts, normalized and scaled by route_scale. The first n_hash_layers pick experts by
+token id (tid2eid) instead. SwiGLU clamps up to [-limit, limit] and gate to <= limit, shared expert included.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kernels
+from model_worker.config import ModelConfig
+from model_worker.model.layers import Linear, frozen_param
+from model_worker.numerics import Numerics
+
+
+class Gate(nn.Module):
+    def __init__(self, config: ModelConfig, hashed: bool) -> None:
+        super().__init__()
+        self.config, self.hashed = config, hashed
+        self.weight = frozen_param(config.n_routed_experts, config.dim, dtype=torch.bfloat16)
+        if hashed:
+            self.tid2eid = frozen_param(config.vocab_size, config.n_activated_experts, dtype=torch.int64)
+        else:
+            self.bias = frozen_param(config.n_routed_experts)
+
+    def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x [T, dim] -> (expert ids [T, k] int64, weights [T, k] float32)."""
+        logits = x.float() @ self.weight.float().T
+        func = self.config.score_func
+        if func == "sqrtsoftplus":
+            scores = F.softplus(logits).sqrt()
+        elif func == "sigmoid":
+            scores = logits.sigmoid()
+        else:
+            scores = logits.softmax(dim=-1)
+        if self.hashed:
+            ids = self.tid2eid[token_ids].long()
+        else:
+            ids = (scores + self.bias.float()).topk(self.config.n_activated_experts, dim=-1).indices
+        weights = scores.gather(1, ids)
+        if func != "softmax":
+            weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+        return ids, weights * self.config.route_scale
+
+
+class Experts(nn.Module):
+    """All routed experts stacked: w13 = [w1 rows; w3 rows] per expert, w2 separately; packed FP4 or dense."""
+
+    def __init__(self, config: ModelConfig, quantized: bool) -> None:
+        super().__init__()
+        e, inter, dim = config.n_routed_experts, config.moe_inter_dim, config.dim
+        fp4 = quantized and config.expert_dtype == "fp4"
+        self.w13 = frozen_param(e, 2 * inter, dim // 2 if fp4 else dim, dtype=torch.uint8 if fp4 else torch.bfloat16)
+        self.w2 = frozen_param(e, dim, inter // 2 if fp4 else inter, dtype=torch.uint8 if fp4 else torch.bfloat16)
+        self.w13_scale = frozen_param(e, 2 * inter, dim // 32, dtype=torch.uint8) if fp4 else None
+        self.w2_scale = frozen_param(e, dim, inter // 32, dtype=torch.uint8) if fp4 else None
+
+    def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, limit: float,
+                numerics: Numerics) -> torch.Tensor:
+        return kernels.fp4_expert_ffn(x, ids, weights, self.w13, self.w13_scale, self.w2, self.w2_scale, limit,
+                                      numerics.quantize)
+
+
+class SharedExpert(nn.Module):
+    def __init__(self, config: ModelConfig, quantized: bool) -> None:
+        super().__init__()
+        self.limit = config.swiglu_limit
+        self.w1 = Linear(config.dim, config.moe_inter_dim, role="fp8", quantized=quantized)
+        self.w3 = Linear(config.dim, config.moe_inter_dim, role="fp8", quantized=quantized)
+        self.w2 = Linear(config.moe_inter_dim, config.dim, role="fp8", quantized=quantized)
+
+    def forward(self, x: torch.Tensor, numerics: Numerics) -> torch.Tensor:
+        gate, up = self.w1(x, numerics).float(), self.w3(x, numerics).float()
+        if self.limit > 0:
+            gate, up = gate.clamp(max=self.limit), up.clamp(-self.limit, self.limit)
+        return self.w2((F.silu(gate) * up).to(numerics.act_dtype), numerics)
+
+
+class MoE(nn.Module):
+    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool) -> None:
+        super().__init__()
+        self.limit = config.swiglu_limit
+        self.gate = Gate(config, hashed=layer_id < config.n_hash_layers)
+        self.experts = Experts(config, quantized)
+        self.shared_experts = SharedExpert(config, quantized)
+
+    def forward(self, x: torch.Tensor, token_ids: torch.Tensor, numerics: Numerics) -> torch.Tensor:
+        """x [T, dim] -> [T, dim] in the activation dtype."""
+        ids, weights = self.gate(x, token_ids)
+        routed = self.experts(x, ids, weights, self.limit, numerics)
+        return (routed + self.shared_experts(x, numerics).float()).to(numerics.act_dtype)

@@ -1,0 +1,25 @@
+"""Suite-wide test setup: deterministic seeds, GPU tests skipped without a GPU."""
+
+from __future__ import annotations
+
+import random
+import zlib
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_seed(request: pytest.FixtureRequest) -> None:
+    seed = zlib.crc32(request.node.nodeid.encode())
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
