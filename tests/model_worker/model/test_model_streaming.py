@@ -1,0 +1,148 @@
+"""The engine's streaming contract: any chunking gives the same logits, one pass can mix sequences, and the state can
+be truncated inside its uncommitted tail, snapshotted and restored without changing what comes next."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model_worker.checkpoint.random_init import random_state_dict
+from model_worker.config import ModelConfig
+from model_worker.model import DeepseekV4, ForwardBatch
+from model_worker.numerics import OFFICIAL, REFERENCE
+
+# Every layer kind (window-only, CSA m=4, HCA m'=16), a hash layer, YaRN, MTP; small enough for CPU.
+SMALL = ModelConfig(
+    vocab_size=512, dim=128, moe_inter_dim=64, n_layers=4, n_hash_layers=1, n_heads=4, n_routed_experts=8,
+    n_activated_experts=2, q_lora_rank=64, head_dim=128, rope_head_dim=64, o_groups=2, o_lora_rank=32, window_size=8,
+    index_n_heads=16, index_head_dim=64, index_topk=3, compress_ratios=(0, 4, 16, 4, 0), original_seq_len=16,
+    rope_factor=4, max_seq_len=4096,
+)
+
+
+def build(numerics=REFERENCE, quantized=True, seed=0) -> DeepseekV4:
+    model = DeepseekV4(SMALL, quantized=quantized, numerics=numerics)
+    model.load_state_dict(random_state_dict(model, seed), assign=True, strict=True)
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> DeepseekV4:
+    return build()
+
+
+def rel_err(ours: torch.Tensor, full: torch.Tensor) -> float:
+    return ((ours - full).norm(dim=-1) / full.norm(dim=-1)).max().item()
+
+
+def run_chunks(model: DeepseekV4, ids: torch.Tensor, sizes: list[int], commit: bool = True) -> torch.Tensor:
+    state, outs, start = model.new_state(), [], 0
+    for size in sizes:
+        outs.append(model(ForwardBatch.single(ids[start : start + size], state, logits="all")).logits)
+        start += size
+        if commit:
+            state.commit()
+    assert start == ids.shape[0] and state.num_tokens == start
+    return torch.cat(outs)
+
+
+def test_any_chunking_gives_the_same_logits(model: DeepseekV4) -> None:
+    ids = torch.randint(0, SMALL.vocab_size, (70,))
+    full = run_chunks(model, ids, [70])
+    assert rel_err(run_chunks(model, ids, [7, 1, 20, 1, 16, 25]), full) <= 1e-4
+    assert rel_err(run_chunks(model, ids, [1] * 70), full) <= 1e-4
+    assert rel_err(run_chunks(model, ids, [33, 37], commit=False), full) <= 1e-4
+
+
+def test_mtp_state_is_chunking_invariant(model: DeepseekV4) -> None:
+    ids = torch.randint(0, SMALL.vocab_size, (41,))
+    drafts = []
+    for sizes in ([40, 1], [3, 16, 1, 20, 1], [1] * 41):
+        state, start = model.new_state(), 0
+        for size in sizes:
+            out = model(ForwardBatch.single(ids[start : start + size], state, draft_logits=True))
+            start += size
+            state.commit()
+        assert state.mtp_pairs == 40 and state.layers[-1].window.end == 40
+        drafts.append(out.mtp_logits)
+    assert rel_err(drafts[1], drafts[0]) <= 1e-4 and rel_err(drafts[2], drafts[0]) <= 1e-4
+
+
+def test_one_pass_mixes_prefills_and_decodes(model: DeepseekV4) -> None:
+    prompts = [torch.randint(0, SMALL.vocab_size, (n,)) for n in (13, 21, 5)]
+    separate = []
+    states = [model.new_state() for _ in prompts]
+    # Sequence 1 already holds 20 tokens and decodes its 21st; sequence 2 holds 2 and prefills 3 more.
+    model(ForwardBatch.single(prompts[1][:20], states[1])); states[1].commit()
+    model(ForwardBatch.single(prompts[2][:2], states[2])); states[2].commit()
+    snapshots = [s.snapshot() for s in states]
+    chunks = [prompts[0], prompts[1][20:], prompts[2][2:]]
+    for state, chunk in zip(states, chunks):
+        separate.append(model(ForwardBatch.single(chunk, state, logits="all")).logits)
+    for state, snap in zip(states, snapshots):
+        state.restore(snap)
+    batch = ForwardBatch(torch.cat(chunks), [len(c) for c in chunks], states, logits="all")
+    mixed = model(batch).logits
+    assert rel_err(mixed, torch.cat(separate)) <= 1e-5
+    assert [s.num_tokens for s in states] == [13, 21, 5]
+
+
+def test_truncate_inside_the_tail_then_reextend(model: DeepseekV4) -> None:
+    ids = torch.randint(0, SMALL.vocab_size, (40,))
+    state = model.new_state()
+    model(ForwardBatch.single(ids[:21], state)); state.commit()
+    original = model(ForwardBatch.single(ids[21:], state, logits="all")).logits
+    state.truncate(26)  # keep 21..25, forget 26..39 (crosses CSA groups and an HCA group boundary at 32)
+    assert state.num_tokens == 26 and state.layers[2].entries.count == 1
+    again = model(ForwardBatch.single(ids[26:], state, logits="all")).logits
+    assert rel_err(again, original[5:]) <= 1e-5
+    with pytest.raises(ValueError, match="uncommitted tail"):
+        state.truncate(20)
+
+
+def test_snapshot_restore_continues_identically(model: DeepseekV4) -> None:
+    ids = torch.randint(0, SMALL.vocab_size, (50,))
+    state = model.new_state()
+    model(ForwardBatch.single(ids[:30], state)); state.commit()
+    snap, held = state.snapshot(), state.nbytes()
+    first = model(ForwardBatch.single(ids[30:], state, logits="all")).logits
+    fresh = model.new_state()
+    fresh.restore(snap)
+    assert fresh.nbytes() == held and fresh.num_tokens == 30
+    second = model(ForwardBatch.single(ids[30:], fresh, logits="all")).logits
+    assert torch.equal(first, second)
+
+
+def test_byte_accounting_is_exact(model: DeepseekV4) -> None:
+    n, state = 45, model.new_state()
+    model(ForwardBatch.single(torch.randint(0, SMALL.vocab_size, (n,)), state))
+    state.commit()
+    w, d, c_idx, page = SMALL.window_size, SMALL.head_dim, SMALL.index_head_dim, 64
+    kv_row, idx_row = 4 * d, 4 * c_idx
+    window = 5 * (w - 1) * kv_row  # 4 main layers + MTP, each keeps the last W-1 rows
+    csa_pages = 2 * (page * kv_row + page * idx_row)  # 11 entries each: one partial page of KV and of index keys
+    hca_pages = page * kv_row  # 2 entries
+    # fp32 rows of (kv, score): CSA keeps its previous group and the pending one (rows 40..44) at 2c features for
+    # the main and the indexer compressor; HCA keeps its pending group (rows 32..44) at c features.
+    csa_tail = 2 * 5 * (2 * 2 * d + 2 * 2 * c_idx) * 4
+    hca_tail = (n - 32) * 2 * d * 4
+    got = state.nbytes()
+    assert got["window"] == window
+    assert got["kv_pages"] + got["index_pages"] == csa_pages + hca_pages
+    assert got["compressor_tail"] == csa_tail + hca_tail
+    assert got["mtp_hidden"] == SMALL.hc_mult * SMALL.dim * 4
+    assert got["total"] == sum(v for k, v in got.items() if k != "total")
+
+
+def test_official_numerics_store_the_official_formats() -> None:
+    model = build(OFFICIAL)
+    state = model.new_state()
+    ids = torch.randint(0, SMALL.vocab_size, (20,))
+    out = model(ForwardBatch.single(ids, state, logits="all")).logits
+    assert torch.isfinite(out).all()
+    csa = state.layers[1]
+    assert csa.entries.view().dtype == torch.uint8 and csa.entries.view().shape == (5, 64 + 128 + 1 + 7)
+    assert csa.index_keys.view().shape == (5, 32 + 2)  # FP4 codes + ue8m0 scales
+    # The stored window rows decode to values whose nope dims are FP8-representable with power-of-two block scales.
+    rows = model.layout.decode_kv(csa.window.rows(12, 20))
+    assert torch.equal(model.layout.decode_kv(model.layout.encode_kv(rows)), rows)
