@@ -29,8 +29,13 @@ def float_to_e8m0(power_of_two: torch.Tensor) -> torch.Tensor:
 
 
 def pow2_scale(amax: torch.Tensor, fmt_max: float) -> torch.Tensor:
-    """Smallest power of two s with amax / s <= fmt_max (the official `fast_round_scale`)."""
-    return torch.exp2(torch.ceil(torch.log2(amax / fmt_max)))
+    """Smallest power of two s with amax / s <= fmt_max (the official `fast_round_scale`).
+
+    Exact from the float's exponent bits: amax / fmt_max = m * 2^e with m in [0.5, 1), so the ceiling of its log2 is
+    e, or e - 1 when m is exactly 0.5. (float32 log2 rounds values just above a power of two down onto it.)
+    """
+    mantissa, exponent = torch.frexp(amax.float() / fmt_max)
+    return torch.ldexp(torch.ones_like(mantissa), exponent - (mantissa == 0.5).to(exponent.dtype))
 
 
 def _e2m1_table(device: torch.device) -> torch.Tensor:

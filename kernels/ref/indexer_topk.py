@@ -1,8 +1,16 @@
-"""Lightning Indexer: score every visible compressed entry for each query and keep the top k."""
+"""Lightning Indexer: score every visible compressed entry for each query and keep the top k.
+
+Keys are read in blocks of `KEY_BLOCK` entries with a running top-k, so memory stays bounded at a million-token
+context and FP4 keys are decoded one block at a time.
+"""
 
 from __future__ import annotations
 
 import torch
+
+from kernels.ref.kv_codec import decode_index_keys
+
+KEY_BLOCK = 16384
 
 
 def indexer_topk(
@@ -18,20 +26,29 @@ def indexer_topk(
     Args:
         q: [T, H, c] indexer queries (already rotated/quantized as the numerics require).
         head_weights: [T, H] float32 per-head weights, all scales folded in.
-        keys: [N, c] indexer keys of the sequence's compressed entries.
+        keys: [N, c] float keys, or their stored FP4 form uint8 [N, c/2 + c/32] (kv_codec.encode_index_keys).
         num_visible: [T] int64 number of entries visible to each query.
         topk: k; the result has min(k, N) columns.
         score_dtype: dtype the scores are rounded to before selection (bf16 in the official numerics).
     Returns:
-        [T, min(k, N)] int64 entry indices, -1 where fewer than k entries are visible.
+        [T, min(k, N)] int64 entry indices, best first, -1 where fewer than k entries are visible.
     """
-    n = keys.shape[0]
+    n, dim = keys.shape[0], q.shape[-1]
     k = min(topk, n)
+    best_scores = torch.full((q.shape[0], 0), float("-inf"), device=q.device)
+    best_ids = torch.zeros((q.shape[0], 0), dtype=torch.long, device=q.device)
     if k == 0 or q.shape[0] == 0:
         return torch.full((q.shape[0], k), -1, dtype=torch.long, device=q.device)
-    logits = torch.einsum("thc,nc->thn", q.float(), keys.float()).relu_()
-    scores = torch.einsum("thn,th->tn", logits, head_weights.float()).to(score_dtype).float()
-    future = torch.arange(n, device=q.device)[None, :] >= num_visible[:, None]
-    scores.masked_fill_(future, float("-inf"))
-    top = scores.topk(k, dim=-1)
-    return torch.where(torch.isinf(top.values), torch.full_like(top.indices, -1), top.indices)
+    qf, wf = q.float(), head_weights.float()
+    for first in range(0, n, KEY_BLOCK):
+        block = keys[first : first + KEY_BLOCK]
+        block = decode_index_keys(block, dim) if block.dtype == torch.uint8 else block.float()
+        logits = torch.einsum("thc,nc->thn", qf, block).relu_()
+        scores = torch.einsum("thn,th->tn", logits, wf).to(score_dtype).float()
+        ids = torch.arange(first, first + block.shape[0], device=q.device)
+        scores.masked_fill_(ids[None, :] >= num_visible[:, None], float("-inf"))
+        merged_scores = torch.cat((best_scores, scores), dim=1)
+        merged_ids = torch.cat((best_ids, ids[None, :].expand(q.shape[0], -1)), dim=1)
+        top = merged_scores.topk(min(k, merged_scores.shape[1]), dim=-1)
+        best_scores, best_ids = top.values, merged_ids.gather(1, top.indices)
+    return torch.where(torch.isinf(best_scores), torch.full_like(best_ids, -1), best_ids)

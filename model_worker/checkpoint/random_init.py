@@ -40,8 +40,9 @@ def _draw(name: str, param: torch.Tensor, params: dict, gen: torch.Generator, mo
     shape = tuple(param.shape)
     leaf = name.rsplit(".", 1)[-1]
     if leaf == "tid2eid":
-        rows = [torch.randperm(config.n_routed_experts, generator=gen)[: shape[1]] for _ in range(shape[0])]
-        return {name: torch.stack(rows).to(torch.int64)}
+        # Distinct experts per token: the first k of a random permutation of each row.
+        order = torch.rand(shape[0], config.n_routed_experts, generator=gen).argsort(dim=1)
+        return {name: order[:, : shape[1]].contiguous().to(torch.int64)}
     if leaf in ("w13", "w2") and param.dtype == torch.uint8:
         in_features = shape[2] * 2
         dense = _normal((shape[0] * shape[1], in_features), in_features**-0.5, gen)

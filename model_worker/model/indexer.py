@@ -49,5 +49,5 @@ class Indexer(nn.Module):
         state.index_keys.append(layout.encode_index_keys(keys))
         positions = torch.arange(start, start + x.shape[0], device=x.device)
         visible = (positions + 1) // self.ratio
-        all_keys = layout.decode_index_keys(state.index_keys.view())
-        return kernels.indexer_topk(q, weights, all_keys, visible, self.topk, numerics.index_score_dtype)
+        return kernels.indexer_topk(q, weights, state.index_keys.view(), visible, self.topk,
+                                    numerics.index_score_dtype)

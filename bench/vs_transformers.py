@@ -1,0 +1,137 @@
+"""Side by side with transformers' DeepseekV4ForCausalLM on the same `tiny`-shaped weights, in one run.
+
+Ours: official numerics (FP8 linears, packed FP4 experts, FP8/FP4 state). Theirs: the same weights dequantized, in
+`--hf-dtype` (default float32, its fastest on CPU). Both prefill through their caches in chunks of <= 2K tokens.
+Reported: prefill tokens/s, decode tokens/s at each context for batch 1 and 8, and per-sequence KV bytes (nbytes of
+every per-sequence state tensor, partial pages included, vs nbytes of every cache tensor, shared storage once).
+
+    python -m bench.vs_transformers [--contexts 8192,32768] [--batches 1,8] [--decode-tokens 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
+from transformers.cache_utils import DynamicCache
+
+from kernels.ref.formats import dequantize
+from model_worker.checkpoint.names import to_hf_name
+from model_worker.config import TINY, to_hf_dict
+from model_worker.engine.loading import load_model
+from model_worker.model import ForwardBatch
+
+CHUNK = 2048
+
+
+def hf_model(ours, dtype: torch.dtype) -> DeepseekV4ForCausalLM:
+    """transformers' model holding our weights, dequantized."""
+    state = ours.state_dict()
+    dense = {}
+    for name, tensor in state.items():
+        if name.endswith("scale") and (name[:-6] + ".weight" in state or name[:-6] in state):
+            continue
+        scale = state.get(name[: -len("weight")] + "scale") if name.endswith(".weight") else state.get(name + "_scale")
+        if name.endswith((".w13", ".w2")) and scale is not None:
+            tensor = torch.stack([dequantize(tensor[e], scale[e]) for e in range(tensor.shape[0])])
+        elif scale is not None:
+            tensor = dequantize(tensor, scale)
+        hf_name = to_hf_name(name)
+        if hf_name is not None:
+            dense[hf_name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    config = {k: v for k, v in to_hf_dict(TINY).items() if k not in ("architectures", "model_type")}
+    model = DeepseekV4ForCausalLM(DeepseekV4Config(**config)).to(dtype).eval()
+    missing, unexpected = model.load_state_dict(dense, strict=False)
+    assert not missing and not unexpected, (missing, unexpected)
+    return model
+
+
+def cache_bytes(cache: DynamicCache) -> int:
+    seen, total = set(), 0
+
+    def visit(value):
+        nonlocal total
+        if isinstance(value, torch.Tensor):
+            key = (value.untyped_storage().data_ptr(), value.untyped_storage().nbytes())
+            if key not in seen:
+                seen.add(key)
+                total += value.untyped_storage().nbytes()
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+
+    for layer in cache.layers:
+        for value in vars(layer).values():
+            visit(value)
+    return total
+
+
+@torch.no_grad()
+def run_hf(model, ids: torch.Tensor, decode_tokens: int) -> tuple[float, float, int]:
+    cache = DynamicCache(config=model.config)
+    start = time.perf_counter()
+    for first in range(0, ids.shape[1], CHUNK):
+        out = model(input_ids=ids[:, first : first + CHUNK], past_key_values=cache, use_cache=True, logits_to_keep=1)
+    prefill = time.perf_counter() - start
+    token, times = out.logits[:, -1].argmax(-1, keepdim=True), []
+    for _ in range(decode_tokens):
+        start = time.perf_counter()
+        out = model(input_ids=token, past_key_values=cache, use_cache=True)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        times.append(time.perf_counter() - start)
+    return prefill, statistics.median(times), cache_bytes(cache) // ids.shape[0]
+
+
+def run_ours(model, ids: torch.Tensor, decode_tokens: int) -> tuple[float, float, int]:
+    states = [model.new_state() for _ in range(ids.shape[0])]
+    start = time.perf_counter()
+    for first in range(0, ids.shape[1], CHUNK):
+        chunk = ids[:, first : first + CHUNK]
+        out = model(ForwardBatch(chunk.reshape(-1), [chunk.shape[1]] * len(states), states))
+        for state in states:
+            state.commit()
+    prefill = time.perf_counter() - start
+    tokens, times = out.logits.argmax(-1), []
+    for _ in range(decode_tokens):
+        start = time.perf_counter()
+        out = model(ForwardBatch(tokens, [1] * len(states), states))
+        for state in states:
+            state.commit()
+        tokens = out.logits.argmax(-1)
+        times.append(time.perf_counter() - start)
+    return prefill, statistics.median(times), states[0].nbytes()["total"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contexts", default="8192,32768")
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--decode-tokens", type=int, default=16)
+    parser.add_argument("--hf-dtype", default="float32", choices=["float32", "bfloat16"])
+    args = parser.parse_args()
+    ours = load_model(None, "tiny", numerics="official")
+    theirs = hf_model(ours, getattr(torch, args.hf_dtype))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; transformers in {args.hf_dtype}\n")
+    print("| context | batch | prefill tok/s ours | theirs | decode tok/s ours | theirs | decode speed-up | "
+          "KV bytes/seq ours | theirs | KV ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    gen = torch.Generator().manual_seed(0)
+    for context in (int(c) for c in args.contexts.split(",")):
+        for batch in (int(b) for b in args.batches.split(",")):
+            ids = torch.randint(0, 100000, (batch, context), generator=gen)
+            p_ours, d_ours, kv_ours = run_ours(ours, ids, args.decode_tokens)
+            p_hf, d_hf, kv_hf = run_hf(theirs, ids, args.decode_tokens)
+            n = batch * context
+            print(f"| {context:,} | {batch} | {n / p_ours:.0f} | {n / p_hf:.0f} | {batch / d_ours:.1f} | "
+                  f"{batch / d_hf:.1f} | {d_hf / d_ours:.1f}x | {kv_ours:,} | {kv_hf:,} | {kv_ours / kv_hf:.2f} |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
