@@ -1,4 +1,4 @@
-"""Suite-wide test setup: deterministic seeds, GPU tests skipped without a GPU."""
+"""Suite-wide test setup: one intra-op thread, deterministic seeds, GPU tests skipped without a GPU."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ import zlib
 
 import pytest
 import torch
+
+# NOTE: the tests run small shapes, where intra-op threads only add overhead and contention (on 2 cores tiny ops got
+# ~40x slower with other processes busy).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.ref.formats import FP4_MAX, FP8_MAX, e2m1_decode, e2m1_encode, float_to_e8m0, pack_fp4, pow2_scale
-from kernels.ref.formats import e8m0_to_float, unpack_fp4
+from kernels.ref.formats import FP4_MAX, FP8_MAX, e2m1_encode, float_to_e8m0, pack_fp4, pow2_scale
+from kernels.ref.formats import decode_fp4_bytes, e8m0_to_float, fp8_bytes_to_float
 
 KV_NOPE_BLOCK = 64
 INDEX_KEY_BLOCK = 32
@@ -44,7 +44,7 @@ def encode_kv(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
 def decode_kv(stored: torch.Tensor, dim: int, rope_dim: int) -> torch.Tensor:
     """[N, kv_entry_bytes] uint8 -> [N, D] float32."""
     nope = dim - rope_dim
-    codes = stored[:, :nope].contiguous().view(torch.float8_e4m3fn).float().unflatten(-1, (-1, KV_NOPE_BLOCK))
+    codes = fp8_bytes_to_float(stored[:, :nope]).unflatten(-1, (-1, KV_NOPE_BLOCK))
     scale = e8m0_to_float(stored[:, nope + 2 * rope_dim : nope + 2 * rope_dim + nope // KV_NOPE_BLOCK])
     rope = stored[:, nope : nope + 2 * rope_dim].contiguous().view(torch.bfloat16).float()
     return torch.cat(((codes * scale.unsqueeze(-1)).flatten(-2), rope), dim=-1)
@@ -60,5 +60,5 @@ def encode_index_keys(x: torch.Tensor) -> torch.Tensor:
 
 def decode_index_keys(stored: torch.Tensor, dim: int) -> torch.Tensor:
     """[N, index_key_bytes] uint8 -> [N, c] float32."""
-    values = e2m1_decode(unpack_fp4(stored[:, : dim // 2])).unflatten(-1, (-1, INDEX_KEY_BLOCK))
+    values = decode_fp4_bytes(stored[:, : dim // 2]).unflatten(-1, (-1, INDEX_KEY_BLOCK))
     return (values * e8m0_to_float(stored[:, dim // 2 :]).unsqueeze(-1)).flatten(-2)

@@ -83,7 +83,7 @@ def _read_indexed(path: Path, index_path: Path) -> tuple[dict[str, SafetensorsFi
         by_shard.setdefault(shard, set()).add(key)
     missing = sorted(shard for shard in by_shard if not (path / shard).is_file())
     if missing:
-        example = sorted(by_shard[missing[0]])[0]
+        example = min(by_shard[missing[0]])
         raise CheckpointError(f"{path}: shard file(s) {missing} listed in {INDEX_FILE} are missing "
                               f"(e.g. {missing[0]} should hold {example!r})")
     files = {shard: SafetensorsFile(path / shard) for shard in sorted(by_shard)}

@@ -1,6 +1,7 @@
 """`init-checkpoint` subcommand (wired into `python -m model_worker` by the lead):
 
-init-checkpoint --config NAME_OR_JSON --format official|hf --seed S --out DIR [--num-shards N] [--dtype float32|bfloat16]
+init-checkpoint --config NAME_OR_JSON --format official|hf --seed S --out DIR [--num-shards N]
+                [--dtype float32|bfloat16]   (--dtype: hf only)
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ tensors), "hf-native" (the module names of `DeepseekV4ForCausalLM`, stacked `gat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -114,16 +114,15 @@ def allowed_dtypes(param: str, dtype: torch.dtype, layout: str) -> tuple[str, ..
     return _OFFICIAL_DTYPES.get(dtype, ())
 
 
-def choose_naming(layout: str, keys: Mapping[str, object] | set[str], params: Iterable[str],
-                  num_experts: int) -> str:
+def choose_naming(layout: str, keys: Collection[str], params: Iterable[str], num_experts: int) -> str:
     """The naming whose planned keys best cover the checkpoint's keys (transformers versions differ)."""
     if layout == OFFICIAL:
         return OFFICIAL
-    names = list(params)
+    names, present = list(params), set(keys)
     scores = {}
     for naming in (HF_SAVED, HF_NATIVE):
         planned = {k for s in plan(names, naming, num_experts) for k in s.all_keys()}
-        scores[naming] = len(planned & set(keys))
+        scores[naming] = len(planned & present)
     return max(scores, key=lambda n: scores[n])
 
 

@@ -16,7 +16,15 @@ from kernels.ref.formats import dequantize_fp4, dequantize_fp8_blocks
 from model_worker.checkpoint.checkpoint_dir import INDEX_FILE, INFERENCE_CONFIG, ROOT_CONFIG
 from model_worker.checkpoint.errors import CheckpointError
 from model_worker.checkpoint.layouts import (
-    HF, HF_NATIVE, HF_SAVED, LAYOUTS, OFFICIAL, allowed_dtypes, expert_param, layout_config, plan,
+    HF,
+    HF_NATIVE,
+    HF_SAVED,
+    LAYOUTS,
+    OFFICIAL,
+    allowed_dtypes,
+    expert_param,
+    layout_config,
+    plan,
 )
 from model_worker.checkpoint.random_init import random_state_dict
 from model_worker.checkpoint.safetensors_io import dtype_name, write_safetensors
@@ -50,18 +58,18 @@ def write_state_dict(state_dict: Mapping[str, torch.Tensor], config: ModelConfig
         raise CheckpointError(f"unknown hf naming {hf_naming!r}; choose {HF_SAVED!r} or {HF_NATIVE!r}")
     if num_shards < 1:
         raise CheckpointError("num_shards must be >= 1")
+    files = _file_tensors(state_dict, config, fmt, float_dtype, hf_naming if fmt == HF else OFFICIAL)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stale = sorted(p.name for p in out.iterdir() if p.name.endswith(".safetensors") or p.name == INDEX_FILE)
     if stale:
         raise CheckpointError(f"{out}: already holds checkpoint files {stale[:3]}; write into an empty directory")
-    files = _file_tensors(state_dict, config, fmt, float_dtype, hf_naming if fmt == HF else OFFICIAL)
     _write_shards(out, files, num_shards, fmt)
     _write_configs(out, config, fmt, files)
     return out
 
 
-def dequantize_state_dict(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> dict:
+def dequantize_state_dict(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
     """Quantized weights (FP8 + block scales, packed FP4 experts + scales) -> dense `dtype` weights without scales,
     i.e. exactly the values a quantized model multiplies by. Other tensors are returned unchanged."""
     out: dict[str, torch.Tensor] = {}
@@ -107,7 +115,7 @@ def _file_tensors(state_dict: Mapping[str, torch.Tensor], config: ModelConfig, f
             files[source.keys[0][0]] = (tensor, file_dtype)
             continue
         for slot, keys in enumerate(source.keys):
-            for key, part in zip(keys, tensor[slot].chunk(len(keys), dim=0)):
+            for key, part in zip(keys, tensor[slot].chunk(len(keys), dim=0), strict=True):
                 files[key] = (part, file_dtype)
     return files
 

@@ -1,0 +1,1 @@
+"""Benchmarks and size reports for the engine (run as `python -m bench.<name>`)."""

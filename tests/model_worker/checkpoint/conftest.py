@@ -1,0 +1,49 @@
+"""Fixtures for the checkpoint tests: checkpoints of the SMALL config written once per session (drawing random
+weights is the slow part); tests that damage one work on a copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from checkpoint_testlib import SMALL, one_thread
+
+from model_worker.checkpoint import dequantize_state_dict, write_state_dict
+from model_worker.checkpoint.random_init import random_state_dict
+from model_worker.model import DeepseekV4
+from model_worker.numerics import REFERENCE
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def quantized_state() -> dict[str, torch.Tensor]:
+    """Random official-layout (FP8 / FP4, with MTP) weights for SMALL."""
+    with one_thread():
+        return random_state_dict(DeepseekV4(SMALL, quantized=True), seed=7)
+
+
+@pytest.fixture(scope="session")
+def official_dir(tmp_path_factory: pytest.TempPathFactory, quantized_state: dict) -> Path:
+    return write_state_dict(quantized_state, SMALL, tmp_path_factory.mktemp("official"), "official", num_shards=3)
+
+
+@pytest.fixture(scope="session")
+def dequantized_hf_dir(tmp_path_factory: pytest.TempPathFactory, quantized_state: dict) -> Path:
+    """The same weights dequantized to float32, in the transformers layout."""
+    with one_thread():
+        dense = dequantize_state_dict(quantized_state)
+    return write_state_dict(dense, SMALL, tmp_path_factory.mktemp("hf"), "hf")
+
+
+@pytest.fixture(scope="session")
+def direct_model(quantized_state: dict) -> DeepseekV4:
+    """The quantized model built straight from the state dict (no files), reference numerics."""
+    model = DeepseekV4(SMALL, quantized=True, numerics=REFERENCE)
+    model.load_state_dict(quantized_state, assign=True, strict=True)
+    return model
