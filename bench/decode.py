@@ -19,6 +19,7 @@ import torch
 import kernels
 from bench.synthetic_state import fill_synthetic
 from model_worker.engine.loading import load_model
+from model_worker.engine.threads import threads_for
 from model_worker.model import ForwardBatch
 
 _indexer_seconds = [0.0]
@@ -43,7 +44,8 @@ def decode_times(model, state, tokens: int, first_token: int = 1000) -> tuple[li
     _indexer_seconds[0] = 0.0
     for _ in range(tokens):
         start = time.perf_counter()
-        logits = model(ForwardBatch.single([token], state)).logits[-1]
+        with threads_for(1):
+            logits = model(ForwardBatch.single([token], state)).logits[-1]
         state.commit()
         token = int(logits.argmax())
         times.append(time.perf_counter() - start)
@@ -65,7 +67,8 @@ def main() -> None:
     ids = torch.randint(0, 100000, (args.prefill,), generator=torch.Generator().manual_seed(0))
     start = time.perf_counter()
     for first in range(0, args.prefill, 512):
-        model(ForwardBatch.single(ids[first : first + 512], state, logits="none"))
+        with threads_for(512):
+            model(ForwardBatch.single(ids[first : first + 512], state, logits="none"))
         state.commit()
     prefill_s = time.perf_counter() - start
     times, _ = decode_times(model, state, args.tokens)

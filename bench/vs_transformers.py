@@ -1,7 +1,8 @@
 """Side by side with transformers' DeepseekV4ForCausalLM on the same `tiny`-shaped weights, in one run.
 
 Ours: official numerics (FP8 linears, packed FP4 experts, FP8/FP4 state). Theirs: the same weights dequantized, in
-`--hf-dtype` (default float32, its fastest on CPU). Both prefill through their caches in chunks of <= 2K tokens.
+`--hf-dtype` (default float32, its fastest on CPU). Both prefill through their caches in chunks of <= 2K tokens, and
+both run under the same thread policy (one intra-op thread for decode-sized passes).
 Reported: prefill tokens/s, decode tokens/s at each context for batch 1 and 8, and per-sequence KV bytes (nbytes of
 every per-sequence state tensor, partial pages included, vs nbytes of every cache tensor, shared storage once).
 
@@ -22,6 +23,7 @@ from kernels.ref.formats import dequantize
 from model_worker.checkpoint.names import to_hf_name
 from model_worker.config import TINY, to_hf_dict
 from model_worker.engine.loading import load_model
+from model_worker.engine.threads import threads_for
 from model_worker.model import ForwardBatch
 
 CHUNK = 2048
@@ -77,12 +79,15 @@ def run_hf(model, ids: torch.Tensor, decode_tokens: int) -> tuple[float, float, 
     cache = DynamicCache(config=model.config)
     start = time.perf_counter()
     for first in range(0, ids.shape[1], CHUNK):
-        out = model(input_ids=ids[:, first : first + CHUNK], past_key_values=cache, use_cache=True, logits_to_keep=1)
+        with threads_for(ids[:, first : first + CHUNK].numel()):
+            out = model(input_ids=ids[:, first : first + CHUNK], past_key_values=cache, use_cache=True,
+                        logits_to_keep=1)
     prefill = time.perf_counter() - start
     token, times = out.logits[:, -1].argmax(-1, keepdim=True), []
     for _ in range(decode_tokens):
         start = time.perf_counter()
-        out = model(input_ids=token, past_key_values=cache, use_cache=True)
+        with threads_for(token.numel()):
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
         times.append(time.perf_counter() - start)
     return prefill, statistics.median(times), cache_bytes(cache) // ids.shape[0]
@@ -93,14 +98,16 @@ def run_ours(model, ids: torch.Tensor, decode_tokens: int) -> tuple[float, float
     start = time.perf_counter()
     for first in range(0, ids.shape[1], CHUNK):
         chunk = ids[:, first : first + CHUNK]
-        out = model(ForwardBatch(chunk.reshape(-1), [chunk.shape[1]] * len(states), states))
+        with threads_for(chunk.numel()):
+            out = model(ForwardBatch(chunk.reshape(-1), [chunk.shape[1]] * len(states), states))
         for state in states:
             state.commit()
     prefill = time.perf_counter() - start
     tokens, times = out.logits.argmax(-1), []
     for _ in range(decode_tokens):
         start = time.perf_counter()
-        out = model(ForwardBatch(tokens, [1] * len(states), states))
+        with threads_for(len(states)):
+            out = model(ForwardBatch(tokens, [1] * len(states), states))
         for state in states:
             state.commit()
         tokens = out.logits.argmax(-1)

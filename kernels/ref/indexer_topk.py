@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.ref.kv_codec import decode_index_keys
+from kernels.ref.formats import e8m0_to_float
+from kernels.ref.kv_codec import INDEX_KEY_BLOCK
 
 KEY_BLOCK = 16384
 
@@ -42,8 +43,10 @@ def indexer_topk(
     qf, wf = q.float(), head_weights.float()
     for first in range(0, n, KEY_BLOCK):
         block = keys[first : first + KEY_BLOCK]
-        block = decode_index_keys(block, dim) if block.dtype == torch.uint8 else block.float()
-        logits = torch.einsum("thc,nc->thn", qf, block).relu_()
+        if block.dtype == torch.uint8:
+            logits = _fp4_key_logits(qf, block, dim).relu_()
+        else:
+            logits = torch.einsum("thc,nc->thn", qf, block.float()).relu_()
         scores = torch.einsum("thn,th->tn", logits, wf).to(score_dtype).float()
         ids = torch.arange(first, first + block.shape[0], device=q.device)
         scores.masked_fill_(ids[None, :] >= num_visible[:, None], float("-inf"))
@@ -52,3 +55,20 @@ def indexer_topk(
         top = merged_scores.topk(min(k, merged_scores.shape[1]), dim=-1)
         best_scores, best_ids = top.values, merged_ids.gather(1, top.indices)
     return torch.where(torch.isinf(best_scores), torch.full_like(best_ids, -1), best_ids)
+
+
+def _fp4_key_logits(q: torch.Tensor, stored: torch.Tensor, dim: int) -> torch.Tensor:
+    """q [T, H, c] against stored FP4 keys [N, c/2 + c/32] -> [T, H, N] float32.
+
+    A byte holds dims 2i (low nibble) and 2i+1 (high nibble): the even and the odd dims are decoded separately and
+    dotted with the matching query dims, which skips interleaving them back (a full copy on CPU). Nibbles become
+    float16 bit patterns worth value * 2^-14 (as in formats.decode_fp4_bytes); the 2^14 joins each block's scale.
+    """
+    packed = stored[:, : dim // 2].to(torch.int16)
+    scale = (e8m0_to_float(stored[:, dim // 2 :]) * 2.0**14).unsqueeze(-1)  # [N, blocks, 1]
+    pairs = INDEX_KEY_BLOCK // 2
+    even = (((packed & 0x8) << 12) | ((packed & 0x7) << 9)).view(torch.float16).float()
+    odd = (((packed & 0x80) << 8) | ((packed & 0x70) << 5)).view(torch.float16).float()
+    even = (even.view(-1, dim // INDEX_KEY_BLOCK, pairs) * scale).flatten(1)
+    odd = (odd.view(-1, dim // INDEX_KEY_BLOCK, pairs) * scale).flatten(1)
+    return torch.einsum("thc,nc->thn", q[..., 0::2], even) + torch.einsum("thc,nc->thn", q[..., 1::2], odd)

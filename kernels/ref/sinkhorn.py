@@ -8,9 +8,9 @@ import torch
 def sinkhorn(logits: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
     """logits [..., n, n] (float32) -> comb [..., n, n]: row softmax + eps, column normalize, then iters-1 rounds of
     row and column normalization (the official order)."""
-    comb = torch.softmax(logits, dim=-1) + eps
-    comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
+    comb = torch.softmax(logits, dim=-1).add_(eps)
+    comb.div_(comb.sum(dim=-2, keepdim=True).add_(eps))
     for _ in range(iters - 1):
-        comb = comb / (comb.sum(dim=-1, keepdim=True) + eps)
-        comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
+        comb.div_(comb.sum(dim=-1, keepdim=True).add_(eps))
+        comb.div_(comb.sum(dim=-2, keepdim=True).add_(eps))
     return comb

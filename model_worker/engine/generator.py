@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from model_worker.chat import IncrementalDetokenizer, Tokenizer
+from model_worker.engine.threads import threads_for
 from model_worker.model import DeepseekV4, ForwardBatch
 from model_worker.sampling import FinishReason, Sampler, SamplingParams, SamplingState, StopChecker
 from model_worker.state import SequenceState
@@ -39,7 +40,8 @@ class Generator:
         logits = None
         for start in range(0, len(token_ids), self.prefill_chunk):
             chunk = token_ids[start : start + self.prefill_chunk]
-            logits = self.model(ForwardBatch.single(list(chunk), state)).logits[-1]
+            with threads_for(len(chunk)):
+                logits = self.model(ForwardBatch.single(list(chunk), state)).logits[-1]
             state.commit()
         return logits
 
@@ -69,7 +71,8 @@ class Generator:
                     on_text(check.text)
             if check.finished:
                 break
-            logits = self.model(ForwardBatch.single([token], state)).logits[-1]
+            with threads_for(1):
+                logits = self.model(ForwardBatch.single([token], state)).logits[-1]
         kept = len(generated) - check.num_tokens_to_truncate
         # The last sampled token was never fed to the model; roll back anything fed past the stop point.
         state.truncate(min(state.num_tokens, start + kept))

@@ -1,0 +1,30 @@
+"""Intra-op thread policy for the CPU path: decode-sized passes run on one thread, larger passes on all.
+
+A decode step is thousands of tiny ops; on a 2-core machine a second thread costs more in synchronization than it
+saves (measured: 66 ms vs 96 ms per `tiny` token), while prefill chunks gain ~30% from it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+SMALL_PASS_TOKENS = 16
+_configured = torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def threads_for(num_tokens: int) -> Iterator[None]:
+    """Run the enclosed forward pass with the thread count suited to `num_tokens` (CPU only; no-op elsewhere)."""
+    wanted = 1 if num_tokens <= SMALL_PASS_TOKENS else _configured
+    previous = torch.get_num_threads()
+    if wanted == previous:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
