@@ -20,8 +20,8 @@ SESSION_TOKENS = (131072, 1048576)
 DOC_GROWTH_FP4 = {"flash": 3514, "pro": 5031}
 MAX_REL_DIFF_AT_1M = 0.02
 KINDS = (WINDOW, CSA, HCA)
-CATEGORIES = ("window", "kv_pages", "index_pages", "compressor_tail", "mtp_hidden")  # SequenceState.nbytes() keys
-CATEGORY_NAMES = ("window", "kv pages", "index pages", "compressor tails", "mtp hidden")
+CATEGORIES = ("window", "kv_pages", "index_pages", "compressor_tail", "mtp_inputs")  # SequenceState.nbytes() keys
+CATEGORY_NAMES = ("window", "kv pages", "index pages", "compressor tails", "mtp inputs")
 
 
 def rows_bytes(rows: int, width: int, dtype: torch.dtype) -> int:
@@ -34,18 +34,19 @@ def paged_entries(entries: int) -> int:
     return -(-entries // PAGE_ENTRIES) * PAGE_ENTRIES
 
 
-def layer_tokens(layout: StateLayout, layer_id: int, num_tokens: int) -> int:
-    """Positions a layer has seen: MTP layers consume pairs (h_i, token_{i+1}), so one fewer than the main model."""
+def layer_tokens(layout: StateLayout, layer_id: int, num_tokens: int, drafting: bool) -> int:
+    """Positions a layer has seen: MTP layers consume pairs (h_i, token_{i+1}), one fewer than the main model, and
+    only in a sequence that asks for drafts (speculative decoding)."""
     if layer_id < layout.config.n_layers:
         return num_tokens
-    return max(num_tokens - 1, 0)
+    return max(num_tokens - 1, 0) if drafting else 0
 
 
-def computed_layer_bytes(layout: StateLayout, layer_id: int, num_tokens: int) -> dict[str, int]:
+def computed_layer_bytes(layout: StateLayout, layer_id: int, num_tokens: int, drafting: bool = True) -> dict[str, int]:
     """Bytes of one layer's state committed at `num_tokens`, keyed like LayerState.nbytes()."""
     config = layout.config
     kind, ratio = config.layer_type(layer_id), config.compress_ratios[layer_id]
-    n = layer_tokens(layout, layer_id, num_tokens)
+    n = layer_tokens(layout, layer_id, num_tokens, drafting)
     # After commit the window keeps W-1 rows: the next query's window is itself plus the W-1 before it.
     out = {"window": rows_bytes(min(n, config.window_size - 1), layout.kv_width, layout.kv_dtype)}
     if kind == WINDOW:
@@ -65,21 +66,21 @@ def computed_layer_bytes(layout: StateLayout, layer_id: int, num_tokens: int) ->
     return out
 
 
-def mtp_hidden_bytes(layout: StateLayout, num_tokens: int) -> int:
-    """The main model's last hidden streams, kept for the MTP pair that the next token completes."""
+def mtp_input_bytes(layout: StateLayout, num_tokens: int) -> int:
+    """The last window_size + 1 hidden streams (activation dtype) and token ids: what the MTP layer catches up from."""
     config = layout.config
-    rows = min(num_tokens, 1) if config.n_mtp_layers else 0
-    return rows_bytes(rows, config.hc_mult * config.dim, torch.float32)
+    rows = min(num_tokens, config.window_size + 1) if config.n_mtp_layers else 0
+    return rows_bytes(rows, config.hc_mult * config.dim, layout.numerics.act_dtype) + rows_bytes(rows, 1, torch.long)
 
 
-def computed_state_bytes(layout: StateLayout, num_tokens: int) -> dict[str, int]:
+def computed_state_bytes(layout: StateLayout, num_tokens: int, drafting: bool = True) -> dict[str, int]:
     """Bytes of a SequenceState committed at `num_tokens`, keyed like SequenceState.nbytes() (incl. "total")."""
     config = layout.config
     totals: dict[str, int] = {}
     for layer_id in range(config.n_layers + config.n_mtp_layers):
-        for key, value in computed_layer_bytes(layout, layer_id, num_tokens).items():
+        for key, value in computed_layer_bytes(layout, layer_id, num_tokens, drafting).items():
             totals[key] = totals.get(key, 0) + value
-    totals["mtp_hidden"] = mtp_hidden_bytes(layout, num_tokens)
+    totals["mtp_inputs"] = mtp_input_bytes(layout, num_tokens)
     totals["total"] = sum(totals.values())
     return totals
 
@@ -94,7 +95,7 @@ def bytes_by_kind(layout: StateLayout, num_tokens: int) -> dict[str, tuple[int, 
         out[key] = (count + 1, total + sum(computed_layer_bytes(layout, layer_id, num_tokens).values()))
     if config.n_mtp_layers:
         count, total = out["mtp"]
-        out["mtp"] = (count, total + mtp_hidden_bytes(layout, num_tokens))
+        out["mtp"] = (count, total + mtp_input_bytes(layout, num_tokens))
     return out
 
 
@@ -136,7 +137,7 @@ def measure_tiny(num_tokens: int, chunk: int = 512, seed: int = 0) -> tuple[dict
     ids = torch.randint(0, model.config.vocab_size, (num_tokens,), generator=torch.Generator().manual_seed(seed))
     for start in range(0, num_tokens, chunk):
         # logits="none": the 129K-vocab head is irrelevant to the state and the slowest part of a tiny pass.
-        model(ForwardBatch.single(ids[start : start + chunk], state, logits="none"))
+        model(ForwardBatch.single(ids[start : start + chunk], state, logits="none", draft_logits=True))
         state.commit()
     return state.nbytes(), computed_state_bytes(model.layout, num_tokens)
 

@@ -35,6 +35,9 @@ def fill_synthetic(state: SequenceState, num_tokens: int, seed: int = 0) -> None
         if layer.kind == CSA:
             layer.index_comp.reset(keep, torch.randn(end - keep, layer.index_comp.buffer.shape[1], generator=gen))
             layer.index_keys.reset(_encoded(layout.encode_index_keys, end // m, config.index_head_dim, gen))
-    state.mtp_hidden.reset(num_tokens - 1, torch.randn(1, config.hc_mult * config.dim, generator=gen))
+    keep = window + 1
+    state.mtp_hidden.reset(num_tokens - keep, torch.randn(keep, config.hc_mult * config.dim, generator=gen).to(
+        layout.numerics.act_dtype))
+    state.recent_tokens.reset(num_tokens - keep, torch.randint(0, config.vocab_size, (keep, 1), generator=gen))
     state.num_tokens = state.committed = num_tokens
     state.mtp_pairs = num_tokens - 1

@@ -69,12 +69,13 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         n, window = x.shape[0], self.config.window_size
         stored = layout.encode_kv(kv)
-        first = max(0, start - window + 1)
+        # The MTP layer's window may start later (it catches up over its last window only).
+        first = max(0, start - window + 1, state.window.start)
         window_rows = torch.cat((layout.decode_kv(state.window.rows(first, start)), layout.decode_kv(stored)))
         state.window.append(stored)
         positions = torch.arange(start, start + n, device=x.device)
         offsets = positions[:, None] - (window - 1) + torch.arange(window, device=x.device)[None, :]
-        window_idx = torch.where(offsets >= 0, offsets - first, torch.full_like(offsets, -1))
+        window_idx = torch.where(offsets >= first, offsets - first, torch.full_like(offsets, -1))
         comp_kv, comp_idx = self._compressed(x, index_q, start, positions, state, layout, numerics)
         return kernels.sparse_attention(q, window_rows, window_idx, comp_kv, comp_idx, self.attn_sink,
                                         self.config.head_dim**-0.5)

@@ -21,7 +21,7 @@ class ForwardBatch:
     seq_lens: list[int]
     states: list[SequenceState]
     logits: str = "last"  # "last": one row per segment; "all": every token; "none"
-    draft_logits: bool = False  # MTP draft logits at each segment's last pair (the MTP state advances regardless)
+    draft_logits: bool = False  # advance the MTP layer and return its draft logits at each segment's last pair
 
     def __post_init__(self) -> None:
         if len(self.seq_lens) != len(self.states):
@@ -56,8 +56,8 @@ class Segment:
 
 @dataclass
 class ForwardOutput:
-    """logits [R, V] float32 in the order asked for; mtp_logits [S', V] for the segments whose MTP advanced
-    (draft distribution of the token after the next one), with mtp_segments naming them."""
+    """logits [R, V] float32 in the order asked for; mtp_logits [S', V] when drafts were asked for: the draft
+    distribution of the token after the next one, for the segments named by mtp_segments."""
 
     logits: torch.Tensor
     mtp_logits: torch.Tensor | None

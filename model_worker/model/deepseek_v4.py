@@ -76,38 +76,37 @@ class DeepseekV4(nn.Module):
 
     def _mtp(self, streams: torch.Tensor, ids: torch.Tensor, segments: list[Segment],
              want_logits: bool) -> tuple[torch.Tensor | None, list[int]]:
-        """Advance the MTP layer by every pair (h_i, token_{i+1}) this batch completes; draft at each segment's last."""
+        """Record every token's MTP inputs; when drafts are wanted, advance the MTP layer over the pairs
+        (h_i, token_{i+1}) it has not seen (at most the last window of them) and draft at each segment's last pair."""
         c, numerics = self.config, self.numerics
+        for seg in segments:
+            seg.state.mtp_hidden.append(streams[seg.rows].flatten(1))
+            seg.state.recent_tokens.append(ids[seg.rows, None])
+        if not want_logits:
+            return None, []
         hidden_rows, token_rows, pair_segments, last_rows, drafted = [], [], [], [], []
-        pair_row = 0
         for index, seg in enumerate(segments):
-            state, p = seg.state, seg.start_position
-            assert state.mtp_pairs >= p - 1, "MTP state fell behind the main model"
-            first_pair = state.mtp_pairs
-            chunk_hidden = streams[seg.rows].float().flatten(1)
-            held = state.mtp_hidden.rows(first_pair, p) if first_pair < p else chunk_hidden[:0]
-            state.mtp_hidden.append(chunk_hidden)
-            hidden = torch.cat((held, chunk_hidden[: seg.length - 1]))
-            tokens = ids[seg.rows][first_pair + 1 - p :]
-            count = tokens.shape[0]
-            state.mtp_pairs = p + seg.length - 1
-            if count == 0:
+            state, pairs = seg.state, seg.start_position + seg.length - 1
+            first = max(state.mtp_pairs, pairs - c.window_size)
+            if first >= pairs:
                 continue
-            hidden_rows.append(hidden)
-            token_rows.append(tokens)
-            pair_segments.append(Segment(pair_row, count, first_pair, state))
-            pair_row += count
-            last_rows.append(pair_row - 1)
+            if first > state.mtp_pairs:  # older pairs can no longer reach the window: skip them
+                window = state.layers[c.n_layers].window
+                window.reset(first, window.buffer[:0])
+            hidden_rows.append(state.mtp_hidden.rows(first, pairs))
+            token_rows.append(state.recent_tokens.rows(first + 1, pairs + 1)[:, 0])
+            row = sum(s.length for s in pair_segments)
+            pair_segments.append(Segment(row, pairs - first, first, state))
+            last_rows.append(row + pairs - first - 1)
             drafted.append(index)
+            state.mtp_pairs = pairs
         if not pair_segments:
             return None, []
         hidden = torch.cat(hidden_rows).view(-1, c.hc_mult, c.dim)
         tokens = torch.cat(token_rows)
         positions = torch.cat([torch.arange(s.start_position, s.start_position + s.length) for s in pair_segments])
-        for mtp in self.mtp:
-            mtp_streams = mtp.input_streams(self.embed(tokens), hidden, numerics)
-            mtp_streams = mtp(mtp_streams, tokens, positions.to(tokens.device), pair_segments, self.layout, numerics)
-        if not want_logits:
-            return None, []
+        mtp = self.mtp[0]
+        mtp_streams = mtp.input_streams(self.embed(tokens), hidden, numerics)
+        mtp_streams = mtp(mtp_streams, tokens, positions.to(tokens.device), pair_segments, self.layout, numerics)
         last = mtp_streams[torch.tensor(last_rows)]
         return self._logits(last, mtp.hc_head_fn, mtp.hc_head_base, mtp.hc_head_scale, mtp.norm), drafted

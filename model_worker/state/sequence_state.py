@@ -87,8 +87,11 @@ class SequenceState:
         self.layers = [LayerState(layout, i, device) for i in range(config.n_layers + config.n_mtp_layers)]
         self.num_tokens = 0
         self.committed = 0
-        self.mtp_pairs = 0  # MTP consumed (hidden_i, token_{i+1}) for i < mtp_pairs
-        self.mtp_hidden = RowLog(config.hc_mult * config.dim, torch.float32, device)
+        # The MTP layer advances only when drafts are asked for. Its attention is window-only, so the last
+        # window_size pairs (main hidden streams h_i, token i+1) are all it ever needs to catch up exactly.
+        self.mtp_pairs = 0  # the MTP layer holds pairs (h_i, token_{i+1}) for i < mtp_pairs
+        self.mtp_hidden = RowLog(config.hc_mult * config.dim, layout.numerics.act_dtype, device)
+        self.recent_tokens = RowLog(1, torch.long, device)
         self.sampling: bytes | None = None  # the sampler's RNG and counters, opaque here
 
     @property
@@ -106,7 +109,9 @@ class SequenceState:
             layer.commit(self.num_tokens)
         for layer in self.mtp_layers:
             layer.commit(self.mtp_pairs)
-        self.mtp_hidden.trim_front(self.num_tokens - 1)
+        keep = self.num_tokens - self.layout.config.window_size - 1
+        self.mtp_hidden.trim_front(keep)
+        self.recent_tokens.trim_front(keep)
 
     def truncate(self, position: int) -> None:
         """Roll back to `position` (committed <= position <= num_tokens), as if later tokens never came."""
@@ -117,8 +122,12 @@ class SequenceState:
             layer.truncate(position)
         self.mtp_pairs = min(self.mtp_pairs, max(position - 1, 0))
         for layer in self.mtp_layers:
-            layer.truncate(self.mtp_pairs)
-        self.mtp_hidden.truncate(max(position, self.mtp_hidden.start))
+            if self.mtp_pairs < layer.window.start:  # it caught up past this point: let it catch up again
+                layer.window.reset(self.mtp_pairs, layer.window.buffer[:0])
+            else:
+                layer.truncate(self.mtp_pairs)
+        self.mtp_hidden.truncate(position)
+        self.recent_tokens.truncate(position)
         self.num_tokens = position
 
     def nbytes(self) -> dict[str, int]:
@@ -127,12 +136,12 @@ class SequenceState:
         for layer in self.layers:
             for key, value in layer.nbytes().items():
                 totals[key] = totals.get(key, 0) + value
-        totals["mtp_hidden"] = self.mtp_hidden.nbytes()
+        totals["mtp_inputs"] = self.mtp_hidden.nbytes() + self.recent_tokens.nbytes()
         totals["total"] = sum(totals.values())
         return totals
 
     def _stores(self) -> dict[str, RowLog | PagedRows]:
-        stores: dict[str, RowLog | PagedRows] = {"mtp_hidden": self.mtp_hidden}
+        stores: dict[str, RowLog | PagedRows] = {"mtp_hidden": self.mtp_hidden, "recent_tokens": self.recent_tokens}
         for i, layer in enumerate(self.layers):
             for name in ("window", "comp", "index_comp", "entries", "index_keys"):
                 store = getattr(layer, name)

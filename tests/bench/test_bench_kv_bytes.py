@@ -33,20 +33,22 @@ def build(config: ModelConfig, numerics: Numerics) -> DeepseekV4:
     return model
 
 
-@pytest.mark.parametrize("config, numerics, checkpoints",
-                         [(SMALL, OFFICIAL, CHECKPOINTS), (SMALL, REFERENCE, CHECKPOINTS), (NO_MTP, OFFICIAL, [0, 1, 3, 9])],
-                         ids=["small-official", "small-reference", "no-mtp-official"])
-def test_computed_bytes_equal_real_state(config: ModelConfig, numerics: Numerics, checkpoints: list[int]) -> None:
+@pytest.mark.parametrize("config, numerics, checkpoints, drafting",
+                         [(SMALL, OFFICIAL, CHECKPOINTS, True), (SMALL, REFERENCE, CHECKPOINTS, False),
+                          (NO_MTP, OFFICIAL, [0, 1, 3, 9], False)],
+                         ids=["small-official-drafting", "small-reference", "no-mtp-official"])
+def test_computed_bytes_equal_real_state(config: ModelConfig, numerics: Numerics, checkpoints: list[int],
+                                         drafting: bool) -> None:
     model = build(config, numerics)
     state = model.new_state()
     ids = torch.randint(0, config.vocab_size, (checkpoints[-1],))
     done = 0
     for target in checkpoints:
         if target > done:
-            model(ForwardBatch.single(ids[done:target], state, logits="none"))
+            model(ForwardBatch.single(ids[done:target], state, logits="none", draft_logits=drafting))
             state.commit()
             done = target
-        assert computed_state_bytes(model.layout, target) == state.nbytes(), f"at {target} tokens"
+        assert computed_state_bytes(model.layout, target, drafting) == state.nbytes(), f"at {target} tokens"
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

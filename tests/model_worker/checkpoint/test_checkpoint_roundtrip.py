@@ -31,7 +31,10 @@ def test_official_round_trip_matches_direct_model(official_dir: Path, direct_mod
     assert info.config == SMALL and len(info.shards) == 3
     loaded, loaded_mtp = logits(model, IDS, draft=True)
     direct, direct_mtp = logits(direct_model, IDS, draft=True)
-    assert torch.equal(loaded, direct) and torch.equal(loaded_mtp, direct_mtp)
+    assert torch.equal(loaded, direct)
+    # Same weights bit for bit, but memory-mapped tensors are not 64-byte aligned, so BLAS may take another kernel
+    # for some shapes (here the MTP layer's 8-row catch-up): equal up to float32 rounding.
+    torch.testing.assert_close(loaded_mtp, direct_mtp, rtol=1e-6, atol=1e-6)
 
 
 def test_official_layout_file_dtypes_and_names(official_dir: Path) -> None:

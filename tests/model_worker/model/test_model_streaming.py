@@ -68,6 +68,22 @@ def test_mtp_state_is_chunking_invariant(model: DeepseekV4) -> None:
     assert rel_err(drafts[1], drafts[0]) <= 1e-4 and rel_err(drafts[2], drafts[0]) <= 1e-4
 
 
+def test_mtp_catches_up_lazily_to_the_same_drafts(model: DeepseekV4) -> None:
+    """Drafts asked for only at the end (the MTP layer catches up over its last window) equal drafts asked for at
+    every step, also after a truncation below the catch-up point."""
+    ids = torch.randint(0, SMALL.vocab_size, (60,))
+    eager, lazy = model.new_state(), model.new_state()
+    for start in range(0, 59):
+        out = model(ForwardBatch.single(ids[start : start + 1], eager, draft_logits=True))
+    model(ForwardBatch.single(ids[:50], lazy)); lazy.commit()
+    drafted = model(ForwardBatch.single(ids[50:59], lazy, draft_logits=True))
+    assert drafted.mtp_segments == [0] and lazy.mtp_pairs == eager.mtp_pairs == 58
+    assert rel_err(drafted.mtp_logits, out.mtp_logits) <= 1e-5
+    lazy.truncate(52)
+    again = model(ForwardBatch.single(ids[52:59], lazy, draft_logits=True))
+    assert rel_err(again.mtp_logits, out.mtp_logits) <= 1e-5
+
+
 def test_one_pass_mixes_prefills_and_decodes(model: DeepseekV4) -> None:
     prompts = [torch.randint(0, SMALL.vocab_size, (n,)) for n in (13, 21, 5)]
     separate = []
@@ -119,7 +135,7 @@ def test_byte_accounting_is_exact(model: DeepseekV4) -> None:
     state.commit()
     w, d, c_idx, page = SMALL.window_size, SMALL.head_dim, SMALL.index_head_dim, 64
     kv_row, idx_row = 4 * d, 4 * c_idx
-    window = 5 * (w - 1) * kv_row  # 4 main layers + MTP, each keeps the last W-1 rows
+    window = 4 * (w - 1) * kv_row  # each main layer keeps the last W-1 rows; MTP holds none until drafts are asked
     csa_pages = 2 * (page * kv_row + page * idx_row)  # 11 entries each: one partial page of KV and of index keys
     hca_pages = page * kv_row  # 2 entries
     # fp32 rows of (kv, score): CSA keeps its previous group and the pending one (rows 40..44) at 2c features for
@@ -130,7 +146,7 @@ def test_byte_accounting_is_exact(model: DeepseekV4) -> None:
     assert got["window"] == window
     assert got["kv_pages"] + got["index_pages"] == csa_pages + hca_pages
     assert got["compressor_tail"] == csa_tail + hca_tail
-    assert got["mtp_hidden"] == SMALL.hc_mult * SMALL.dim * 4
+    assert got["mtp_inputs"] == (w + 1) * (SMALL.hc_mult * SMALL.dim * 4 + 8)  # last W+1 hidden rows and tokens
     assert got["total"] == sum(v for k, v in got.items() if k != "total")
 
 
