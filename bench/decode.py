@@ -74,8 +74,10 @@ def main() -> None:
     times, _ = decode_times(model, state, args.tokens)
     median = statistics.median(times)
     print(f"\nreal prefill {args.prefill} tokens: {prefill_s:.1f} s ({args.prefill / prefill_s:.0f} tokens/s)")
-    print(f"decode after it: median {median * 1e3:.1f} ms/token = {1 / median:.1f} tokens/s over {args.tokens} tokens\n")
-    print("| context (synthetic state) | median ms/token | tokens/s | indexer ms/token | indexer share | other ms/token |")
+    print(f"decode after it: median {median * 1e3:.1f} ms/token = {1 / median:.1f} tokens/s over "
+          f"{args.tokens} tokens\n")
+    print("| context (synthetic state) | median ms/token | tokens/s | indexer ms/token | indexer share | "
+          "other ms/token |")
     print("|---|---|---|---|---|---|")
     base = None
     for context in (int(c) for c in args.contexts.split(",")):

@@ -12,7 +12,8 @@ _ENCODE_BLOCK = 65536
 
 
 def _encoded(encode, rows: int, dim: int, gen: torch.Generator) -> torch.Tensor:
-    parts = [encode(torch.randn(min(_ENCODE_BLOCK, rows - s), dim, generator=gen)) for s in range(0, rows, _ENCODE_BLOCK)]
+    parts = [encode(torch.randn(min(_ENCODE_BLOCK, rows - first), dim, generator=gen))
+             for first in range(0, rows, _ENCODE_BLOCK)]
     return torch.cat(parts) if parts else encode(torch.zeros(0, dim))
 
 

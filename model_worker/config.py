@@ -67,7 +67,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         expected = self.n_layers + self.n_mtp_layers
         if len(self.compress_ratios) != expected:
-            raise ConfigError(f"compress_ratios has {len(self.compress_ratios)} entries, expected n_layers + n_mtp_layers = {expected}")
+            raise ConfigError(f"compress_ratios has {len(self.compress_ratios)} entries, expected "
+                              f"n_layers + n_mtp_layers = {expected}")
         if any(r < 0 for r in self.compress_ratios):
             raise ConfigError("compress_ratios must be >= 0")
         if self.n_heads % self.o_groups:

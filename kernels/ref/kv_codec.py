@@ -9,8 +9,17 @@ from __future__ import annotations
 
 import torch
 
-from kernels.ref.formats import FP4_MAX, FP8_MAX, e2m1_encode, float_to_e8m0, pack_fp4, pow2_scale
-from kernels.ref.formats import decode_fp4_bytes, e8m0_to_float, fp8_bytes_to_float
+from kernels.ref.formats import (
+    FP4_MAX,
+    FP8_MAX,
+    decode_fp4_bytes,
+    e2m1_encode,
+    e8m0_to_float,
+    float_to_e8m0,
+    fp8_bytes_to_float,
+    pack_fp4,
+    pow2_scale,
+)
 
 KV_NOPE_BLOCK = 64
 INDEX_KEY_BLOCK = 32

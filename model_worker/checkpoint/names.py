@@ -43,9 +43,12 @@ _HF_RENAMES = (
 )
 _HF_GLOBALS = {
     "embed.weight": "model.embed_tokens.weight", "head.weight": "lm_head.weight", "norm.weight": "model.norm.weight",
-    "hc_head_fn": "model.hc_head.hc_fn", "hc_head_base": "model.hc_head.hc_base", "hc_head_scale": "model.hc_head.hc_scale",
+    "hc_head_fn": "model.hc_head.hc_fn", "hc_head_base": "model.hc_head.hc_base",
+    "hc_head_scale": "model.hc_head.hc_scale",
 }
-_EXPERT = re.compile(r"^(?P<prefix>(?:mtp\.\d+|layers\.\d+)\.ffn\.experts)\.(?P<expert>\d+)\.(?P<proj>w[123])\.(?P<kind>weight|scale)$")
+_EXPERT = re.compile(
+    r"^(?P<prefix>(?:mtp\.\d+|layers\.\d+)\.ffn\.experts)\.(?P<expert>\d+)\.(?P<proj>w[123])\.(?P<kind>weight|scale)$"
+)
 
 
 def to_hf_name(name: str) -> str | None:

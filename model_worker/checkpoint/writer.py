@@ -69,7 +69,9 @@ def write_state_dict(state_dict: Mapping[str, torch.Tensor], config: ModelConfig
     return out
 
 
-def dequantize_state_dict(state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+def dequantize_state_dict(
+    state_dict: Mapping[str, torch.Tensor], dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
     """Quantized weights (FP8 + block scales, packed FP4 experts + scales) -> dense `dtype` weights without scales,
     i.e. exactly the values a quantized model multiplies by. Other tensors are returned unchanged."""
     out: dict[str, torch.Tensor] = {}

@@ -8,8 +8,8 @@ from torch import nn
 from model_worker.config import ModelConfig
 from model_worker.model.attention import Attention
 from model_worker.model.batch import Segment
-from model_worker.model.layers import RMSNorm, frozen_param
-from model_worker.model.mhc import hc_post, hc_pre
+from model_worker.model.layers import RMSNorm
+from model_worker.model.mhc import add_hc_params, hc_post, hc_pre
 from model_worker.model.moe import MoE
 from model_worker.numerics import Numerics
 from model_worker.state import StateLayout
@@ -21,8 +21,8 @@ class Block(nn.Module):
         self.config = config
         n = config.hc_mult
         mix, flat = (2 + n) * n, n * config.dim
-        self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale = frozen_param(mix, flat), frozen_param(mix), frozen_param(3)
-        self.hc_ffn_fn, self.hc_ffn_base, self.hc_ffn_scale = frozen_param(mix, flat), frozen_param(mix), frozen_param(3)
+        add_hc_params(self, "hc_attn", mix, flat, 3)
+        add_hc_params(self, "hc_ffn", mix, flat, 3)
         self.attn_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
         self.attn = Attention(config, layer_id, quantized)

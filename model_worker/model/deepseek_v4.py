@@ -16,8 +16,8 @@ from torch import nn
 from model_worker.config import ModelConfig
 from model_worker.model.batch import ForwardBatch, ForwardOutput, Segment
 from model_worker.model.block import Block
-from model_worker.model.layers import Embedding, Linear, RMSNorm, frozen_param
-from model_worker.model.mhc import hc_head
+from model_worker.model.layers import Embedding, Linear, RMSNorm
+from model_worker.model.mhc import add_hc_params, hc_head
 from model_worker.model.mtp import MTPBlock
 from model_worker.numerics import OFFICIAL, Numerics
 from model_worker.state import SequenceState, StateLayout
@@ -34,7 +34,7 @@ class DeepseekV4(nn.Module):
         self.layers = nn.ModuleList(Block(config, i, quantized) for i in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
         self.head = Linear(config.dim, config.vocab_size, role="head")
-        self.hc_head_fn, self.hc_head_base, self.hc_head_scale = frozen_param(n, n * config.dim), frozen_param(n), frozen_param(1)
+        add_hc_params(self, "hc_head", n, n * config.dim, 1)
         self.mtp = nn.ModuleList(MTPBlock(config, config.n_layers + k, quantized) for k in range(config.n_mtp_layers))
 
     @property
@@ -59,13 +59,16 @@ class DeepseekV4(nn.Module):
         streams = self.embed(ids).to(numerics.act_dtype).unsqueeze(1).repeat(1, c.hc_mult, 1)
         for block in self.layers:
             streams = block(streams, ids, positions, segments, layout, numerics)
-        mtp_logits, mtp_segments = self._mtp(streams, ids, segments, batch.draft_logits) if len(self.mtp) else (None, [])
+        mtp_logits, mtp_segments = None, []
+        if len(self.mtp):
+            mtp_logits, mtp_segments = self._mtp(streams, ids, segments, batch.draft_logits)
         for seg in segments:
             seg.state.num_tokens += seg.length
         if batch.logits == "none":
             logits = torch.empty(0, c.vocab_size)
         else:
-            rows = slice(None) if batch.logits == "all" else torch.tensor([s.first_row + s.length - 1 for s in segments])
+            last_rows = torch.tensor([s.first_row + s.length - 1 for s in segments])
+            rows = slice(None) if batch.logits == "all" else last_rows
             logits = self._logits(streams[rows], self.hc_head_fn, self.hc_head_base, self.hc_head_scale, self.norm)
         return ForwardOutput(logits, mtp_logits, mtp_segments)
 

@@ -8,8 +8,17 @@ new_k = post_k * y + Σ_j comb[j, k] * stream_j.
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 import kernels
+from model_worker.model.layers import frozen_param
+
+
+def add_hc_params(module: nn.Module, prefix: str, rows: int, flat: int, scales: int) -> None:
+    """Register `{prefix}_fn` [rows, flat], `{prefix}_base` [rows] and `{prefix}_scale` [scales] (official names)."""
+    setattr(module, f"{prefix}_fn", frozen_param(rows, flat))
+    setattr(module, f"{prefix}_base", frozen_param(rows))
+    setattr(module, f"{prefix}_scale", frozen_param(scales))
 
 
 def _mixes(streams: torch.Tensor, fn: torch.Tensor, norm_eps: float) -> torch.Tensor:

@@ -10,7 +10,8 @@ import torch
 
 from model_worker.config import ModelConfig
 from model_worker.model.block import Block
-from model_worker.model.layers import Linear, RMSNorm, frozen_param
+from model_worker.model.layers import Linear, RMSNorm
+from model_worker.model.mhc import add_hc_params
 from model_worker.numerics import Numerics
 
 
@@ -23,7 +24,7 @@ class MTPBlock(Block):
         self.enorm = RMSNorm(config.dim, config.norm_eps)
         self.hnorm = RMSNorm(config.dim, config.norm_eps)
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.hc_head_fn, self.hc_head_base, self.hc_head_scale = frozen_param(n, n * config.dim), frozen_param(n), frozen_param(1)
+        add_hc_params(self, "hc_head", n, n * config.dim, 1)
 
     def input_streams(self, embedded: torch.Tensor, hidden: torch.Tensor, numerics: Numerics) -> torch.Tensor:
         """embedded [P, dim] (token i+1), hidden [P, hc_mult, dim] (main streams at i) -> block input streams."""

@@ -20,7 +20,7 @@ class RowLog:
 
     def rows(self, first: int, last: int) -> torch.Tensor:
         """View of rows for positions [first, last); the range must be held."""
-        assert self.start <= first <= last <= self.end, f"rows [{first}, {last}) outside held [{self.start}, {self.end})"
+        assert self.start <= first <= last <= self.end, f"rows [{first}, {last}) not in [{self.start}, {self.end})"
         return self.buffer[first - self.start : last - self.start]
 
     def append(self, rows: torch.Tensor) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from small_config import SMALL as BASE
 
 from bench.kv_bytes import DOC_GROWTH_FP4, MODELS, computed_state_bytes, doc_formula_bytes, growth_per_token
 from model_worker.checkpoint.random_init import random_state_dict
@@ -15,12 +16,7 @@ from model_worker.state import StateLayout
 
 # Every layer kind with tiny ratios so page boundaries come early (few tokens keep the test fast): CSA m=2 (a 64-entry
 # page = 128 tokens), HCA m'=4 (a page = 256 tokens), window 8, MTP. The second variant has no MTP layer nor hidden row.
-SMALL = ModelConfig(
-    vocab_size=512, dim=128, moe_inter_dim=64, n_layers=4, n_hash_layers=1, n_heads=4, n_routed_experts=8,
-    n_activated_experts=2, q_lora_rank=64, head_dim=128, rope_head_dim=64, o_groups=2, o_lora_rank=32, window_size=8,
-    index_n_heads=16, index_head_dim=64, index_topk=3, compress_ratios=(0, 2, 4, 2, 0), csa_ratio=2, original_seq_len=16,
-    rope_factor=4, max_seq_len=4096,
-)
+SMALL = BASE.replace(compress_ratios=(0, 2, 4, 2, 0), csa_ratio=2)
 NO_MTP = SMALL.replace(n_mtp_layers=0, compress_ratios=(0, 2, 4, 2))
 # 0, 1, group and window edges, then both sides of the CSA (128) and HCA (256) page boundaries.
 CHECKPOINTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 127, 128, 129, 255, 256, 257]

@@ -3,39 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from chat_messages import MAX, TE, A, B, E, T, U, asst, user
 
 from model_worker.chat.encoding import render_prompt
 from model_worker.chat.errors import MessageFormatError, UnknownModeError
-
-B, E = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
-U, A, T, TE = "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"
-MAX = (  # reference doc §12, verbatim
-    "Reasoning Effort: Absolute maximum with no shortcuts permitted.\n"
-    "You MUST be very thorough in your thinking and comprehensively decompose the problem to "
-    "resolve the root cause, rigorously stress-testing your logic against all potential paths, "
-    "edge cases, and adversarial scenarios.\n"
-    "Explicitly write out your entire deliberation process, documenting every intermediate step, "
-    "considered alternative, and rejected hypothesis to ensure absolutely no assumption is left "
-    "unchecked.\n\n"
-)
-
-
-def user(text: str, **extra) -> dict:
-    return {"role": "user", "content": text, **extra}
-
-
-def asst(content: str = "", reasoning: str | None = None, calls=None) -> dict:
-    msg = {"role": "assistant", "content": content}
-    if reasoning is not None:
-        msg["reasoning_content"] = reasoning
-    if calls:
-        msg["tool_calls"] = calls
-    return msg
-
-
-def tool(content: str, call_id: str = "") -> dict:
-    return {"role": "tool", "content": content, "tool_call_id": call_id}
-
 
 SIMPLE = [
     ("non-think", [user("hi")], B + U + "hi" + A + TE),

@@ -7,24 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from chat_messages import LR, MAX, TE, A, B, D, E, T, U, asst, tool, user
 
 from model_worker.chat.encoding import render_prompt
 from model_worker.chat.errors import MessageFormatError
 from model_worker.chat.messages import attach_tools
 
-B, E = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
-U, A, T, TE = "<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"
-LR = "<｜latest_reminder｜>"
-D = "｜DSML｜"
-MAX = (  # reference doc §12, verbatim
-    "Reasoning Effort: Absolute maximum with no shortcuts permitted.\n"
-    "You MUST be very thorough in your thinking and comprehensively decompose the problem to "
-    "resolve the root cause, rigorously stress-testing your logic against all potential paths, "
-    "edge cases, and adversarial scenarios.\n"
-    "Explicitly write out your entire deliberation process, documenting every intermediate step, "
-    "considered alternative, and rejected hypothesis to ensure absolutely no assumption is left "
-    "unchecked.\n\n"
-)
 _GOLDEN_1 = (Path(__file__).parent / "golden" / "official_output_1.txt").read_text(encoding="utf-8")
 TOOLS_HEAD = _GOLDEN_1[_GOLDEN_1.index("## Tools") : _GOLDEN_1.index('{"name": "get_weather"')]
 TOOLS_TAIL = (
@@ -59,23 +47,6 @@ def param(name: str, value: str, is_str: bool = True) -> str:
 
 def block(*invokes: str) -> str:
     return f"\n\n<{D}tool_calls>\n" + "\n".join(invokes) + f"\n</{D}tool_calls>"
-
-
-def user(text: str, **extra) -> dict:
-    return {"role": "user", "content": text, **extra}
-
-
-def asst(content: str = "", reasoning: str | None = None, calls=None) -> dict:
-    msg = {"role": "assistant", "content": content}
-    if reasoning is not None:
-        msg["reasoning_content"] = reasoning
-    if calls:
-        msg["tool_calls"] = calls
-    return msg
-
-
-def tool(content: str, call_id: str = "") -> dict:
-    return {"role": "tool", "content": content, "tool_call_id": call_id}
 
 
 def test_multi_turn_with_tools_keeps_reasoning():

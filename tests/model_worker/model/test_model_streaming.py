@@ -5,19 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from small_config import SMALL
 
 from model_worker.checkpoint.random_init import random_state_dict
-from model_worker.config import ModelConfig
 from model_worker.model import DeepseekV4, ForwardBatch
 from model_worker.numerics import OFFICIAL, REFERENCE
-
-# Every layer kind (window-only, CSA m=4, HCA m'=16), a hash layer, YaRN, MTP; small enough for CPU.
-SMALL = ModelConfig(
-    vocab_size=512, dim=128, moe_inter_dim=64, n_layers=4, n_hash_layers=1, n_heads=4, n_routed_experts=8,
-    n_activated_experts=2, q_lora_rank=64, head_dim=128, rope_head_dim=64, o_groups=2, o_lora_rank=32, window_size=8,
-    index_n_heads=16, index_head_dim=64, index_topk=3, compress_ratios=(0, 4, 16, 4, 0), original_seq_len=16,
-    rope_factor=4, max_seq_len=4096,
-)
 
 
 def build(numerics=REFERENCE, quantized=True, seed=0) -> DeepseekV4:
@@ -75,7 +67,8 @@ def test_mtp_catches_up_lazily_to_the_same_drafts(model: DeepseekV4) -> None:
     eager, lazy = model.new_state(), model.new_state()
     for start in range(0, 59):
         out = model(ForwardBatch.single(ids[start : start + 1], eager, draft_logits=True))
-    model(ForwardBatch.single(ids[:50], lazy)); lazy.commit()
+    model(ForwardBatch.single(ids[:50], lazy))
+    lazy.commit()
     drafted = model(ForwardBatch.single(ids[50:59], lazy, draft_logits=True))
     assert drafted.mtp_segments == [0] and lazy.mtp_pairs == eager.mtp_pairs == 58
     assert rel_err(drafted.mtp_logits, out.mtp_logits) <= 1e-5
@@ -89,8 +82,10 @@ def test_one_pass_mixes_prefills_and_decodes(model: DeepseekV4) -> None:
     separate = []
     states = [model.new_state() for _ in prompts]
     # Sequence 1 already holds 20 tokens and decodes its 21st; sequence 2 holds 2 and prefills 3 more.
-    model(ForwardBatch.single(prompts[1][:20], states[1])); states[1].commit()
-    model(ForwardBatch.single(prompts[2][:2], states[2])); states[2].commit()
+    model(ForwardBatch.single(prompts[1][:20], states[1]))
+    states[1].commit()
+    model(ForwardBatch.single(prompts[2][:2], states[2]))
+    states[2].commit()
     snapshots = [s.snapshot() for s in states]
     chunks = [prompts[0], prompts[1][20:], prompts[2][2:]]
     for state, chunk in zip(states, chunks):
@@ -106,7 +101,8 @@ def test_one_pass_mixes_prefills_and_decodes(model: DeepseekV4) -> None:
 def test_truncate_inside_the_tail_then_reextend(model: DeepseekV4) -> None:
     ids = torch.randint(0, SMALL.vocab_size, (40,))
     state = model.new_state()
-    model(ForwardBatch.single(ids[:21], state)); state.commit()
+    model(ForwardBatch.single(ids[:21], state))
+    state.commit()
     original = model(ForwardBatch.single(ids[21:], state, logits="all")).logits
     state.truncate(26)  # keep 21..25, forget 26..39 (crosses CSA groups and an HCA group boundary at 32)
     assert state.num_tokens == 26 and state.layers[2].entries.count == 1
@@ -119,7 +115,8 @@ def test_truncate_inside_the_tail_then_reextend(model: DeepseekV4) -> None:
 def test_snapshot_restore_continues_identically(model: DeepseekV4) -> None:
     ids = torch.randint(0, SMALL.vocab_size, (50,))
     state = model.new_state()
-    model(ForwardBatch.single(ids[:30], state)); state.commit()
+    model(ForwardBatch.single(ids[:30], state))
+    state.commit()
     snap, held = state.snapshot(), state.nbytes()
     first = model(ForwardBatch.single(ids[30:], state, logits="all")).logits
     fresh = model.new_state()
