@@ -86,7 +86,7 @@ def computed_state_bytes(layout: StateLayout, num_tokens: int, drafting: bool = 
 
 
 def bytes_by_kind(layout: StateLayout, num_tokens: int) -> dict[str, tuple[int, int]]:
-    """Per main-layer kind and "mtp" (its layers plus the hidden row): (layer count, total bytes) at `num_tokens`."""
+    """Per main-layer kind and "mtp" (its layers plus its inputs): (layer count, total bytes) at `num_tokens`."""
     config = layout.config
     out: dict[str, tuple[int, int]] = {}
     for layer_id in range(config.n_layers + config.n_mtp_layers):
@@ -222,9 +222,11 @@ FOOTNOTE = """
 Notes. "doc formula" is §3's Σ_main min(N,128)·kv_row + Σ_CSA ⌊N/4⌋·(kv_row+idx_row) + Σ_HCA ⌊N/128⌋·kv_row with
 our row sizes (reference: 512·4 B / 128·4 B fp32; official: 584 B / 68 B). Ours is a state committed at N tokens and
 differs by: (a) window rows: W−1 = 127 per layer, not 128 (the next query sees itself plus 127 earlier rows), −1 row
-per main layer; (b) the MTP layer's own window (127 rows; it has seen N−1 pairs); (c) compressor tails kept in fp32
+per main layer; (b) the MTP layer's own window (127 rows, counted as for a sequence that drafts: MTP advances only
+when drafts are asked for); (c) compressor tails kept in fp32
 (kv+score): CSA previous + pending group (4..7 rows of 2·2·512 plus the indexer's 2·2·128), HCA pending ⌊N mod 128⌋
-rows (0 at these N); (d) the MTP hidden row, hc_mult·dim fp32; (e) page rounding to 64 entries, 0 here because 128K
+rows (0 at these N); (d) the MTP inputs: the last W+1 hidden streams (hc_mult·dim, activation dtype) and token
+ids, all the MTP layer needs to catch up; (e) page rounding to 64 entries, 0 here because 128K
 and 1M are multiples of 256 (CSA) and 8192 (HCA) tokens. All are fixed per sequence, so the difference shrinks as
 1/N. Reference numerics are fp32, twice the doc's bf16 "official reference" row (6880 / 9848 B/token).
 """

@@ -8,8 +8,6 @@ import argparse
 import sys
 import time
 
-import torch
-
 from model_worker.chat import ChatSession, DSMLParseError, SessionHead, StreamingParser, load_tokenizer
 from model_worker.chat.parsing import ContentDelta, ReasoningDelta, ToolCallEvent
 from model_worker.engine import Generator
@@ -37,7 +35,6 @@ def add_chat_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     started = time.perf_counter()
     model = load_model(args.checkpoint, args.config, args.seed, args.numerics)
     if not args.checkpoint:

@@ -76,6 +76,8 @@ class Generator:
         kept = len(generated) - check.num_tokens_to_truncate
         # The last sampled token was never fed to the model; roll back anything fed past the stop point.
         state.truncate(min(state.num_tokens, start + kept))
+        sampling.rollback(len(generated) - kept)
+        state.sampling = sampling.snapshot()  # the RNG position travels with the sequence's snapshots
         state.commit()
         tail = stopper.flush()
         if tail:

@@ -54,6 +54,8 @@ class DeepseekV4(nn.Module):
             segments.append(Segment(row, length, state.num_tokens, state))
             row += length
         ids = batch.token_ids.to(self.embed.weight.device)
+        if int(ids.min()) < 0 or int(ids.max()) >= c.vocab_size:  # checked before any state is touched
+            raise ValueError(f"token ids must lie in [0, {c.vocab_size})")
         positions = torch.cat([torch.arange(s.start_position, s.start_position + s.length) for s in segments])
         positions = positions.to(ids.device)
         streams = self.embed(ids).to(numerics.act_dtype).unsqueeze(1).repeat(1, c.hc_mult, 1)

@@ -126,6 +126,15 @@ def test_snapshot_restore_continues_identically(model: DeepseekV4) -> None:
     assert torch.equal(first, second)
 
 
+def test_bad_token_ids_fail_before_touching_the_state(model: DeepseekV4) -> None:
+    state = model.new_state()
+    model(ForwardBatch.single([1, 2, 3], state))
+    held = state.nbytes()
+    with pytest.raises(ValueError, match="token ids must lie in"):
+        model(ForwardBatch.single([4, SMALL.vocab_size], state))
+    assert state.num_tokens == 3 and state.nbytes() == held
+
+
 def test_byte_accounting_is_exact(model: DeepseekV4) -> None:
     n, state = 45, model.new_state()
     model(ForwardBatch.single(torch.randint(0, SMALL.vocab_size, (n,)), state))
