@@ -19,7 +19,7 @@ import torch
 from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
 from transformers.cache_utils import DynamicCache
 
-from kernels.ref.formats import dequantize
+from model_worker.checkpoint import dequantize_state_dict
 from model_worker.checkpoint.names import to_hf_name
 from model_worker.config import TINY, to_hf_dict
 from model_worker.engine.loading import load_model
@@ -31,16 +31,8 @@ CHUNK = 2048
 
 def hf_model(ours, dtype: torch.dtype) -> DeepseekV4ForCausalLM:
     """transformers' model holding our weights, dequantized."""
-    state = ours.state_dict()
     dense = {}
-    for name, tensor in state.items():
-        if name.endswith("scale") and (name[:-6] + ".weight" in state or name[:-6] in state):
-            continue
-        scale = state.get(name[: -len("weight")] + "scale") if name.endswith(".weight") else state.get(name + "_scale")
-        if name.endswith((".w13", ".w2")) and scale is not None:
-            tensor = torch.stack([dequantize(tensor[e], scale[e]) for e in range(tensor.shape[0])])
-        elif scale is not None:
-            tensor = dequantize(tensor, scale)
+    for name, tensor in dequantize_state_dict(ours.state_dict(), dtype).items():
         hf_name = to_hf_name(name)
         if hf_name is not None:
             dense[hf_name] = tensor.to(dtype) if tensor.is_floating_point() else tensor

@@ -15,7 +15,6 @@ FP4_BLOCK = 32
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 _E2M1_MIDPOINTS = (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0)
 _tables: dict[torch.device, torch.Tensor] = {}
-_byte_tables: dict[torch.device, torch.Tensor] = {}
 
 
 def e8m0_to_float(scale: torch.Tensor) -> torch.Tensor:
@@ -59,17 +58,25 @@ def e2m1_decode(codes: torch.Tensor) -> torch.Tensor:
     return _e2m1_table(codes.device)[codes.long()]
 
 
-def decode_fp4_bytes(packed: torch.Tensor) -> torch.Tensor:
-    """[..., K/2] packed bytes -> [..., K] float32 e2m1 values.
+FP4_NIBBLE_SCALE = 2.0**14  # fp4_nibbles gives value / FP4_NIBBLE_SCALE
+
+
+def fp4_nibbles(packed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[..., K/2] packed bytes -> (even dims, odd dims), each [..., K/2] float32 worth value / 2^14.
 
     Vectorized bit move instead of a table lookup (gathers are slow on CPU): a code's 3 exponent/mantissa bits placed
-    at float16 bits 11..9 give exactly value * 2^-14, subnormals included.
+    at float16 bits 11..9 give exactly value * 2^-14, subnormals included; callers fold the 2^14 into a scale.
     """
     wide = packed.to(torch.int16)
     low = ((wide & 0x8) << 12) | ((wide & 0x7) << 9)
     high = ((wide & 0x80) << 8) | ((wide & 0x70) << 5)
-    halves = torch.stack((low, high), dim=-1).flatten(-2).view(torch.float16)
-    return halves.float() * 2.0**14
+    return low.view(torch.float16).float(), high.view(torch.float16).float()
+
+
+def decode_fp4_bytes(packed: torch.Tensor) -> torch.Tensor:
+    """[..., K/2] packed bytes -> [..., K] float32 e2m1 values (element 2i from the low nibble)."""
+    even, odd = fp4_nibbles(packed)
+    return torch.stack((even, odd), dim=-1).flatten(-2) * FP4_NIBBLE_SCALE
 
 
 def fp8_bytes_to_float(codes: torch.Tensor) -> torch.Tensor:

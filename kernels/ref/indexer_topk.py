@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.ref.formats import e8m0_to_float
+from kernels.ref.formats import FP4_NIBBLE_SCALE, e8m0_to_float, fp4_nibbles
 from kernels.ref.kv_codec import INDEX_KEY_BLOCK
 
 KEY_BLOCK = 16384
@@ -36,10 +36,10 @@ def indexer_topk(
     """
     n, dim = keys.shape[0], q.shape[-1]
     k = min(topk, n)
-    best_scores = torch.full((q.shape[0], 0), float("-inf"), device=q.device)
-    best_ids = torch.zeros((q.shape[0], 0), dtype=torch.long, device=q.device)
     if k == 0 or q.shape[0] == 0:
         return torch.full((q.shape[0], k), -1, dtype=torch.long, device=q.device)
+    best_scores = torch.full((q.shape[0], 0), float("-inf"), device=q.device)
+    best_ids = torch.zeros((q.shape[0], 0), dtype=torch.long, device=q.device)
     qf, wf = q.float(), head_weights.float()
     for first in range(0, n, KEY_BLOCK):
         block = keys[first : first + KEY_BLOCK]
@@ -61,14 +61,12 @@ def _fp4_key_logits(q: torch.Tensor, stored: torch.Tensor, dim: int) -> torch.Te
     """q [T, H, c] against stored FP4 keys [N, c/2 + c/32] -> [T, H, N] float32.
 
     A byte holds dims 2i (low nibble) and 2i+1 (high nibble): the even and the odd dims are decoded separately and
-    dotted with the matching query dims, which skips interleaving them back (a full copy on CPU). Nibbles become
-    float16 bit patterns worth value * 2^-14 (as in formats.decode_fp4_bytes); the 2^14 joins each block's scale.
+    dotted with the matching query dims, which skips interleaving them back (a full copy on CPU); the nibbles'
+    2^14 factor joins each block's scale.
     """
-    packed = stored[:, : dim // 2].to(torch.int16)
-    scale = (e8m0_to_float(stored[:, dim // 2 :]) * 2.0**14).unsqueeze(-1)  # [N, blocks, 1]
+    even, odd = fp4_nibbles(stored[:, : dim // 2])
+    scale = (e8m0_to_float(stored[:, dim // 2 :]) * FP4_NIBBLE_SCALE).unsqueeze(-1)  # [N, blocks, 1]
     pairs = INDEX_KEY_BLOCK // 2
-    even = (((packed & 0x8) << 12) | ((packed & 0x7) << 9)).view(torch.float16).float()
-    odd = (((packed & 0x80) << 8) | ((packed & 0x70) << 5)).view(torch.float16).float()
     even = (even.view(-1, dim // INDEX_KEY_BLOCK, pairs) * scale).flatten(1)
     odd = (odd.view(-1, dim // INDEX_KEY_BLOCK, pairs) * scale).flatten(1)
     return torch.einsum("thc,nc->thn", q[..., 0::2], even) + torch.einsum("thc,nc->thn", q[..., 1::2], odd)

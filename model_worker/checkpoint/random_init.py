@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from kernels.ref.formats import quantize_fp4, quantize_fp8_blocks
+from model_worker.config import ModelConfig
 from model_worker.model import DeepseekV4
 
 
@@ -24,7 +25,7 @@ def random_state_dict(model: DeepseekV4, seed: int, float_dtype: torch.dtype | N
             continue
         if name.endswith(".scale") and name[: -len(".scale")] + ".weight" in params:
             continue  # produced with its weight
-        out.update(_draw(name, param, params, gen, model))
+        out.update(_draw(name, param, params, gen, model.config))
     for name, tensor in out.items():
         if tensor.is_floating_point() and tensor.dtype != torch.float8_e4m3fn:
             out[name] = tensor.to(float_dtype or params[name].dtype)
@@ -35,8 +36,7 @@ def _normal(shape: tuple[int, ...], std: float, gen: torch.Generator, mean: floa
     return torch.randn(shape, generator=gen) * std + mean
 
 
-def _draw(name: str, param: torch.Tensor, params: dict, gen: torch.Generator, model: DeepseekV4) -> dict:
-    config = model.config
+def _draw(name: str, param: torch.Tensor, params: dict, gen: torch.Generator, config: ModelConfig) -> dict:
     shape = tuple(param.shape)
     leaf = name.rsplit(".", 1)[-1]
     if leaf == "tid2eid":
@@ -54,7 +54,7 @@ def _draw(name: str, param: torch.Tensor, params: dict, gen: torch.Generator, mo
         dense = _normal(shape, shape[1] ** -0.5, gen)
         weight, scale = quantize_fp8_blocks(dense)
         return {name: weight, name[: -len(".weight")] + ".scale": scale}
-    if "norm" in leaf or (name.endswith("norm.weight")):
+    if name.endswith("norm.weight"):
         return {name: _normal(shape, 0.1, gen, mean=1.0)}
     if leaf.startswith("hc_") and leaf.endswith("_fn"):
         return {name: _normal(shape, 0.5 * shape[1] ** -0.5, gen)}

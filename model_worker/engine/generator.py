@@ -47,17 +47,24 @@ class Generator:
 
     def generate(
         self, state: SequenceState, new_token_ids: Sequence[int], params: SamplingParams,
-        on_text: Callable[[str], None] | None = None, history: Sequence[int] = (),
+        on_text: Callable[[str], None] | None = None,
     ) -> GenerationResult:
-        """Append new_token_ids to the sequence, then generate until a stop; `history` feeds the penalties."""
+        """Append new_token_ids to the sequence, then generate until a stop."""
         logits = self.prefill(state, new_token_ids)
         if logits is None:
             raise ValueError("generation needs at least one new token to condition on")
-        sampling = SamplingState(params, prompt_token_ids=tuple(history) + tuple(new_token_ids))
+        sampling = SamplingState(params, prompt_token_ids=tuple(new_token_ids))
         stopper = StopChecker(params, eos_token_ids=(self.model.config.eos_token_id,))
         detok = IncrementalDetokenizer(self.tokenizer)
         generated, logprobs, text = [], [], []
         start = state.num_tokens
+
+        def emit(piece: str) -> None:
+            if piece:
+                text.append(piece)
+                if on_text:
+                    on_text(piece)
+
         while True:
             out = self.sampler.sample(logits.unsqueeze(0), [sampling])
             token = int(out.token_ids[0])
@@ -65,10 +72,7 @@ class Generator:
             generated.append(token)
             logprobs.append(float(out.logprobs[0]))
             check = stopper.update([token], [detok.feed([token])])
-            if check.text:
-                text.append(check.text)
-                if on_text:
-                    on_text(check.text)
+            emit(check.text)
             if check.finished:
                 break
             with threads_for(1):
@@ -79,10 +83,6 @@ class Generator:
         sampling.rollback(len(generated) - kept)
         state.sampling = sampling.snapshot()  # the RNG position travels with the sequence's snapshots
         state.commit()
-        tail = stopper.flush()
-        if tail:
-            text.append(tail)
-            if on_text:
-                on_text(tail)
+        emit(stopper.flush())
         return GenerationResult(generated[:kept], "".join(text), check.finish_reason, len(new_token_ids),
                                 logprobs[:kept])

@@ -69,8 +69,7 @@ class DeepseekV4(nn.Module):
         if batch.logits == "none":
             logits = torch.empty(0, c.vocab_size)
         else:
-            last_rows = torch.tensor([s.first_row + s.length - 1 for s in segments])
-            rows = slice(None) if batch.logits == "all" else last_rows
+            rows = slice(None) if batch.logits == "all" else [s.first_row + s.length - 1 for s in segments]
             logits = self._logits(streams[rows], self.hc_head_fn, self.hc_head_base, self.hc_head_scale, self.norm)
         return ForwardOutput(logits, mtp_logits, mtp_segments)
 
@@ -96,8 +95,7 @@ class DeepseekV4(nn.Module):
             if first >= pairs:
                 continue
             if first > state.mtp_pairs:  # older pairs can no longer reach the window: skip them
-                window = state.layers[c.n_layers].window
-                window.reset(first, window.buffer[:0])
+                state.layers[c.n_layers].window.clear(first)
             hidden_rows.append(state.mtp_hidden.rows(first, pairs))
             token_rows.append(state.recent_tokens.rows(first + 1, pairs + 1)[:, 0])
             row = sum(s.length for s in pair_segments)

@@ -49,6 +49,10 @@ class RowLog:
         self.buffer = rows.clone()
         self.start, self.length = start, rows.shape[0]
 
+    def clear(self, start: int) -> None:
+        """Hold no rows; the next append is position `start`."""
+        self.start, self.length = start, 0
+
     def nbytes(self) -> int:
         return self.length * self.buffer.shape[1] * self.buffer.element_size()
 

@@ -123,7 +123,7 @@ class SequenceState:
         self.mtp_pairs = min(self.mtp_pairs, max(position - 1, 0))
         for layer in self.mtp_layers:
             if self.mtp_pairs < layer.window.start:  # it caught up past this point: let it catch up again
-                layer.window.reset(self.mtp_pairs, layer.window.buffer[:0])
+                layer.window.clear(self.mtp_pairs)
             else:
                 layer.truncate(self.mtp_pairs)
         self.mtp_hidden.truncate(position)

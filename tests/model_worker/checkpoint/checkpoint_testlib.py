@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from small_config import SMALL  # noqa: F401  (re-exported to the checkpoint tests)
 
 from model_worker.model import DeepseekV4, ForwardBatch
 

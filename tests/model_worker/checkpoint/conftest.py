@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoint_testlib import SMALL, one_thread
+from checkpoint_testlib import one_thread
+from small_config import SMALL
 
 from model_worker.checkpoint import dequantize_state_dict, write_state_dict
 from model_worker.checkpoint.random_init import random_state_dict

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoint_testlib import SMALL, copy_checkpoint
+from checkpoint_testlib import copy_checkpoint
+from small_config import SMALL
 
 from model_worker.checkpoint import (
     CheckpointConfigError,

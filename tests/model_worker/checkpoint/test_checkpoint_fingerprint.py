@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
-from checkpoint_testlib import SMALL, copy_checkpoint
+from checkpoint_testlib import copy_checkpoint
+from small_config import SMALL
 
 from model_worker.checkpoint import load_checkpoint, model_fingerprint
 from model_worker.checkpoint.cli import add_init_checkpoint_parser

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoint_testlib import SMALL, one_thread, rel_err
+from checkpoint_testlib import one_thread, rel_err
+from small_config import SMALL
 
 from model_worker.checkpoint import load_checkpoint, write_state_dict
 from model_worker.checkpoint.layouts import HF_NATIVE, layout_config

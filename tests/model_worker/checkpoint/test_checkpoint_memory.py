@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from checkpoint_testlib import SMALL
+from small_config import SMALL
 
 from model_worker.checkpoint import load_checkpoint, write_random_checkpoint, write_state_dict
 from model_worker.checkpoint.layouts import HF_NATIVE, expert_param, layout_config

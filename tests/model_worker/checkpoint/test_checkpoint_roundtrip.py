@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from checkpoint_testlib import SMALL, copy_checkpoint, logits, rel_err
+from checkpoint_testlib import copy_checkpoint, logits, rel_err
+from small_config import SMALL
 
 from model_worker.checkpoint import (
     load_checkpoint,

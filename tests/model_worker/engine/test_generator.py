@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from small_config import SMALL
 
 from model_worker.chat import load_tokenizer
 from model_worker.checkpoint.random_init import random_state_dict
@@ -11,8 +12,6 @@ from model_worker.engine import Generator
 from model_worker.model import DeepseekV4
 from model_worker.numerics import REFERENCE
 from model_worker.sampling import FinishReason, SamplingParams, SamplingState
-
-from small_config import SMALL
 
 
 @pytest.fixture(scope="module")
