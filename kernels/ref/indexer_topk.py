@@ -32,14 +32,14 @@ def indexer_topk(
         topk: k; the result has min(k, N) columns.
         score_dtype: dtype the scores are rounded to before selection (bf16 in the official numerics).
     Returns:
-        [T, min(k, N)] int64 entry indices, best first, -1 where fewer than k entries are visible.
+        [T, min(k, N)] int64 entry indices, best first (equal scores: lower index first), -1 where fewer than k
+        entries are visible.
     """
     n, dim = keys.shape[0], q.shape[-1]
     k = min(topk, n)
     if k == 0 or q.shape[0] == 0:
         return torch.full((q.shape[0], k), -1, dtype=torch.long, device=q.device)
-    best_scores = torch.full((q.shape[0], 0), float("-inf"), device=q.device)
-    best_ids = torch.zeros((q.shape[0], 0), dtype=torch.long, device=q.device)
+    best = torch.full((q.shape[0], 0), _NONE, dtype=torch.long, device=q.device)
     qf, wf = q.float(), head_weights.float()
     for first in range(0, n, KEY_BLOCK):
         block = keys[first : first + KEY_BLOCK]
@@ -47,14 +47,28 @@ def indexer_topk(
             logits = _fp4_key_logits(qf, block, dim).relu_()
         else:
             logits = torch.einsum("thc,nc->thn", qf, block.float()).relu_()
-        scores = torch.einsum("thn,th->tn", logits, wf).to(score_dtype).float()
+        # + 0.0 turns -0.0 into 0.0: the two must rank as one score.
+        scores = torch.einsum("thn,th->tn", logits, wf).to(score_dtype).float().add_(0.0)
         ids = torch.arange(first, first + block.shape[0], device=q.device)
         scores.masked_fill_(ids[None, :] >= num_visible[:, None], float("-inf"))
-        merged_scores = torch.cat((best_scores, scores), dim=1)
-        merged_ids = torch.cat((best_ids, ids[None, :].expand(q.shape[0], -1)), dim=1)
-        top = merged_scores.topk(min(k, merged_scores.shape[1]), dim=-1)
-        best_scores, best_ids = top.values, merged_ids.gather(1, top.indices)
-    return torch.where(torch.isinf(best_scores), torch.full_like(best_ids, -1), best_ids)
+        merged = torch.cat((best, _rank_keys(scores, ids)), dim=1)
+        best = merged.topk(min(k, merged.shape[1]), dim=-1).values
+    return torch.where(best <= _NONE, -1, _ID_MASK - (best & _ID_MASK))
+
+
+_ID_MASK = 0xFFFFFFFF
+_NONE = -(0x7F800000 << 32)  # above every rank key of score -inf, below every finite one
+
+
+def _rank_keys(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Unique int64 keys ordered like (score, -id): a float's bits made monotonic, then the inverted id (< 2^32).
+
+    Ranking by them picks the best scores and, among equal scores, the lowest ids, so the selection does not depend
+    on how keys are blocked or scanned (the CPU kernel breaks ties the same way).
+    """
+    bits = scores.view(torch.int32)
+    ordered = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)
+    return (ordered << 32) | (_ID_MASK - ids)
 
 
 def _fp4_key_logits(q: torch.Tensor, stored: torch.Tensor, dim: int) -> torch.Tensor:

@@ -16,15 +16,19 @@ _configured = torch.get_num_threads()
 
 
 @contextlib.contextmanager
-def threads_for(num_tokens: int) -> Iterator[None]:
-    """Run the enclosed forward pass with the thread count suited to `num_tokens` (CPU only; no-op elsewhere)."""
-    wanted = 1 if num_tokens <= SMALL_PASS_TOKENS else _configured
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run the enclosed code with `count` torch intra-op threads, restoring the previous count after."""
     previous = torch.get_num_threads()
-    if wanted == previous:
+    if count == previous:
         yield
         return
-    torch.set_num_threads(wanted)
+    torch.set_num_threads(count)
     try:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def threads_for(num_tokens: int) -> contextlib.AbstractContextManager[None]:
+    """The thread count suited to a forward pass of `num_tokens` (CPU only; no-op elsewhere)."""
+    return intra_op_threads(1 if num_tokens <= SMALL_PASS_TOKENS else _configured)

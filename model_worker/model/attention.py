@@ -16,7 +16,7 @@ from model_worker.model.batch import Segment
 from model_worker.model.compressor import Compressor
 from model_worker.model.indexer import Indexer
 from model_worker.model.layers import Linear, RMSNorm, frozen_param, unweighted_rms_norm
-from model_worker.model.rope import apply_rope, inv_freq
+from model_worker.model.rope import inv_freq
 from model_worker.numerics import Numerics
 from model_worker.state import LayerState, StateLayout
 
@@ -51,8 +51,8 @@ class Attention(nn.Module):
         c = self.config
         qr = self.q_norm(self.wq_a(x, numerics))
         q = self.wq_b(qr, numerics).view(-1, c.n_heads, c.head_dim)
-        q = apply_rope(unweighted_rms_norm(q, c.norm_eps), positions, self.freqs)
-        kv = apply_rope(self.kv_norm(self.wkv(x, numerics)), positions, self.freqs)
+        q = kernels.apply_rope(unweighted_rms_norm(q, c.norm_eps), positions, self.freqs)
+        kv = kernels.apply_rope(self.kv_norm(self.wkv(x, numerics)), positions, self.freqs)
         index_q = self.indexer.queries(qr, x, positions, self.freqs, numerics) if self.kind == CSA else None
         out = torch.empty(q.shape, dtype=torch.float32, device=x.device)
         for seg in segments:
@@ -60,7 +60,7 @@ class Attention(nn.Module):
             seg_index_q = None if index_q is None else (index_q[0][seg.rows], index_q[1][seg.rows])
             out[seg.rows] = self._attend(x[seg.rows], q[seg.rows], kv[seg.rows], seg_index_q, seg.start_position,
                                          layer_state, layout, numerics)
-        o = apply_rope(out.to(numerics.act_dtype), positions, self.freqs, inverse=True)
+        o = kernels.apply_rope(out.to(numerics.act_dtype), positions, self.freqs, inverse=True)
         return self.wo_b(self._grouped_wo_a(o, numerics), numerics)
 
     def _attend(
@@ -102,7 +102,5 @@ class Attention(nn.Module):
 
     def _grouped_wo_a(self, o: torch.Tensor, numerics: Numerics) -> torch.Tensor:
         """o [T, H, D] -> [T, groups * o_lora_rank]: each group of heads through its own slice of wo_a."""
-        c = self.config
-        grouped = o.reshape(o.shape[0], c.o_groups, -1).float()
-        weight = kernels.dequantize_weight(self.wo_a.weight, self.wo_a.scale).view(c.o_groups, c.o_lora_rank, -1)
-        return torch.einsum("tgk,grk->tgr", grouped, weight).flatten(1).to(numerics.act_dtype)
+        return kernels.fp8_linear(o.flatten(1), self.wo_a.weight, self.wo_a.scale, False, numerics.act_dtype,
+                                  groups=self.config.o_groups)

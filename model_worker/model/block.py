@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import kernels
 from model_worker.config import ModelConfig
 from model_worker.model.attention import Attention
 from model_worker.model.batch import Segment
 from model_worker.model.layers import RMSNorm
-from model_worker.model.mhc import add_hc_params, hc_post, hc_pre
+from model_worker.model.mhc import add_hc_params
 from model_worker.model.moe import MoE
 from model_worker.numerics import Numerics
 from model_worker.state import StateLayout
@@ -34,11 +35,11 @@ class Block(nn.Module):
     ) -> torch.Tensor:
         """streams [T, hc_mult, dim] -> [T, hc_mult, dim]."""
         c = self.config
-        x, post, comb = hc_pre(streams, self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale, c.norm_eps, c.hc_eps,
-                               c.hc_sinkhorn_iters)
+        x, post, comb = kernels.hc_pre(streams, self.hc_attn_fn, self.hc_attn_base, self.hc_attn_scale, c.norm_eps,
+                                       c.hc_eps, c.hc_sinkhorn_iters)
         y = self.attn(self.attn_norm(x), positions, segments, layout, numerics)
-        streams = hc_post(y, streams, post, comb)
-        x, post, comb = hc_pre(streams, self.hc_ffn_fn, self.hc_ffn_base, self.hc_ffn_scale, c.norm_eps, c.hc_eps,
-                               c.hc_sinkhorn_iters)
+        streams = kernels.hc_post(y, streams, post, comb)
+        x, post, comb = kernels.hc_pre(streams, self.hc_ffn_fn, self.hc_ffn_base, self.hc_ffn_scale, c.norm_eps,
+                                       c.hc_eps, c.hc_sinkhorn_iters)
         y = self.ffn(self.ffn_norm(x), token_ids, numerics)
-        return hc_post(y, streams, post, comb)
+        return kernels.hc_post(y, streams, post, comb)

@@ -13,7 +13,6 @@ from torch import nn
 
 import kernels
 from model_worker.model.layers import Linear, RMSNorm, frozen_param
-from model_worker.model.rope import apply_rope
 from model_worker.numerics import Numerics
 from model_worker.state.rows import RowLog
 
@@ -56,7 +55,7 @@ class Compressor(nn.Module):
         pooled = kernels.compressor_pool(kv_slots, score_slots).to(numerics.act_dtype)
         entries = self.norm(pooled)
         group_starts = torch.arange(first_group, end_group, device=x.device) * m
-        return apply_rope(entries, group_starts, freqs)
+        return kernels.apply_rope(entries, group_starts, freqs)
 
     def _previous_halves(
         self, log: RowLog, first_group: int, kv_rows: torch.Tensor, score_rows: torch.Tensor

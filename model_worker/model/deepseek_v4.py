@@ -13,11 +13,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import kernels
 from model_worker.config import ModelConfig
 from model_worker.model.batch import ForwardBatch, ForwardOutput, Segment
 from model_worker.model.block import Block
 from model_worker.model.layers import Embedding, Linear, RMSNorm
-from model_worker.model.mhc import add_hc_params, hc_head
+from model_worker.model.mhc import add_hc_params
 from model_worker.model.mtp import MTPBlock
 from model_worker.numerics import OFFICIAL, Numerics
 from model_worker.state import SequenceState, StateLayout
@@ -75,7 +76,7 @@ class DeepseekV4(nn.Module):
 
     def _logits(self, streams: torch.Tensor, fn: torch.Tensor, base: torch.Tensor, scale: torch.Tensor,
                 norm: RMSNorm) -> torch.Tensor:
-        x = norm(hc_head(streams, fn, base, scale, self.config.norm_eps, self.config.hc_eps))
+        x = norm(kernels.hc_head(streams, fn, base, scale, self.config.norm_eps, self.config.hc_eps))
         return self.head(x, self.numerics)
 
     def _mtp(self, streams: torch.Tensor, ids: torch.Tensor, segments: list[Segment],

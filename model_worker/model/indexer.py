@@ -14,7 +14,6 @@ import kernels
 from model_worker.config import ModelConfig
 from model_worker.model.compressor import Compressor
 from model_worker.model.layers import Linear
-from model_worker.model.rope import apply_rope
 from model_worker.numerics import Numerics
 from model_worker.state import LayerState, StateLayout
 
@@ -32,7 +31,7 @@ class Indexer(nn.Module):
                 numerics: Numerics) -> tuple[torch.Tensor, torch.Tensor]:
         """Batched over all tokens: queries [T, H, c] and head weights [T, H] float32 (scales folded in)."""
         q = self.wq_b(qr, numerics).view(-1, self.n_heads, self.head_dim)
-        q = apply_rope(q, positions, freqs)
+        q = kernels.apply_rope(q, positions, freqs)
         if numerics.quantize:
             q = kernels.fp4_round_trip(kernels.hadamard(q))
         weights = self.weights_proj(x, numerics).float() * (self.head_dim**-0.5 * self.n_heads**-0.5)

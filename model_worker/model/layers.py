@@ -36,7 +36,7 @@ class Linear(nn.Module):
         if self.role == "head" and numerics.quantize and self.weight.dtype == torch.bfloat16:
             # NOTE: a bf16 GEMM (fp32 accumulation, bf16-rounded logits): converting the vocab-sized head to float32
             # on every step costs ~15x the GEMM on CPU. GPU kernels compute these logits in float32.
-            return torch.nn.functional.linear(x.to(torch.bfloat16), self.weight).float()
+            return kernels.bf16_linear(x, self.weight)
         if self.role in ("fp32", "head"):
             return kernels.fp8_linear(x.float(), self.weight, self.scale, False, torch.float32)
         quantize = numerics.quantize and self.role == "fp8"

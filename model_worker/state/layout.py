@@ -11,14 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels.ref.kv_codec import (
-    decode_index_keys,
-    decode_kv,
-    encode_index_keys,
-    encode_kv,
-    index_key_bytes,
-    kv_entry_bytes,
-)
+from kernels import decode_kv, encode_index_keys, encode_kv
+from kernels.ref.kv_codec import decode_index_keys, index_key_bytes, kv_entry_bytes
 from model_worker.config import CSA, HCA, ModelConfig
 from model_worker.numerics import Numerics
 

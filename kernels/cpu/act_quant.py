@@ -1,0 +1,20 @@
+"""fp4_round_trip on CPU: the C kernel in act_quant.c, else the torch twin."""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.cpu.build import library
+from kernels.ref import act_quant as ref
+
+
+def fp4_round_trip(x: torch.Tensor, block: int = 32) -> torch.Tensor:
+    """Same contract as kernels.ref.act_quant.fp4_round_trip."""
+    lib = library()
+    if (lib is None or block != 32 or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16)
+            or x.dim() == 0 or x.shape[-1] % 32):
+        return ref.fp4_round_trip(x, block)
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    lib.fp4_round_trip(x.data_ptr(), x.dtype == torch.bfloat16, x.numel() // x.shape[-1], x.shape[-1], out.data_ptr())
+    return out

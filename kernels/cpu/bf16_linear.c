@@ -1,0 +1,48 @@
+/* GEMV streaming dense bf16 rows: the twin of kernels/ref/bf16_linear.py (the 129K-row output head, the largest read
+ * of a decode step) and of fp8_linear over dense bf16 weights. One range of rows per call so Python threads can split
+ * it. */
+#include "formats.h"
+
+/* 8 bf16 -> 8 floats: a bf16 is the high half of its float32. */
+static inline __m256 bf16x8(const uint16_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p), zero = _mm_setzero_si128();
+    return _mm256_castsi256_ps(_mm256_set_m128i(_mm_unpackhi_epi16(zero, v), _mm_unpacklo_epi16(zero, v)));
+}
+
+/* One row against `tokens` tokens (constants once inlined), with 4 / tokens accumulators per token: streaming
+ * one row at a time keeps the reads sequential, and the split accumulators keep the FMA chains short. */
+static inline __attribute__((always_inline)) void row_dot(const float *x, int64_t k, const uint16_t *w, int tokens,
+                                                          int lanes, int round_output, float *y, int64_t n) {
+    __m256 acc[4][4];
+    for (int t = 0; t < tokens; t++)
+        for (int j = 0; j < lanes; j++) acc[t][j] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < k; i += 8 * lanes) {
+        for (int j = 0; j < lanes; j++) {
+            __m256 wv = bf16x8(w + i + 8 * j);
+            for (int t = 0; t < tokens; t++)
+                acc[t][j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + t * k + i + 8 * j), wv, acc[t][j]);
+        }
+    }
+    for (int t = 0; t < tokens; t++) {
+        for (int j = 1; j < lanes; j++) acc[t][0] = _mm256_add_ps(acc[t][0], acc[t][j]);
+        float sum = hsum8(acc[t][0]);
+        y[t * n] = round_output ? bf16_to_f32(f32_to_bf16(sum)) : sum;
+    }
+}
+
+/* x [m, k] float32; w [n, k] bf16; k % 32 == 0. Writes out[:, first:last) of [m, n] float32, rounded to bf16 values
+ * when round_output. Tokens go in groups of up to 4 per row, so a row is read from memory once. */
+void bf16_linear(const float *x, int64_t m, int64_t k, const uint16_t *w, int64_t n, int64_t first, int64_t last,
+                 int round_output, float *out) {
+    for (int64_t r = first; r < last; r++) {
+        for (int64_t t = 0; t < m; t += 4) {
+            const float *xt = x + t * k;
+            float *y = out + t * n + r;
+            int64_t tokens = m - t < 4 ? m - t : 4;
+            if (tokens == 1) row_dot(xt, k, w + r * k, 1, 4, round_output, y, n);
+            else if (tokens == 2) row_dot(xt, k, w + r * k, 2, 2, round_output, y, n);
+            else if (tokens == 3) row_dot(xt, k, w + r * k, 3, 1, round_output, y, n);
+            else row_dot(xt, k, w + r * k, 4, 1, round_output, y, n);
+        }
+    }
+}

@@ -1,0 +1,22 @@
+"""apply_rope on CPU: the C kernel in rope.c (one pass instead of a dozen elementwise ops), else the torch twin."""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.cpu.build import library
+from kernels.ref import rope as ref
+
+
+def apply_rope(x: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Same contract as kernels.ref.rope.apply_rope."""
+    lib = library()
+    if (lib is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() < 2
+            or x.shape[0] == 0 or freqs.dtype != torch.float32):
+        return ref.apply_rope(x, positions, freqs, inverse)
+    x = x.contiguous()
+    out = torch.empty_like(x)
+    positions = positions.to(torch.int64).contiguous()
+    lib.apply_rope(x.data_ptr(), x.dtype == torch.bfloat16, x.shape[0], x[0].numel() // x.shape[-1], x.shape[-1],
+                   positions.data_ptr(), freqs.contiguous().data_ptr(), freqs.shape[0], inverse, out.data_ptr())
+    return out
