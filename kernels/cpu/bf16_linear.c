@@ -9,11 +9,11 @@ static inline __m256 bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_set_m128i(_mm_unpackhi_epi16(zero, v), _mm_unpacklo_epi16(zero, v)));
 }
 
-/* One row against `tokens` tokens (constants once inlined), with 4 / tokens accumulators per token: streaming
- * one row at a time keeps the reads sequential, and the split accumulators keep the FMA chains short. */
+/* One row against `tokens` tokens (constants once inlined), with `lanes` accumulators per token: streaming one row
+ * at a time keeps the reads sequential, and 4-8 independent accumulators keep the FMA units busy. */
 static inline __attribute__((always_inline)) void row_dot(const float *x, int64_t k, const uint16_t *w, int tokens,
                                                           int lanes, int round_output, float *y, int64_t n) {
-    __m256 acc[4][4];
+    __m256 acc[8][4];
     for (int t = 0; t < tokens; t++)
         for (int j = 0; j < lanes; j++) acc[t][j] = _mm256_setzero_ps();
     for (int64_t i = 0; i < k; i += 8 * lanes) {
@@ -31,18 +31,24 @@ static inline __attribute__((always_inline)) void row_dot(const float *x, int64_
 }
 
 /* x [m, k] float32; w [n, k] bf16; k % 32 == 0. Writes out[:, first:last) of [m, n] float32, rounded to bf16 values
- * when round_output. Tokens go in groups of up to 4 per row, so a row is read from memory once. */
+ * when round_output. Tokens go in groups of up to 8 per row, so a row is read from memory once. */
 void bf16_linear(const float *x, int64_t m, int64_t k, const uint16_t *w, int64_t n, int64_t first, int64_t last,
                  int round_output, float *out) {
     for (int64_t r = first; r < last; r++) {
-        for (int64_t t = 0; t < m; t += 4) {
+        for (int64_t t = 0; t < m; t += 8) {
             const float *xt = x + t * k;
             float *y = out + t * n + r;
-            int64_t tokens = m - t < 4 ? m - t : 4;
-            if (tokens == 1) row_dot(xt, k, w + r * k, 1, 4, round_output, y, n);
-            else if (tokens == 2) row_dot(xt, k, w + r * k, 2, 2, round_output, y, n);
-            else if (tokens == 3) row_dot(xt, k, w + r * k, 3, 1, round_output, y, n);
-            else row_dot(xt, k, w + r * k, 4, 1, round_output, y, n);
+            const uint16_t *wr = w + r * k;
+            switch (m - t < 8 ? m - t : 8) {
+            case 1: row_dot(xt, k, wr, 1, 4, round_output, y, n); break;
+            case 2: row_dot(xt, k, wr, 2, 4, round_output, y, n); break;
+            case 3: row_dot(xt, k, wr, 3, 2, round_output, y, n); break;
+            case 4: row_dot(xt, k, wr, 4, 2, round_output, y, n); break;
+            case 5: row_dot(xt, k, wr, 5, 1, round_output, y, n); break;
+            case 6: row_dot(xt, k, wr, 6, 1, round_output, y, n); break;
+            case 7: row_dot(xt, k, wr, 7, 1, round_output, y, n); break;
+            default: row_dot(xt, k, wr, 8, 1, round_output, y, n); break;
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
-"""Intra-op thread policy for the CPU path: decode-sized passes run on one thread, larger passes on all.
+"""Intra-op thread policy for the CPU path: decode-sized passes run torch on one thread, larger passes on all.
 
-A decode step is thousands of tiny ops; on a 2-core machine a second thread costs more in synchronization than it
-saves (measured: 66 ms vs 96 ms per `tiny` token), while prefill chunks gain ~30% from it.
+A decode step is hundreds of small ops, where a second torch thread costs more in synchronization than it saves;
+the few large reads of a decode step (the output head, long index scans) are split across cores by the CPU kernels
+themselves (kernels/cpu/parallel.py). Prefill chunks gain ~30% from torch's threads.
 """
 
 from __future__ import annotations

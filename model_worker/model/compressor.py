@@ -27,22 +27,27 @@ class Compressor(nn.Module):
         self.ape = frozen_param(ratio, features)
         self.norm = RMSNorm(width, norm_eps)
 
+    def project(self, x: torch.Tensor, positions: torch.Tensor, numerics: Numerics) -> torch.Tensor:
+        """Every token's features at once (all sequences of a batch): [T, dim] -> [T, 2 * features] float32, its kv
+        then its gating score (position bias added)."""
+        kv = self.wkv(x, numerics)
+        score = self.wgate(x, numerics) + self.ape.float()[positions % self.ratio]
+        return torch.cat((kv, score), dim=-1)
+
     def forward(
-        self, x: torch.Tensor, start: int, log: RowLog, freqs: torch.Tensor, numerics: Numerics
+        self, features: torch.Tensor, start: int, log: RowLog, freqs: torch.Tensor, numerics: Numerics
     ) -> torch.Tensor:
-        """Feed one sequence's chunk x [n, dim] starting at position `start`; log holds the pending rows.
+        """Feed one sequence's chunk (its rows of `project`, [n, 2 * features]) starting at position `start`; log
+        holds the pending rows.
 
         Returns the entries completed by this chunk, [G, width] in the activation dtype (normed and rotated).
         """
-        n, m = x.shape[0], self.ratio
-        kv = self.wkv(x, numerics)
-        positions = torch.arange(start, start + n, device=x.device)
-        score = self.wgate(x, numerics) + self.ape.float()[positions % m]
-        log.append(torch.cat((kv, score), dim=-1))
+        n, m = features.shape[0], self.ratio
+        log.append(features)
         first_group, end_group = start // m, (start + n) // m
         groups = end_group - first_group
         if groups == 0:
-            return x.new_zeros(0, self.width, dtype=numerics.act_dtype)
+            return features.new_zeros(0, self.width, dtype=numerics.act_dtype)
         rows = log.rows(first_group * m, end_group * m).view(groups, m, 2, -1)
         kv_rows, score_rows = rows[:, :, 0], rows[:, :, 1]
         if self.overlap:
@@ -54,7 +59,7 @@ class Compressor(nn.Module):
             kv_slots, score_slots = kv_rows, score_rows
         pooled = kernels.compressor_pool(kv_slots, score_slots).to(numerics.act_dtype)
         entries = self.norm(pooled)
-        group_starts = torch.arange(first_group, end_group, device=x.device) * m
+        group_starts = torch.arange(first_group, end_group, device=features.device) * m
         return kernels.apply_rope(entries, group_starts, freqs)
 
     def _previous_halves(

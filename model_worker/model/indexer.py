@@ -28,25 +28,26 @@ class Indexer(nn.Module):
         self.compressor = Compressor(config.dim, self.head_dim, self.ratio, overlap=True, norm_eps=config.norm_eps)
 
     def queries(self, qr: torch.Tensor, x: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor,
-                numerics: Numerics) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batched over all tokens: queries [T, H, c] and head weights [T, H] float32 (scales folded in)."""
+                numerics: Numerics) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Batched over all tokens: queries [T, H, c], head weights [T, H] float32 (scales folded in) and the key
+        compressor's features [T, 4c]."""
         q = self.wq_b(qr, numerics).view(-1, self.n_heads, self.head_dim)
         q = kernels.apply_rope(q, positions, freqs)
         if numerics.quantize:
             q = kernels.fp4_round_trip(kernels.hadamard(q))
         weights = self.weights_proj(x, numerics).float() * (self.head_dim**-0.5 * self.n_heads**-0.5)
-        return q, weights
+        return q, weights, self.compressor.project(x, positions, numerics)
 
     def select(
-        self, x: torch.Tensor, q: torch.Tensor, weights: torch.Tensor, start: int, state: LayerState,
+        self, q: torch.Tensor, weights: torch.Tensor, features: torch.Tensor, start: int, state: LayerState,
         layout: StateLayout, freqs: torch.Tensor, numerics: Numerics,
     ) -> torch.Tensor:
-        """One sequence's chunk: extend its index keys, then return the top-k entry ids per query [n, k] (-1 = none)."""
-        keys = self.compressor(x, start, state.index_comp, freqs, numerics)
-        if numerics.quantize:
-            keys = kernels.hadamard(keys)
-        state.index_keys.append(layout.encode_index_keys(keys))
-        positions = torch.arange(start, start + x.shape[0], device=x.device)
+        """One sequence's chunk (its rows of `queries`): extend its index keys, then return the top-k entry ids per
+        query [n, k] (-1 = none)."""
+        keys = self.compressor(features, start, state.index_comp, freqs, numerics)
+        if keys.shape[0]:
+            state.index_keys.append(layout.encode_index_keys(kernels.hadamard(keys) if numerics.quantize else keys))
+        positions = torch.arange(start, start + q.shape[0], device=q.device)
         visible = (positions + 1) // self.ratio
         return kernels.indexer_topk(q, weights, state.index_keys.view(), visible, self.topk,
                                     numerics.index_score_dtype)
