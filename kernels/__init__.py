@@ -1,25 +1,45 @@
-"""Hot operations of the DeepSeek-V4 engine, one op per module.
+"""Hot operations of the DeepSeek-V4 engine; the model calls only the functions exported here.
 
-The model calls only the functions exported here. Each has a torch twin in `kernels.ref` with the same signature;
-the torch twins are the executable spec. `kernels.cpu` holds C kernels for the ops that dominate decode on CPU; each
-falls back to its twin for shapes or devices it does not cover (and everywhere when DSV4_CPU_KERNELS=0).
+Each op has a torch twin in `kernels.ref` (the executable spec) with the signature every implementation shares:
+C kernels in `kernels.cpu` serve decode-sized batches on CPU, Triton kernels in `kernels.triton` serve CUDA devices.
+`kernels.dispatch` picks one per call (DSV4_KERNELS=auto|reference|triton, or `kernels.use(mode)`).
 """
 
-from kernels.cpu.act_quant import fp4_round_trip
-from kernels.cpu.bf16_linear import bf16_linear
-from kernels.cpu.fp4_experts import fp4_expert_ffn
-from kernels.cpu.fp8_linear import fp8_linear
-from kernels.cpu.indexer_topk import indexer_topk
-from kernels.cpu.kv_codec import decode_kv, encode_index_keys, encode_kv
-from kernels.cpu.mhc import hc_post, hc_pre
-from kernels.cpu.rope import apply_rope
-from kernels.cpu.sinkhorn import sinkhorn
-from kernels.cpu.sparse_attention import sparse_attention
-from kernels.ref.act_quant import fp8_round_trip
-from kernels.ref.compressor_pool import compressor_pool
+from kernels import cpu
+from kernels.dispatch import op, use
+from kernels.ref import act_quant as ref_act_quant
+from kernels.ref import bf16_linear as ref_bf16_linear
+from kernels.ref import compressor_pool as ref_compressor_pool
+from kernels.ref import fp4_experts as ref_fp4_experts
+from kernels.ref import fp8_linear as ref_fp8_linear
+from kernels.ref import hadamard as ref_hadamard
+from kernels.ref import indexer_topk as ref_indexer_topk
+from kernels.ref import kv_codec as ref_kv_codec
+from kernels.ref import mhc as ref_mhc
+from kernels.ref import rope as ref_rope
+from kernels.ref import sinkhorn as ref_sinkhorn
+from kernels.ref import sparse_attention as ref_sparse_attention
 from kernels.ref.formats import dequantize as dequantize_weight
-from kernels.ref.hadamard import hadamard
-from kernels.ref.mhc import hc_head
+
+# op(twin, CPU kernel or None, Triton module or None)
+fp8_linear = op(ref_fp8_linear.fp8_linear, cpu.fp8_linear.fp8_linear, "fp8_linear")
+fp4_expert_ffn = op(ref_fp4_experts.fp4_expert_ffn, cpu.fp4_experts.fp4_expert_ffn, "fp4_experts")
+indexer_topk = op(ref_indexer_topk.indexer_topk, cpu.indexer_topk.indexer_topk, "indexer_topk")
+sparse_attention = op(ref_sparse_attention.sparse_attention, cpu.sparse_attention.sparse_attention,
+                      "sparse_attention")
+compressor_pool = op(ref_compressor_pool.compressor_pool, None, "compressor_pool")
+bf16_linear = op(ref_bf16_linear.bf16_linear, cpu.bf16_linear.bf16_linear, None)
+apply_rope = op(ref_rope.apply_rope, cpu.rope.apply_rope, None)
+hc_pre = op(ref_mhc.hc_pre, cpu.mhc.hc_pre, None)
+hc_post = op(ref_mhc.hc_post, cpu.mhc.hc_post, None)
+hc_head = op(ref_mhc.hc_head, None, None)
+sinkhorn = op(ref_sinkhorn.sinkhorn, cpu.sinkhorn.sinkhorn, None)
+encode_kv = op(ref_kv_codec.encode_kv, cpu.kv_codec.encode_kv, None)
+decode_kv = op(ref_kv_codec.decode_kv, cpu.kv_codec.decode_kv, None)
+encode_index_keys = op(ref_kv_codec.encode_index_keys, cpu.kv_codec.encode_index_keys, None)
+fp4_round_trip = op(ref_act_quant.fp4_round_trip, cpu.act_quant.fp4_round_trip, None)
+fp8_round_trip = ref_act_quant.fp8_round_trip
+hadamard = ref_hadamard.hadamard
 
 __all__ = [
     "apply_rope",
@@ -40,4 +60,5 @@ __all__ = [
     "indexer_topk",
     "sinkhorn",
     "sparse_attention",
+    "use",
 ]

@@ -1,12 +1,18 @@
-"""Suite-wide test setup: one intra-op thread, deterministic seeds, GPU tests skipped without a GPU."""
+"""Suite-wide test setup: one intra-op thread, deterministic seeds, Triton on its CPU interpreter and GPU tests skipped
+without a GPU."""
 
 from __future__ import annotations
 
+import os
 import random
 import zlib
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels run on the CPU interpreter in CI; it must be chosen before triton is first imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # NOTE: the tests run small shapes, where intra-op threads only add overhead and contention (on 2 cores tiny ops got
 # ~40x slower with other processes busy).

@@ -5,3 +5,29 @@ which releases the GIL, so `parallel.py` can split a long call (the output head,
 cores. Each wrapper takes the shapes it was written for (decode-sized batches, CPU tensors, the stored formats) and
 hands everything else to its twin in kernels.ref.
 """
+
+from kernels.cpu import (
+    act_quant,
+    bf16_linear,
+    fp4_experts,
+    fp8_linear,
+    indexer_topk,
+    kv_codec,
+    mhc,
+    rope,
+    sinkhorn,
+    sparse_attention,
+)
+
+__all__ = [
+    "act_quant",
+    "bf16_linear",
+    "fp4_experts",
+    "fp8_linear",
+    "indexer_topk",
+    "kv_codec",
+    "mhc",
+    "rope",
+    "sinkhorn",
+    "sparse_attention",
+]

@@ -27,7 +27,9 @@ def sparse_attention(
     Returns:
         [T, H, D] float32.
     """
-    out = torch.empty(q.shape, dtype=torch.float32, device=q.device)
+    out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
+    if window_idx.shape[1] + comp_idx.shape[1] == 0:  # nothing to attend to: the sink takes all the weight
+        return out
     kv_all = torch.cat((window_kv.float(), comp_kv.float()))
     idx_all = torch.cat((window_idx, torch.where(comp_idx >= 0, comp_idx + window_kv.shape[0], comp_idx)), dim=1)
     for start in range(0, q.shape[0], _QUERY_BLOCK):

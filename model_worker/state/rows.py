@@ -7,12 +7,17 @@ import torch
 
 
 class RowLog:
-    """Rows for absolute positions [start, end). Appends at the end, truncates the end, trims the front."""
+    """Rows for absolute positions [start, end). Appends at the end, truncates the end, trims the front.
+
+    Trimming only moves an offset; live rows move to the buffer's front when an append runs out of room, so a log
+    trimmed by one row per token (every commit) copies each row O(1) times instead of all rows per commit.
+    """
 
     def __init__(self, width: int, dtype: torch.dtype, device: torch.device | str = "cpu") -> None:
         self.buffer = torch.empty(0, width, dtype=dtype, device=device)
         self.start = 0
         self.length = 0
+        self.offset = 0  # buffer row of position `start`
 
     @property
     def end(self) -> int:
@@ -21,16 +26,21 @@ class RowLog:
     def rows(self, first: int, last: int) -> torch.Tensor:
         """View of rows for positions [first, last); the range must be held."""
         assert self.start <= first <= last <= self.end, f"rows [{first}, {last}) not in [{self.start}, {self.end})"
-        return self.buffer[first - self.start : last - self.start]
+        return self.buffer[self.offset + first - self.start : self.offset + last - self.start]
 
     def append(self, rows: torch.Tensor) -> None:
         needed = self.length + rows.shape[0]
-        if needed > self.buffer.shape[0]:
-            grown = torch.empty(max(needed, 2 * self.buffer.shape[0], 16), self.buffer.shape[1],
-                                dtype=self.buffer.dtype, device=self.buffer.device)
-            grown[: self.length] = self.buffer[: self.length]
-            self.buffer = grown
-        self.buffer[self.length : needed] = rows
+        if self.offset + needed > self.buffer.shape[0]:
+            live = self.buffer[self.offset : self.offset + self.length]
+            if 2 * needed <= self.buffer.shape[0]:  # room enough once compacted
+                self.buffer[: self.length] = live.clone()
+            else:
+                grown = torch.empty(max(needed, 2 * self.buffer.shape[0], 16), self.buffer.shape[1],
+                                    dtype=self.buffer.dtype, device=self.buffer.device)
+                grown[: self.length] = live
+                self.buffer = grown
+            self.offset = 0
+        self.buffer[self.offset + self.length : self.offset + needed] = rows
         self.length = needed
 
     def truncate(self, end: int) -> None:
@@ -41,17 +51,15 @@ class RowLog:
         """Forget rows before `first` (clamped to the held range)."""
         first = min(max(first, self.start), self.end)
         drop = first - self.start
-        if drop:
-            self.buffer[: self.length - drop] = self.buffer[drop : self.length].clone()
-            self.start, self.length = first, self.length - drop
+        self.offset, self.start, self.length = self.offset + drop, first, self.length - drop
 
     def reset(self, start: int, rows: torch.Tensor) -> None:
         self.buffer = rows.clone()
-        self.start, self.length = start, rows.shape[0]
+        self.start, self.length, self.offset = start, rows.shape[0], 0
 
     def clear(self, start: int) -> None:
         """Hold no rows; the next append is position `start`."""
-        self.start, self.length = start, 0
+        self.start, self.length, self.offset = start, 0, 0
 
     def nbytes(self) -> int:
         return self.length * self.buffer.shape[1] * self.buffer.element_size()
