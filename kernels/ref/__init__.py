@@ -1,1 +1,1 @@
-"""Torch twins of every kernel op: the executable spec, and the CPU path."""
+"""Torch twins of every kernel op: the executable spec, and the path for shapes and devices no kernel covers."""
