@@ -8,9 +8,7 @@ void fp4_round_trip(const void *x, int is_bf16, int64_t rows, int64_t k, void *o
     for (int64_t i = 0; i < rows; i++) {
         load_row(x, is_bf16, i, k, row);
         for (int64_t b = 0; b < k; b += FP4_BLOCK) {
-            float amax = FP4_AMAX_FLOOR;
-            for (int j = 0; j < FP4_BLOCK; j++) amax = fmaxf(amax, fabsf(row[b + j]));
-            float scale = pow2_scale(amax, FP4_MAX), inv = 1.0f / scale;
+            float scale = block_scale(row + b, FP4_BLOCK, FP4_AMAX_FLOOR, FP4_MAX), inv = 1.0f / scale;
             for (int j = 0; j < FP4_BLOCK; j++) row[b + j] = E2M1_VALUES[e2m1_code(row[b + j] * inv)] * scale;
         }
         store_row(out, is_bf16, i, k, row);

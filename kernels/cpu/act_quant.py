@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cpu.build import library
+from kernels.cpu.build import cpu_activation, library
 from kernels.ref import act_quant as ref
 
 
 def fp4_round_trip(x: torch.Tensor, block: int = 32) -> torch.Tensor:
     """Same contract as kernels.ref.act_quant.fp4_round_trip."""
     lib = library()
-    if (lib is None or block != 32 or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16)
-            or x.dim() == 0 or x.shape[-1] % 32):
+    if lib is None or block != 32 or not cpu_activation(x) or x.dim() == 0 or x.shape[-1] % 32:
         return ref.fp4_round_trip(x, block)
     x = x.contiguous()
     out = torch.empty_like(x)

@@ -1,7 +1,7 @@
 """Compiles this folder's C kernels into one shared library on first use and loads it with ctypes.
 
 The library is cached per source text, compiler flags and CPU (it is built with -march=native), under
-$DSV4_KERNEL_CACHE or ~/.cache/dsv4-kernels. Where it cannot be built (no C compiler, not x86-64 with AVX/FMA/F16C)
+$DSV4_KERNEL_CACHE or ~/.cache/dsv4-kernels. Where it cannot be built (no C compiler, not x86-64 with AVX2/FMA/F16C)
 or DSV4_CPU_KERNELS=0, `library()` is None and every op runs its torch twin.
 """
 
@@ -16,6 +16,8 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+
+import torch
 
 HERE = Path(__file__).parent
 FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-std=gnu11", "-shared", "-fPIC", "-Wall", "-Werror")
@@ -86,6 +88,11 @@ def library() -> ctypes.CDLL | None:
         function = getattr(lib, name)
         function.restype, function.argtypes = restype, argtypes
     return lib
+
+
+def cpu_activation(*tensors: torch.Tensor) -> bool:
+    """Whether every tensor is a float32 or bf16 CPU tensor: the activations the kernels read and write."""
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.bfloat16) for t in tensors)
 
 
 def check(status: int, op: str) -> None:

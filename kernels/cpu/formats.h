@@ -12,6 +12,7 @@
 #endif
 
 #define FP8_MAX 448.0f
+#define FP8_AMAX_FLOOR 1e-4f
 #define FP8_BLOCK 128
 #define FP4_BLOCK 32
 #define FP8_LANE_SCALE 256.0f   /* fp8x8 yields value / 2^8 */
@@ -54,6 +55,13 @@ static inline float pow2_scale(float amax, float fmt_max) {
     return ldexpf(1.0f, m == 0.5f ? e - 1 : e);
 }
 
+/* The power-of-two scale of a block: pow2_scale of its largest magnitude, floored at amax_floor. */
+static inline float block_scale(const float *v, int64_t n, float amax_floor, float fmt_max) {
+    float amax = amax_floor;
+    for (int64_t i = 0; i < n; i++) amax = fmaxf(amax, fabsf(v[i]));
+    return pow2_scale(amax, fmt_max);
+}
+
 /* |v| <= 448 rounded to the nearest e4m3 value, ties to even. */
 static inline float round_e4m3(float v) {
     if (fabsf(v) < 0.015625f) return rintf(v * 512.0f) * (1.0f / 512.0f); /* subnormal grid: steps of 2^-9 */
@@ -66,9 +74,7 @@ static inline float round_e4m3(float v) {
 static inline void fp8_round_trip_row(float *x, int64_t n) {
     for (int64_t first = 0; first < n; first += FP8_BLOCK) {
         int64_t last = first + FP8_BLOCK < n ? first + FP8_BLOCK : n;
-        float amax = 1e-4f;
-        for (int64_t i = first; i < last; i++) amax = fmaxf(amax, fabsf(x[i]));
-        float scale = pow2_scale(amax, FP8_MAX), inv = 1.0f / scale;
+        float scale = block_scale(x + first, last - first, FP8_AMAX_FLOOR, FP8_MAX), inv = 1.0f / scale;
         for (int64_t i = first; i < last; i++)
             x[i] = round_e4m3(fminf(fmaxf(x[i] * inv, -FP8_MAX), FP8_MAX)) * scale;
     }

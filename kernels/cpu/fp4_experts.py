@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cpu.build import check, library
+from kernels.cpu.build import check, cpu_activation, library
 from kernels.ref import fp4_experts as ref
 
 # Above this many tokens the twin wins: it groups tokens by expert and decodes each expert's weights once.
@@ -24,9 +24,8 @@ def fp4_expert_ffn(
 ) -> torch.Tensor:
     """Same contract as kernels.ref.fp4_experts.fp4_expert_ffn."""
     lib = library()
-    if (lib is None or w13_scale is None or w2_scale is None or w13.dtype != torch.uint8 or x.device.type != "cpu"
-            or x.shape[0] > MAX_TOKENS or x.dtype not in (torch.float32, torch.bfloat16)
-            or not all(t.is_contiguous() for t in (w13, w13_scale, w2, w2_scale))):
+    if (lib is None or w13_scale is None or w2_scale is None or w13.dtype != torch.uint8 or not cpu_activation(x)
+            or x.shape[0] > MAX_TOKENS or not all(t.is_contiguous() for t in (w13, w13_scale, w2, w2_scale))):
         return ref.fp4_expert_ffn(x, expert_ids, expert_weights, w13, w13_scale, w2, w2_scale, swiglu_limit,
                                   quantize_input)
     x = x.contiguous()

@@ -71,9 +71,7 @@ static void finish(float *hs, int64_t *hi, int64_t size, int64_t k) {
 static int quantize_query(const float *q, int64_t dim, int8_t *q8, __m256i *offsets, float *step) {
     float smallest = INFINITY;
     for (int64_t b = 0; b < dim; b += FP4_BLOCK) {
-        float amax = FP4_AMAX_FLOOR;
-        for (int j = 0; j < FP4_BLOCK; j++) amax = fmaxf(amax, fabsf(q[b + j]));
-        smallest = fminf(smallest, pow2_scale(amax, FP4_MAX));
+        smallest = fminf(smallest, block_scale(q + b, FP4_BLOCK, FP4_AMAX_FLOOR, FP4_MAX));
     }
     *step = smallest * 0.5f;
     for (int64_t i = 0; i < dim; i++) {

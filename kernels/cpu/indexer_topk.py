@@ -47,8 +47,6 @@ def indexer_topk(
     run_parts(ranges, scan)
     if len(ranges) == 1:
         return ids[0]
-    # Parts cover increasing ids and each lists ties by id, so a stable sort keeps ties in id order.
-    merged_scores = scores.permute(1, 0, 2).flatten(1)
-    order = merged_scores.sort(dim=1, descending=True, stable=True).indices[:, :k]
-    best = ids.permute(1, 0, 2).flatten(1).gather(1, order)
-    return torch.where(merged_scores.gather(1, order) == float("-inf"), -1, best)
+    # The twin's rank keys merge the parts' picks by (score, lower id); a part's -1 padding has score -inf.
+    merged = ref.rank_keys(scores.permute(1, 0, 2).flatten(1), ids.permute(1, 0, 2).flatten(1).clamp(min=0))
+    return ref.ranked_ids(merged.topk(k, dim=1).values)

@@ -21,9 +21,8 @@ void encode_kv(const void *x, int x_bf16, int64_t n, int64_t dim, int64_t rope, 
         load_row(x, x_bf16, i, dim, row);
         memset(o, 0, (size_t)stride);
         for (int64_t b = 0; b < nope / KV_NOPE_BLOCK; b++) {
-            float *v = row + b * KV_NOPE_BLOCK, amax = 1e-4f;
-            for (int j = 0; j < KV_NOPE_BLOCK; j++) amax = fmaxf(amax, fabsf(v[j]));
-            float scale = pow2_scale(amax, FP8_MAX), inv = 1.0f / scale;
+            float *v = row + b * KV_NOPE_BLOCK;
+            float scale = block_scale(v, KV_NOPE_BLOCK, FP8_AMAX_FLOOR, FP8_MAX), inv = 1.0f / scale;
             for (int j = 0; j < KV_NOPE_BLOCK; j++)
                 o[b * KV_NOPE_BLOCK + j] = e4m3_byte(round_e4m3(fminf(fmaxf(v[j] * inv, -FP8_MAX), FP8_MAX)));
             o[nope + 2 * rope + b] = (uint8_t)(f32_bits(scale) >> 23); /* a normal power of two: its exponent byte */
@@ -63,9 +62,8 @@ void encode_index_keys(const void *x, int x_bf16, int64_t n, int64_t dim, uint8_
         uint8_t *o = out + i * (dim / 2 + dim / FP4_BLOCK);
         load_row(x, x_bf16, i, dim, row);
         for (int64_t b = 0; b < dim / FP4_BLOCK; b++) {
-            float *v = row + b * FP4_BLOCK, amax = FP4_AMAX_FLOOR;
-            for (int j = 0; j < FP4_BLOCK; j++) amax = fmaxf(amax, fabsf(v[j]));
-            float scale = pow2_scale(amax, FP4_MAX), inv = 1.0f / scale;
+            float *v = row + b * FP4_BLOCK;
+            float scale = block_scale(v, FP4_BLOCK, FP4_AMAX_FLOOR, FP4_MAX), inv = 1.0f / scale;
             for (int j = 0; j < FP4_BLOCK; j += 2)
                 o[(b * FP4_BLOCK + j) / 2] = (uint8_t)(e2m1_code(v[j] * inv) | e2m1_code(v[j + 1] * inv) << 4);
             o[dim / 2 + b] = (uint8_t)(f32_bits(scale) >> 23);

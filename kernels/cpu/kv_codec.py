@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cpu.build import library
+from kernels.cpu.build import cpu_activation, library
 from kernels.ref import kv_codec as ref
 from kernels.ref.kv_codec import INDEX_KEY_BLOCK, KV_NOPE_BLOCK, index_key_bytes, kv_entry_bytes
 
@@ -12,8 +12,7 @@ from kernels.ref.kv_codec import INDEX_KEY_BLOCK, KV_NOPE_BLOCK, index_key_bytes
 def encode_kv(x: torch.Tensor, rope_dim: int) -> torch.Tensor:
     """Same contract as kernels.ref.kv_codec.encode_kv."""
     lib = library()
-    if (lib is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 2
-            or (x.shape[1] - rope_dim) % KV_NOPE_BLOCK):
+    if lib is None or not cpu_activation(x) or x.dim() != 2 or (x.shape[1] - rope_dim) % KV_NOPE_BLOCK:
         return ref.encode_kv(x, rope_dim)
     x = x.contiguous()
     (n, dim), width = x.shape, kv_entry_bytes(x.shape[1], rope_dim)
@@ -37,8 +36,7 @@ def decode_kv(stored: torch.Tensor, dim: int, rope_dim: int) -> torch.Tensor:
 def encode_index_keys(x: torch.Tensor) -> torch.Tensor:
     """Same contract as kernels.ref.kv_codec.encode_index_keys."""
     lib = library()
-    if (lib is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 2
-            or x.shape[1] % INDEX_KEY_BLOCK):
+    if lib is None or not cpu_activation(x) or x.dim() != 2 or x.shape[1] % INDEX_KEY_BLOCK:
         return ref.encode_index_keys(x)
     x = x.contiguous()
     out = torch.empty(x.shape[0], index_key_bytes(x.shape[1]), dtype=torch.uint8)

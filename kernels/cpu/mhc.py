@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cpu.build import check, library
+from kernels.cpu.build import check, cpu_activation, library
 from kernels.ref import mhc as ref
-
-_ACTIVATIONS = (torch.float32, torch.bfloat16)
 
 
 def hc_pre(
@@ -17,8 +15,7 @@ def hc_pre(
     """Same contract as kernels.ref.mhc.hc_pre."""
     lib = library()
     t, n, d = streams.shape
-    if (lib is None or streams.device.type != "cpu" or streams.dtype not in _ACTIVATIONS or t == 0 or d % 8
-            or fn.shape[0] != (2 + n) * n):
+    if lib is None or not cpu_activation(streams) or t == 0 or d % 8 or fn.shape[0] != (2 + n) * n:
         return ref.hc_pre(streams, fn, base, scale, norm_eps, hc_eps, sinkhorn_iters)
     streams = streams.contiguous()
     fn, base, scale = fn.float().contiguous(), base.float().contiguous(), scale.float().contiguous()
@@ -33,8 +30,7 @@ def hc_pre(
 def hc_post(output: torch.Tensor, streams: torch.Tensor, post: torch.Tensor, comb: torch.Tensor) -> torch.Tensor:
     """Same contract as kernels.ref.mhc.hc_post."""
     lib = library()
-    if (lib is None or streams.device.type != "cpu" or streams.dtype not in _ACTIVATIONS
-            or output.dtype not in _ACTIVATIONS):
+    if lib is None or not cpu_activation(streams, output):
         return ref.hc_post(output, streams, post, comb)
     output, streams = output.contiguous(), streams.contiguous()
     post, comb = post.float().contiguous(), comb.float().contiguous()

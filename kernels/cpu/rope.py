@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cpu.build import library
+from kernels.cpu.build import cpu_activation, library
 from kernels.ref import rope as ref
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor, inverse: bool = False) -> torch.Tensor:
     """Same contract as kernels.ref.rope.apply_rope."""
     lib = library()
-    if (lib is None or x.device.type != "cpu" or x.dtype not in (torch.float32, torch.bfloat16) or x.dim() < 2
-            or x.shape[0] == 0 or freqs.dtype != torch.float32):
+    if lib is None or not cpu_activation(x) or x.dim() < 2 or x.shape[0] == 0 or freqs.dtype != torch.float32:
         return ref.apply_rope(x, positions, freqs, inverse)
     x = x.contiguous()
     out = torch.empty_like(x)

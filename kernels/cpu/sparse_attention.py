@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.cpu.build import check, library
+from kernels.cpu.build import check, cpu_activation, library
 from kernels.ref import sparse_attention as ref
 
 # Above this many queries the twin's batched einsums win.
@@ -22,8 +22,7 @@ def sparse_attention(
 ) -> torch.Tensor:
     """Same contract as kernels.ref.sparse_attention.sparse_attention."""
     lib = library()
-    if (lib is None or q.device.type != "cpu" or not 0 < q.shape[0] <= MAX_QUERIES or q.shape[-1] % 16
-            or q.dtype not in (torch.float32, torch.bfloat16)):
+    if lib is None or not cpu_activation(q) or not 0 < q.shape[0] <= MAX_QUERIES or q.shape[-1] % 16:
         return ref.sparse_attention(q, window_kv, window_idx, comp_kv, comp_idx, sinks, softmax_scale)
     q = q.contiguous()
     window_kv, comp_kv = window_kv.float().contiguous(), comp_kv.float().contiguous()

@@ -51,16 +51,16 @@ def indexer_topk(
         scores = torch.einsum("thn,th->tn", logits, wf).to(score_dtype).float().add_(0.0)
         ids = torch.arange(first, first + block.shape[0], device=q.device)
         scores.masked_fill_(ids[None, :] >= num_visible[:, None], float("-inf"))
-        merged = torch.cat((best, _rank_keys(scores, ids)), dim=1)
+        merged = torch.cat((best, rank_keys(scores, ids)), dim=1)
         best = merged.topk(min(k, merged.shape[1]), dim=-1).values
-    return torch.where(best <= _NONE, -1, _ID_MASK - (best & _ID_MASK))
+    return ranked_ids(best)
 
 
 _ID_MASK = 0xFFFFFFFF
 _NONE = -(0x7F800000 << 32)  # above every rank key of score -inf, below every finite one
 
 
-def _rank_keys(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+def rank_keys(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """Unique int64 keys ordered like (score, -id): a float's bits made monotonic, then the inverted id (< 2^32).
 
     Ranking by them picks the best scores and, among equal scores, the lowest ids, so the selection does not depend
@@ -69,6 +69,11 @@ def _rank_keys(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     bits = scores.view(torch.int32)
     ordered = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)
     return (ordered << 32) | (_ID_MASK - ids)
+
+
+def ranked_ids(best: torch.Tensor) -> torch.Tensor:
+    """The entry ids of rank keys (best first), -1 for keys of score -inf."""
+    return torch.where(best <= _NONE, -1, _ID_MASK - (best & _ID_MASK))
 
 
 def _fp4_key_logits(q: torch.Tensor, stored: torch.Tensor, dim: int) -> torch.Tensor:

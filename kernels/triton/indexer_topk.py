@@ -152,4 +152,4 @@ def indexer_topk(
         best = candidates.topk(min(k, candidates.shape[1]), dim=1).values
         ranks[:, : best.shape[1]] = best
     best = ranks[:, :k]
-    return torch.where(best <= ref._NONE, -1, ref._ID_MASK - (best & ref._ID_MASK))
+    return ref.ranked_ids(best)
