@@ -36,7 +36,7 @@ import triton  # noqa: E402
 
 from bench.synthetic_state import fill_synthetic  # noqa: E402
 from kernels.ref import fp4_experts, fp8_linear, indexer_topk, sparse_attention  # noqa: E402
-from kernels.ref.kv_codec import encode_index_keys  # noqa: E402
+from kernels.ref.kv_codec import encode_index_keys, encode_kv  # noqa: E402
 from kernels.triton import fp4_experts as t_fp4_experts  # noqa: E402
 from kernels.triton import fp8_linear as t_fp8_linear  # noqa: E402
 from kernels.triton import indexer_topk as t_indexer_topk  # noqa: E402
@@ -124,18 +124,19 @@ def case_indexer(c) -> dict:
 
 
 def case_sparse_attention(c) -> dict:
+    """Over stored entries (FP8 nope + bf16 rope dims), as the engine reads its window log and pages."""
     queries, heads = (4, 8) if SMOKE else (128, c.n_heads)
     window, top = c.window_size, c.index_topk
     q = torch.randn(queries, heads, c.head_dim, device=DEVICE).to(torch.bfloat16)
-    window_kv = torch.randn(queries * window, c.head_dim, device=DEVICE)
-    comp_kv = torch.randn(queries * top, c.head_dim, device=DEVICE)
+    window_kv = encode_kv(torch.randn(queries * window, c.head_dim, device=DEVICE), c.rope_head_dim)
+    comp_kv = encode_kv(torch.randn(queries * top, c.head_dim, device=DEVICE), c.rope_head_dim)
     window_idx = torch.arange(queries * window, device=DEVICE).view(queries, window)
     comp_idx = torch.arange(queries * top, device=DEVICE).view(queries, top)
     sinks = torch.randn(heads, device=DEVICE)
-    args = (q, window_kv, window_idx, comp_kv, comp_idx, sinks, c.head_dim**-0.5)
-    return dict(name=f"sparse attention, top-{top} + window {window}, {queries} queries x {heads} heads",
-                kernel=t_sparse_attention.sparse_attention, twin=sparse_attention.sparse_attention, args=args,
-                bytes=window_kv.nbytes + comp_kv.nbytes + q.nbytes + queries * heads * c.head_dim * 4,
+    args = (q, window_kv, window_idx, comp_kv, comp_idx, sinks, c.head_dim**-0.5, c.rope_head_dim)
+    return dict(name=f"sparse attention, top-{top} + window {window} stored entries, {queries} queries x {heads} "
+                     "heads", kernel=t_sparse_attention.sparse_attention, twin=sparse_attention.sparse_attention,
+                args=args, bytes=window_kv.nbytes + comp_kv.nbytes + q.nbytes + queries * heads * c.head_dim * 4,
                 flops=4 * queries * heads * (window + top) * c.head_dim)
 
 

@@ -100,6 +100,24 @@ static inline __m256 fp8x8(const uint8_t *p) {
     return _mm256_cvtph_ps(_mm_and_si128(_mm_slli_epi16(w, 7), _mm_set1_epi16((short)0xBFFF)));
 }
 
+#define KV_NOPE_BLOCK 64
+
+/* One stored KV entry (kernels/ref/kv_codec.py) -> dim floats: dim - rope FP8 e4m3 bytes with a ue8m0 scale per 64,
+ * then rope bf16 dims, then the scale bytes. */
+static inline void decode_kv_row(const uint8_t *s, int64_t dim, int64_t rope, float *o) {
+    int64_t nope = dim - rope;
+    for (int64_t b = 0; b < nope / KV_NOPE_BLOCK; b++) {
+        __m256 scale = _mm256_set1_ps(e8m0_to_f32(s[nope + 2 * rope + b]) * FP8_LANE_SCALE);
+        for (int64_t j = b * KV_NOPE_BLOCK; j < (b + 1) * KV_NOPE_BLOCK; j += 8)
+            _mm256_storeu_ps(o + j, _mm256_mul_ps(fp8x8(s + j), scale));
+    }
+    for (int64_t j = 0; j < rope; j++) {
+        uint16_t h;
+        memcpy(&h, s + nope + 2 * j, 2);
+        o[nope + j] = bf16_to_f32(h);
+    }
+}
+
 /* 8 packed FP4 bytes -> even dims (low nibbles) and odd dims (high nibbles), floats worth value / 2^14. */
 static inline void fp4x8(const uint8_t *p, __m256 *even, __m256 *odd) {
     __m128i w = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p));

@@ -2,8 +2,6 @@
  * dims as FP8 e4m3 with a ue8m0 scale per 64, then the rope dims as bf16, then the scale bytes, then zero padding. */
 #include "formats.h"
 
-#define KV_NOPE_BLOCK 64
-
 /* The e4m3 byte of a value already on the e4m3 grid (round_e4m3's output). */
 static inline uint8_t e4m3_byte(float r) {
     uint32_t u = f32_bits(r), sign = (u >> 24) & 0x80u;
@@ -37,21 +35,7 @@ void encode_kv(const void *x, int x_bf16, int64_t n, int64_t dim, int64_t rope, 
 
 /* stored [n, stride] bytes -> out [n, dim] float32. */
 void decode_kv(const uint8_t *stored, int64_t n, int64_t dim, int64_t rope, int64_t stride, float *out) {
-    int64_t nope = dim - rope;
-    for (int64_t i = 0; i < n; i++) {
-        const uint8_t *s = stored + i * stride;
-        float *o = out + i * dim;
-        for (int64_t b = 0; b < nope / KV_NOPE_BLOCK; b++) {
-            __m256 scale = _mm256_set1_ps(e8m0_to_f32(s[nope + 2 * rope + b]) * FP8_LANE_SCALE);
-            for (int64_t j = b * KV_NOPE_BLOCK; j < (b + 1) * KV_NOPE_BLOCK; j += 8)
-                _mm256_storeu_ps(o + j, _mm256_mul_ps(fp8x8(s + j), scale));
-        }
-        for (int64_t j = 0; j < rope; j++) {
-            uint16_t h;
-            memcpy(&h, s + nope + 2 * j, 2);
-            o[nope + j] = bf16_to_f32(h);
-        }
-    }
+    for (int64_t i = 0; i < n; i++) decode_kv_row(stored + i * stride, dim, rope, out + i * dim);
 }
 
 /* Twin of encode_index_keys: x [n, dim] float32 or bf16 (already rotated) -> out [n, dim/2 + dim/32] bytes: packed

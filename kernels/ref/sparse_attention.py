@@ -1,9 +1,16 @@
 """Core attention of every DeepSeek-V4 layer: one softmax over a query's window entries and its compressed entries,
-with a per-head sink logit in the denominator. The single K=V head is shared by all query heads."""
+with a per-head sink logit in the denominator. The single K=V head is shared by all query heads.
+
+Entries are read where they live: float rows, or the stored form of the official numerics (kv_codec: FP8 nope dims
+with ue8m0 scales, bf16 rope dims), decoded as they are read, so callers pass a sequence's window log and its pages
+as they are instead of decoding copies.
+"""
 
 from __future__ import annotations
 
 import torch
+
+from kernels.ref.kv_codec import decode_kv
 
 _QUERY_BLOCK = 256  # bounds the gathered [block, L, D] temporaries in long chunked prefills
 
@@ -16,21 +23,29 @@ def sparse_attention(
     comp_idx: torch.Tensor,
     sinks: torch.Tensor,
     softmax_scale: float,
+    rope_dim: int = 0,
 ) -> torch.Tensor:
-    """Attention over gathered entries.
+    """Attention over indexed entries.
 
     Args:
         q: [T, H, D] queries.
-        window_kv: [Nw, D] raw (uncompressed) K=V rows; window_idx [T, W] rows per query, -1 = none.
-        comp_kv: [Nc, D] compressed K=V entries; comp_idx [T, C] entries per query, -1 = none.
+        window_kv: [Nw, D] raw (uncompressed) K=V rows, float or stored (uint8 [Nw, kv_entry_bytes(D, rope_dim)]);
+            window_idx [T, W] rows per query, -1 = none.
+        comp_kv: [Nc, D] compressed K=V entries, float or stored; comp_idx [T, C] entries per query, -1 = none.
         sinks: [H] float32 sink logits (denominator only).
+        rope_dim: trailing rope dims of a stored entry (unused for float rows).
     Returns:
         [T, H, D] float32.
     """
     out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     if window_idx.shape[1] + comp_idx.shape[1] == 0:  # nothing to attend to: the sink takes all the weight
         return out
-    kv_all = torch.cat((window_kv.float(), comp_kv.float()))
+    dim = q.shape[-1]
+    if comp_kv.dtype == torch.uint8 and comp_idx.numel() < comp_kv.shape[0]:
+        # Top-k picks a few of many pages' entries: decode each picked entry once, however many queries picked it.
+        needed, remapped = torch.unique(comp_idx, return_inverse=True)
+        comp_kv, comp_idx = comp_kv[needed.clamp(min=0)], torch.where(comp_idx >= 0, remapped, -1)
+    kv_all = torch.cat((_float_rows(window_kv, dim, rope_dim), _float_rows(comp_kv, dim, rope_dim)))
     idx_all = torch.cat((window_idx, torch.where(comp_idx >= 0, comp_idx + window_kv.shape[0], comp_idx)), dim=1)
     for start in range(0, q.shape[0], _QUERY_BLOCK):
         stop = min(start + _QUERY_BLOCK, q.shape[0])
@@ -45,3 +60,7 @@ def sparse_attention(
         denom = weights.sum(-1, keepdim=True) + torch.exp(sink - peak)
         out[start:stop] = torch.einsum("thl,tld->thd", weights / denom, kv)
     return out
+
+
+def _float_rows(kv: torch.Tensor, dim: int, rope_dim: int) -> torch.Tensor:
+    return decode_kv(kv, dim, rope_dim) if kv.dtype == torch.uint8 else kv.float()

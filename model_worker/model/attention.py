@@ -56,54 +56,51 @@ class Attention(nn.Module):
         # Every projection runs once over all tokens; only the state-dependent work runs per sequence.
         comp_features = self.compressor.project(x, positions, numerics) if self.kind != WINDOW else None
         index_inputs = self.indexer.queries(qr, x, positions, self.freqs, numerics) if self.kind == CSA else None
+        stored_kv = layout.encode_kv(kv)
         out = torch.empty(q.shape, dtype=torch.float32, device=x.device)
         for seg in segments:
             rows = seg.rows
-            out[rows] = self._attend(q[rows], kv[rows], None if comp_features is None else comp_features[rows],
+            out[rows] = self._attend(q[rows], stored_kv[rows], None if comp_features is None else comp_features[rows],
                                      None if index_inputs is None else tuple(t[rows] for t in index_inputs),
                                      seg.start_position, seg.state.layers[self.layer_id], layout, numerics)
         o = kernels.apply_rope(out.to(numerics.act_dtype), positions, self.freqs, inverse=True)
         return self.wo_b(self._grouped_wo_a(o, numerics), numerics)
 
     def _attend(
-        self, q: torch.Tensor, kv: torch.Tensor, comp_features: torch.Tensor | None,
+        self, q: torch.Tensor, stored_kv: torch.Tensor, comp_features: torch.Tensor | None,
         index_inputs: tuple[torch.Tensor, ...] | None, start: int, state: LayerState, layout: StateLayout,
         numerics: Numerics,
     ) -> torch.Tensor:
-        """One sequence's chunk: q [n, H, D], kv [n, D] and its rows of the compressor / indexer inputs."""
+        """One sequence's chunk: q [n, H, D], its new window rows in stored form and its rows of the compressor /
+        indexer inputs. Attention reads the window log and the pages where they are, in their stored form."""
         n, window = q.shape[0], self.config.window_size
         # The MTP layer's window may start later (it catches up over its last window only).
         first = max(0, start - window + 1, state.window.start)
-        state.window.append(layout.encode_kv(kv))
-        window_rows = layout.decode_kv(state.window.rows(first, start + n))
+        state.window.append(stored_kv)
         positions = torch.arange(start, start + n, device=q.device)
         # Query i reads positions i-window+1 .. i, rows counted from `first`; rows before it do not exist (-1).
         window_idx = (positions - (window - 1) - first)[:, None] + torch.arange(window, device=q.device)
         window_idx.clamp_(min=-1)
         comp_kv, comp_idx = self._compressed(comp_features, index_inputs, start, positions, state, layout, numerics)
-        return kernels.sparse_attention(q, window_rows, window_idx, comp_kv, comp_idx, self.attn_sink,
-                                        self.config.head_dim**-0.5)
+        return kernels.sparse_attention(q, state.window.rows(first, start + n), window_idx, comp_kv, comp_idx,
+                                        self.attn_sink, self.config.head_dim**-0.5, self.config.rope_head_dim)
 
     def _compressed(
         self, comp_features: torch.Tensor | None, index_inputs: tuple[torch.Tensor, ...] | None, start: int,
         positions: torch.Tensor, state: LayerState, layout: StateLayout, numerics: Numerics,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Extend the compressed entries; return the entries this chunk reads [M, D] and ids into them [n, C]."""
+        """Extend the compressed entries; return the stored entries [M, *] and the ids this chunk reads [n, C]."""
         n = positions.shape[0]
         if self.kind == WINDOW:
-            return torch.zeros(0, self.config.head_dim, device=positions.device), positions.new_zeros(n, 0)
+            return state.window.buffer[:0], positions.new_zeros(n, 0)
         entries = self.compressor(comp_features, start, state.comp, self.freqs, numerics)
         state.entries.append(layout.encode_kv(entries))
         if self.kind == HCA:
             visible = (positions + 1) // self.ratio
             ids = torch.arange(state.entries.count, device=positions.device)[None, :].expand(n, -1)
-            ids = torch.where(ids < visible[:, None], ids, torch.full_like(ids, -1))
-            return layout.decode_kv(state.entries.view()), ids
+            return state.entries.view(), torch.where(ids < visible[:, None], ids, torch.full_like(ids, -1))
         top = self.indexer.select(*index_inputs, start, state, layout, self.freqs, numerics)
-        # Decode each selected entry once, however many queries of the chunk picked it (-1 stays -1).
-        needed, remapped = torch.unique(top, return_inverse=True)
-        gathered = layout.decode_kv(state.entries.view()[needed.clamp(min=0)])
-        return gathered, torch.where(top >= 0, remapped, -1)
+        return state.entries.view(), top
 
     def _grouped_wo_a(self, o: torch.Tensor, numerics: Numerics) -> torch.Tensor:
         """o [T, H, D] -> [T, groups * o_lora_rank]: each group of heads through its own slice of wo_a."""

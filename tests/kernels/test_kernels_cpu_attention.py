@@ -21,7 +21,7 @@ from kernels.cpu import indexer_topk as cpu_indexer_topk
 from kernels.cpu import sparse_attention as cpu_sparse_attention
 from kernels.cpu.parallel import split
 from kernels.ref.formats import E2M1_VALUES, pow2_scale
-from kernels.ref.kv_codec import decode_index_keys, encode_index_keys
+from kernels.ref.kv_codec import decode_index_keys, encode_index_keys, encode_kv, kv_entry_bytes
 from model_worker.model.rope import inv_freq
 
 pytestmark = skip_when_disabled
@@ -173,6 +173,20 @@ def test_sparse_attention(monkeypatch: pytest.MonkeyPatch, t: int, q_dtype: torc
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     if empty_last:
         assert torch.equal(expected[-1], torch.zeros_like(expected[-1])) and torch.equal(got[-1], expected[-1])
+
+
+@pytest.mark.parametrize("t", [t for t in (1, 5) if t <= cpu_sparse_attention.MAX_QUERIES])
+def test_sparse_attention_over_stored_entries(monkeypatch: pytest.MonkeyPatch, t: int) -> None:
+    # the window log and the pages in their stored form, decoded in the kernel; the window a strided view
+    q, window_kv, window_idx, comp_kv, comp_idx, sinks, scale = _attention_inputs(
+        t, torch.bfloat16, True, torch.Generator().manual_seed(10 + t))
+    rope = 64
+    window_log = torch.zeros(window_kv.shape[0] + 3, kv_entry_bytes(128, rope) + 8, dtype=torch.uint8)
+    window_log[3:, : kv_entry_bytes(128, rope)] = encode_kv(window_kv, rope)
+    window_view = window_log[3:, : kv_entry_bytes(128, rope)]
+    args = (q, window_view, window_idx, encode_kv(comp_kv, rope), comp_idx, sinks, scale, rope)
+    got, expected = run_both(monkeypatch, "sparse_attention", "sparse_attention", *args)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize(("t", "dim"), [(cpu_sparse_attention.MAX_QUERIES + 1, 128), (2, 8)])

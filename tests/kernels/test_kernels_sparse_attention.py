@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from kernels import sparse_attention
+from kernels.ref.kv_codec import decode_kv, encode_kv
 
 
 def _naive(q: torch.Tensor, wkv: torch.Tensor, widx: torch.Tensor, ckv: torch.Tensor, cidx: torch.Tensor,
@@ -97,3 +98,16 @@ def test_large_logits_are_stable_and_bf16_inputs() -> None:
     got = sparse_attention(q, wkv, widx, ckv, cidx, sinks, 16**-0.5)
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
     assert torch.allclose(got.double(), _naive(q, wkv, widx, ckv, cidx, sinks, 16**-0.5), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("select_few", [False, True])
+def test_stored_entries_read_as_their_decoded_rows(select_few: bool) -> None:
+    # official numerics pass the window log and the pages in their stored form (FP8 nope dims, bf16 rope dims):
+    # the result is that of the decoded float rows, whether top-k picks a few entries or every entry is read
+    gen = torch.Generator().manual_seed(7)
+    dim, rope = 128, 64
+    q, wkv, widx, ckv, cidx, sinks = _case(3, 2, dim, 9, 5, 40 if select_few else 4, 6, gen)
+    wst, cst = encode_kv(wkv, rope), encode_kv(ckv, rope)
+    got = sparse_attention(q, wst, widx, cst, cidx, sinks, dim**-0.5, rope)
+    expected = sparse_attention(q, decode_kv(wst, dim, rope), widx, decode_kv(cst, dim, rope), cidx, sinks, dim**-0.5)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)

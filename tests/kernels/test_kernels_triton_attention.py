@@ -15,6 +15,7 @@ import torch
 pytest.importorskip("triton")
 
 from kernels.ref.compressor_pool import compressor_pool as ref_pool  # noqa: E402
+from kernels.ref.kv_codec import encode_kv, kv_entry_bytes  # noqa: E402
 from kernels.ref.sparse_attention import sparse_attention as ref_attention  # noqa: E402
 from kernels.triton import sparse_attention as triton_attention_module  # noqa: E402
 from kernels.triton.compressor_pool import compressor_pool  # noqa: E402
@@ -90,6 +91,24 @@ def test_sparse_attention_bf16_rows_int32_ids_and_strided_cache(device: str) -> 
     strided = cache[:, 8:48]  # a slice of a wider cache: row stride 64, not copied
     args = (q.bfloat16(), strided, window_idx.int(), comp_kv.bfloat16(), comp_idx.int(), sinks, scale)
     _check_attention(args)
+
+
+@pytest.mark.parametrize("select_few", [False, True])
+def test_sparse_attention_over_stored_entries(select_few: bool, device: str) -> None:
+    # official numerics: FP8 e4m3 nope dims with ue8m0 scales and bf16 rope dims, decoded in registers; the window
+    # a view of a wider log (row stride not the entry size)
+    dim, rope = 128, 64
+    q, window_kv, window_idx, comp_kv, comp_idx, sinks, scale = _attention_case(3, 5, dim, 9, 6, device)
+    magnitude = 1.0
+    if not select_few:  # every entry read; values past 448, so their scales exceed 1 (q shrunk to keep logits sane)
+        magnitude, q = 600.0, q / 600.0
+        comp_kv, comp_idx = comp_kv[:4] * magnitude, comp_idx.clamp(max=3)
+    width = kv_entry_bytes(dim, rope)
+    log = torch.zeros(window_kv.shape[0], width + 16, dtype=torch.uint8, device=device)
+    log[:, :width] = encode_kv(window_kv.cpu(), rope).to(device)
+    args = (q, log[:, :width], window_idx, encode_kv(comp_kv.cpu(), rope).to(device), comp_idx, sinks, scale, rope)
+    got = sparse_attention(*args)
+    torch.testing.assert_close(got, ref_attention(*args), rtol=TOL["rtol"], atol=TOL["atol"] * magnitude)
 
 
 def test_sparse_attention_hand_computed(device: str) -> None:
