@@ -3,31 +3,60 @@
  * it. */
 #include "formats.h"
 
-/* 8 bf16 -> 8 floats: a bf16 is the high half of its float32. */
-static inline __m256 bf16x8(const uint16_t *p) {
+/* The widest float vector the build machine has: 16 lanes with AVX-512 (twice the FMA width on the Xeons that have
+ * it), else 8. A bf16 is the high half of its float32. */
+#ifdef __AVX512F__
+typedef __m512 vec;
+#define VEC_LANES 16
+static inline vec bf16_vec(const uint16_t *p) {
+    __m512i widened = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(widened, 16));
+}
+static inline __m256 fold8(vec v) {
+    return _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+#define vec_zero _mm512_setzero_ps
+#define vec_load _mm512_loadu_ps
+#define vec_fma _mm512_fmadd_ps
+#define vec_add _mm512_add_ps
+#else
+typedef __m256 vec;
+#define VEC_LANES 8
+static inline vec bf16_vec(const uint16_t *p) {
     __m256i widened = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(widened, 16));
 }
+static inline __m256 fold8(vec v) { return v; }
+#define vec_zero _mm256_setzero_ps
+#define vec_load _mm256_loadu_ps
+#define vec_fma _mm256_fmadd_ps
+#define vec_add _mm256_add_ps
+#endif
 
-/* One row against `tokens` tokens (constants once inlined), with `lanes` accumulators per token: streaming one row
- * at a time keeps the reads sequential, and 4-8 independent accumulators keep the FMA units busy. */
+/* One row against `tokens` tokens (constants once inlined), with `lanes` accumulators per token (lanes * VEC_LANES
+ * divides 32): streaming one row at a time keeps the reads sequential, and independent accumulators keep the FMA
+ * units busy. */
 static inline __attribute__((always_inline)) void row_dot(const float *x, int64_t k, const uint16_t *w, int tokens,
                                                           int lanes, int round_output, float *y, int64_t n) {
-    __m256 acc[8][4];
+    vec acc[8][4];
     for (int t = 0; t < tokens; t++)
-        for (int j = 0; j < lanes; j++) acc[t][j] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < k; i += 8 * lanes) {
+        for (int j = 0; j < lanes; j++) acc[t][j] = vec_zero();
+    for (int64_t i = 0; i < k; i += VEC_LANES * lanes) {
         for (int j = 0; j < lanes; j++) {
-            __m256 wv = bf16x8(w + i + 8 * j);
+            vec wv = bf16_vec(w + i + VEC_LANES * j);
             for (int t = 0; t < tokens; t++)
-                acc[t][j] = _mm256_fmadd_ps(_mm256_loadu_ps(x + t * k + i + 8 * j), wv, acc[t][j]);
+                acc[t][j] = vec_fma(vec_load(x + t * k + i + VEC_LANES * j), wv, acc[t][j]);
         }
     }
     /* One transposing reduction for all tokens costs about what one horizontal sum per token would. */
     __m256 folded[8];
     for (int t = 0; t < 8; t++) {
-        folded[t] = t < tokens ? acc[t][0] : _mm256_setzero_ps();
-        for (int j = 1; j < lanes && t < tokens; j++) folded[t] = _mm256_add_ps(folded[t], acc[t][j]);
+        if (t >= tokens) {
+            folded[t] = _mm256_setzero_ps();
+            continue;
+        }
+        for (int j = 1; j < lanes; j++) acc[t][0] = vec_add(acc[t][0], acc[t][j]);
+        folded[t] = fold8(acc[t][0]);
     }
     float sums[8];
     _mm256_storeu_ps(sums, hsum8x8(folded));
@@ -50,10 +79,10 @@ void bf16_linear(const float *x, int64_t m, int64_t k, const uint16_t *w, int64_
             float *y = out + t * n + r;
             const uint16_t *wr = w + r * k;
             switch (m - t < 8 ? m - t : 8) {
-            case 1: row_dot(xt, k, wr, 1, 4, round_output, y, n); break;
-            case 2: row_dot(xt, k, wr, 2, 4, round_output, y, n); break;
-            case 3: row_dot(xt, k, wr, 3, 2, round_output, y, n); break;
-            case 4: row_dot(xt, k, wr, 4, 2, round_output, y, n); break;
+            case 1: row_dot(xt, k, wr, 1, 32 / VEC_LANES, round_output, y, n); break;
+            case 2: row_dot(xt, k, wr, 2, 32 / VEC_LANES, round_output, y, n); break;
+            case 3: row_dot(xt, k, wr, 3, 16 / VEC_LANES > 1 ? 2 : 1, round_output, y, n); break;
+            case 4: row_dot(xt, k, wr, 4, 16 / VEC_LANES > 1 ? 2 : 1, round_output, y, n); break;
             case 5: row_dot(xt, k, wr, 5, 1, round_output, y, n); break;
             case 6: row_dot(xt, k, wr, 6, 1, round_output, y, n); break;
             case 7: row_dot(xt, k, wr, 7, 1, round_output, y, n); break;

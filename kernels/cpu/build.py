@@ -75,7 +75,7 @@ def library() -> ctypes.CDLL | None:
     digest = hashlib.sha256()
     for path in [*sources, *sorted(HERE.glob("*.h"))]:
         digest.update(path.name.encode() + path.read_bytes())
-    digest.update(" ".join(FLAGS).encode() + _cpu_identity().encode())
+    digest.update(" ".join((os.environ.get("CC", "cc"), *FLAGS)).encode() + _cpu_identity().encode())
     target = _cache_dir() / f"dsv4_cpu_kernels_{digest.hexdigest()[:20]}.so"
     try:
         if not target.exists():
