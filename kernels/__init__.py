@@ -16,6 +16,7 @@ from kernels.ref import hadamard as ref_hadamard
 from kernels.ref import indexer_topk as ref_indexer_topk
 from kernels.ref import kv_codec as ref_kv_codec
 from kernels.ref import mhc as ref_mhc
+from kernels.ref import rms_norm as ref_rms_norm
 from kernels.ref import rope as ref_rope
 from kernels.ref import sinkhorn as ref_sinkhorn
 from kernels.ref import sparse_attention as ref_sparse_attention
@@ -30,6 +31,7 @@ sparse_attention = op(ref_sparse_attention.sparse_attention, cpu.sparse_attentio
 compressor_pool = op(ref_compressor_pool.compressor_pool, None, "compressor_pool")
 bf16_linear = op(ref_bf16_linear.bf16_linear, cpu.bf16_linear.bf16_linear, None)
 apply_rope = op(ref_rope.apply_rope, cpu.rope.apply_rope, None)
+rms_norm = op(ref_rms_norm.rms_norm, cpu.rms_norm.rms_norm, None)
 hc_pre = op(ref_mhc.hc_pre, cpu.mhc.hc_pre, None)
 hc_post = op(ref_mhc.hc_post, cpu.mhc.hc_post, None)
 hc_head = op(ref_mhc.hc_head, None, None)
@@ -58,6 +60,7 @@ __all__ = [
     "hc_post",
     "hc_pre",
     "indexer_topk",
+    "rms_norm",
     "sinkhorn",
     "sparse_attention",
     "use",

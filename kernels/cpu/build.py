@@ -37,6 +37,7 @@ SIGNATURES = {
     "indexer_topk_fp4": (_INT, [_P, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _INT, _P, _P]),
     "sinkhorn": (None, [_P, _I64, _I64, _I64, _F32, _P]),
     "bf16_linear": (None, [_P, _I64, _I64, _P, _I64, _I64, _I64, _INT, _P]),
+    "rms_norm": (None, [_P, _INT, _I64, _I64, _P, _F32, _P]),
 }
 
 

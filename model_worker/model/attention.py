@@ -15,7 +15,7 @@ from model_worker.config import CSA, HCA, WINDOW, ModelConfig
 from model_worker.model.batch import Segment
 from model_worker.model.compressor import Compressor
 from model_worker.model.indexer import Indexer
-from model_worker.model.layers import Linear, RMSNorm, frozen_param, unweighted_rms_norm
+from model_worker.model.layers import Linear, RMSNorm, frozen_param
 from model_worker.model.rope import inv_freq
 from model_worker.numerics import Numerics
 from model_worker.state import LayerState, StateLayout
@@ -51,7 +51,7 @@ class Attention(nn.Module):
         c = self.config
         qr = self.q_norm(self.wq_a(x, numerics))
         q = self.wq_b(qr, numerics).view(-1, c.n_heads, c.head_dim)
-        q = kernels.apply_rope(unweighted_rms_norm(q, c.norm_eps), positions, self.freqs)
+        q = kernels.apply_rope(kernels.rms_norm(q, None, c.norm_eps), positions, self.freqs)
         kv = kernels.apply_rope(self.kv_norm(self.wkv(x, numerics)), positions, self.freqs)
         # Every projection runs once over all tokens; only the state-dependent work runs per sequence.
         comp_features = self.compressor.project(x, positions, numerics) if self.kind != WINDOW else None

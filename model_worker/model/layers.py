@@ -1,4 +1,5 @@
-"""Basic layers: a linear over any stored weight format, RMSNorm, and the per-head unweighted RMS norm.
+"""Basic layers: a linear over any stored weight format, and RMSNorm (kernels.rms_norm, which also serves the query
+heads' unweighted norm).
 
 A `Linear`'s role decides its math (official numerics): "fp8" linears quantize their input to FP8 before the GEMM;
 "bf16" linears do not; "fp32" linears compute in float32 on float32 inputs (compressor projections, router); "head" is
@@ -52,14 +53,7 @@ class RMSNorm(nn.Module):
         self.weight = _frozen(torch.empty(dim, dtype=torch.bfloat16, device="meta"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps)
-        return (self.weight.float() * xf).to(x.dtype)
-
-
-def unweighted_rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """Per-vector RMS normalization without weight, multiplied in x's dtype (the query heads' norm)."""
-    return x * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + eps).to(x.dtype)
+        return kernels.rms_norm(x, self.weight, self.eps)
 
 
 def frozen_param(*shape: int, dtype: torch.dtype = torch.float32) -> nn.Parameter:

@@ -273,3 +273,21 @@ def test_fp4_round_trip_falls_back(
 ) -> None:
     x = torch.randn(shape, generator=torch.Generator().manual_seed(block)).to(dtype)
     assert_falls_back(monkeypatch, "act_quant", "fp4_round_trip", x, block)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 256), (5, 3, 48), (2, 7)])
+def test_rms_norm(monkeypatch: pytest.MonkeyPatch, shape: tuple[int, ...], dtype: torch.dtype, weighted: bool) -> None:
+    gen = torch.Generator().manual_seed(shape[-1])
+    x = (torch.randn(shape, generator=gen) * 4).to(dtype)
+    weight = torch.randn(shape[-1], generator=gen).to(torch.bfloat16) if weighted else None
+    got, expected = run_both(monkeypatch, "rms_norm", "rms_norm", x, weight, 1e-6)
+    if dtype == torch.bfloat16:
+        assert_within_one_bf16_ulp(got, expected)
+    else:
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_rms_norm_falls_back_for_float32_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_falls_back(monkeypatch, "rms_norm", "rms_norm", torch.randn(2, 16), torch.randn(16), 1e-6)
