@@ -2,12 +2,13 @@
 
 Ours: official numerics (FP8 linears, packed FP4 experts, FP8/FP4 state). Theirs: the same weights dequantized, in
 `--hf-dtype` (default float32, its fastest on CPU). Both prefill through their caches in chunks of <= 2K tokens under
-the same thread policy. Ours decodes under its policy (one torch thread; its CPU kernels split the output head and
-long index scans across cores); transformers decodes under one thread and under all, and its faster median counts.
+the same thread policy. Then both decode in alternating rounds (ours, theirs under one thread, theirs under all), so
+the machine's drift falls on both alike. Ours decodes under its policy (one torch thread; its CPU kernels split the
+output head and long index scans across cores); of transformers' two thread counts, the faster median counts.
 Reported: prefill tokens/s, decode tokens/s at each context for batch 1 and 8, and per-sequence KV bytes (nbytes of
 every per-sequence state tensor, partial pages included, vs nbytes of every cache tensor, shared storage once).
 
-    python -m bench.vs_transformers [--contexts 8192,32768] [--batches 1,8] [--decode-tokens 16]
+    python -m bench.vs_transformers [--contexts 8192,32768] [--batches 1,8] [--decode-tokens 16] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from transformers import DeepseekV4Config, DeepseekV4ForCausalLM
@@ -67,13 +69,13 @@ def cache_bytes(cache: DynamicCache) -> int:
     return total
 
 
-def run_hf(model, ids: torch.Tensor, decode_tokens: int) -> tuple[float, float, int, int]:
+def prefill_hf(model, ids: torch.Tensor) -> tuple[float, Callable[[int], float], int]:
     """transformers' prefill materializes [batch, chunk, heads, entries] index scores; where that does not fit in
-    memory, halve the chunk (and say so) rather than drop the row."""
+    memory, halve the chunk (and say so) rather than drop the row. Returns (seconds, decode step, chunk)."""
     chunk = CHUNK
     while True:
         try:
-            return (*_run_hf(model, ids, decode_tokens, chunk), chunk)
+            return (*_prefill_hf(model, ids, chunk), chunk)
         except RuntimeError as exc:
             if "can't allocate memory" not in str(exc) or chunk <= 256:
                 raise
@@ -81,7 +83,7 @@ def run_hf(model, ids: torch.Tensor, decode_tokens: int) -> tuple[float, float, 
 
 
 @torch.no_grad()
-def _run_hf(model, ids: torch.Tensor, decode_tokens: int, chunk: int) -> tuple[float, float, int]:
+def _prefill_hf(model, ids: torch.Tensor, chunk: int) -> tuple[float, Callable[[int], float]]:
     cache = DynamicCache(config=model.config)
     start = time.perf_counter()
     for first in range(0, ids.shape[1], chunk):
@@ -89,22 +91,25 @@ def _run_hf(model, ids: torch.Tensor, decode_tokens: int, chunk: int) -> tuple[f
             out = model(input_ids=ids[:, first : first + chunk], past_key_values=cache, use_cache=True,
                         logits_to_keep=1)
     prefill = time.perf_counter() - start
-    token, medians, kv_bytes = out.logits[:, -1].argmax(-1, keepdim=True), [], []
-    # Our engine's thread policy is tuned for it; transformers decodes under both thread counts and keeps its faster.
-    for threads in (1, torch.get_num_threads()):
-        times = []
-        for _ in range(decode_tokens):
-            start = time.perf_counter()
-            with intra_op_threads(threads):
-                out = model(input_ids=token, past_key_values=cache, use_cache=True)
-            token = out.logits[:, -1].argmax(-1, keepdim=True)
-            times.append(time.perf_counter() - start)
-        medians.append(statistics.median(times))
-        kv_bytes.append(cache_bytes(cache) // ids.shape[0])
-    return prefill, min(medians), kv_bytes[0]  # cache bytes at the same length as ours
+    token = out.logits[:, -1].argmax(-1, keepdim=True)
+    kv_bytes = cache_bytes(cache) // ids.shape[0]  # at the same length as ours
+
+    @torch.no_grad()
+    def step(threads: int) -> float:
+        nonlocal token
+        start = time.perf_counter()
+        with intra_op_threads(threads):
+            out = model(input_ids=token, past_key_values=cache, use_cache=True)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+        return time.perf_counter() - start
+
+    step.kv_bytes = kv_bytes
+    return prefill, step
 
 
-def run_ours(model, ids: torch.Tensor, decode_tokens: int) -> tuple[float, float, int]:
+@torch.no_grad()
+def prefill_ours(model, ids: torch.Tensor) -> tuple[float, Callable[[], float], int]:
+    """Returns (seconds, decode step, KV bytes per sequence)."""
     states = [model.new_state() for _ in range(ids.shape[0])]
     start = time.perf_counter()
     for first in range(0, ids.shape[1], CHUNK):
@@ -114,23 +119,44 @@ def run_ours(model, ids: torch.Tensor, decode_tokens: int) -> tuple[float, float
         for state in states:
             state.commit()
     prefill = time.perf_counter() - start
-    tokens, times = out.logits.argmax(-1), []
-    for _ in range(decode_tokens):
+    tokens = out.logits.argmax(-1)
+    kv_bytes = states[0].nbytes()["total"]
+
+    @torch.no_grad()
+    def step() -> float:
+        nonlocal tokens
         start = time.perf_counter()
         with threads_for(len(states)):
             out = model(ForwardBatch(tokens, [1] * len(states), states))
         for state in states:
             state.commit()
         tokens = out.logits.argmax(-1)
-        times.append(time.perf_counter() - start)
-    return prefill, statistics.median(times), states[0].nbytes()["total"]
+        return time.perf_counter() - start
+
+    return prefill, step, kv_bytes
+
+
+def interleaved_decode(ours: Callable[[], float], theirs: Callable[[int], float] | None, tokens: int,
+                       rounds: int) -> tuple[float, float | None]:
+    """Median seconds per decode step of each side, measured in alternating rounds so that the machine's drift
+    (+-40% over minutes here) falls on both alike. transformers runs under one thread and under all in each round;
+    its faster median counts (our engine's thread policy is tuned for it, theirs is not)."""
+    times: dict[object, list[float]] = {"ours": [], 1: [], torch.get_num_threads(): []}
+    for _ in range(rounds):
+        times["ours"] += [ours() for _ in range(tokens)]
+        if theirs is not None:
+            for threads in (1, torch.get_num_threads()):
+                times[threads] += [theirs(threads) for _ in range(tokens)]
+    hf = [statistics.median(v) for k, v in times.items() if k != "ours" and v]
+    return statistics.median(times["ours"]), (min(hf) if hf else None)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contexts", default="8192,32768")
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--decode-tokens", type=int, default=16)
+    parser.add_argument("--decode-tokens", type=int, default=16, help="decode steps per side per round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--hf-dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--ours-only", action="store_true",
                         help="skip transformers (e.g. where it runs out of memory: 32K x 8 needs more than 24 GiB)")
@@ -145,13 +171,16 @@ def main() -> None:
     for context in (int(c) for c in args.contexts.split(",")):
         for batch in (int(b) for b in args.batches.split(",")):
             ids = torch.randint(0, 100000, (batch, context), generator=gen)
-            p_ours, d_ours, kv_ours = run_ours(ours, ids, args.decode_tokens)
+            p_ours, step_ours, kv_ours = prefill_ours(ours, ids)
             n = batch * context
             if args.ours_only:
+                d_ours, _ = interleaved_decode(step_ours, None, args.decode_tokens, args.rounds)
                 print(f"| {context:,} | {batch} | {n / p_ours:.0f} | - | {batch / d_ours:.1f} | - | - | "
                       f"{kv_ours:,} | - | - |", flush=True)
                 continue
-            p_hf, d_hf, kv_hf, hf_chunk = run_hf(theirs, ids, args.decode_tokens)
+            p_hf, step_hf, hf_chunk = prefill_hf(theirs, ids)
+            kv_hf = step_hf.kv_bytes
+            d_ours, d_hf = interleaved_decode(step_ours, step_hf, args.decode_tokens, args.rounds)
             note = "" if hf_chunk == CHUNK else f" ({hf_chunk}-token chunks: {CHUNK} ran out of memory)"
             print(f"| {context:,} | {batch} | {n / p_ours:.0f} | {n / p_hf:.0f}{note} | {batch / d_ours:.1f} | "
                   f"{batch / d_hf:.1f} | {d_hf / d_ours:.1f}x | {kv_ours:,} | {kv_hf:,} | {kv_ours / kv_hf:.2f} |",

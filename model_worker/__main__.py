@@ -1,4 +1,4 @@
-"""`python -m model_worker <command>`: chat, logits, init-checkpoint, render, parse."""
+"""`python -m model_worker <command>`: chat, logits, init-checkpoint, render, parse, sessions."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from model_worker.chat.cli import add_parse_parser, add_render_parser
 from model_worker.checkpoint.cli import add_init_checkpoint_parser
 from model_worker.cli_chat import add_chat_parser
 from model_worker.cli_logits import add_logits_parser
+from model_worker.sessions.cli import add_sessions_parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     add_init_checkpoint_parser(commands)
     add_render_parser(commands)
     add_parse_parser(commands)
+    add_sessions_parser(commands)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

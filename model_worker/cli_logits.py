@@ -1,5 +1,6 @@
 """`python -m model_worker logits`: float32 logits [positions, vocab] for a list of token ids, written as a
-memory-mapped .npy, computed in one pass or in prefill chunks (both give the same logits)."""
+memory-mapped .npy, computed in one pass or in prefill chunks (both give the same logits). With --session-store and
+--session the ids are appended to a stored session (its history is resumed, not prefilled) and committed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 
 from model_worker.engine.loading import load_model
 from model_worker.model import ForwardBatch
+from model_worker.sessions import SessionNotFound
+from model_worker.sessions.cli import add_store_arguments, open_store
 
 
 def add_logits_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +24,9 @@ def add_logits_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output .npy (float32 [positions, vocab], memory-mapped)")
     p.add_argument("--prefill-chunk", type=int, default=0, help="chunk size; 0 = one full pass")
     p.add_argument("--numerics", default="official", choices=["official", "reference"])
-    p.add_argument("--positions", default="all", help="all | last | A:B (half-open)")
+    p.add_argument("--positions", default="all", help="all | last | A:B (half-open), of the ids given")
+    add_store_arguments(p, required=False)
+    p.add_argument("--session", help="append the ids to this stored session (created if absent), then commit")
     p.set_defaults(func=run_logits)
 
 
@@ -50,9 +55,12 @@ def run_logits(args: argparse.Namespace) -> int:
     out = np.lib.format.open_memmap(args.out, mode="w+", dtype=np.float32,
                                     shape=(len(selected), model.config.vocab_size))
     chunk = args.prefill_chunk or len(ids)
-    state = model.new_state()
-    for start in range(0, selected.stop, chunk):
-        stop = min(start + chunk, selected.stop)
+    store, session = _open_session(args, model, chunk)
+    state = session.state if session else model.new_state()
+    # A session must take every id before it commits; without one, positions past the selection are not computed.
+    end = len(ids) if session else selected.stop
+    for start in range(0, end, chunk):
+        stop = min(start + chunk, end)
         wanted = [p for p in range(start, stop) if p in selected]
         logits = model(ForwardBatch.single(ids[start:stop], state, logits="all" if wanted else "none")).logits
         state.commit()
@@ -60,4 +68,27 @@ def run_logits(args: argparse.Namespace) -> int:
             rows = torch.tensor(wanted) - start
             out[wanted[0] - selected.start : wanted[-1] - selected.start + 1] = logits[rows].numpy()
     out.flush()
+    if session:
+        result = store.commit(session, ids)
+        print(f"session {session.session_id}: {result.num_tokens} tokens after commit {result.seq}"
+              + (" (rebuilt from its token log)" if session.rebuilt else ""))
     return 0
+
+
+def _open_session(args: argparse.Namespace, model, chunk: int):
+    """(store, open session) for --session-store/--session, re-prefilling a session whose stored state was lost."""
+    if not args.session_store and not args.session:
+        return None, None
+    if not (args.session_store and args.session):
+        raise ValueError("--session-store and --session go together")
+    store = open_store(args.session_store, model.config, model.fingerprint, args.numerics)
+    try:
+        session = store.open(args.tenant, args.session)
+    except SessionNotFound:
+        return store, store.create(args.tenant, session_id=args.session)
+    if session.rebuilt:
+        logged, session.token_ids = session.token_ids, []
+        for start in range(0, len(logged), chunk):
+            model(ForwardBatch.single(logged[start : start + chunk], session.state, logits="none"))
+        store.commit(session, logged)
+    return store, session

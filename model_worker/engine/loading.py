@@ -2,22 +2,43 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import torch
 
-from model_worker.config import load_config
+from model_worker.config import ModelConfig, load_config
 from model_worker.model import DeepseekV4
 from model_worker.numerics import get_numerics
 
 
 def load_model(checkpoint: str | None, config: str = "tiny", seed: int = 0, numerics: str = "official",
                device: str = "cpu") -> DeepseekV4:
+    """The model, with `model.fingerprint` naming its weights (what stored sessions are tied to)."""
     if checkpoint:
         from model_worker.checkpoint.loader import load_checkpoint
 
-        model, _info = load_checkpoint(checkpoint, numerics=get_numerics(numerics), device=device)
+        model, info = load_checkpoint(checkpoint, numerics=get_numerics(numerics), device=device)
+        model.fingerprint = info.fingerprint
         return model
     from model_worker.checkpoint.random_init import random_state_dict
 
-    model = DeepseekV4(load_config(config), quantized=True, numerics=get_numerics(numerics))
+    model_config, fingerprint = model_identity(None, config, seed)
+    model = DeepseekV4(model_config, quantized=True, numerics=get_numerics(numerics))
     model.load_state_dict(random_state_dict(model, seed), assign=True, strict=True)
+    model.fingerprint = fingerprint
     return model.to(torch.device(device))
+
+
+def model_identity(checkpoint: str | None, config: str = "tiny", seed: int = 0) -> tuple[ModelConfig, str]:
+    """(config, fingerprint) of the weights load_model would load, without loading them."""
+    if checkpoint:
+        from model_worker.checkpoint.checkpoint_dir import open_checkpoint_dir
+        from model_worker.checkpoint.fingerprint import model_fingerprint
+
+        ckpt = open_checkpoint_dir(checkpoint)
+        return ckpt.config, model_fingerprint(ckpt)
+    model_config = load_config(config)
+    # Random weights are a function of the config and the seed, so those name them.
+    canonical = json.dumps(model_config.to_official_dict(), sort_keys=True)
+    return model_config, hashlib.sha256(f"random-init/1\0{seed}\0{canonical}".encode()).hexdigest()

@@ -30,6 +30,7 @@ class DeepseekV4(nn.Module):
         Parameters are created on the meta device; a checkpoint loader assigns them."""
         super().__init__()
         self.config, self.numerics = config, numerics
+        self.fingerprint: str | None = None  # names the weights once loaded (sessions are tied to it)
         n = config.hc_mult
         self.embed = Embedding(config.vocab_size, config.dim)
         self.layers = nn.ModuleList(Block(config, i, quantized) for i in range(config.n_layers))

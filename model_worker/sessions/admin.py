@@ -1,0 +1,176 @@
+"""Session operations beyond commit/open: fork, rewind, delete, list, stats, collection of unreferenced values, and
+export/import of a session as one file.
+
+Fork and rewind write one commit record and nothing else (every value is shared by address). Deleting removes the
+records; the values go when `collect` finds no retained commit of the tenant naming them (mark and sweep, sparing
+values written within a grace period, which a commit in progress may be about to name).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+from dataclasses import replace
+
+from model_worker.sessions.chain import page_address, token_page_address
+from model_worker.sessions.codec import parse_tensors
+from model_worker.sessions.errors import CorruptSession, InvalidSessionRequest, SessionExists, SessionNotFound
+from model_worker.sessions.manifest import (
+    FORMAT,
+    Commit,
+    blob_key,
+    check_session_id,
+    commit_key,
+    meta_key,
+    session_prefix,
+    tenant_key,
+)
+from model_worker.sessions.state_io import restore_state
+from model_worker.sessions.store import SessionStore
+
+EXPORT_FORMAT = "dsv4-session-export/1"
+
+
+def fork(store: SessionStore, tenant: str, session_id: str, seq: int | None = None,
+         new_id: str | None = None) -> str:
+    """A new session sharing every value of `session_id` at commit `seq` (default: its newest)."""
+    tk = tenant_key(tenant)
+    source = store._read_commit(tk, check_session_id(session_id), seq)
+    new_id = check_session_id(new_id) if new_id is not None else os.urandom(16).hex()
+    if not store.blobs.put_if_absent(meta_key(tk, new_id), store.codec.seal_json(
+            meta_key(tk, new_id), {"created_at": time.time(), "fingerprint": store.fingerprint})):
+        raise SessionExists(f"session {new_id} already exists")
+    store._write_commit(tk, replace(source, session_id=new_id, seq=0, parent=f"{session_id}@{source.seq}",
+                                    created_at=time.time(), checkpoint=False))
+    return new_id
+
+
+def rewind(store: SessionStore, tenant: str, session_id: str, seq: int) -> int:
+    """Make retained commit `seq` current again (as a new commit, so history stays append-only); returns its seq."""
+    tk = tenant_key(tenant)
+    target = store._read_commit(tk, check_session_id(session_id), seq)
+    newest = store.commit_seqs(tk, session_id)[-1]
+    record = replace(target, seq=newest + 1, parent=f"{session_id}@{seq}", created_at=time.time(), checkpoint=False)
+    store._write_commit(tk, record)
+    store._prune(tk, session_id)
+    return record.seq
+
+
+def delete(store: SessionStore, tenant: str, session_id: str) -> None:
+    tk = tenant_key(tenant)
+    keys = list(store.blobs.list(session_prefix(tk, check_session_id(session_id))))
+    if not keys:
+        raise SessionNotFound(f"no session {session_id}")
+    for key in sorted(keys, key=lambda k: k.endswith("/meta")):  # the ID is released last
+        store.blobs.delete(key)
+
+
+def list_sessions(store: SessionStore, tenant: str, limit: int = 100, after: str = "") -> list[str]:
+    """IDs of the tenant's sessions in order, `limit` of them after `after` (a page token)."""
+    prefix = session_prefix(tenant_key(tenant))
+    ids = sorted({key[len(prefix) :].split("/", 1)[0] for key in store.blobs.list(prefix)})
+    return [i for i in ids if i > after][:limit]
+
+
+def stats(store: SessionStore, tenant: str, session_id: str) -> dict[str, object]:
+    tk = tenant_key(tenant)
+    commit = store._read_commit(tk, check_session_id(session_id), None)
+    addresses = referenced(store, tk, commit)
+    sizes = [store.blobs.size(blob_key(tk, a)) or 0 for a in addresses]
+    last = store.blobs.written_at(commit_key(tk, session_id, commit.seq))
+    return {"session_id": session_id, "tokens": commit.num_tokens, "seq": commit.seq,
+            "commits_retained": store.commit_seqs(tk, session_id), "values": len(addresses),
+            "stored_bytes": sum(sizes), "head": commit.head.__dict__, "parent": commit.parent,
+            "last_commit_at": last, "tiers": {store.blobs.url: sum(sizes)}}
+
+
+def referenced(store: SessionStore, tk: str, commit: Commit) -> set[str]:
+    """Addresses of every value `commit` needs: its tail, token pages and page groups."""
+    token_ids = store._read_tokens(tk, commit)
+    chain = store._chain(tk)
+    chain.extend(token_ids)
+    out = {commit.tail}
+    out.update(token_page_address(chain, i) for i in range(commit.token_pages))
+    for ratio, span in store.spans.items():
+        out.update(page_address(chain, ratio, j, span) for j in range(commit.num_tokens // span))
+    return out
+
+
+def collect(store: SessionStore, tenant: str, grace_seconds: float = 600.0) -> int:
+    """Delete the tenant's values that no retained commit names; returns how many went."""
+    tk = tenant_key(tenant)
+    live: set[str] = set()
+    for session_id in list_sessions(store, tenant, limit=1 << 62):
+        for seq in store.commit_seqs(tk, session_id):
+            try:
+                live |= referenced(store, tk, store._read_commit(tk, session_id, seq))
+            except CorruptSession:
+                continue
+    deleted, now, prefix = 0, time.time(), f"t/{tk}/b/"
+    for key in list(store.blobs.list(prefix)):
+        written = store.blobs.written_at(key)
+        if key[len(prefix) :] not in live and (written is None or now - written > grace_seconds):
+            store.blobs.delete(key)
+            deleted += 1
+    store._usage.pop(tk, None)
+    return deleted
+
+
+def export_session(store: SessionStore, tenant: str, session_id: str, path: str) -> None:
+    """One tar file: export.json (the commit and the token log) and the tail and page groups by role, their bodies
+    opened (checked, decrypted) so another store, tenant or program can take them."""
+    tk = tenant_key(tenant)
+    commit = store._read_commit(tk, check_session_id(session_id), None)
+    token_ids = store._read_tokens(tk, commit)
+    chain = store._chain(tk)
+    chain.extend(token_ids)
+    members = {"tail.safetensors": commit.tail}
+    for ratio, span in store.spans.items():
+        for j in range(commit.num_tokens // span):
+            members[f"pages/{ratio}/{j}.safetensors"] = page_address(chain, ratio, j, span)
+    header = {"format": EXPORT_FORMAT, "session_format": FORMAT, "commit": commit.to_record(), "tokens": token_ids}
+    with tarfile.open(path, "w") as tar:
+        _add(tar, "export.json", json.dumps(header).encode())
+        for name, address in members.items():
+            key = blob_key(tk, address)
+            blob = store.blobs.get(key)
+            if blob is None:
+                raise CorruptSession(f"missing stored value {key}")
+            _add(tar, name, store.codec.open(key, blob))
+
+
+def import_session(store: SessionStore, tenant: str, path: str, session_id: str | None = None) -> str:
+    """Store an exported session under `tenant` (addresses are recomputed with this tenant's salt)."""
+    with tarfile.open(path, "r") as tar:
+        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    try:
+        header = json.loads(files["export.json"])
+        commit = Commit.from_record(header["commit"])
+        token_ids = [int(t) for t in header["tokens"]]
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InvalidSessionRequest(f"{path} is not a session export ({exc})") from exc
+    if header.get("format") != EXPORT_FORMAT:
+        raise InvalidSessionRequest(f"{path}: unknown export format {header.get('format')!r}")
+    if commit.fingerprint != store.fingerprint or commit.layout != store.layout_id or len(token_ids) != \
+            commit.num_tokens:
+        raise InvalidSessionRequest(f"{path} holds a session for other weights or numerics")
+    try:
+        tensors, metadata = parse_tensors("tail.safetensors", files["tail.safetensors"])
+        state = store._new_state()
+        restore_state(state, tensors, metadata, lambda r, j: parse_tensors(
+            f"pages/{r}/{j}", files[f"pages/{r}/{j}.safetensors"])[0])
+    except (KeyError, ValueError) as exc:
+        raise InvalidSessionRequest(f"{path}: incomplete or damaged export ({exc})") from exc
+    session = store.create(tenant, commit.head, session_id)
+    session.state = state
+    store.commit(session, token_ids)  # writes the pages, token log and tail under this tenant's addresses
+    return session.session_id
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime = len(data), int(time.time())
+    tar.addfile(info, io.BytesIO(data))

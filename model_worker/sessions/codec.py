@@ -1,0 +1,96 @@
+"""The envelope around every stored session value (docs/session-format.md).
+
+    magic "DSV4SES1" (8 bytes) | flags (1 byte: bit 0 = encrypted) | sha256 of the body (32 bytes) | body
+
+The body is a safetensors file (pages, tails, token pages) or UTF-8 JSON (manifests, records); encrypted bodies are
+AES-256-GCM: a 12-byte nonce, then the ciphertext with its tag, authenticated together with the value's key, so a
+blob copied under another key does not open. The checksum catches truncation and bit rot before anything is parsed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from model_worker.sessions.errors import CorruptSession
+
+MAGIC = b"DSV4SES1"
+_HEADER = len(MAGIC) + 1 + 32
+_ENCRYPTED = 1
+
+
+class BlobCodec:
+    def __init__(self, encryption_key: bytes | None = None) -> None:
+        if encryption_key is not None and len(encryption_key) != 32:
+            raise ValueError("the session encryption key must be 32 bytes (AES-256)")
+        self._aead = None
+        if encryption_key is not None:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aead = AESGCM(encryption_key)
+
+    def seal(self, key: str, payload: bytes) -> bytes:
+        flags = 0
+        if self._aead is not None:
+            nonce = os.urandom(12)
+            payload = nonce + self._aead.encrypt(nonce, payload, key.encode())
+            flags |= _ENCRYPTED
+        return MAGIC + bytes([flags]) + hashlib.sha256(payload).digest() + payload
+
+    def open(self, key: str, blob: bytes) -> bytes:
+        if len(blob) < _HEADER or not blob.startswith(MAGIC):
+            raise CorruptSession(f"{key}: not a session blob (bad magic or truncated header)")
+        flags, digest, body = blob[len(MAGIC)], blob[len(MAGIC) + 1 : _HEADER], blob[_HEADER:]
+        if hashlib.sha256(body).digest() != digest:
+            raise CorruptSession(f"{key}: checksum mismatch (truncated or altered)")
+        if flags & ~_ENCRYPTED:
+            raise CorruptSession(f"{key}: unknown flags {flags:#x} (written by a newer format?)")
+        if flags & _ENCRYPTED:
+            if self._aead is None:
+                raise CorruptSession(f"{key}: encrypted, and no session encryption key is configured")
+            from cryptography.exceptions import InvalidTag
+
+            try:
+                return self._aead.decrypt(body[:12], body[12:], key.encode())
+            except InvalidTag:
+                raise CorruptSession(f"{key}: does not decrypt with the configured key") from None
+        if self._aead is not None:
+            raise CorruptSession(f"{key}: stored unencrypted while encryption at rest is configured")
+        return body
+
+    def seal_tensors(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:
+        contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+        return self.seal(key, save_safetensors(contiguous, metadata={"dsv4": json.dumps(metadata, sort_keys=True)}))
+
+    def open_tensors(self, key: str, blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        return parse_tensors(key, self.open(key, blob))
+
+    def seal_json(self, key: str, record: dict[str, Any]) -> bytes:
+        return self.seal(key, json.dumps(record, sort_keys=True, separators=(",", ":")).encode())
+
+    def open_json(self, key: str, blob: bytes) -> dict[str, Any]:
+        try:
+            record = json.loads(self.open(key, blob))
+        except ValueError as exc:
+            raise CorruptSession(f"{key}: unreadable record ({exc})") from exc
+        if not isinstance(record, dict):
+            raise CorruptSession(f"{key}: a record must be a JSON object")
+        return record
+
+
+def parse_tensors(key: str, body: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A safetensors body -> (tensors, the "dsv4" metadata)."""
+    try:
+        header_len = int.from_bytes(body[:8], "little")
+        header = json.loads(body[8 : 8 + header_len])
+        tensors = load_safetensors(body)
+        metadata = json.loads(header.get("__metadata__", {}).get("dsv4", "{}"))
+    except Exception as exc:  # a valid checksum over a body this format cannot parse: a writer's bug
+        raise CorruptSession(f"{key}: unreadable tensors ({exc})") from exc
+    return tensors, metadata

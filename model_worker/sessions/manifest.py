@@ -1,0 +1,104 @@
+"""Key layout and the commit record (docs/session-format.md).
+
+    t/{tenant key}/salt                       the tenant's chain salt (32 random bytes)
+    t/{tenant key}/b/{address}                content-addressed values: page groups, token pages, tails
+    t/{tenant key}/s/{session id}/meta        claims the ID at creation
+    t/{tenant key}/s/{session id}/c/{seq}     commit records, 12-digit sequence numbers, never rewritten
+
+A commit is visible once its record is: every value it names is written first. A record that fails its checksum
+(a writer killed mid-write on a store without atomic puts) is skipped, so the previous commit stays current.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import struct
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from model_worker.sessions.errors import IncompatibleSession, InvalidSessionRequest
+
+FORMAT = "dsv4-session/1"
+_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def tenant_key(tenant: str) -> str:
+    """A path-safe, fixed-length name for any tenant string."""
+    if not tenant:
+        raise InvalidSessionRequest("tenant must be a non-empty string")
+    return hashlib.sha256(b"dsv4-tenant\0" + tenant.encode()).hexdigest()[:32]
+
+
+def check_session_id(session_id: str) -> str:
+    if not _ID.fullmatch(session_id) or session_id in (".", ".."):
+        raise InvalidSessionRequest(f"session ids are 1-128 characters of A-Z a-z 0-9 . _ -, not {session_id!r}")
+    return session_id
+
+
+def salt_key(tk: str) -> str:
+    return f"t/{tk}/salt"
+
+
+def blob_key(tk: str, address: str) -> str:
+    return f"t/{tk}/b/{address}"
+
+
+def session_prefix(tk: str, session_id: str | None = None) -> str:
+    return f"t/{tk}/s/" if session_id is None else f"t/{tk}/s/{session_id}/"
+
+
+def meta_key(tk: str, session_id: str) -> str:
+    return session_prefix(tk, session_id) + "meta"
+
+
+def commit_key(tk: str, session_id: str, seq: int) -> str:
+    return session_prefix(tk, session_id) + f"c/{seq:012d}"
+
+
+@dataclass
+class Head:
+    """What lives at the start of the prompt, fixed when the session is created."""
+
+    think_max: bool = False
+    system_prompt: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    head_tokens: int = 0  # tokens of the rendered head (the shared-prefix candidate)
+
+
+@dataclass
+class Commit:
+    session_id: str
+    seq: int
+    fingerprint: str
+    layout: str
+    num_tokens: int
+    token_pages: int  # full token pages stored
+    last_token_page: str | None  # address of the last full token page (each names its predecessor)
+    partial_tokens: str  # base64 int32 LE: tokens after the last full token page
+    tail: str  # address of the tail value
+    head: Head
+    created_at: float
+    parent: str | None = None  # "session@seq" this commit was forked or rewound from
+    checkpoint: bool = False
+    sampling: str | None = None  # base64 of the sampler's opaque state
+
+    def to_record(self) -> dict[str, Any]:
+        return {"format": FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "Commit":
+        if record.get("format") != FORMAT:
+            raise IncompatibleSession(f"session format {record.get('format')!r} is not {FORMAT!r}")
+        fields = {k: v for k, v in record.items() if k != "format"}
+        fields["head"] = Head(**fields["head"])
+        return cls(**fields)
+
+    def partial_token_ids(self) -> list[int]:
+        raw = base64.b64decode(self.partial_tokens)
+        return list(struct.unpack(f"<{len(raw) // 4}i", raw))
+
+
+def pack_tokens(token_ids: list[int]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(token_ids)}i", *token_ids)).decode()

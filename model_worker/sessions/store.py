@@ -1,0 +1,293 @@
+"""Sessions stored by ID: create, commit, open (resume without re-prefill), shared prefixes.
+
+A commit writes the page groups completed since the previous commit, the token pages completed since then, one tail
+and the commit record, in that order: the bytes it writes depend on the tokens added, not on the session's length.
+Values are content-addressed (chain.py) and written only when absent, so forks and sessions sharing a prefix share
+them. Opening reads the newest valid record, walks the token pages back from the last one, derives every page group's
+address from the chain and loads them eagerly (a resumed decode step reads every HCA entry and any CSA page).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from model_worker.sessions.blobs import BlobStore
+from model_worker.sessions.chain import (
+    TOKEN_PAGE_BLOCKS,
+    Chain,
+    layout_id,
+    page_address,
+    page_spans,
+    tail_address,
+    token_page_address,
+)
+from model_worker.sessions.codec import BlobCodec
+from model_worker.sessions.errors import (
+    CorruptSession,
+    IncompatibleSession,
+    InvalidSessionRequest,
+    QuotaExceeded,
+    SessionExists,
+    SessionNotFound,
+)
+from model_worker.sessions.manifest import (
+    Commit,
+    Head,
+    blob_key,
+    check_session_id,
+    commit_key,
+    meta_key,
+    pack_tokens,
+    salt_key,
+    session_prefix,
+    tenant_key,
+)
+from model_worker.sessions.state_io import full_pages, page_group, restore_state, tail_tensors
+from model_worker.state import SequenceState, StateLayout
+
+
+@dataclass
+class OpenSession:
+    """A session open in this process: the engine state at its last commit and what the next commit needs."""
+
+    tenant: str
+    session_id: str
+    state: SequenceState
+    token_ids: list[int]  # tokens committed so far
+    chain: Chain
+    head: Head
+    seq: int = -1  # the last commit's sequence number (-1: none yet)
+    stored_pages: dict[int, int] = field(default_factory=dict)  # ratio -> full page groups stored
+    token_pages: int = 0
+    last_token_page: str | None = None
+    sampling: bytes | None = None
+    rebuilt: bool = False  # the stored state was lost: `state` is empty and `token_ids` must be prefilled again
+    reused_prefix_tokens: int = 0  # tokens whose state came from another session's stored prefix
+
+
+@dataclass
+class CommitResult:
+    seq: int
+    num_tokens: int
+    bytes_written: int
+    values_written: int
+
+
+class SessionStore:
+    def __init__(self, blobs: BlobStore, fingerprint: str, layout: StateLayout, *, codec: BlobCodec | None = None,
+                 retain_commits: int = 8, tenant_quota_bytes: int | None = None, device: str = "cpu") -> None:
+        self.blobs, self.fingerprint, self.layout = blobs, fingerprint, layout
+        self.codec = codec or BlobCodec()
+        self.retain_commits, self.tenant_quota_bytes, self.device = retain_commits, tenant_quota_bytes, device
+        self.layout_id = layout_id(layout)
+        self.spans = page_spans(layout)
+        self._usage: dict[str, int] = {}
+
+    # -- creating and opening ----------------------------------------------------------------------------------
+
+    def create(self, tenant: str, head: Head | None = None, session_id: str | None = None,
+               prefix: Sequence[int] = ()) -> OpenSession:
+        """Claim an ID (random 128-bit unless given; a taken one is refused). If `prefix` (the rendered head, or
+        more) was committed before by any session of this tenant, start from that state instead of empty."""
+        tk = tenant_key(tenant)
+        session_id = check_session_id(session_id) if session_id is not None else os.urandom(16).hex()
+        if not self.blobs.put_if_absent(meta_key(tk, session_id), self.codec.seal_json(
+                meta_key(tk, session_id), {"created_at": time.time(), "fingerprint": self.fingerprint})):
+            raise SessionExists(f"session {session_id} already exists")
+        session = OpenSession(tenant, session_id, self._new_state(), [], self._chain(tk), head or Head())
+        if prefix:
+            self._reuse_prefix(session, list(prefix))
+        return session
+
+    def open(self, tenant: str, session_id: str, seq: int | None = None) -> OpenSession:
+        """The session at its newest valid commit (or at retained commit `seq`)."""
+        tk = tenant_key(tenant)
+        commit = self._read_commit(tk, check_session_id(session_id), seq)
+        token_ids = self._read_tokens(tk, commit)
+        chain = self._chain(tk)
+        chain.extend(token_ids)
+        session = OpenSession(tenant, session_id, self._new_state(), token_ids, chain, commit.head, commit.seq,
+                              token_pages=commit.token_pages, last_token_page=commit.last_token_page,
+                              sampling=None if commit.sampling is None else _b64decode(commit.sampling))
+        try:
+            self._load_state(tk, session, commit.tail)
+        except (CorruptSession, ValueError):
+            session.state, session.rebuilt = self._new_state(), True
+            session.stored_pages = {}
+        return session
+
+    def _load_state(self, tk: str, session: OpenSession, tail: str) -> None:
+        tensors, metadata = self._get_tensors(tk, tail)
+        if int(metadata["num_tokens"]) != len(session.token_ids):
+            raise ValueError("tail and token log disagree")
+
+        def load_page(ratio: int, index: int) -> dict[str, torch.Tensor]:
+            return self._get_tensors(tk, page_address(session.chain, ratio, index, self.spans[ratio]))[0]
+
+        restore_state(session.state, tensors, metadata, load_page)
+        session.state.sampling = session.sampling
+        session.stored_pages = {r: full_pages(session.state, r) for r in self.spans}
+
+    def _reuse_prefix(self, session: OpenSession, prefix: list[int]) -> None:
+        tk = tenant_key(session.tenant)
+        chain = self._chain(tk)
+        chain.extend(prefix)
+        address = tail_address(chain, len(prefix), prefix)
+        if not self.blobs.exists(blob_key(tk, address)):
+            return
+        candidate = replace(session, state=self._new_state(), token_ids=list(prefix), chain=chain)
+        try:
+            self._load_state(tk, candidate, address)
+        except (CorruptSession, ValueError):
+            return  # a damaged shared prefix is not an error: this session prefills it itself
+        session.state, session.token_ids, session.chain = candidate.state, candidate.token_ids, chain
+        session.stored_pages, session.reused_prefix_tokens = candidate.stored_pages, len(prefix)
+
+    # -- committing --------------------------------------------------------------------------------------------
+
+    def commit(self, session: OpenSession, new_token_ids: Sequence[int], checkpoint: bool = False) -> CommitResult:
+        """Persist the state after `new_token_ids` (the tokens fed since the last commit). All or nothing: over the
+        tenant's byte cap, nothing is written and the stored session stays at its previous commit."""
+        state, tk = session.state, tenant_key(session.tenant)
+        if state.num_tokens != len(session.token_ids) + len(new_token_ids):
+            raise InvalidSessionRequest(f"the state holds {state.num_tokens} tokens, the session "
+                                        f"{len(session.token_ids)} + {len(new_token_ids)} new")
+        state.commit()
+        token_ids = session.token_ids + list(new_token_ids)
+        chain = session.chain.copy()
+        chain.extend(new_token_ids)
+        values: list[tuple[str, bytes]] = []
+        for ratio, span in self.spans.items():
+            for index in range(session.stored_pages.get(ratio, 0), full_pages(state, ratio)):
+                key = blob_key(tk, page_address(chain, ratio, index, span))
+                values.append((key, self.codec.seal_tensors(key, page_group(state, ratio, index), {"page": index})))
+        token_page = chain.block * TOKEN_PAGE_BLOCKS
+        last_token_page = session.last_token_page
+        for index in range(session.token_pages, len(token_ids) // token_page):
+            address = token_page_address(chain, index)
+            key = blob_key(tk, address)
+            page = torch.tensor(token_ids[index * token_page : (index + 1) * token_page], dtype=torch.int32)
+            values.append((key, self.codec.seal_tensors(key, {"tokens": page},
+                                                       {"index": index, "previous": last_token_page})))
+            last_token_page = address
+        tail = tail_address(chain, len(token_ids), token_ids)
+        tensors, metadata = tail_tensors(state)
+        values.append((blob_key(tk, tail), self.codec.seal_tensors(blob_key(tk, tail), tensors, metadata)))
+        new_values = [(k, v) for k, v in values if not self.blobs.exists(k)]
+        self._check_quota(tk, sum(len(v) for _, v in new_values))
+        for key, value in new_values:
+            if self.blobs.put_if_absent(key, value) and tk in self._usage:
+                self._usage[tk] += len(value)
+        full_token_pages = len(token_ids) // token_page
+        record = Commit(session.session_id, session.seq + 1, self.fingerprint, self.layout_id, len(token_ids),
+                        full_token_pages, last_token_page, pack_tokens(token_ids[full_token_pages * token_page :]),
+                        tail, session.head, time.time(), checkpoint=checkpoint,
+                        sampling=None if state.sampling is None else _b64encode(state.sampling))
+        written = self._write_commit(tk, record)
+        session.token_ids, session.chain, session.seq = token_ids, chain, record.seq
+        session.stored_pages = {r: full_pages(state, r) for r in self.spans}
+        session.token_pages, session.last_token_page, session.sampling = full_token_pages, last_token_page, \
+            state.sampling
+        self._prune(tk, session.session_id)
+        return CommitResult(record.seq, len(token_ids), sum(len(v) for _, v in new_values) + written,
+                            len(new_values) + 1)
+
+    def _write_commit(self, tk: str, record: Commit) -> int:
+        key = commit_key(tk, record.session_id, record.seq)
+        blob = self.codec.seal_json(key, record.to_record())
+        if not self.blobs.put_if_absent(key, blob):
+            raise SessionExists(f"session {record.session_id} was committed concurrently (seq {record.seq})")
+        return len(blob)
+
+    def _check_quota(self, tk: str, new_bytes: int) -> None:
+        if self.tenant_quota_bytes is None or not new_bytes:
+            return
+        if tk not in self._usage:
+            self._usage[tk] = sum(self.blobs.size(key) or 0 for key in self.blobs.list(f"t/{tk}/b/"))
+        if self._usage[tk] + new_bytes > self.tenant_quota_bytes:
+            raise QuotaExceeded(f"commit needs {new_bytes:,} new bytes; the tenant holds {self._usage[tk]:,} of its "
+                                f"{self.tenant_quota_bytes:,}")
+
+    # -- reading stored values ---------------------------------------------------------------------------------
+
+    def commit_seqs(self, tk: str, session_id: str) -> list[int]:
+        prefix = session_prefix(tk, session_id) + "c/"
+        return sorted(int(key[len(prefix) :]) for key in self.blobs.list(prefix) if key[len(prefix) :].isdigit())
+
+    def _read_commit(self, tk: str, session_id: str, seq: int | None) -> Commit:
+        seqs = self.commit_seqs(tk, session_id)
+        if seq is not None:
+            if seq not in seqs:
+                raise SessionNotFound(f"session {session_id} has no retained commit {seq}")
+            seqs = [seq]
+        for candidate in reversed(seqs):
+            key = commit_key(tk, session_id, candidate)
+            blob = self.blobs.get(key)
+            try:
+                commit = Commit.from_record(self.codec.open_json(key, blob)) if blob is not None else None
+            except CorruptSession:
+                continue  # a record cut short by a crash: the previous commit is the current one
+            if commit is None:
+                continue
+            if commit.fingerprint != self.fingerprint or commit.layout != self.layout_id:
+                raise IncompatibleSession(f"session {session_id} was stored for other weights or numerics "
+                                          f"({commit.fingerprint[:12]}, {commit.layout})")
+            return commit
+        if not self.blobs.exists(meta_key(tk, session_id)):
+            raise SessionNotFound(f"no session {session_id}")
+        raise SessionNotFound(f"session {session_id} has no commit yet")
+
+    def _read_tokens(self, tk: str, commit: Commit) -> list[int]:
+        pages, address = [], commit.last_token_page
+        for index in reversed(range(commit.token_pages)):
+            tensors, metadata = self._get_tensors(tk, address)
+            if metadata.get("index") != index:
+                raise CorruptSession(f"token page {address} is page {metadata.get('index')}, expected {index}")
+            pages.append(tensors["tokens"].tolist())
+            address = metadata.get("previous")
+        token_ids = [t for page in reversed(pages) for t in page] + commit.partial_token_ids()
+        if len(token_ids) != commit.num_tokens:
+            raise CorruptSession(f"token log holds {len(token_ids)} tokens, the commit {commit.num_tokens}")
+        return token_ids
+
+    def _get_tensors(self, tk: str, address: str | None) -> tuple[dict[str, torch.Tensor], dict]:
+        key = blob_key(tk, address or "")
+        blob = self.blobs.get(key) if address else None
+        if blob is None:
+            raise CorruptSession(f"missing stored value {key}")
+        return self.codec.open_tensors(key, blob)
+
+    def _chain(self, tk: str) -> Chain:
+        key = salt_key(tk)
+        self.blobs.put_if_absent(key, self.codec.seal(key, os.urandom(32)))
+        return Chain.rooted(self.codec.open(key, self.blobs.get(key)), self.fingerprint, self.layout)
+
+    def _new_state(self) -> SequenceState:
+        return SequenceState(self.layout, self.device)
+
+    def _prune(self, tk: str, session_id: str) -> None:
+        """Keep the newest `retain_commits` commits and every checkpoint."""
+        seqs = self.commit_seqs(tk, session_id)
+        for seq in seqs[: max(0, len(seqs) - self.retain_commits)]:
+            key = commit_key(tk, session_id, seq)
+            blob = self.blobs.get(key)
+            try:
+                keep = blob is not None and self.codec.open_json(key, blob).get("checkpoint", False)
+            except CorruptSession:
+                keep = False
+            if not keep:
+                self.blobs.delete(key)
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.b64decode(text)

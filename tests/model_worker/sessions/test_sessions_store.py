@@ -1,0 +1,225 @@
+"""SessionStore over real files and real Redis with the real engine (small config): resume without re-prefill gives the
+logits of a process that never stopped, commits write what is new, forks and rewinds share pages, prefixes are
+reused, tenants are isolated, damage is detected, the byte cap holds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from small_config import SMALL
+
+from model_worker.checkpoint.random_init import random_state_dict
+from model_worker.model import DeepseekV4, ForwardBatch
+from model_worker.numerics import OFFICIAL, REFERENCE
+from model_worker.sessions import (
+    BlobCodec,
+    CorruptSession,
+    Head,
+    IncompatibleSession,
+    QuotaExceeded,
+    SessionExists,
+    SessionNotFound,
+    SessionStore,
+    admin,
+    open_blobs,
+)
+from model_worker.sessions.chain import page_address
+from model_worker.sessions.manifest import blob_key, tenant_key
+
+TOKENS = torch.randint(1, 500, (4200,), generator=torch.Generator().manual_seed(11)).tolist()
+
+
+def small_model(numerics=REFERENCE) -> DeepseekV4:
+    model = DeepseekV4(SMALL, quantized=True, numerics=numerics)
+    model.load_state_dict(random_state_dict(model, 3), assign=True, strict=True)
+    model.fingerprint = f"small-3-{numerics.name}"
+    return model
+
+
+@pytest.fixture(scope="module")
+def model() -> DeepseekV4:
+    return small_model()
+
+
+@pytest.fixture
+def store(tmp_path, model) -> SessionStore:
+    return SessionStore(open_blobs(str(tmp_path / "sessions")), model.fingerprint, model.layout)
+
+
+def feed(model: DeepseekV4, session, token_ids: list[int], chunk: int = 300) -> torch.Tensor:
+    """Prefill token_ids in chunks; the logits after the last one."""
+    logits = None
+    for start in range(0, len(token_ids), chunk):
+        logits = model(ForwardBatch.single(token_ids[start : start + chunk], session.state)).logits[-1]
+    return logits
+
+
+def grow(model, store, session, token_ids: list[int], chunk: int = 300) -> None:
+    for start in range(0, len(token_ids), chunk):
+        feed(model, session, token_ids[start : start + chunk])
+        store.commit(session, token_ids[start : start + chunk])
+
+
+def test_resume_in_another_store_object_is_bitwise_the_same(model, store, tmp_path) -> None:
+    session = store.create("acme", Head(system_prompt="be brief"))
+    grow(model, store, session, TOKENS[:2500])
+    continued = feed(model, session, [7, 8, 9], chunk=3)
+    reopened = SessionStore(open_blobs(f"file://{tmp_path}/sessions"), model.fingerprint, model.layout).open(
+        "acme", session.session_id)
+    assert not reopened.rebuilt and reopened.token_ids == TOKENS[:2500] and reopened.head.system_prompt == "be brief"
+    assert torch.equal(feed(model, reopened, [7, 8, 9], chunk=3), continued)
+
+
+def test_official_numerics_resume_the_stored_fp8_state(tmp_path) -> None:
+    model = small_model(OFFICIAL)
+    store = SessionStore(open_blobs(str(tmp_path)), model.fingerprint, model.layout)
+    session = store.create("acme")
+    grow(model, store, session, TOKENS[:1100])
+    expected = feed(model, session, [3], chunk=1)
+    assert torch.equal(feed(model, store.open("acme", session.session_id), [3], chunk=1), expected)
+
+
+def test_commit_bytes_do_not_grow_with_history(model, store) -> None:
+    session = store.create("acme")
+    sizes = []
+    # The same place in every cycle of pages (1,024 tokens) and of the token log's pages (4,096): equal partial pages.
+    for length in (40, 4136):
+        grow(model, store, session, TOKENS[len(session.token_ids) : length])
+        feed(model, session, [5], chunk=1)
+        sizes.append(store.commit(session, [5]).bytes_written)
+    # one token appended: a tail and a record (no page completes), the same size at 40 and 4,136 tokens of history
+    assert max(sizes) - min(sizes) < 0.01 * min(sizes), sizes
+
+
+def test_pages_are_written_once_and_shared_by_forks(model, store) -> None:
+    session = store.create("acme")
+    grow(model, store, session, TOKENS[:1200])
+    tk = tenant_key("acme")
+    values = set(store.blobs.list(f"t/{tk}/b/"))
+    child = admin.fork(store, "acme", session.session_id)
+    assert set(store.blobs.list(f"t/{tk}/b/")) == values  # a fork writes only its commit record
+    forked = store.open("acme", child)
+    expected = feed(model, session, [9, 9], chunk=2)
+    assert torch.equal(feed(model, forked, [9, 9], chunk=2), expected)
+    store.commit(forked, [9, 9])
+    assert store.open("acme", session.session_id).token_ids == TOKENS[:1200]  # the parent did not move
+
+
+def test_rewind_to_a_retained_commit_and_prune(model, tmp_path) -> None:
+    store = SessionStore(open_blobs(str(tmp_path)), model.fingerprint, model.layout, retain_commits=3)
+    session = store.create("acme")
+    grow(model, store, session, TOKENS[:600], chunk=100)  # commits 0..5
+    store.commit(session, [], checkpoint=True)  # 6, a checkpoint
+    grow(model, store, session, TOKENS[600:1000], chunk=100)  # 7..10
+    assert store.commit_seqs(tenant_key("acme"), session.session_id) == [6, 8, 9, 10]
+    at_checkpoint = store.open("acme", session.session_id, seq=6)
+    expected = feed(model, at_checkpoint, [4], chunk=1)
+    assert admin.rewind(store, "acme", session.session_id, 6) == 11
+    rewound = store.open("acme", session.session_id)
+    assert rewound.token_ids == TOKENS[:600] and torch.equal(feed(model, rewound, [4], chunk=1), expected)
+    with pytest.raises(SessionNotFound):
+        store.open("acme", session.session_id, seq=2)  # pruned
+
+
+def test_shared_prefix_is_reused_not_prefilled(model, store) -> None:
+    head = TOKENS[:700]
+    first = store.create("acme", Head(head_tokens=700))
+    grow(model, store, first, head)
+    second = store.create("acme", Head(head_tokens=700), prefix=head)
+    assert second.reused_prefix_tokens == 700 and second.state.num_tokens == 700
+    assert torch.equal(feed(model, second, [1, 2], chunk=2), feed(model, first, [1, 2], chunk=2))
+    other_tenant = store.create("globex", prefix=head)
+    assert other_tenant.reused_prefix_tokens == 0 and other_tenant.state.num_tokens == 0
+
+
+def test_tenants_are_isolated(model, store) -> None:
+    session = store.create("acme", session_id="shared-name")
+    grow(model, store, session, TOKENS[:300])
+    for action in (lambda: store.open("globex", "shared-name"), lambda: admin.fork(store, "globex", "shared-name"),
+                   lambda: admin.delete(store, "globex", "shared-name"),
+                   lambda: admin.stats(store, "globex", "shared-name")):
+        with pytest.raises(SessionNotFound):
+            action()
+    assert admin.list_sessions(store, "globex") == [] and admin.list_sessions(store, "acme") == ["shared-name"]
+    theirs = store.create("globex", session_id="shared-name")  # the same name is a different session
+    grow(model, store, theirs, TOKENS[:300])
+    ours, theirs_values = (set(store.blobs.list(f"t/{tenant_key(t)}/b/")) for t in ("acme", "globex"))
+    assert ours and theirs_values and not ours & theirs_values
+
+
+def test_taken_ids_incompatible_weights_and_format(model, store) -> None:
+    store.create("acme", session_id="s1")
+    with pytest.raises(SessionExists):
+        store.create("acme", session_id="s1")
+    s = store.create("acme", session_id="s2")
+    grow(model, store, s, TOKENS[:50])
+    with pytest.raises(IncompatibleSession):
+        SessionStore(store.blobs, "other-weights", model.layout).open("acme", "s2")
+    with pytest.raises(IncompatibleSession):
+        SessionStore(store.blobs, model.fingerprint, small_model(OFFICIAL).layout).open("acme", "s2")
+    with pytest.raises(SessionNotFound):
+        store.open("acme", "no-such")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "delete"])
+def test_a_damaged_page_means_rebuild_from_the_token_log(model, store, damage: str) -> None:
+    session = store.create("acme")
+    grow(model, store, session, TOKENS[:1100])
+    page = blob_key(tenant_key("acme"), page_address(session.chain, 4, 2, 256))
+    blob = store.blobs.get(page)
+    if damage == "delete":
+        store.blobs.delete(page)
+    else:
+        store.blobs.put(page, blob[:-10] if damage == "truncate" else blob[:-1] + bytes([blob[-1] ^ 1]))
+    reopened = store.open("acme", session.session_id)
+    assert reopened.rebuilt and reopened.state.num_tokens == 0 and reopened.token_ids == TOKENS[:1100]
+
+
+def test_quota_refuses_a_commit_and_keeps_the_previous_one(model, store) -> None:
+    session = store.create("acme")
+    grow(model, store, session, TOKENS[:300])
+    used = sum(store.blobs.size(k) for k in store.blobs.list(f"t/{tenant_key('acme')}/b/"))
+    capped = SessionStore(store.blobs, model.fingerprint, model.layout, tenant_quota_bytes=used + 50_000)
+    session = capped.open("acme", session.session_id)
+    feed(model, session, TOKENS[300:1300])
+    with pytest.raises(QuotaExceeded):
+        capped.commit(session, TOKENS[300:1300])  # four new page groups do not fit in 50 KB
+    assert capped.open("acme", session.session_id).token_ids == TOKENS[:300]
+    assert sum(store.blobs.size(k) for k in store.blobs.list(f"t/{tenant_key('acme')}/b/")) == used
+
+
+def test_encrypted_sessions_on_redis(model) -> None:
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    blobs = open_blobs("redis://127.0.0.1:6379/0?prefix=test-sessions-store:")
+    try:
+        key = bytes(range(32))
+        store = SessionStore(blobs, model.fingerprint, model.layout, codec=BlobCodec(key))
+        session = store.create("acme")
+        grow(model, store, session, TOKENS[:400])
+        expected = feed(model, session, [2], chunk=1)
+        assert torch.equal(feed(model, store.open("acme", session.session_id), [2], chunk=1), expected)
+        tail = blob_key(tenant_key("acme"), store._read_commit(tenant_key("acme"), session.session_id, None).tail)
+        with pytest.raises(CorruptSession):  # without the key nothing opens
+            SessionStore(blobs, model.fingerprint, model.layout).codec.open(tail, blobs.get(tail))
+    finally:
+        for k in list(blobs.list("")):
+            blobs.delete(k)
+
+
+def test_export_import_and_collect(model, store, tmp_path) -> None:
+    session = store.create("acme", Head(think_max=True))
+    grow(model, store, session, TOKENS[:1300])
+    expected = feed(model, session, [6], chunk=1)
+    admin.export_session(store, "acme", session.session_id, str(tmp_path / "s.tar"))
+    imported = admin.import_session(store, "globex", str(tmp_path / "s.tar"))
+    opened = store.open("globex", imported)
+    assert opened.head.think_max and torch.equal(feed(model, opened, [6], chunk=1), expected)
+    admin.delete(store, "acme", session.session_id)
+    assert admin.collect(store, "acme", grace_seconds=0) > 0
+    assert list(store.blobs.list(f"t/{tenant_key('acme')}/b/")) == []
+    assert admin.collect(store, "globex", grace_seconds=0) == 0  # every value is still named by a commit
+    assert torch.equal(feed(model, store.open("globex", imported), [6], chunk=1), expected)
