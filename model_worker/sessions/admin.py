@@ -1,9 +1,10 @@
-"""Session operations beyond commit/open: fork, rewind, delete, list, stats, collection of unreferenced values, and
-export/import of a session as one file.
+"""Session operations beyond commit/open: fork, rewind, delete, list, stats, leases and expiry, collection of
+unreferenced values, and export/import of a session as one file.
 
-Fork and rewind write one commit record and nothing else (every value is shared by address). Deleting removes the
-records; the values go when `collect` finds no retained commit of the tenant naming them (mark and sweep, sparing
-values written within a grace period, which a commit in progress may be about to name).
+Fork and rewind write one commit record and nothing else (every value is shared by address). A session's last use is
+the newest write under its prefix (a commit, or the touch record `open` leaves); leases keep it from expiring.
+Deleting removes the records; the values go when `collect` finds no retained commit of the tenant naming them (mark
+and sweep, sparing values written within a grace period, which a commit in progress may be about to name).
 """
 
 from __future__ import annotations
@@ -117,6 +118,41 @@ def collect(store: SessionStore, tenant: str, grace_seconds: float = 600.0) -> i
             deleted += 1
     store._usage.pop(tk, None)
     return deleted
+
+
+def hold(store: SessionStore, tenant: str, session_id: str, holder: str, seconds: float) -> None:
+    """Keep the session from expiring while `holder` (a running request, a queued job) has it, for up to `seconds`
+    (renew to extend)."""
+    tk = tenant_key(tenant)
+    store._read_commit(tk, check_session_id(session_id), None)
+    key = session_prefix(tk, session_id) + f"lease/{check_session_id(holder)}"
+    store.blobs.put(key, store.codec.seal_json(key, {"until": time.time() + seconds}))
+
+
+def release(store: SessionStore, tenant: str, session_id: str, holder: str) -> None:
+    store.blobs.delete(session_prefix(tenant_key(tenant), check_session_id(session_id)) + f"lease/{holder}")
+
+
+def expire(store: SessionStore, tenant: str, ttl_seconds: float, now: float | None = None) -> list[str]:
+    """Delete the tenant's sessions unused for ttl_seconds (no open or commit) that no live lease holds."""
+    tk, now = tenant_key(tenant), time.time() if now is None else now
+    expired = []
+    for session_id in list_sessions(store, tenant, limit=1 << 62):
+        prefix = session_prefix(tk, session_id)
+        last, held = 0.0, False
+        for key in store.blobs.list(prefix):
+            if "/lease/" in key:
+                blob = store.blobs.get(key)
+                try:
+                    held |= blob is not None and store.codec.open_json(key, blob).get("until", 0) > now
+                except CorruptSession:
+                    continue
+            else:
+                last = max(last, store.blobs.written_at(key) or 0.0)
+        if not held and now - last > ttl_seconds:
+            delete(store, tenant, session_id)
+            expired.append(session_id)
+    return expired
 
 
 def export_session(store: SessionStore, tenant: str, session_id: str, path: str) -> None:

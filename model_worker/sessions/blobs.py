@@ -52,7 +52,7 @@ class FsspecBlobs:
     def get(self, key: str) -> bytes | None:
         try:
             return self.fs.cat_file(self._path(key))
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             return None
 
     def put(self, key: str, data: bytes) -> None:
@@ -90,7 +90,7 @@ class FsspecBlobs:
                 os.unlink(partial)
 
     def exists(self, key: str) -> bool:
-        return self.fs.exists(self._path(key))
+        return self.fs.isfile(self._path(key))
 
     def delete(self, key: str) -> None:
         try:
@@ -99,6 +99,7 @@ class FsspecBlobs:
             pass
 
     def list(self, prefix: str) -> Iterator[str]:
+        _check_prefix(prefix)
         base = self._path(prefix.rstrip("/"))
         try:
             found = self.fs.find(base)
@@ -136,7 +137,7 @@ class RedisBlobs:
         query = dict(part.split("=", 1) for part in urlparse(url).query.split("&") if "=" in part)
         self.prefix = query.get("prefix", "dsv4:")
         self.client = redis.Redis.from_url(url.split("?", 1)[0])
-        self.times_key = self.prefix + "written"
+        self.times_key = self.prefix + "\0written"  # no key of the session layout starts with a NUL
 
     def get(self, key: str) -> bytes | None:
         return self.client.get(self.prefix + key)
@@ -148,10 +149,12 @@ class RedisBlobs:
         pipe.execute()
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        if not self.client.set(self.prefix + key, data, nx=True):
-            return False
-        self.client.zadd(self.times_key, {key: time.time()})
-        return True
+        # Value and write time in one transaction; the time is refreshed even when the key exists (harmless).
+        pipe = self.client.pipeline(transaction=True)
+        pipe.set(self.prefix + key, data, nx=True)
+        pipe.zadd(self.times_key, {key: time.time()}, nx=True)
+        created, _ = pipe.execute()
+        return bool(created)
 
     def exists(self, key: str) -> bool:
         return bool(self.client.exists(self.prefix + key))
@@ -163,6 +166,7 @@ class RedisBlobs:
         pipe.execute()
 
     def list(self, prefix: str) -> Iterator[str]:
+        _check_prefix(prefix)
         skip = len(self.prefix)
         for raw in self.client.scan_iter(match=_glob_escape(self.prefix + prefix) + "*", count=1000):
             key = raw.decode()[skip:]
@@ -176,6 +180,12 @@ class RedisBlobs:
         return self.client.zscore(self.times_key, key)
 
 
+def _check_prefix(prefix: str) -> None:
+    """Listing is by folder on every backend: a prefix is '' or ends with '/'."""
+    if prefix and not prefix.endswith("/"):
+        raise ValueError(f"list prefixes end with '/', not {prefix!r}")
+
+
 def _glob_escape(text: str) -> str:
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
@@ -186,3 +196,60 @@ def open_blobs(url: str) -> BlobStore:
     if scheme in ("redis", "rediss", "unix"):
         return RedisBlobs(url)
     return FsspecBlobs(url)
+
+
+class TieredBlobs:
+    """Warm (Redis, shared by workers) in front of cold (a directory or object store, the durable copy).
+
+    Writes go to cold, then warm, so a value is durable before any worker can see it warm. Reads try warm, then
+    cold, refilling warm from cold; `copies` yields each tier's copy so a reader can fall back past a damaged one.
+    Warm may forget values (eviction, restart): cold still has them.
+    """
+
+    def __init__(self, warm: BlobStore, cold: BlobStore) -> None:
+        self.warm, self.cold = warm, cold
+        self.url = f"{warm.url} + {cold.url}"
+
+    def copies(self, key: str) -> Iterator[bytes]:
+        value = self.warm.get(key)
+        if value is not None:
+            yield value
+        value = self.cold.get(key)
+        if value is not None:
+            self.warm.put(key, value)
+            yield value
+
+    def get(self, key: str) -> bytes | None:
+        return next(self.copies(key), None)
+
+    def put(self, key: str, data: bytes) -> None:
+        self.cold.put(key, data)
+        self.warm.put(key, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        if not self.cold.put_if_absent(key, data):
+            return False
+        self.warm.put(key, data)
+        return True
+
+    def exists(self, key: str) -> bool:
+        return self.warm.exists(key) or self.cold.exists(key)
+
+    def delete(self, key: str) -> None:
+        self.cold.delete(key)
+        self.warm.delete(key)
+
+    def list(self, prefix: str) -> Iterator[str]:
+        yield from sorted(set(self.cold.list(prefix)) | set(self.warm.list(prefix)))
+
+    def written_at(self, key: str) -> float | None:
+        return self.cold.written_at(key) or self.warm.written_at(key)
+
+    def size(self, key: str) -> int | None:
+        return self.cold.size(key) or self.warm.size(key)
+
+
+def open_tiered(cold_url: str, warm_url: str | None = None) -> BlobStore:
+    """The cold store alone, or warm Redis in front of it."""
+    cold = open_blobs(cold_url)
+    return TieredBlobs(open_blobs(warm_url), cold) if warm_url else cold

@@ -1,8 +1,8 @@
 """Content addresses of stored pages: a hash chain over token ids, rooted in the model, the state layout and a
 per-tenant salt.
 
-chain[0] = sha256("dsv4-session-chain/1" | salt | fingerprint | layout id); chain[k+1] = sha256(chain[k] | the k-th
-block of `block` token ids as int32 LE). Everything a page holds is a function of the tokens before its end (the model
+chain[0] = sha256("dsv4-session-chain/1" | salt (hex) | fingerprint | layout id);
+chain[k+1] = sha256(chain[k] | the k-th block of `block` token ids as int32 LE). Everything a page holds is a function of the tokens before its end (the model
 is causal), so a page's address is a hash of the chain at its end: two sessions of one tenant whose tokens agree up to a
 page's end address the same page, whatever they did after. The salt keeps tenants from ever sharing (or probing) pages.
 """
@@ -47,7 +47,7 @@ class Chain:
 
     @classmethod
     def rooted(cls, salt: bytes, fingerprint: str, layout: StateLayout) -> "Chain":
-        root = hashlib.sha256(b"dsv4-session-chain/1\0" + salt + fingerprint.encode() + b"\0"
+        root = hashlib.sha256(b"dsv4-session-chain/1\0" + salt.hex().encode() + b"\0" + fingerprint.encode() + b"\0"
                               + layout_id(layout).encode()).digest()
         return cls(root, chain_block(layout))
 
@@ -68,7 +68,8 @@ class Chain:
 
     def at(self, tokens: int) -> bytes:
         """Chain value after `tokens` tokens (a multiple of the block)."""
-        assert tokens % self.block == 0 and tokens // self.block < len(self.values), tokens
+        if tokens % self.block or tokens // self.block >= len(self.values):
+            raise ValueError(f"the chain has no value at {tokens} tokens (block {self.block}, {self.num_tokens} held)")
         return self.values[tokens // self.block]
 
     def truncate(self, tokens: int, token_ids: Sequence[int]) -> None:

@@ -1,10 +1,11 @@
 """The envelope around every stored session value (docs/session-format.md).
 
-    magic "DSV4SES1" (8 bytes) | flags (1 byte: bit 0 = encrypted) | sha256 of the body (32 bytes) | body
+    magic "DSV4SES1" (8 bytes) | flags (1 byte: bit 0 = encrypted) | sha256(flags | body) (32 bytes) | body
 
 The body is a safetensors file (pages, tails, token pages) or UTF-8 JSON (manifests, records); encrypted bodies are
-AES-256-GCM: a 12-byte nonce, then the ciphertext with its tag, authenticated together with the value's key, so a
-blob copied under another key does not open. The checksum catches truncation and bit rot before anything is parsed.
+AES-256-GCM: a 12-byte nonce, then the ciphertext with its tag, authenticated together with the flags and the value's
+key, so a blob copied under another key, or relabelled unencrypted, does not open. The checksum catches truncation
+and bit rot before anything is parsed.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ class BlobCodec:
         flags = 0
         if self._aead is not None:
             nonce = os.urandom(12)
-            payload = nonce + self._aead.encrypt(nonce, payload, key.encode())
             flags |= _ENCRYPTED
-        return MAGIC + bytes([flags]) + hashlib.sha256(payload).digest() + payload
+            payload = nonce + self._aead.encrypt(nonce, payload, bytes([flags]) + key.encode())
+        return MAGIC + bytes([flags]) + hashlib.sha256(bytes([flags]) + payload).digest() + payload
 
     def open(self, key: str, blob: bytes) -> bytes:
         if len(blob) < _HEADER or not blob.startswith(MAGIC):
             raise CorruptSession(f"{key}: not a session blob (bad magic or truncated header)")
         flags, digest, body = blob[len(MAGIC)], blob[len(MAGIC) + 1 : _HEADER], blob[_HEADER:]
-        if hashlib.sha256(body).digest() != digest:
+        if hashlib.sha256(bytes([flags]) + body).digest() != digest:
             raise CorruptSession(f"{key}: checksum mismatch (truncated or altered)")
         if flags & ~_ENCRYPTED:
             raise CorruptSession(f"{key}: unknown flags {flags:#x} (written by a newer format?)")
@@ -57,7 +58,7 @@ class BlobCodec:
             from cryptography.exceptions import InvalidTag
 
             try:
-                return self._aead.decrypt(body[:12], body[12:], key.encode())
+                return self._aead.decrypt(body[:12], body[12:], bytes([flags]) + key.encode())
             except InvalidTag:
                 raise CorruptSession(f"{key}: does not decrypt with the configured key") from None
         if self._aead is not None:

@@ -18,7 +18,7 @@ import struct
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from model_worker.sessions.errors import IncompatibleSession, InvalidSessionRequest
+from model_worker.sessions.errors import CorruptSession, IncompatibleSession, InvalidSessionRequest
 
 FORMAT = "dsv4-session/1"
 _ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -92,8 +92,11 @@ class Commit:
         if record.get("format") != FORMAT:
             raise IncompatibleSession(f"session format {record.get('format')!r} is not {FORMAT!r}")
         fields = {k: v for k, v in record.items() if k != "format"}
-        fields["head"] = Head(**fields["head"])
-        return cls(**fields)
+        try:
+            fields["head"] = Head(**fields["head"])
+            return cls(**fields)
+        except (KeyError, TypeError) as exc:  # a record of this format must have exactly these fields
+            raise CorruptSession(f"malformed commit record ({exc})") from exc
 
     def partial_token_ids(self) -> list[int]:
         raw = base64.b64decode(self.partial_tokens)

@@ -112,6 +112,7 @@ class SessionStore:
         token_ids = self._read_tokens(tk, commit)
         chain = self._chain(tk)
         chain.extend(token_ids)
+        self.blobs.put(session_prefix(tk, session_id) + "touch", b"")  # a read refreshes the TTL too
         session = OpenSession(tenant, session_id, self._new_state(), token_ids, chain, commit.head, commit.seq,
                               token_pages=commit.token_pages, last_token_page=commit.last_token_page,
                               sampling=None if commit.sampling is None else _b64decode(commit.sampling))
@@ -257,11 +258,19 @@ class SessionStore:
         return token_ids
 
     def _get_tensors(self, tk: str, address: str | None) -> tuple[dict[str, torch.Tensor], dict]:
+        """A value's tensors from the first tier whose copy passes its checksum."""
         key = blob_key(tk, address or "")
-        blob = self.blobs.get(key) if address else None
-        if blob is None:
-            raise CorruptSession(f"missing stored value {key}")
-        return self.codec.open_tensors(key, blob)
+        copies = getattr(self.blobs, "copies", None)
+        candidates = copies(key) if copies and address else ([self.blobs.get(key)] if address else [])
+        problem = f"missing stored value {key}"
+        for blob in candidates:
+            if blob is None:
+                continue
+            try:
+                return self.codec.open_tensors(key, blob)
+            except CorruptSession as exc:
+                problem = str(exc)
+        raise CorruptSession(problem)
 
     def _chain(self, tk: str) -> Chain:
         key = salt_key(tk)
