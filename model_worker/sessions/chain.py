@@ -2,9 +2,11 @@
 per-tenant salt.
 
 chain[0] = sha256("dsv4-session-chain/1" | salt (hex) | fingerprint | layout id);
-chain[k+1] = sha256(chain[k] | the k-th block of `block` token ids as int32 LE). Everything a page holds is a function of the tokens before its end (the model
-is causal), so a page's address is a hash of the chain at its end: two sessions of one tenant whose tokens agree up to a
-page's end address the same page, whatever they did after. The salt keeps tenants from ever sharing (or probing) pages.
+chain[k+1] = sha256(chain[k] | the k-th block of `block` token ids as int32 LE).
+
+Everything a page holds is a function of the tokens before its end (the model is causal), so a page's address is a
+hash of the chain at its end: two sessions of one tenant whose tokens agree up to a page's end address the same page,
+whatever they did after. The salt keeps tenants from ever sharing (or probing) pages.
 """
 
 from __future__ import annotations
