@@ -24,7 +24,6 @@ from model_worker.sessions.manifest import (
     Commit,
     blob_key,
     check_session_id,
-    commit_key,
     meta_key,
     session_prefix,
     tenant_key,
@@ -77,15 +76,17 @@ def list_sessions(store: SessionStore, tenant: str, limit: int = 100, after: str
 
 
 def stats(store: SessionStore, tenant: str, session_id: str) -> dict[str, object]:
+    """Tokens, values and bytes (per tier), last use, retained commits, head and lineage of a session."""
     tk = tenant_key(tenant)
     commit = store._read_commit(tk, check_session_id(session_id), None)
-    addresses = referenced(store, tk, commit)
-    sizes = [store.blobs.size(blob_key(tk, a)) or 0 for a in addresses]
-    last = store.blobs.written_at(commit_key(tk, session_id, commit.seq))
+    keys = [blob_key(tk, a) for a in referenced(store, tk, commit)]
+    tiers = [store.blobs.warm, store.blobs.cold] if hasattr(store.blobs, "warm") else [store.blobs]
+    prefix = session_prefix(tk, session_id)
+    last_use = max((store.blobs.written_at(k) or 0.0 for k in store.blobs.list(prefix)), default=None)
     return {"session_id": session_id, "tokens": commit.num_tokens, "seq": commit.seq,
-            "commits_retained": store.commit_seqs(tk, session_id), "values": len(addresses),
-            "stored_bytes": sum(sizes), "head": commit.head.__dict__, "parent": commit.parent,
-            "last_commit_at": last, "tiers": {store.blobs.url: sum(sizes)}}
+            "commits_retained": store.commit_seqs(tk, session_id), "values": len(keys),
+            "bytes_by_tier": {tier.url: sum(tier.size(k) or 0 for k in keys) for tier in tiers},
+            "head": commit.head.__dict__, "parent": commit.parent, "last_used_at": last_use}
 
 
 def referenced(store: SessionStore, tk: str, commit: Commit) -> set[str]:

@@ -91,10 +91,11 @@ def token_page_address(chain: Chain, index: int) -> str:
     return _address(b"tokens", 0, index, chain.at(tokens))
 
 
-def tail_address(chain: Chain, tokens: int, token_ids: Sequence[int]) -> str:
-    """Address of the engine's tail state after `tokens` tokens (any position, not only block ends)."""
+def tail_address(chain: Chain, tokens: int, token_ids: Sequence[int], offset: int = 0) -> str:
+    """Address of the engine's tail state after `tokens` tokens (any position, not only block ends); token_ids[i]
+    is token offset + i (offset <= the last block end before `tokens`)."""
     full = tokens // chain.block * chain.block
-    return _address(b"tail", tokens, 0, chain.at(full) + _pack(token_ids[full:tokens]))
+    return _address(b"tail", tokens, 0, chain.at(full) + _pack(token_ids[full - offset : tokens - offset]))
 
 
 def _address(kind: bytes, a: int, b: int, value: bytes) -> str:

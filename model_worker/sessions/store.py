@@ -160,7 +160,11 @@ class SessionStore:
             raise InvalidSessionRequest(f"the state holds {state.num_tokens} tokens, the session "
                                         f"{len(session.token_ids)} + {len(new_token_ids)} new")
         state.commit()
-        token_ids = session.token_ids + list(new_token_ids)
+        # Only the tokens since the last full token page matter here; the log is not copied (it may hold millions).
+        token_page = session.chain.block * TOKEN_PAGE_BLOCKS
+        base = session.token_pages * token_page
+        recent = session.token_ids[base:] + list(new_token_ids)
+        total = base + len(recent)
         chain = session.chain.copy()
         chain.extend(new_token_ids)
         values: list[tuple[str, bytes]] = []
@@ -168,16 +172,15 @@ class SessionStore:
             for index in range(session.stored_pages.get(ratio, 0), full_pages(state, ratio)):
                 key = blob_key(tk, page_address(chain, ratio, index, span))
                 values.append((key, self.codec.seal_tensors(key, page_group(state, ratio, index), {"page": index})))
-        token_page = chain.block * TOKEN_PAGE_BLOCKS
         last_token_page = session.last_token_page
-        for index in range(session.token_pages, len(token_ids) // token_page):
+        for index in range(session.token_pages, total // token_page):
             address = token_page_address(chain, index)
             key = blob_key(tk, address)
-            page = torch.tensor(token_ids[index * token_page : (index + 1) * token_page], dtype=torch.int32)
+            page = torch.tensor(recent[index * token_page - base : (index + 1) * token_page - base], dtype=torch.int32)
             values.append((key, self.codec.seal_tensors(key, {"tokens": page},
                                                        {"index": index, "previous": last_token_page})))
             last_token_page = address
-        tail = tail_address(chain, len(token_ids), token_ids)
+        tail = tail_address(chain, total, recent, offset=base)
         tensors, metadata = tail_tensors(state)
         values.append((blob_key(tk, tail), self.codec.seal_tensors(blob_key(tk, tail), tensors, metadata)))
         new_values = [(k, v) for k, v in values if not self.blobs.exists(k)]
@@ -185,18 +188,19 @@ class SessionStore:
         for key, value in new_values:
             if self.blobs.put_if_absent(key, value) and tk in self._usage:
                 self._usage[tk] += len(value)
-        full_token_pages = len(token_ids) // token_page
-        record = Commit(session.session_id, session.seq + 1, self.fingerprint, self.layout_id, len(token_ids),
-                        full_token_pages, last_token_page, pack_tokens(token_ids[full_token_pages * token_page :]),
+        full_token_pages = total // token_page
+        record = Commit(session.session_id, session.seq + 1, self.fingerprint, self.layout_id, total,
+                        full_token_pages, last_token_page, pack_tokens(recent[full_token_pages * token_page - base :]),
                         tail, session.head, time.time(), checkpoint=checkpoint,
                         sampling=None if state.sampling is None else _b64encode(state.sampling))
         written = self._write_commit(tk, record)
-        session.token_ids, session.chain, session.seq = token_ids, chain, record.seq
+        session.token_ids.extend(new_token_ids)
+        session.chain, session.seq = chain, record.seq
         session.stored_pages = {r: full_pages(state, r) for r in self.spans}
         session.token_pages, session.last_token_page, session.sampling = full_token_pages, last_token_page, \
             state.sampling
         self._prune(tk, session.session_id)
-        return CommitResult(record.seq, len(token_ids), sum(len(v) for _, v in new_values) + written,
+        return CommitResult(record.seq, total, sum(len(v) for _, v in new_values) + written,
                             len(new_values) + 1)
 
     def _write_commit(self, tk: str, record: Commit) -> int:

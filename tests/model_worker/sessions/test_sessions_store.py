@@ -223,3 +223,15 @@ def test_export_import_and_collect(model, store, tmp_path) -> None:
     assert list(store.blobs.list(f"t/{tenant_key('acme')}/b/")) == []
     assert admin.collect(store, "globex", grace_seconds=0) == 0  # every value is still named by a commit
     assert torch.equal(feed(model, store.open("globex", imported), [6], chunk=1), expected)
+
+
+def test_the_token_log_spans_token_pages_and_a_damaged_one_is_an_error(model, store) -> None:
+    session = store.create("acme")
+    grow(model, store, session, TOKENS[:4200], chunk=1400)  # a full 4,096-token page plus a partial one
+    tk = tenant_key("acme")
+    reopened = store.open("acme", session.session_id)
+    assert reopened.token_pages == 1 and reopened.token_ids == TOKENS[:4200] and not reopened.rebuilt
+    page = blob_key(tk, reopened.last_token_page)
+    store.blobs.put(page, store.blobs.get(page)[:-1])
+    with pytest.raises(CorruptSession):  # without its token log a session cannot even be rebuilt
+        store.open("acme", session.session_id)
