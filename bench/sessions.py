@@ -108,7 +108,7 @@ def bytes_rows(model, contexts: list[int]) -> None:
 
 
 def commit_rows(model, histories: list[int]) -> None:
-    print("\n| history (synthetic state) | commit bytes (64-token turn) | commit ms |")
+    print("\n| history (synthetic state) | commit bytes, largest of 3 turns of 64 tokens | median commit ms |")
     print("|---|---|---|")
     turn = list(range(100, 164))
     for tokens in histories:
@@ -122,8 +122,8 @@ def commit_rows(model, histories: list[int]) -> None:
                 start = time.perf_counter()
                 written = store.commit(session, turn).bytes_written
                 results.append((written, time.perf_counter() - start))
-        median = sorted(results, key=lambda r: r[1])[1]
-        print(f"| {tokens:,} | {median[0]:,} | {median[1] * 1e3:.1f} |", flush=True)
+        largest, median = max(r[0] for r in results), sorted(r[1] for r in results)[1]
+        print(f"| {tokens:,} | {largest:,} | {median * 1e3:.1f} |", flush=True)
 
 
 def prefix_rows(model, head_tokens: int) -> None:
