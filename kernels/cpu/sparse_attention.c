@@ -13,13 +13,10 @@ static inline float dot(const float *a, const float *b, int64_t d) {
     return hsum8(_mm256_add_ps(acc0, acc1));
 }
 
-/* Row `id` of a KV source: float rows as they are; stored entries decoded into `scratch` (d floats). */
-static inline const float *kv_row(const uint8_t *kv, int64_t row_bytes, int stored, int64_t id, int64_t d,
-                                  int64_t rope, float *scratch) {
-    if (!stored) return (const float *)(kv + id * row_bytes);
-    decode_kv_row(kv + id * row_bytes, d, rope, scratch);
-    return scratch;
-}
+/* Entries are folded into each head's running softmax a block at a time (online softmax: running max, sum, and an
+ * accumulator rescaled when the max grows), so stored entries are decoded once into a block-sized buffer that stays
+ * in cache, however many entries a query reads (HCA at 1M tokens: 8,192). */
+#define BLOCK 64
 
 /* q [t, heads, d] float32 or bf16; window_kv rows of window_bytes bytes with window_idx [t, w]; comp_kv rows of
  * comp_bytes bytes with comp_idx [t, c] (-1 = no entry). Rows are float32 [d], or stored entries (kv_codec) when
@@ -29,43 +26,59 @@ int sparse_attention(const void *q, int q_bf16, int64_t t_count, int64_t heads, 
                      const uint8_t *window_kv, int64_t window_bytes, const int64_t *window_idx, int64_t w,
                      const uint8_t *comp_kv, int64_t comp_bytes, const int64_t *comp_idx, int64_t c,
                      const float *sinks, float softmax_scale, float *out) {
-    int64_t entries = w + c;
-    const float **rows = malloc((size_t)entries * sizeof(float *));
-    float *logits = malloc((size_t)(heads * entries + heads * d) * sizeof(float));
-    float *decoded = stored ? malloc((size_t)(entries * d) * sizeof(float)) : NULL;
-    if (!rows || !logits || (stored && !decoded)) { free(rows); free(logits); free(decoded); return -1; }
-    float *qh = logits + heads * entries;
+    const uint8_t **sources = malloc((size_t)(w + c) * sizeof(uint8_t *));
+    float *scratch = malloc((size_t)(heads * d + BLOCK * d + BLOCK + 2 * heads) * sizeof(float));
+    if (!sources || !scratch) { free(sources); free(scratch); return -1; }
+    float *qh = scratch, *decoded = qh + heads * d, *lg = decoded + BLOCK * d, *peak = lg + BLOCK;
+    float *denom = peak + heads;
+    const float *rows[BLOCK];
     for (int64_t t = 0; t < t_count; t++) {
         int64_t valid = 0;
         for (int64_t j = 0; j < w + c; j++) {
             int64_t id = j < w ? window_idx[t * w + j] : comp_idx[t * c + j - w];
-            if (id < 0) continue;
-            rows[valid] = j < w ? kv_row(window_kv, window_bytes, stored, id, d, rope, decoded + valid * d)
-                                : kv_row(comp_kv, comp_bytes, stored, id, d, rope, decoded + valid * d);
-            valid++;
+            if (id >= 0) sources[valid++] = j < w ? window_kv + id * window_bytes : comp_kv + id * comp_bytes;
         }
         load_row(q, q_bf16, t, heads * d, qh);
         float *o = out + t * heads * d;
-        for (int64_t h = 0; h < heads; h++) {
-            float *lg = logits + h * entries, peak = sinks[h];
-            for (int64_t l = 0; l < valid; l++) {
-                lg[l] = dot(qh + h * d, rows[l], d) * softmax_scale;
-                peak = fmaxf(peak, lg[l]);
+        memset(o, 0, (size_t)(heads * d) * sizeof(float));
+        for (int64_t h = 0; h < heads; h++) peak[h] = sinks[h], denom[h] = 1.0f; /* the sink: exp(sink - peak) */
+        for (int64_t first = 0; first < valid; first += BLOCK) {
+            int64_t n = valid - first < BLOCK ? valid - first : BLOCK;
+            for (int64_t l = 0; l < n; l++) {
+                if (stored) decode_kv_row(sources[first + l], d, rope, decoded + l * d);
+                rows[l] = stored ? decoded + l * d : (const float *)sources[first + l];
             }
-            float denom = 0.0f;
-            for (int64_t l = 0; l < valid; l++) denom += (lg[l] = expf(lg[l] - peak));
-            denom += expf(sinks[h] - peak);
-            memset(o + h * d, 0, (size_t)d * sizeof(float));
-            for (int64_t l = 0; l < valid; l++) {
-                __m256 p = _mm256_set1_ps(lg[l] / denom);
-                for (int64_t i = 0; i < d; i += 8)
-                    _mm256_storeu_ps(o + h * d + i, _mm256_fmadd_ps(p, _mm256_loadu_ps(rows[l] + i),
-                                                                    _mm256_loadu_ps(o + h * d + i)));
+            for (int64_t h = 0; h < heads; h++) {
+                float block_peak = peak[h], *acc = o + h * d;
+                for (int64_t l = 0; l < n; l++) {
+                    lg[l] = dot(qh + h * d, rows[l], d) * softmax_scale;
+                    block_peak = fmaxf(block_peak, lg[l]);
+                }
+                if (block_peak > peak[h]) { /* rescale what was summed under the old max */
+                    float alpha = expf(peak[h] - block_peak);
+                    __m256 a = _mm256_set1_ps(alpha);
+                    for (int64_t i = 0; i < d; i += 8)
+                        _mm256_storeu_ps(acc + i, _mm256_mul_ps(a, _mm256_loadu_ps(acc + i)));
+                    denom[h] *= alpha;
+                    peak[h] = block_peak;
+                }
+                for (int64_t l = 0; l < n; l++) {
+                    float p = expf(lg[l] - peak[h]);
+                    denom[h] += p;
+                    __m256 pv = _mm256_set1_ps(p);
+                    for (int64_t i = 0; i < d; i += 8)
+                        _mm256_storeu_ps(acc + i,
+                                         _mm256_fmadd_ps(pv, _mm256_loadu_ps(rows[l] + i), _mm256_loadu_ps(acc + i)));
+                }
             }
         }
+        for (int64_t h = 0; h < heads; h++) {
+            __m256 inv = _mm256_set1_ps(1.0f / denom[h]);
+            for (int64_t i = 0; i < d; i += 8)
+                _mm256_storeu_ps(o + h * d + i, _mm256_mul_ps(inv, _mm256_loadu_ps(o + h * d + i)));
+        }
     }
-    free(rows);
-    free(logits);
-    free(decoded);
+    free(sources);
+    free(scratch);
     return 0;
 }
