@@ -1,5 +1,6 @@
 /* Twins of encode_kv / decode_kv / encode_index_keys in kernels/ref/kv_codec.py: a KV entry of `dim` dims stores its
- * first dim - rope dims as FP8 e4m3 with a ue8m0 scale per 64, then the rope dims as bf16, then the scale bytes, then zero padding. */
+ * first dim - rope dims as FP8 e4m3 with a ue8m0 scale per 64, then the rope dims as bf16, then the scale bytes, then
+ * zero padding. */
 #include "formats.h"
 
 /* The e4m3 byte of a value already on the e4m3 grid (round_e4m3's output). */
