@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import random
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
+from cli_runner import write_small_checkpoint
 
 if not torch.cuda.is_available():
     # Triton kernels run on the CPU interpreter in CI; it must be chosen before triton is first imported.
@@ -33,3 +35,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small config's random checkpoint, written once for every command-line test."""
+    return write_small_checkpoint(tmp_path_factory.mktemp("small-checkpoint"))

@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+from cli_runner import run
 
 from model_worker.chat import load_tokenizer, render_prompt
 
-SMALL_JSON = {
-    "vocab_size": 512, "dim": 128, "moe_inter_dim": 64, "n_layers": 4, "n_hash_layers": 1, "n_heads": 4,
-    "n_routed_experts": 8, "n_activated_experts": 2, "q_lora_rank": 128, "head_dim": 128, "rope_head_dim": 64,
-    "o_groups": 2, "o_lora_rank": 64, "window_size": 8, "index_n_heads": 16, "index_head_dim": 64, "index_topk": 3,
-    "compress_ratios": [0, 4, 16, 4, 0], "original_seq_len": 16, "rope_factor": 4, "max_seq_len": 4096,
-}
 
-
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "model_worker", *args], capture_output=True, text=True, timeout=300,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("cli")
-    (root / "small.json").write_text(json.dumps(SMALL_JSON))
-    run("init-checkpoint", "--config", str(root / "small.json"), "--format", "official", "--seed", "3",
-        "--out", str(root / "ckpt"))
-    return root / "ckpt"
-
-
-def test_logits_are_the_same_in_one_pass_and_in_chunks(checkpoint: Path, tmp_path: Path) -> None:
+def test_logits_are_the_same_in_one_pass_and_in_chunks(small_checkpoint: Path, tmp_path: Path) -> None:
     ids = np.random.default_rng(0).integers(0, 512, 45).tolist()
     (tmp_path / "ids.json").write_text(json.dumps(ids))
-    common = ["--checkpoint", str(checkpoint), "--input-ids", str(tmp_path / "ids.json"), "--numerics", "reference"]
+    common = ["--checkpoint", str(small_checkpoint), "--input-ids", str(tmp_path / "ids.json"),
+              "--numerics", "reference"]
     run("logits", *common, "--out", str(tmp_path / "full.npy"))
     run("logits", *common, "--out", str(tmp_path / "chunked.npy"), "--prefill-chunk", "7")
     run("logits", *common, "--out", str(tmp_path / "tail.npy"), "--prefill-chunk", "10", "--positions", "30:45")
@@ -51,9 +26,9 @@ def test_logits_are_the_same_in_one_pass_and_in_chunks(checkpoint: Path, tmp_pat
     assert np.abs(tail - full[30:45]).max() <= 1e-4 * np.abs(full).max()
 
 
-def test_logits_rejects_bad_input(checkpoint: Path, tmp_path: Path) -> None:
+def test_logits_rejects_bad_input(small_checkpoint: Path, tmp_path: Path) -> None:
     (tmp_path / "ids.json").write_text(json.dumps([1, 2, 9999]))
-    proc = run("logits", "--checkpoint", str(checkpoint), "--input-ids", str(tmp_path / "ids.json"), "--out",
+    proc = run("logits", "--checkpoint", str(small_checkpoint), "--input-ids", str(tmp_path / "ids.json"), "--out",
                str(tmp_path / "x.npy"), check=False)
     assert proc.returncode == 2 and "token ids must lie in [0, 512)" in proc.stderr
 

@@ -3,43 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-
-SMALL_JSON = {
-    "vocab_size": 512, "dim": 128, "moe_inter_dim": 64, "n_layers": 4, "n_hash_layers": 1, "n_heads": 4,
-    "n_routed_experts": 8, "n_activated_experts": 2, "q_lora_rank": 128, "head_dim": 128, "rope_head_dim": 64,
-    "o_groups": 2, "o_lora_rank": 64, "window_size": 8, "index_n_heads": 16, "index_head_dim": 64, "index_topk": 3,
-    "compress_ratios": [0, 4, 16, 4, 0], "original_seq_len": 16, "rope_factor": 4, "max_seq_len": 4096,
-}
+from cli_runner import run
 
 
-def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "model_worker", *args], capture_output=True, text=True, timeout=300,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    if check:
-        assert proc.returncode == 0, proc.stderr + proc.stdout
-    return proc
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("sessions-cli")
-    (root / "small.json").write_text(json.dumps(SMALL_JSON))
-    run("init-checkpoint", "--config", str(root / "small.json"), "--format", "official", "--seed", "3",
-        "--out", str(root / "ckpt"))
-    return root / "ckpt"
-
-
-def test_a_session_continues_in_a_new_process(checkpoint: Path, tmp_path: Path) -> None:
+def test_a_session_continues_in_a_new_process(small_checkpoint: Path, tmp_path: Path) -> None:
     ids = np.random.default_rng(1).integers(0, 512, 300).tolist()
     for name, part in (("all", ids), ("a", ids[:280]), ("b", ids[280:])):
         (tmp_path / f"{name}.json").write_text(json.dumps(part))
-    common = ["--checkpoint", str(checkpoint), "--numerics", "reference", "--prefill-chunk", "20"]
+    common = ["--checkpoint", str(small_checkpoint), "--numerics", "reference", "--prefill-chunk", "20"]
     store = f"file://{tmp_path}/store"
     run("logits", *common, "--input-ids", str(tmp_path / "all.json"), "--out", str(tmp_path / "all.npy"))
     first = run("logits", *common, "--input-ids", str(tmp_path / "a.json"), "--out", str(tmp_path / "a.npy"),
@@ -53,7 +27,7 @@ def test_a_session_continues_in_a_new_process(checkpoint: Path, tmp_path: Path) 
     assert resumed.shape == (1, 512)
     assert np.linalg.norm(resumed[0] - full[-1]) / np.linalg.norm(full[-1]) <= 1e-4
 
-    sessions = ["sessions", "--store", store, "--checkpoint", str(checkpoint), "--numerics", "reference"]
+    sessions = ["sessions", "--store", store, "--checkpoint", str(small_checkpoint), "--numerics", "reference"]
     assert run(*sessions, "list").stdout.split() == ["agent-1"]
     shown = json.loads(run(*sessions, "show", "agent-1").stdout)
     assert shown["tokens"] == 300 and shown["seq"] == 1
@@ -68,12 +42,12 @@ def test_a_session_continues_in_a_new_process(checkpoint: Path, tmp_path: Path) 
     assert missing.returncode == 1 and "SessionNotFound" in missing.stdout
 
 
-def test_verify_reports_a_damaged_value(checkpoint: Path, tmp_path: Path) -> None:
+def test_verify_reports_a_damaged_value(small_checkpoint: Path, tmp_path: Path) -> None:
     (tmp_path / "ids.json").write_text(json.dumps(list(range(1, 300))))
     store = tmp_path / "store"
-    run("logits", "--checkpoint", str(checkpoint), "--input-ids", str(tmp_path / "ids.json"), "--out",
+    run("logits", "--checkpoint", str(small_checkpoint), "--input-ids", str(tmp_path / "ids.json"), "--out",
         str(tmp_path / "o.npy"), "--session-store", str(store), "--session", "s", "--positions", "last")
     value = max((p for p in store.rglob("*") if p.is_file() and "/b/" in str(p)), key=lambda p: p.stat().st_size)
     value.write_bytes(value.read_bytes()[:-3])
-    result = run("sessions", "--store", str(store), "--checkpoint", str(checkpoint), "verify", "s", check=False)
+    result = run("sessions", "--store", str(store), "--checkpoint", str(small_checkpoint), "verify", "s", check=False)
     assert result.returncode == 1 and "checksum mismatch" in result.stdout
