@@ -92,17 +92,20 @@ class SessionStore:
     # -- creating and opening ----------------------------------------------------------------------------------
 
     def create(self, tenant: str, head: Head | None = None, session_id: str | None = None,
-               prefix: Sequence[int] = ()) -> OpenSession:
-        """Claim an ID (random 128-bit unless given; a taken one is refused). If `prefix` (the rendered head, or
-        more) was committed before by any session of this tenant, start from that state instead of empty."""
+               prefix: Sequence[int] = (), reuse_at: Sequence[int] = ()) -> OpenSession:
+        """Claim an ID (random 128-bit unless given; a taken one is refused). If a leading part of `prefix` (the
+        rendered head, then its first turns) was committed by any session of this tenant, start from that state
+        instead of empty: the longest of `reuse_at` (positions to try, e.g. the head's end and turn boundaries,
+        where sessions commit; default: all of `prefix`)."""
         tk = tenant_key(tenant)
         session_id = check_session_id(session_id) if session_id is not None else os.urandom(16).hex()
         if not self.blobs.put_if_absent(meta_key(tk, session_id), self.codec.seal_json(
                 meta_key(tk, session_id), {"created_at": time.time(), "fingerprint": self.fingerprint})):
             raise SessionExists(f"session {session_id} already exists")
         session = OpenSession(tenant, session_id, self._new_state(), [], self._chain(tk), head or Head())
-        if prefix:
-            self._reuse_prefix(session, list(prefix))
+        for length in sorted({p for p in (reuse_at or [len(prefix)]) if 0 < p <= len(prefix)}, reverse=True):
+            if self._reuse_prefix(session, list(prefix[:length])):
+                break
         return session
 
     def open(self, tenant: str, session_id: str, seq: int | None = None) -> OpenSession:
@@ -135,20 +138,21 @@ class SessionStore:
         session.state.sampling = session.sampling
         session.stored_pages = {r: full_pages(session.state, r) for r in self.spans}
 
-    def _reuse_prefix(self, session: OpenSession, prefix: list[int]) -> None:
+    def _reuse_prefix(self, session: OpenSession, prefix: list[int]) -> bool:
         tk = tenant_key(session.tenant)
         chain = self._chain(tk)
         chain.extend(prefix)
         address = tail_address(chain, len(prefix), prefix)
         if not self.blobs.exists(blob_key(tk, address)):
-            return
+            return False
         candidate = replace(session, state=self._new_state(), token_ids=list(prefix), chain=chain)
         try:
             self._load_state(tk, candidate, address)
         except (CorruptSession, ValueError):
-            return  # a damaged shared prefix is not an error: this session prefills it itself
+            return False  # a damaged shared prefix is not an error: this session prefills it itself
         session.state, session.token_ids, session.chain = candidate.state, candidate.token_ids, chain
         session.stored_pages, session.reused_prefix_tokens = candidate.stored_pages, len(prefix)
+        return True
 
     # -- committing --------------------------------------------------------------------------------------------
 

@@ -130,6 +130,9 @@ def test_shared_prefix_is_reused_not_prefilled(model, store) -> None:
     assert torch.equal(feed(model, second, [1, 2], chunk=2), feed(model, first, [1, 2], chunk=2))
     other_tenant = store.create("globex", prefix=head)
     assert other_tenant.reused_prefix_tokens == 0 and other_tenant.state.num_tokens == 0
+    # a longer prompt of which only the head was committed: the longest committed candidate position is taken
+    longer = store.create("acme", prefix=head + [5, 6, 7], reuse_at=[300, 700, 703])
+    assert longer.reused_prefix_tokens == 700 and longer.token_ids == head
 
 
 def test_tenants_are_isolated(model, store) -> None:
@@ -235,3 +238,24 @@ def test_the_token_log_spans_token_pages_and_a_damaged_one_is_an_error(model, st
     store.blobs.put(page, store.blobs.get(page)[:-1])
     with pytest.raises(CorruptSession):  # without its token log a session cannot even be rebuilt
         store.open("acme", session.session_id)
+
+
+def test_generation_commits_at_turn_ends_and_every_n_tokens(model, store) -> None:
+    from model_worker.chat import load_tokenizer
+    from model_worker.engine import Generator
+    from model_worker.sampling import SamplingParams
+
+    generator = Generator(model, load_tokenizer(), prefill_chunk=64)
+    session = store.create("acme")
+    commits = []
+
+    def commit(token_ids: list[int]) -> None:
+        commits.append(len(token_ids))
+        store.commit(session, token_ids)
+
+    result = generator.generate(session.state, TOKENS[:100], SamplingParams(temperature=0.8, seed=3, max_tokens=11),
+                                on_commit=commit, commit_every=4)
+    # the prompt, then 4 + 4 generated tokens mid-output, then the rest that was fed (the last sample never is)
+    assert commits == [100, 4, 4, 2] and len(result.token_ids) == 11
+    reopened = store.open("acme", session.session_id)
+    assert reopened.token_ids == TOKENS[:100] + result.token_ids[:10] and reopened.sampling == session.state.sampling
