@@ -87,8 +87,7 @@ def _open_session(args: argparse.Namespace, model, chunk: int):
     except SessionNotFound:
         return store, store.create(args.tenant, session_id=args.session)
     if session.rebuilt:
-        logged, session.token_ids = session.token_ids, []
-        for start in range(0, len(logged), chunk):
-            model(ForwardBatch.single(logged[start : start + chunk], session.state, logits="none"))
-        store.commit(session, logged)
+        for start in range(0, len(session.replay), chunk):
+            model(ForwardBatch.single(session.replay[start : start + chunk], session.state, logits="none"))
+        store.commit(session, session.replay)
     return store, session

@@ -67,7 +67,8 @@ class OpenSession:
     token_pages: int = 0
     last_token_page: str | None = None
     sampling: bytes | None = None
-    rebuilt: bool = False  # the stored state was lost: `state` is empty and `token_ids` must be prefilled again
+    rebuilt: bool = False  # the stored state was lost: the session starts empty and `replay` must be prefilled
+    replay: list[int] = field(default_factory=list)  # the lost state's token log, to prefill and commit again
     reused_prefix_tokens: int = 0  # tokens whose state came from another session's stored prefix
 
 
@@ -122,8 +123,9 @@ class SessionStore:
         try:
             self._load_state(tk, session, commit.tail)
         except (CorruptSession, ValueError):
-            session.state, session.rebuilt = self._new_state(), True
-            session.stored_pages = {}
+            # Start over from nothing (the commit that follows the replay rewrites what was lost).
+            session = OpenSession(tenant, session_id, self._new_state(), [], self._chain(tk), commit.head, commit.seq,
+                                  rebuilt=True, replay=token_ids)
         return session
 
     def _load_state(self, tk: str, session: OpenSession, tail: str) -> None:
@@ -187,10 +189,14 @@ class SessionStore:
         tail = tail_address(chain, total, recent, offset=base)
         tensors, metadata = tail_tensors(state)
         values.append((blob_key(tk, tail), self.codec.seal_tensors(blob_key(tk, tail), tensors, metadata)))
-        new_values = [(k, v) for k, v in values if not self.blobs.exists(k)]
+        # Values are written once, except when replaying a lost state: then what is there may be the damaged copy.
+        repair = bool(session.replay)
+        new_values = [(k, v) for k, v in values if repair or not self.blobs.exists(k)]
         self._check_quota(tk, sum(len(v) for _, v in new_values))
         for key, value in new_values:
-            if self.blobs.put_if_absent(key, value) and tk in self._usage:
+            if repair:
+                self.blobs.put(key, value)
+            elif self.blobs.put_if_absent(key, value) and tk in self._usage:
                 self._usage[tk] += len(value)
         full_token_pages = total // token_page
         record = Commit(session.session_id, session.seq + 1, self.fingerprint, self.layout_id, total,
@@ -199,6 +205,7 @@ class SessionStore:
                         sampling=None if state.sampling is None else _b64encode(state.sampling))
         written = self._write_commit(tk, record)
         session.token_ids.extend(new_token_ids)
+        session.replay = []
         session.chain, session.seq = chain, record.seq
         session.stored_pages = {r: full_pages(state, r) for r in self.spans}
         session.token_pages, session.last_token_page, session.sampling = full_token_pages, last_token_page, \

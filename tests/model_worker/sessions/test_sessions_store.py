@@ -175,7 +175,13 @@ def test_a_damaged_page_means_rebuild_from_the_token_log(model, store, damage: s
     else:
         store.blobs.put(page, blob[:-10] if damage == "truncate" else blob[:-1] + bytes([blob[-1] ^ 1]))
     reopened = store.open("acme", session.session_id)
-    assert reopened.rebuilt and reopened.state.num_tokens == 0 and reopened.token_ids == TOKENS[:1100]
+    assert reopened.rebuilt and reopened.state.num_tokens == 0 and reopened.replay == TOKENS[:1100]
+    expected = feed(model, session, [3], chunk=1)
+    feed(model, reopened, reopened.replay)  # the caller prefills the log again and commits it
+    store.commit(reopened, reopened.replay)
+    again = store.open("acme", session.session_id)
+    assert not again.rebuilt and again.token_ids == TOKENS[:1100]
+    assert torch.equal(feed(model, again, [3], chunk=1), expected)
 
 
 def test_quota_refuses_a_commit_and_keeps_the_previous_one(model, store) -> None:
