@@ -1,5 +1,6 @@
 """`python -m model_worker sessions --store URL [--checkpoint DIR | --config NAME --seed S] [--numerics N]
-[--tenant T] list | show ID | verify [ID] | export ID FILE | import FILE [--id ID] | delete ID | collect`.
+[--tenant T] list | show ID | verify [ID] | export ID FILE | import FILE [--id ID] | delete ID | collect |
+expire --ttl SECONDS`.
 
 The weights are named (not loaded) because stored state is tied to them: the page geometry comes from the config, and
 sessions of other weights are reported as such.
@@ -56,6 +57,8 @@ def add_sessions_parser(subparsers: argparse._SubParsersAction) -> None:
     imported.add_argument("--id")
     actions.add_parser("delete").add_argument("id")
     actions.add_parser("collect", help="delete stored values no retained commit names")
+    actions.add_parser("expire", help="delete sessions unused for --ttl seconds that no lease holds").add_argument(
+        "--ttl", type=float, required=True)
     p.set_defaults(func=run_sessions)
 
 
@@ -129,5 +132,11 @@ def _collect(store: SessionStore, args: argparse.Namespace) -> int:
     return 0
 
 
+def _expire(store: SessionStore, args: argparse.Namespace) -> int:
+    for session_id in admin.expire(store, args.tenant, args.ttl):
+        print(f"expired {session_id}")
+    return 0
+
+
 _ACTIONS = {"list": _list, "show": _show, "verify": _verify, "export": _export, "import": _import,
-            "delete": _delete, "collect": _collect}
+            "delete": _delete, "collect": _collect, "expire": _expire}

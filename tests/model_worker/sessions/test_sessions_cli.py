@@ -35,6 +35,7 @@ def test_a_session_continues_in_a_new_process(small_checkpoint: Path, tmp_path: 
     run(*sessions, "export", "agent-1", str(tmp_path / "agent.tar"))
     imported = run(*sessions, "--tenant", "other", "import", str(tmp_path / "agent.tar"), "--id", "copy").stdout
     assert imported.strip() == "copy"
+    assert run(*sessions, "expire", "--ttl", "3600").stdout == ""  # used just now
     run(*sessions, "delete", "agent-1")
     assert run(*sessions, "list").stdout.split() == []
     assert run(*sessions, "--tenant", "other", "list").stdout.split() == ["copy"]
