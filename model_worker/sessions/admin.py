@@ -38,12 +38,12 @@ def fork(store: SessionStore, tenant: str, session_id: str, seq: int | None = No
          new_id: str | None = None) -> str:
     """A new session sharing every value of `session_id` at commit `seq` (default: its newest)."""
     tk = tenant_key(tenant)
-    source = store._read_commit(tk, check_session_id(session_id), seq)
+    source = store.read_commit(tk, check_session_id(session_id), seq)
     new_id = check_session_id(new_id) if new_id is not None else os.urandom(16).hex()
     if not store.blobs.put_if_absent(meta_key(tk, new_id), store.codec.seal_json(
             meta_key(tk, new_id), {"created_at": time.time(), "fingerprint": store.fingerprint})):
         raise SessionExists(f"session {new_id} already exists")
-    store._write_commit(tk, replace(source, session_id=new_id, seq=0, parent=f"{session_id}@{source.seq}",
+    store.write_commit(tk, replace(source, session_id=new_id, seq=0, parent=f"{session_id}@{source.seq}",
                                     created_at=time.time(), checkpoint=False))
     return new_id
 
@@ -51,11 +51,11 @@ def fork(store: SessionStore, tenant: str, session_id: str, seq: int | None = No
 def rewind(store: SessionStore, tenant: str, session_id: str, seq: int) -> int:
     """Make retained commit `seq` current again (as a new commit, so history stays append-only); returns its seq."""
     tk = tenant_key(tenant)
-    target = store._read_commit(tk, check_session_id(session_id), seq)
+    target = store.read_commit(tk, check_session_id(session_id), seq)
     newest = store.commit_seqs(tk, session_id)[-1]
     record = replace(target, seq=newest + 1, parent=f"{session_id}@{seq}", created_at=time.time(), checkpoint=False)
-    store._write_commit(tk, record)
-    store._prune(tk, session_id)
+    store.write_commit(tk, record)
+    store.prune(tk, session_id)
     return record.seq
 
 
@@ -78,7 +78,7 @@ def list_sessions(store: SessionStore, tenant: str, limit: int = 100, after: str
 def stats(store: SessionStore, tenant: str, session_id: str) -> dict[str, object]:
     """Tokens, values and bytes (per tier), last use, retained commits, head and lineage of a session."""
     tk = tenant_key(tenant)
-    commit = store._read_commit(tk, check_session_id(session_id), None)
+    commit = store.read_commit(tk, check_session_id(session_id), None)
     keys = [blob_key(tk, a) for a in referenced(store, tk, commit)]
     tiers = [store.blobs.warm, store.blobs.cold] if hasattr(store.blobs, "warm") else [store.blobs]
     prefix = session_prefix(tk, session_id)
@@ -91,8 +91,8 @@ def stats(store: SessionStore, tenant: str, session_id: str) -> dict[str, object
 
 def referenced(store: SessionStore, tk: str, commit: Commit) -> set[str]:
     """Addresses of every value `commit` needs: its tail, token pages and page groups."""
-    token_ids = store._read_tokens(tk, commit)
-    chain = store._chain(tk)
+    token_ids = store.read_tokens(tk, commit)
+    chain = store.tenant_chain(tk)
     chain.extend(token_ids)
     out = {commit.tail}
     out.update(token_page_address(chain, i) for i in range(commit.token_pages))
@@ -108,7 +108,7 @@ def collect(store: SessionStore, tenant: str, grace_seconds: float = 600.0) -> i
     for session_id in list_sessions(store, tenant, limit=1 << 62):
         for seq in store.commit_seqs(tk, session_id):
             try:
-                live |= referenced(store, tk, store._read_commit(tk, session_id, seq))
+                live |= referenced(store, tk, store.read_commit(tk, session_id, seq))
             except CorruptSession:
                 continue
     deleted, now, prefix = 0, time.time(), f"t/{tk}/b/"
@@ -117,7 +117,7 @@ def collect(store: SessionStore, tenant: str, grace_seconds: float = 600.0) -> i
         if key[len(prefix) :] not in live and (written is None or now - written > grace_seconds):
             store.blobs.delete(key)
             deleted += 1
-    store._usage.pop(tk, None)
+    store.forget_usage(tk)
     return deleted
 
 
@@ -125,7 +125,7 @@ def hold(store: SessionStore, tenant: str, session_id: str, holder: str, seconds
     """Keep the session from expiring while `holder` (a running request, a queued job) has it, for up to `seconds`
     (renew to extend)."""
     tk = tenant_key(tenant)
-    store._read_commit(tk, check_session_id(session_id), None)
+    store.read_commit(tk, check_session_id(session_id), None)
     key = session_prefix(tk, session_id) + f"lease/{check_session_id(holder)}"
     store.blobs.put(key, store.codec.seal_json(key, {"until": time.time() + seconds}))
 
@@ -160,9 +160,9 @@ def export_session(store: SessionStore, tenant: str, session_id: str, path: str)
     """One tar file: export.json (the commit and the token log) and the tail and page groups by role, their bodies
     opened (checked, decrypted) so another store, tenant or program can take them."""
     tk = tenant_key(tenant)
-    commit = store._read_commit(tk, check_session_id(session_id), None)
-    token_ids = store._read_tokens(tk, commit)
-    chain = store._chain(tk)
+    commit = store.read_commit(tk, check_session_id(session_id), None)
+    token_ids = store.read_tokens(tk, commit)
+    chain = store.tenant_chain(tk)
     chain.extend(token_ids)
     members = {"tail.safetensors": commit.tail}
     for ratio, span in store.spans.items():
@@ -196,7 +196,7 @@ def import_session(store: SessionStore, tenant: str, path: str, session_id: str 
         raise InvalidSessionRequest(f"{path} holds a session for other weights or numerics")
     try:
         tensors, metadata = parse_tensors("tail.safetensors", files["tail.safetensors"])
-        state = store._new_state()
+        state = store.new_state()
         restore_state(state, tensors, metadata, lambda r, j: parse_tensors(
             f"pages/{r}/{j}", files[f"pages/{r}/{j}.safetensors"])[0])
     except (KeyError, ValueError) as exc:

@@ -96,7 +96,7 @@ def _verify(store: SessionStore, args: argparse.Namespace) -> int:
         problems = []
         for seq in store.commit_seqs(tk, session_id):
             try:
-                commit = store._read_commit(tk, session_id, seq)
+                commit = store.read_commit(tk, session_id, seq)
                 for address in sorted(admin.referenced(store, tk, commit)):
                     key = blob_key(tk, address)
                     blob = store.blobs.get(key)

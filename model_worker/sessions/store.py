@@ -88,7 +88,8 @@ class SessionStore:
         self.retain_commits, self.tenant_quota_bytes, self.device = retain_commits, tenant_quota_bytes, device
         self.layout_id = layout_id(layout)
         self.spans = page_spans(layout)
-        self._usage: dict[str, int] = {}
+        self._usage: dict[str, int] = {}  # tenant -> stored bytes, counted on first need, then kept up to date
+        self._salts: dict[str, bytes] = {}
 
     # -- creating and opening ----------------------------------------------------------------------------------
 
@@ -103,7 +104,7 @@ class SessionStore:
         if not self.blobs.put_if_absent(meta_key(tk, session_id), self.codec.seal_json(
                 meta_key(tk, session_id), {"created_at": time.time(), "fingerprint": self.fingerprint})):
             raise SessionExists(f"session {session_id} already exists")
-        session = OpenSession(tenant, session_id, self._new_state(), [], self._chain(tk), head or Head())
+        session = OpenSession(tenant, session_id, self.new_state(), [], self.tenant_chain(tk), head or Head())
         for length in sorted({p for p in (reuse_at or [len(prefix)]) if 0 < p <= len(prefix)}, reverse=True):
             if self._reuse_prefix(session, list(prefix[:length])):
                 break
@@ -112,20 +113,20 @@ class SessionStore:
     def open(self, tenant: str, session_id: str, seq: int | None = None) -> OpenSession:
         """The session at its newest valid commit (or at retained commit `seq`)."""
         tk = tenant_key(tenant)
-        commit = self._read_commit(tk, check_session_id(session_id), seq)
-        token_ids = self._read_tokens(tk, commit)
-        chain = self._chain(tk)
+        commit = self.read_commit(tk, check_session_id(session_id), seq)
+        token_ids = self.read_tokens(tk, commit)
+        chain = self.tenant_chain(tk)
         chain.extend(token_ids)
         self.blobs.put(session_prefix(tk, session_id) + "touch", b"")  # a read refreshes the TTL too
-        session = OpenSession(tenant, session_id, self._new_state(), token_ids, chain, commit.head, commit.seq,
+        session = OpenSession(tenant, session_id, self.new_state(), token_ids, chain, commit.head, commit.seq,
                               token_pages=commit.token_pages, last_token_page=commit.last_token_page,
                               sampling=None if commit.sampling is None else _b64decode(commit.sampling))
         try:
             self._load_state(tk, session, commit.tail)
         except (CorruptSession, ValueError):
             # Start over from nothing (the commit that follows the replay rewrites what was lost).
-            session = OpenSession(tenant, session_id, self._new_state(), [], self._chain(tk), commit.head, commit.seq,
-                                  rebuilt=True, replay=token_ids)
+            session = OpenSession(tenant, session_id, self.new_state(), [], self.tenant_chain(tk), commit.head,
+                                  commit.seq, rebuilt=True, replay=token_ids)
         return session
 
     def _load_state(self, tk: str, session: OpenSession, tail: str) -> None:
@@ -142,12 +143,12 @@ class SessionStore:
 
     def _reuse_prefix(self, session: OpenSession, prefix: list[int]) -> bool:
         tk = tenant_key(session.tenant)
-        chain = self._chain(tk)
+        chain = self.tenant_chain(tk)
         chain.extend(prefix)
         address = tail_address(chain, len(prefix), prefix)
         if not self.blobs.exists(blob_key(tk, address)):
             return False
-        candidate = replace(session, state=self._new_state(), token_ids=list(prefix), chain=chain)
+        candidate = replace(session, state=self.new_state(), token_ids=list(prefix), chain=chain)
         try:
             self._load_state(tk, candidate, address)
         except (CorruptSession, ValueError):
@@ -203,18 +204,18 @@ class SessionStore:
                         full_token_pages, last_token_page, pack_tokens(recent[full_token_pages * token_page - base :]),
                         tail, session.head, time.time(), checkpoint=checkpoint,
                         sampling=None if state.sampling is None else _b64encode(state.sampling))
-        written = self._write_commit(tk, record)
+        written = self.write_commit(tk, record)
         session.token_ids.extend(new_token_ids)
         session.replay = []
         session.chain, session.seq = chain, record.seq
         session.stored_pages = {r: full_pages(state, r) for r in self.spans}
         session.token_pages, session.last_token_page, session.sampling = full_token_pages, last_token_page, \
             state.sampling
-        self._prune(tk, session.session_id)
+        self.prune(tk, session.session_id)
         return CommitResult(record.seq, total, sum(len(v) for _, v in new_values) + written,
                             len(new_values) + 1)
 
-    def _write_commit(self, tk: str, record: Commit) -> int:
+    def write_commit(self, tk: str, record: Commit) -> int:
         key = commit_key(tk, record.session_id, record.seq)
         blob = self.codec.seal_json(key, record.to_record())
         if not self.blobs.put_if_absent(key, blob):
@@ -236,7 +237,7 @@ class SessionStore:
         prefix = session_prefix(tk, session_id) + "c/"
         return sorted(int(key[len(prefix) :]) for key in self.blobs.list(prefix) if key[len(prefix) :].isdigit())
 
-    def _read_commit(self, tk: str, session_id: str, seq: int | None) -> Commit:
+    def read_commit(self, tk: str, session_id: str, seq: int | None) -> Commit:
         seqs = self.commit_seqs(tk, session_id)
         if seq is not None:
             if seq not in seqs:
@@ -259,7 +260,7 @@ class SessionStore:
             raise SessionNotFound(f"no session {session_id}")
         raise SessionNotFound(f"session {session_id} has no commit yet")
 
-    def _read_tokens(self, tk: str, commit: Commit) -> list[int]:
+    def read_tokens(self, tk: str, commit: Commit) -> list[int]:
         pages, address = [], commit.last_token_page
         for index in reversed(range(commit.token_pages)):
             tensors, metadata = self._get_tensors(tk, address)
@@ -287,15 +288,26 @@ class SessionStore:
                 problem = str(exc)
         raise CorruptSession(problem)
 
-    def _chain(self, tk: str) -> Chain:
-        key = salt_key(tk)
-        self.blobs.put_if_absent(key, self.codec.seal(key, os.urandom(32)))
-        return Chain.rooted(self.codec.open(key, self.blobs.get(key)), self.fingerprint, self.layout)
+    def tenant_chain(self, tk: str) -> Chain:
+        """An empty chain rooted in the tenant's salt (created on first use), the weights and the layout."""
+        salt = self._salts.get(tk)
+        if salt is None:
+            key = salt_key(tk)
+            blob = self.blobs.get(key)
+            if blob is None:  # the tenant's first session: claim a salt (another worker may win the race)
+                self.blobs.put_if_absent(key, self.codec.seal(key, os.urandom(32)))
+                blob = self.blobs.get(key)
+            salt = self._salts[tk] = self.codec.open(key, blob)
+        return Chain.rooted(salt, self.fingerprint, self.layout)
 
-    def _new_state(self) -> SequenceState:
+    def forget_usage(self, tk: str) -> None:
+        """Recount the tenant's stored bytes on next need (after values were deleted)."""
+        self._usage.pop(tk, None)
+
+    def new_state(self) -> SequenceState:
         return SequenceState(self.layout, self.device)
 
-    def _prune(self, tk: str, session_id: str) -> None:
+    def prune(self, tk: str, session_id: str) -> None:
         """Keep the newest `retain_commits` commits and every checkpoint."""
         seqs = self.commit_seqs(tk, session_id)
         for seq in seqs[: max(0, len(seqs) - self.retain_commits)]:

@@ -211,7 +211,7 @@ def test_encrypted_sessions_on_redis(model) -> None:
         grow(model, store, session, TOKENS[:400])
         expected = feed(model, session, [2], chunk=1)
         assert torch.equal(feed(model, store.open("acme", session.session_id), [2], chunk=1), expected)
-        tail = blob_key(tenant_key("acme"), store._read_commit(tenant_key("acme"), session.session_id, None).tail)
+        tail = blob_key(tenant_key("acme"), store.read_commit(tenant_key("acme"), session.session_id, None).tail)
         with pytest.raises(CorruptSession):  # without the key nothing opens
             SessionStore(blobs, model.fingerprint, model.layout).codec.open(tail, blobs.get(tail))
     finally:

@@ -60,7 +60,7 @@ def test_warm_in_front_of_cold(model, redis_url, tmp_path) -> None:
 def session_tail(store: SessionStore) -> str:
     tk = tenant_key("acme")
     session_id = admin.list_sessions(store, "acme")[0]
-    return store._read_commit(tk, session_id, None).tail
+    return store.read_commit(tk, session_id, None).tail
 
 
 def test_tiered_reads_survive_a_missing_warm_store(model, tmp_path) -> None:
