@@ -1,0 +1,75 @@
+"""One request's output as it is sampled: the sampler state, stop checking and the text released so far.
+
+Shared by the single-sequence `Generator` and the batching `Scheduler`, so both stop, truncate and commit alike:
+every sampled token but the last is fed to the model; at the end the state is truncated back to the stop point (the
+stop checker only ever cuts the token of its last update, which is never fed, so commits made mid-output stay valid)
+and the sampler state of exactly the kept tokens travels with the sequence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from model_worker.chat import IncrementalDetokenizer, Tokenizer
+from model_worker.sampling import FinishReason, SamplingParams, SamplingState, StopChecker
+from model_worker.sampling.stopping import StopCheckResult
+from model_worker.state import SequenceState
+
+
+class RequestOutput:
+    def __init__(self, tokenizer: Tokenizer, params: SamplingParams, prompt_token_ids: Sequence[int],
+                 eos_token_id: int, start: int) -> None:
+        self.sampling = SamplingState(params, prompt_token_ids=tuple(prompt_token_ids))
+        self.stopper = StopChecker(params, eos_token_ids=(eos_token_id,))
+        self.detok = IncrementalDetokenizer(tokenizer)
+        self.start = start  # the sequence's length when output began
+        self.committed_at = start  # the sequence length of the last commit made during output
+        self.token_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.check = StopCheckResult("")
+
+    @property
+    def finished(self) -> bool:
+        return self.check.finished
+
+    def accept(self, token_id: int, logprob: float) -> str:
+        """Take one sampled token; returns the text it releases."""
+        self.sampling.append(token_id)
+        self.token_ids.append(token_id)
+        self.logprobs.append(logprob)
+        self.check = self.stopper.update([token_id], [self.detok.feed([token_id])])
+        return self.check.text
+
+    def abort(self) -> str:
+        """End as cancelled; returns the held-back text."""
+        self.check = StopCheckResult("", finish_reason=FinishReason.ABORT)
+        return self.stopper.flush()
+
+    def fed_since_commit(self, state: SequenceState) -> list[int]:
+        """Output tokens fed to the model since the last commit."""
+        return self.token_ids[self.committed_at - self.start : state.num_tokens - self.start]
+
+    def commit_fed(self, state: SequenceState) -> list[int]:
+        """Commit mid-output: every fed token is final. The sampler state stored with the commit is the one before
+        the last (unfed) sample, which a resumed sequence draws again. Returns the tokens newly committed."""
+        fed = SamplingState.restore(self.sampling.snapshot())
+        fed.rollback(len(self.token_ids) - (state.num_tokens - self.start))
+        state.sampling = fed.snapshot()
+        state.commit()
+        tokens = self.fed_since_commit(state)
+        self.committed_at = state.num_tokens
+        return tokens
+
+    def finish(self, state: SequenceState) -> tuple[list[int], str]:
+        """Truncate the state back to the stop point and commit it; returns (tokens committed since the last commit,
+        the text still held back)."""
+        kept = len(self.token_ids) - self.check.num_tokens_to_truncate
+        # The last sampled token was never fed; roll back anything fed past the stop point.
+        state.truncate(min(state.num_tokens, self.start + kept))
+        self.sampling.rollback(len(self.token_ids) - kept)
+        del self.token_ids[kept:], self.logprobs[kept:]
+        state.sampling = self.sampling.snapshot()  # the RNG position travels with the sequence's snapshots
+        state.commit()
+        tokens = self.fed_since_commit(state)
+        self.committed_at = state.num_tokens
+        return tokens, self.stopper.flush()
