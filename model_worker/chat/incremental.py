@@ -129,6 +129,26 @@ class ChatSession:
     def awaiting_reply(self) -> bool:
         return self._open_turn is not None
 
+    def state(self) -> dict[str, Any]:
+        """What rendering the next turn depends on besides the head (JSON; stored with a persistent session)."""
+        return {"num_messages": self._num_messages, "call_order": dict(self._call_order),
+                "open_turn": None if self._open_turn is None else self._open_turn.value,
+                "prev_role": None if self._prev is None else self._prev.role,
+                "prev_task": None if self._prev is None else self._prev.task}
+
+    @classmethod
+    def resume(cls, head: SessionHead, state: Mapping[str, Any], token_ids: Sequence[int],
+               tokenizer: Tokenizer | None = None) -> ChatSession:
+        """The session as `state()` left it, its token log being `token_ids`."""
+        session = cls(head, tokenizer)
+        session._num_messages = int(state["num_messages"])
+        session._call_order = {str(k): int(v) for k, v in state["call_order"].items()}
+        session._open_turn = None if state["open_turn"] is None else ChatMode.parse(state["open_turn"])
+        session._prev = None if state["prev_role"] is None else Message(role=state["prev_role"],
+                                                                         task=state["prev_task"])
+        session.token_ids = list(token_ids)
+        return session
+
     def _piece(self, text: str) -> RenderedPiece:
         return RenderedPiece(text, self._tokenizer.encode(text) if text else [])
 

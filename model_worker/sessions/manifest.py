@@ -83,6 +83,7 @@ class Commit:
     parent: str | None = None  # "session@seq" this commit was forked or rewound from
     checkpoint: bool = False
     sampling: str | None = None  # base64 of the sampler's opaque state
+    chat: dict[str, Any] | None = None  # the chat renderer's state (model_worker.chat.ChatSession.state), opaque here
 
     def to_record(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}

@@ -67,6 +67,7 @@ class OpenSession:
     token_pages: int = 0
     last_token_page: str | None = None
     sampling: bytes | None = None
+    chat: dict | None = None  # the chat renderer's state, stored with each commit
     rebuilt: bool = False  # the stored state was lost: the session starts empty and `replay` must be prefilled
     replay: list[int] = field(default_factory=list)  # the lost state's token log, to prefill and commit again
     reused_prefix_tokens: int = 0  # tokens whose state came from another session's stored prefix
@@ -120,13 +121,14 @@ class SessionStore:
         self.blobs.put(session_prefix(tk, session_id) + "touch", b"")  # a read refreshes the TTL too
         session = OpenSession(tenant, session_id, self.new_state(), token_ids, chain, commit.head, commit.seq,
                               token_pages=commit.token_pages, last_token_page=commit.last_token_page,
-                              sampling=None if commit.sampling is None else _b64decode(commit.sampling))
+                              sampling=None if commit.sampling is None else _b64decode(commit.sampling),
+                              chat=commit.chat)
         try:
             self._load_state(tk, session, commit.tail)
         except (CorruptSession, ValueError):
             # Start over from nothing (the commit that follows the replay rewrites what was lost).
             session = OpenSession(tenant, session_id, self.new_state(), [], self.tenant_chain(tk), commit.head,
-                                  commit.seq, rebuilt=True, replay=token_ids)
+                                  commit.seq, chat=commit.chat, rebuilt=True, replay=token_ids)
         return session
 
     def _load_state(self, tk: str, session: OpenSession, tail: str) -> None:
@@ -203,7 +205,7 @@ class SessionStore:
         record = Commit(session.session_id, session.seq + 1, self.fingerprint, self.layout_id, total,
                         full_token_pages, last_token_page, pack_tokens(recent[full_token_pages * token_page - base :]),
                         tail, session.head, time.time(), checkpoint=checkpoint,
-                        sampling=None if state.sampling is None else _b64encode(state.sampling))
+                        sampling=None if state.sampling is None else _b64encode(state.sampling), chat=session.chat)
         written = self.write_commit(tk, record)
         session.token_ids.extend(new_token_ids)
         session.replay = []
