@@ -1,4 +1,4 @@
-"""`python -m model_worker <command>`: chat, logits, init-checkpoint, render, parse, sessions."""
+"""`python -m model_worker <command>`: chat, logits, init-checkpoint, render, parse, sessions, serve."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from model_worker.chat.cli import add_parse_parser, add_render_parser
 from model_worker.checkpoint.cli import add_init_checkpoint_parser
 from model_worker.cli_chat import add_chat_parser
 from model_worker.cli_logits import add_logits_parser
+from model_worker.server.serve import add_serve_parser
 from model_worker.sessions.cli import add_sessions_parser
 
 
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     add_render_parser(commands)
     add_parse_parser(commands)
     add_sessions_parser(commands)
+    add_serve_parser(commands)
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)

@@ -72,6 +72,7 @@ class Request:
     on_commit: Callable[[list[int]], None] | None = None
     commit_every: int = 0
     priority: int = INTERACTIVE
+    prefill_only: bool = False  # append the input, commit it and finish without sampling
     phase: Phase = Phase.PREFILL
     fed: int = 0  # prompt tokens fed so far
     output: RequestOutput | None = None
@@ -171,13 +172,18 @@ class Scheduler:
                 request.state.commit()  # input tokens are never rolled back
                 if request.fed < len(request.prompt_token_ids):
                     continue
-                self._start_output(request)
+                if not self._start_output(request):
+                    continue
+                if request.prefill_only:
+                    self._finish(request)
+                    continue
             else:
                 self.stats.decoded_tokens += 1
                 output = request.output
                 if request.on_commit and request.commit_every and \
                         request.state.num_tokens - output.committed_at >= request.commit_every:
-                    request.on_commit(output.commit_fed(request.state))
+                    if not self._commit(request, output.commit_fed(request.state)):
+                        continue
             sampling.append((request, row))
         if sampling:
             sampled = self.sampler.sample(torch.stack([row for _, row in sampling]),
@@ -213,25 +219,42 @@ class Scheduler:
             budget -= len(chunk)
         return segments
 
-    def _start_output(self, request: Request) -> None:
+    def _start_output(self, request: Request) -> bool:
         request.phase = Phase.DECODE
-        if request.on_commit:
-            request.on_commit(list(request.prompt_token_ids))  # end of the appended input: a turn boundary
+        # The end of the appended input is a turn boundary.
+        if request.on_commit and not self._commit(request, list(request.prompt_token_ids)):
+            return False
         request.output = RequestOutput(self.tokenizer, request.params, request.prompt_token_ids,
                                        self.model.config.eos_token_id, request.state.num_tokens)
+        return True
+
+    def _commit(self, request: Request, tokens: list[int]) -> bool:
+        """Hand a commit point to the request's owner; a failing commit (byte cap, store down) fails the request,
+        not the engine. Returns whether the request goes on."""
+        try:
+            request.on_commit(tokens)
+            return True
+        except Exception as exc:  # noqa: BLE001 - reported to the request's caller
+            self._finish(request, error=f"commit failed: {type(exc).__name__}: {exc}")
+            return False
 
     def _finish(self, request: Request, cancelled: bool = False, error: str | None = None) -> None:
         output = request.output
         held_back, committed = "", []
         if output is not None and not cancelled and error is None:
             committed, held_back = output.finish(request.state)
-            if request.on_commit and committed:
-                request.on_commit(committed)
+            if request.on_commit and committed and not self._commit(request, committed):
+                return
         elif output is not None:
             held_back = output.abort()
         if held_back:
             request.on_event(TextDelta(held_back, [], []))
-        reason = FinishReason.ERROR if error else FinishReason.ABORT if cancelled else output.check.finish_reason
+        if error:
+            reason = FinishReason.ERROR
+        elif cancelled:
+            reason = FinishReason.ABORT
+        else:
+            reason = output.check.finish_reason or FinishReason.STOP  # prefill only: nothing was to be sampled
         tokens = output.token_ids if output else []
         request.on_event(Finished(reason, output.check.stop_reason if output else None, list(tokens),
                                   len(request.prompt_token_ids), len(tokens), request.state.num_tokens,

@@ -1,0 +1,1 @@
+"""The gRPC model worker: the API service, its runtime (engine thread, session tiers, tenants) and `serve`."""

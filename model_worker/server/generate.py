@@ -1,0 +1,177 @@
+"""The Generate call: resolve the input to tokens (a session's next turn, or a stateless prompt), run it through the
+scheduler, and turn engine events into the stream: text deltas split into reasoning and content, tool calls as they
+complete, and a final message with usage. A session's commits carry the chat renderer's state and the tokens the
+model still owes (the last sampled token and the turn's closing EOS, fed first next turn)."""
+
+from __future__ import annotations
+
+import queue
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from model_worker.chat import ChatMode, ChatSession, ContentDelta, ReasoningDelta, StreamingParser, ToolCallEvent
+from model_worker.chat.encoding import encode_prompt
+from model_worker.engine import Finished, Request, TextDelta
+from model_worker.server import convert
+from model_worker.server.runtime import WorkerRuntime
+from model_worker.sessions import OpenSession
+from protos.dsv4.worker.v1 import worker_pb2 as pb
+
+
+@dataclass
+class Turn:
+    prompt: list[int]  # tokens to feed: a lost state's replay, owed tokens, then the new input
+    new_tokens: int
+    session: OpenSession | None = None
+    chat: ChatSession | None = None
+    reused: int = 0
+
+
+def generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.ServicerContext,
+             tenant: str) -> Iterator[pb.GenerateResponse]:
+    config = runtime.model.config
+    params = convert.sampling(request.sampling, config.vocab_size)
+    mode = convert.mode(request.mode)
+    if request.tool_choice.WhichOneof("choice") not in (None, "auto") or request.response_format.json_schema:
+        raise NotImplementedError("tool_choice other than auto and response_format are not served yet")
+    request_id = request.request_id or uuid.uuid4().hex
+    if not request.session_id:
+        yield from _run(runtime, _stateless_turn(runtime, request, mode), runtime.model.new_state(), request,
+                        request_id, params, mode, context)
+        return
+    if request.tools:
+        raise ValueError("tools: a session's tools are fixed when it is created")
+    with runtime.exclusive(tenant, request.session_id) as session:
+        turn = _session_turn(runtime, session, request, mode)
+        yield from _run(runtime, turn, session.state, request, request_id, params, mode, context)
+
+
+def _stateless_turn(runtime: WorkerRuntime, request: pb.GenerateRequest, mode: ChatMode) -> Turn:
+    if request.WhichOneof("input") is None or (request.WhichOneof("input") == "messages"
+                                               and not request.messages.messages):
+        raise ValueError("input: give messages or token_ids")
+    if request.WhichOneof("input") == "token_ids":
+        tokens = list(request.token_ids.ids)
+    else:
+        messages = convert.messages(request.messages.messages)
+        if request.tools:
+            system = next((m for m in messages if m["role"] in ("system", "developer")), None)
+            if system is None:
+                system = {"role": "system", "content": ""}
+                messages.insert(0, system)
+            system["tools"] = convert.tools(request.tools)
+        tokens = encode_prompt(messages, mode, tokenizer=runtime.tokenizer)
+    _check_length(runtime, 0, tokens)
+    return Turn(tokens, len(tokens))
+
+
+def _session_turn(runtime: WorkerRuntime, session: OpenSession, request: pb.GenerateRequest, mode: ChatMode) -> Turn:
+    if request.WhichOneof("input") is None:  # the reply to what AppendSession put in (it holds back its last token)
+        chat = runtime.chat(session)
+        if not chat.awaiting_reply:
+            raise ValueError("input: the session awaits no reply; give messages or token_ids")
+        prompt = session.replay + list((session.chat or {}).get("pending", []))
+        _check_length(runtime, len(session.token_ids), prompt)
+        return Turn(prompt, 0, session, chat, reused=len(session.token_ids))
+    if request.WhichOneof("input") == "token_ids":
+        chat, new = None, list(request.token_ids.ids)
+        prompt = session.replay + list((session.chat or {}).get("pending", [])) + new
+    else:
+        chat = runtime.chat(session)
+        owed = runtime.next_turn(session, chat)
+        new = chat.render_turn(convert.messages(request.messages.messages), mode).token_ids
+        prompt = owed + new
+    _check_length(runtime, len(session.token_ids), prompt)
+    return Turn(prompt, len(new), session, chat, reused=len(session.token_ids))
+
+
+def _check_length(runtime: WorkerRuntime, history: int, prompt: list[int]) -> None:
+    if not prompt:
+        raise ValueError("input: nothing to append (no messages or token ids)")
+    limit = runtime.model.config.max_seq_len
+    if history + len(prompt) >= limit:
+        raise OverflowError(f"{history + len(prompt)} tokens reach the model's context of {limit}")
+    vocab = runtime.model.config.vocab_size
+    if any(not 0 <= t < vocab for t in prompt):
+        raise ValueError(f"token_ids: ids must lie in [0, {vocab})")
+
+
+def _run(runtime: WorkerRuntime, turn: Turn, state, request: pb.GenerateRequest, request_id: str, params, mode,
+         context: grpc.ServicerContext) -> Iterator[pb.GenerateResponse]:
+    events: queue.Queue = queue.Queue()
+    job = Request(request_id, state, turn.prompt, params, events.put, priority=convert.priority(request.priority),
+                  commit_every=request.commit_every if request.HasField("commit_every") else 0)
+    if turn.session is not None:
+        job.on_commit = lambda tokens: _commit(runtime, turn, job, tokens)
+    context.add_callback(lambda: runtime.scheduler.abort(request_id))  # client gone, deadline: stop next step
+    runtime.scheduler.submit(job)
+    try:
+        yield from _stream(runtime, turn, job, events, request_id, mode, context)
+    finally:  # the caller went away mid-stream: stop at the next step (a no-op once finished)
+        runtime.scheduler.abort(request_id)
+
+
+def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queue, request_id: str, mode,
+            context: grpc.ServicerContext) -> Iterator[pb.GenerateResponse]:
+    parser, reasoning_tokens, tool_calls = StreamingParser(mode), 0, []
+    while True:
+        try:
+            event = events.get(timeout=1.0)
+        except queue.Empty:
+            if not context.is_active():
+                runtime.scheduler.abort(request_id)
+            continue
+        if isinstance(event, TextDelta):
+            for response, in_reasoning in _responses(parser.feed(event.text), event, request_id, tool_calls):
+                reasoning_tokens += in_reasoning
+                yield response
+            continue
+        final: Finished = event
+        for response, _ in _responses(parser.finish(), TextDelta("", [], []), request_id, tool_calls):
+            yield response
+        if final.discard_state and turn.session is not None:
+            runtime.hot.discard(turn.session.tenant, turn.session.session_id)
+        parsed = parser.result
+        usage = pb.Usage(prompt_tokens=turn.new_tokens, reused_tokens=turn.reused, prefilled_tokens=len(turn.prompt),
+                         completion_tokens=final.completion_tokens, reasoning_tokens=reasoning_tokens,
+                         session_tokens=final.sequence_tokens if turn.session else 0,
+                         session_rebuilt=bool(turn.session and turn.session.rebuilt))
+        yield pb.GenerateResponse(request_id=request_id, final=pb.Final(
+            finish_reason=convert.finish_reason(final.finish_reason.value, bool(tool_calls)),
+            matched_stop=final.stop_reason if isinstance(final.stop_reason, str) else "", usage=usage,
+            content=parsed.content or "", reasoning_content=parsed.reasoning_content or "", tool_calls=tool_calls))
+        if final.error:
+            raise RuntimeError(final.error)
+        return
+
+
+def _responses(parsed, delta: TextDelta, request_id: str, tool_calls: list):
+    """(response, counts as a reasoning token) per parser event; the step's token ids ride on the first."""
+    token_ids = list(delta.token_ids)
+    for item in parsed:
+        if isinstance(item, ToolCallEvent):
+            call = convert.tool_call(item.index, item.name, item.arguments, request_id)
+            tool_calls.append(call)
+            yield pb.GenerateResponse(request_id=request_id, tool_call=call), False
+            continue
+        reasoning = isinstance(item, ReasoningDelta)
+        assert reasoning or isinstance(item, ContentDelta)
+        yield pb.GenerateResponse(request_id=request_id, delta=pb.Delta(
+            text=item.text, reasoning=reasoning, token_ids=token_ids)), reasoning and bool(token_ids)
+        token_ids = []
+    if token_ids:  # a token that released no text yet (held back, or a special token)
+        yield pb.GenerateResponse(request_id=request_id, delta=pb.Delta(token_ids=token_ids)), False
+
+
+def _commit(runtime: WorkerRuntime, turn: Turn, job: Request, tokens: list[int]) -> None:
+    """Each commit point of the turn (end of input, mid-output, end of output), on the engine thread."""
+    session, output = turn.session, job.output
+    owed: list[int] = []
+    if output is not None and output.finished:
+        # The reply is the kept tokens; the model still owes those never fed (the last one) and the closing EOS.
+        closing = turn.chat.append_completion(output.token_ids).token_ids if turn.chat else []
+        owed = output.token_ids[session.state.num_tokens - output.start :] + closing
+    runtime.commit(session, turn.chat, owed, tokens)

@@ -1,0 +1,97 @@
+"""What one worker process serves: the model on its engine thread (the continuous-batching scheduler), the session
+tiers (hot in process, then the store), tenants by API key, and the one-request-per-session rule."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Mapping
+
+from model_worker.chat import ChatSession, SessionHead, Tokenizer
+from model_worker.engine import Scheduler
+from model_worker.model import DeepseekV4
+from model_worker.sessions import OpenSession, SessionStore
+from model_worker.sessions.hot import HotSessions
+
+
+class SessionBusy(RuntimeError):
+    """A second concurrent request on one session (FAILED_PRECONDITION)."""
+
+
+class Unauthenticated(PermissionError):
+    """No or unknown API key (UNAUTHENTICATED)."""
+
+
+class WorkerRuntime:
+    def __init__(self, model: DeepseekV4, tokenizer: Tokenizer, store: SessionStore, *, model_name: str = "tiny",
+                 api_keys: Mapping[str, str] | None = None, default_tenant: str = "default",
+                 hot_budget_bytes: int = 4 << 30, token_budget: int = 512, max_running: int = 64,
+                 max_waiting: int = 1024) -> None:
+        self.model, self.tokenizer, self.store, self.model_name = model, tokenizer, store, model_name
+        self.api_keys, self.default_tenant = dict(api_keys or {}), default_tenant
+        self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting)
+        self.hot = HotSessions(store, hot_budget_bytes)
+        self.serving = False
+        self._busy: set[tuple[str, str]] = set()
+        self._busy_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.scheduler.run, args=(self._stop,), name="engine", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self.serving = True
+
+    def stop(self) -> None:
+        self.serving = False
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def tenant(self, metadata: Mapping[str, str]) -> str:
+        """The caller's tenant: from `authorization: Bearer KEY` when keys are configured, else the default."""
+        if not self.api_keys:
+            return self.default_tenant
+        header = metadata.get("authorization", "")
+        key = header[len("Bearer "):] if header.startswith("Bearer ") else ""
+        if key not in self.api_keys:
+            raise Unauthenticated("a valid API key is required (authorization: Bearer KEY)")
+        return self.api_keys[key]
+
+    @contextlib.contextmanager
+    def exclusive(self, tenant: str, session_id: str) -> Iterator[OpenSession]:
+        """The session, pinned hot, for one request at a time."""
+        key = (tenant, session_id)
+        with self._busy_lock:
+            if key in self._busy:
+                raise SessionBusy(f"session {session_id} is serving another request")
+            self._busy.add(key)
+        try:
+            with self.hot.acquire(tenant, session_id) as session:
+                yield session
+        finally:
+            with self._busy_lock:
+                self._busy.discard(key)
+
+    def chat(self, session: OpenSession) -> ChatSession:
+        """The session's chat renderer, as its last commit left it (a session takes messages or raw token ids,
+        not both: raw tokens bypass the renderer)."""
+        head = SessionHead(think_max=session.head.think_max, system_prompt=session.head.system_prompt,
+                           tools=tuple(session.head.tools or ()))
+        state = (session.chat or {}).get("renderer")
+        if state is None:
+            return ChatSession(head, self.tokenizer)
+        return ChatSession.resume(head, state, session.token_ids, self.tokenizer)
+
+    def next_turn(self, session: OpenSession, chat: ChatSession) -> list[int]:
+        """Tokens the session owes the model before its next turn: those of its last reply not yet fed, and, when
+        the last turn got no reply (its generation was cancelled), the closing of an empty one."""
+        owed = list((session.chat or {}).get("pending", []))
+        if chat.awaiting_reply:
+            owed += chat.append_completion([]).token_ids
+        return session.replay + owed
+
+    def commit(self, session: OpenSession, chat: ChatSession | None, owed: list[int], token_ids: list[int]) -> None:
+        """Commit `token_ids` (fed since the last commit) with the renderer's state and the tokens still owed to
+        the model (the last sampled token and the turn's closing EOS, fed at the start of the next turn)."""
+        previous = (session.chat or {}).get("renderer")
+        session.chat = {"renderer": chat.state() if chat else previous, "pending": owed}
+        self.store.commit(session, token_ids)

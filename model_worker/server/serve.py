@@ -1,0 +1,96 @@
+"""`python -m model_worker serve`: one model worker on a gRPC port, with health (grpc.health.v1), reflection and
+SIGTERM draining (health flips to NOT_SERVING, in-flight requests finish and commit, then the process exits)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from model_worker.chat import load_tokenizer
+from model_worker.server.runtime import WorkerRuntime
+from model_worker.server.service import WorkerService
+from model_worker.sessions import BlobCodec, SessionStore
+from model_worker.sessions.blobs import open_tiered
+from model_worker.sessions.cli import KEY_ENV
+from protos.dsv4.worker.v1 import worker_pb2, worker_pb2_grpc
+
+SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["ModelWorker"].full_name
+# Million-token inputs: 1M ids are ~5 MB on the wire; exports stream in 1 MiB chunks.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
+                   ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+                   ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run a model worker (gRPC)")
+    p.add_argument("--checkpoint", help="checkpoint directory (default: random weights of --config)")
+    p.add_argument("--config", default="tiny")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--numerics", default="official", choices=["official", "reference"])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=50051, help="0: any free port (printed)")
+    p.add_argument("--session-store", default="sessions", help="cold tier: file://DIR, a directory, any fsspec URL, "
+                   "or redis://")
+    p.add_argument("--warm-store", help="warm tier in front of it, e.g. redis://127.0.0.1:6379/0")
+    p.add_argument("--api-keys", help="JSON file {key: tenant}; without it every caller is the default tenant")
+    p.add_argument("--hot-budget-gb", type=float, default=4.0)
+    p.add_argument("--token-budget", type=int, default=512, help="tokens per engine step")
+    p.add_argument("--max-running", type=int, default=64)
+    p.add_argument("--max-waiting", type=int, default=1024)
+    p.add_argument("--threads", type=int, default=32, help="gRPC handler threads")
+    p.set_defaults(func=run_serve)
+
+
+def build_server(runtime: WorkerRuntime, host: str, port: int, threads: int = 32
+                 ) -> tuple[grpc.Server, int, health.HealthServicer]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS)
+    worker_pb2_grpc.add_ModelWorkerServicer_to_server(WorkerService(runtime), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    return server, bound, health_servicer
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from model_worker.engine.loading import load_model
+
+    model = load_model(args.checkpoint, args.config, args.seed, args.numerics)
+    key = os.environ.get(KEY_ENV)
+    store = SessionStore(open_tiered(args.session_store, args.warm_store), model.fingerprint, model.layout,
+                         codec=BlobCodec(bytes.fromhex(key)) if key else BlobCodec())
+    api_keys = json.loads(Path(args.api_keys).read_text()) if args.api_keys else None
+    runtime = WorkerRuntime(model, load_tokenizer(), store, model_name=args.checkpoint or args.config,
+                            api_keys=api_keys, hot_budget_bytes=int(args.hot_budget_gb * (1 << 30)),
+                            token_budget=args.token_budget, max_running=args.max_running,
+                            max_waiting=args.max_waiting)
+    server, port, health_servicer = build_server(runtime, args.host, args.port, args.threads)
+    runtime.start()
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    print(f"model worker serving {runtime.model_name} on {args.host}:{port}", flush=True)
+    stopping = threading.Event()
+
+    def drain(*_: object) -> None:
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+    stopping.wait()
+    server.stop(grace=60).wait()  # refuses new calls, lets running ones finish (and commit)
+    runtime.stop()
+    return 0

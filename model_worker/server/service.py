@@ -1,0 +1,191 @@
+"""The ModelWorker gRPC service: each RPC maps typed errors to status codes (errors.py) and delegates to the runtime,
+the scheduler (generation and appends run on the engine thread) and the session store."""
+
+from __future__ import annotations
+
+import os
+import queue
+import tempfile
+import uuid
+from collections.abc import Iterator
+
+import grpc
+
+from model_worker.engine import Finished, Request
+from model_worker.sampling import SamplingParams
+from model_worker.server import convert
+from model_worker.server.errors import rpc_errors
+from model_worker.server.generate import generate
+from model_worker.server.runtime import WorkerRuntime
+from model_worker.sessions import Head, admin
+from model_worker.sessions.manifest import tenant_key
+from protos.dsv4.worker.v1 import worker_pb2 as pb
+from protos.dsv4.worker.v1 import worker_pb2_grpc
+
+_EXPORT_CHUNK = 1 << 20
+
+
+class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+
+    def _tenant(self, context: grpc.ServicerContext) -> str:
+        return self.runtime.tenant(dict(context.invocation_metadata()))
+
+    @rpc_errors
+    def Generate(self, request, context) -> Iterator[pb.GenerateResponse]:
+        yield from generate(self.runtime, request, context, self._tenant(context))
+
+    @rpc_errors
+    def CreateSession(self, request, context) -> pb.Session:
+        runtime, tenant = self.runtime, self._tenant(context)
+        head = Head(think_max=request.think_max, system_prompt=request.system_prompt or None,
+                    tools=convert.tools(request.tools) or None)
+        if request.response_format_json_schema:
+            raise NotImplementedError("response_format is not served yet")
+        chat = runtime.chat(_Blank(head))
+        session = runtime.store.create(tenant, head, request.session_id or None, prefix=chat.token_ids)
+        if session.reused_prefix_tokens < len(chat.token_ids):  # nobody stored this head yet: prefill it
+            self._prefill(session, chat.token_ids[session.reused_prefix_tokens :], chat, context)
+        else:
+            runtime.commit(session, chat, [], [])
+        runtime.hot.add(session)
+        return self._session(tenant, session.session_id, session.reused_prefix_tokens)
+
+    @rpc_errors
+    def AppendSession(self, request, context) -> pb.Session:
+        runtime, tenant = self.runtime, self._tenant(context)
+        with runtime.exclusive(tenant, request.session_id) as session:
+            if request.WhichOneof("input") == "token_ids":
+                chat = None
+                prompt = session.replay + list((session.chat or {}).get("pending", [])) + list(request.token_ids.ids)
+            else:
+                chat = runtime.chat(session)
+                owed = runtime.next_turn(session, chat)
+                messages = convert.messages(request.messages.messages)
+                prompt = owed + chat.render_turn(messages, convert.mode(request.mode)).token_ids
+            if not prompt:
+                raise ValueError("input: nothing to append")
+            # The last token stays owed: a Generate without input then feeds it and samples the reply from it.
+            self._prefill(session, prompt[:-1], chat, context, owed=prompt[-1:])
+        return self._session(tenant, request.session_id)
+
+    def _prefill(self, session, prompt: list[int], chat, context, owed: list[int] = ()) -> None:
+        """Feed `prompt` to the session through the scheduler and commit it (no sampling)."""
+        if not prompt:
+            self.runtime.commit(session, chat, list(owed), [])
+            return
+        done: queue.Queue = queue.Queue()
+        job = Request(uuid.uuid4().hex, session.state, prompt, SamplingParams(temperature=0.0), done.put,
+                      prefill_only=True)
+        job.on_commit = lambda tokens: self.runtime.commit(session, chat, list(owed), tokens)
+        self.runtime.scheduler.submit(job)
+        finished: Finished = done.get()
+        while not isinstance(finished, Finished):
+            finished = done.get()
+        if finished.error or finished.discard_state:
+            self.runtime.hot.discard(session.tenant, session.session_id)
+            raise RuntimeError(finished.error or "the append was cancelled")
+
+    @rpc_errors
+    def ForkSession(self, request, context) -> pb.Session:
+        tenant = self._tenant(context)
+        new_id = admin.fork(self.runtime.store, tenant, request.session_id,
+                            request.commit if request.HasField("commit") else None, request.new_session_id or None)
+        return self._session(tenant, new_id)
+
+    @rpc_errors
+    def RewindSession(self, request, context) -> pb.Session:
+        tenant = self._tenant(context)
+        with self.runtime.exclusive(tenant, request.session_id):
+            admin.rewind(self.runtime.store, tenant, request.session_id, request.commit)
+            self.runtime.hot.discard(tenant, request.session_id)
+        return self._session(tenant, request.session_id)
+
+    @rpc_errors
+    def GetSession(self, request, context) -> pb.Session:
+        return self._session(self._tenant(context), request.session_id)
+
+    @rpc_errors
+    def ListSessions(self, request, context) -> pb.ListSessionsResponse:
+        size = request.page_size or 100
+        if not 0 < size <= 1000:
+            raise ValueError("page_size: between 1 and 1000")
+        ids = admin.list_sessions(self.runtime.store, self._tenant(context), limit=size + 1, after=request.page_token)
+        return pb.ListSessionsResponse(session_ids=ids[:size], next_page_token=ids[size - 1] if len(ids) > size else "")
+
+    @rpc_errors
+    def DeleteSession(self, request, context) -> pb.DeleteSessionResponse:
+        tenant = self._tenant(context)
+        with self.runtime.exclusive(tenant, request.session_id):
+            self.runtime.hot.discard(tenant, request.session_id)
+            admin.delete(self.runtime.store, tenant, request.session_id)
+        return pb.DeleteSessionResponse()
+
+    @rpc_errors
+    def ExportSession(self, request, context) -> Iterator[pb.ExportChunk]:
+        tenant = self._tenant(context)
+        with tempfile.TemporaryDirectory() as root:
+            path = os.path.join(root, "session.tar")
+            admin.export_session(self.runtime.store, tenant, request.session_id, path)
+            with open(path, "rb") as f:
+                while chunk := f.read(_EXPORT_CHUNK):
+                    yield pb.ExportChunk(data=chunk)
+
+    @rpc_errors
+    def Abort(self, request, context) -> pb.AbortResponse:
+        self._tenant(context)
+        return pb.AbortResponse(aborted=self.runtime.scheduler.abort(request.request_id))
+
+    @rpc_errors
+    def Tokenize(self, request, context) -> pb.TokenizeResponse:
+        self._tenant(context)
+        if request.WhichOneof("input") == "text":
+            return pb.TokenizeResponse(ids=self.runtime.tokenizer.encode(request.text))
+        from model_worker.chat.encoding import encode_prompt
+
+        messages = convert.messages(request.messages.messages)
+        if request.tools:
+            messages.insert(0, {"role": "system", "content": "", "tools": convert.tools(request.tools)})
+        return pb.TokenizeResponse(ids=encode_prompt(messages, convert.mode(request.mode),
+                                                     tokenizer=self.runtime.tokenizer))
+
+    @rpc_errors
+    def Detokenize(self, request, context) -> pb.DetokenizeResponse:
+        self._tenant(context)
+        vocab = self.runtime.model.config.vocab_size
+        if any(not 0 <= i < vocab for i in request.ids):
+            raise ValueError(f"ids: must lie in [0, {vocab})")
+        return pb.DetokenizeResponse(text=self.runtime.tokenizer.decode(list(request.ids)))
+
+    @rpc_errors
+    def GetModelInfo(self, request, context) -> pb.ModelInfo:
+        self._tenant(context)
+        model = self.runtime.model
+        return pb.ModelInfo(model=self.runtime.model_name, fingerprint=model.fingerprint or "",
+                            numerics=model.numerics.name, vocab_size=model.config.vocab_size,
+                            max_context=model.config.max_seq_len,
+                            reasoning_modes=["non-think", "think-high", "think-max"])
+
+    @rpc_errors
+    def GetLoad(self, request, context) -> pb.Load:
+        self._tenant(context)
+        load = self.runtime.scheduler.load
+        return pb.Load(waiting_requests=load["waiting"], running_requests=load["running"],
+                       kv_bytes_by_tier={"hot": self.runtime.hot.nbytes})
+
+    def _session(self, tenant: str, session_id: str, reused: int = 0) -> pb.Session:
+        store = self.runtime.store
+        info = admin.stats(store, tenant, session_id)
+        commit = store.read_commit(tenant_key(tenant), session_id, None)
+        return pb.Session(session_id=session_id, tokens=info["tokens"], commit=info["seq"],
+                          commits_retained=info["commits_retained"], think_max=commit.head.think_max,
+                          reused_prefix_tokens=reused, bytes_by_tier=info["bytes_by_tier"],
+                          parent=commit.parent or "")
+
+
+class _Blank:
+    """A not-yet-stored session seen by `WorkerRuntime.chat`: its head, no renderer state."""
+
+    def __init__(self, head: Head) -> None:
+        self.head, self.chat, self.token_ids = head, None, []

@@ -1,0 +1,192 @@
+"""A real model worker (gRPC on localhost, the `tiny` engine, sessions on disk) driven through the generated stub:
+streaming, sessions across calls and across a worker restart without re-prefill, status codes, cancellation."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from model_worker.chat import load_tokenizer
+from model_worker.engine.loading import load_model
+from model_worker.server.runtime import WorkerRuntime
+from model_worker.server.serve import CHANNEL_OPTIONS, SERVICE_NAME, build_server
+from model_worker.sessions import SessionStore, open_blobs
+from protos.dsv4.worker.v1 import worker_pb2 as pb
+from protos.dsv4.worker.v1 import worker_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model(None, "tiny", numerics="official")
+
+
+class Worker:
+    """A worker on an OS-chosen port over the store at `root`."""
+
+    def __init__(self, model, root, api_keys=None) -> None:
+        store = SessionStore(open_blobs(str(root)), model.fingerprint, model.layout)
+        self.runtime = WorkerRuntime(model, load_tokenizer(), store, api_keys=api_keys, token_budget=256)
+        self.server, port, self.health = build_server(self.runtime, "127.0.0.1", 0, threads=8)
+        self.runtime.start()
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+        self.stub = worker_pb2_grpc.ModelWorkerStub(self.channel)
+        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
+
+    def stop(self) -> None:
+        self.channel.close()
+        self.server.stop(grace=5).wait()
+        self.runtime.stop()
+
+
+@pytest.fixture
+def worker(model, tmp_path):
+    w = Worker(model, tmp_path / "store")
+    yield w
+    w.stop()
+
+
+def greedy(max_tokens: int, **fields) -> pb.SamplingParams:
+    return pb.SamplingParams(temperature=0.0, max_tokens=max_tokens, **fields)
+
+
+def user(text: str) -> pb.Messages:
+    return pb.Messages(messages=[pb.ChatMessage(role="user", content=text)])
+
+
+def run(stub, request) -> tuple[list[pb.GenerateResponse], pb.Final]:
+    responses = list(stub.Generate(request, timeout=120))
+    assert responses[-1].WhichOneof("event") == "final"
+    return responses[:-1], responses[-1].final
+
+
+def test_stateless_generation_streams_deltas_then_a_final(worker) -> None:
+    assert worker.health_stub.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME)).status == \
+        health_pb2.HealthCheckResponse.SERVING
+    deltas, final = run(worker.stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[1, 2, 3, 4]),
+                                                        sampling=greedy(5, ignore_eos=True)))
+    assert final.finish_reason == pb.LENGTH and final.usage.completion_tokens == 5
+    assert final.usage.prompt_tokens == 4 and final.usage.prefilled_tokens == 4
+    assert sum(len(d.delta.token_ids) for d in deltas) == 5
+
+
+def test_a_session_resumes_across_calls_and_a_worker_restart_paying_only_new_tokens(model, tmp_path) -> None:
+    first = Worker(model, tmp_path / "store")
+    try:
+        session = first.stub.CreateSession(pb.CreateSessionRequest(system_prompt="You are terse."))
+        head = session.tokens
+        assert head > 0 and session.commit >= 0
+        _, final = run(first.stub, pb.GenerateRequest(session_id=session.session_id, messages=user("Hi"),
+                                                      sampling=greedy(4)))
+        assert final.usage.reused_tokens == head and final.usage.prefilled_tokens == final.usage.prompt_tokens
+        after_turn_one = final.usage.session_tokens
+    finally:
+        first.stop()
+    second = Worker(model, tmp_path / "store")  # a new process's worth of state: nothing hot
+    try:
+        _, final = run(second.stub, pb.GenerateRequest(session_id=session.session_id, messages=user("Again"),
+                                                       sampling=greedy(3)))
+        # the history came from the store: only the new turn (and the tokens owed from the last reply) were computed
+        assert final.usage.reused_tokens == after_turn_one and not final.usage.session_rebuilt
+        assert final.usage.prefilled_tokens <= final.usage.prompt_tokens + 2
+        info = second.stub.GetSession(pb.GetSessionRequest(session_id=session.session_id))
+        assert info.tokens == final.usage.session_tokens
+    finally:
+        second.stop()
+
+
+def test_status_codes(model, tmp_path, worker) -> None:
+    def code_of(call) -> grpc.StatusCode:
+        with pytest.raises(grpc.RpcError) as raised:
+            call()
+        return raised.value.code()
+
+    stub = worker.stub
+    assert code_of(lambda: run(stub, pb.GenerateRequest(session_id="nope", messages=user("x")))) == \
+        grpc.StatusCode.NOT_FOUND
+    assert code_of(lambda: run(stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[10**7])))) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: run(stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[1]),
+                                                        sampling=pb.SamplingParams(temperature=-1)))) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    assert code_of(lambda: run(stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[1]),
+                                                        tool_choice=pb.ToolChoice(required=True)))) == \
+        grpc.StatusCode.UNIMPLEMENTED
+    assert code_of(lambda: run(stub, pb.GenerateRequest(messages=pb.Messages()))) == \
+        grpc.StatusCode.INVALID_ARGUMENT
+    stub.CreateSession(pb.CreateSessionRequest(session_id="taken"))
+    assert code_of(lambda: stub.CreateSession(pb.CreateSessionRequest(session_id="taken"))) == \
+        grpc.StatusCode.ALREADY_EXISTS
+    keyed = Worker(worker.runtime.model, tmp_path / "keyed", api_keys={"k1": "acme"})
+    try:
+        assert code_of(lambda: keyed.stub.GetModelInfo(pb.GetModelInfoRequest())) == \
+            grpc.StatusCode.UNAUTHENTICATED
+        info = keyed.stub.GetModelInfo(pb.GetModelInfoRequest(), metadata=[("authorization", "Bearer k1")])
+        assert info.vocab_size == worker.runtime.model.config.vocab_size
+    finally:
+        keyed.stop()
+    # the server still serves after all of that
+    assert run(stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[5]), sampling=greedy(1)))[1].usage
+
+
+def test_one_request_per_session_and_cancellation_keeps_the_last_commit(worker) -> None:
+    stub = worker.stub
+    session = stub.CreateSession(pb.CreateSessionRequest(system_prompt="s"))
+    stream = stub.Generate(pb.GenerateRequest(session_id=session.session_id, messages=user("go"),
+                                              sampling=greedy(500, ignore_eos=True)), timeout=120)
+    next(stream)  # running
+    with pytest.raises(grpc.RpcError) as raised:
+        run(stub, pb.GenerateRequest(session_id=session.session_id, messages=user("too"), sampling=greedy(1)))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    stream.cancel()
+    done = threading.Event()
+    for _ in range(100):  # the engine stops the request at its next step, releasing the session
+        if stub.GetLoad(pb.GetLoadRequest()).running_requests == 0:
+            done.set()
+            break
+        threading.Event().wait(0.05)
+    assert done.is_set()
+    info = stub.GetSession(pb.GetSessionRequest(session_id=session.session_id))
+    # the input was committed; nothing of the cancelled output was
+    _, final = run(stub, pb.GenerateRequest(session_id=session.session_id, messages=user("again"),
+                                            sampling=greedy(1)))
+    assert final.usage.reused_tokens == info.tokens
+
+
+def test_session_rpcs(worker) -> None:
+    stub = worker.stub
+    session = stub.CreateSession(pb.CreateSessionRequest(session_id="base", system_prompt="s"))
+    appended = stub.AppendSession(pb.AppendSessionRequest(session_id="base", token_ids=pb.TokenIds(ids=[7, 8, 9])))
+    assert appended.tokens == session.tokens + 2  # the last appended token waits to be fed by the next Generate
+    fork = stub.ForkSession(pb.ForkSessionRequest(session_id="base", new_session_id="child"))
+    assert fork.tokens == appended.tokens and fork.parent.startswith("base@")
+    rewound = stub.RewindSession(pb.RewindSessionRequest(session_id="base", commit=session.commit))
+    assert rewound.tokens == session.tokens
+    listed = stub.ListSessions(pb.ListSessionsRequest(page_size=1))
+    assert listed.session_ids == ["base"] and listed.next_page_token == "base"
+    assert stub.ListSessions(pb.ListSessionsRequest(page_token="base")).session_ids == ["child"]
+    export = b"".join(c.data for c in stub.ExportSession(pb.ExportSessionRequest(session_id="child")))
+    assert export[257:262] == b"ustar"  # a tar file
+    stub.DeleteSession(pb.DeleteSessionRequest(session_id="child"))
+    with pytest.raises(grpc.RpcError):
+        stub.GetSession(pb.GetSessionRequest(session_id="child"))
+    ids = stub.Tokenize(pb.TokenizeRequest(text="hello world")).ids
+    assert stub.Detokenize(pb.DetokenizeRequest(ids=ids)).text == "hello world"
+    assert not stub.Abort(pb.AbortRequest(request_id="nothing")).aborted
+
+
+def test_append_then_generate_the_reply_without_new_input(worker) -> None:
+    stub = worker.stub
+    session = stub.CreateSession(pb.CreateSessionRequest(system_prompt="s"))
+    appended = stub.AppendSession(pb.AppendSessionRequest(session_id=session.session_id, messages=user("a long doc")))
+    _, final = run(stub, pb.GenerateRequest(session_id=session.session_id, sampling=greedy(2)))
+    assert final.usage.prompt_tokens == 0 and final.usage.prefilled_tokens == 1  # the held-back token only
+    assert final.usage.reused_tokens == appended.tokens
+    with pytest.raises(grpc.RpcError) as raised:  # the reply was given: a turn needs input now
+        run(stub, pb.GenerateRequest(session_id=session.session_id, sampling=greedy(1)))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
