@@ -84,9 +84,11 @@ def tool_call_from_proto(msg: pb.ToolCall) -> ToolCall:
     return ToolCall(id=msg.id, name=msg.name, arguments=load_object(msg.arguments_json, f"arguments of {msg.name!r}"))
 
 
-def message_to_proto(message: Message) -> pb.ChatMessage:
+def message_to_proto(message: Message | Mapping[str, Any]) -> pb.ChatMessage:
+    if isinstance(message, Mapping):
+        message = message_from_openai(message)
     if not isinstance(message, Message):
-        raise TypeError(f"expected a Message, got {type(message).__name__}")
+        raise TypeError(f"expected a Message or an OpenAI-style message dict, got {type(message).__name__}")
     return pb.ChatMessage(
         role=message.role,
         content=message.content,
@@ -95,6 +97,21 @@ def message_to_proto(message: Message) -> pb.ChatMessage:
         tool_call_id=message.tool_call_id,
         name=message.name,
     )
+
+
+def message_from_openai(message: Mapping[str, Any]) -> Message:
+    """An OpenAI-style chat message dict (tool calls as {"id", "function": {"name", "arguments"}}, arguments a JSON
+    string or an object), as agent frameworks hold their history."""
+    calls = []
+    for call in message.get("tool_calls") or []:
+        function = call.get("function", call)
+        arguments = function.get("arguments") or {}
+        if isinstance(arguments, str):
+            arguments = load_object(arguments, f"arguments of {function.get('name')!r}")
+        calls.append(ToolCall(id=call.get("id", ""), name=function["name"], arguments=arguments))
+    return Message(role=message["role"], content=message.get("content") or "",
+                   reasoning_content=message.get("reasoning_content") or "", tool_calls=calls,
+                   tool_call_id=message.get("tool_call_id") or "", name=message.get("name") or "")
 
 
 def message_from_proto(msg: pb.ChatMessage) -> Message:

@@ -190,3 +190,24 @@ def test_append_then_generate_the_reply_without_new_input(worker) -> None:
     with pytest.raises(grpc.RpcError) as raised:  # the reply was given: a turn needs input now
         run(stub, pb.GenerateRequest(session_id=session.session_id, sampling=greedy(1)))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_typed_client_against_the_real_worker(worker) -> None:
+    from model_worker.client import Final, Sampling, WorkerClient
+    from model_worker.client.errors import NotFound
+
+    port = worker.channel._channel.target().decode().rsplit(":", 1)[1]
+    with WorkerClient(f"127.0.0.1:{port}", timeout=60) as client:
+        session = client.create_session(system_prompt="You are terse.")
+        final, text = client.generate_text(session_id=session.session_id,
+                                           messages=[{"role": "user", "content": "Hello"}],
+                                           sampling=Sampling(temperature=0.0, max_tokens=3))
+        assert isinstance(final, Final) and final.usage.completion_tokens == 3
+        assert final.usage.reused_tokens == session.tokens
+        events = list(client.generate(token_ids=[1, 2, 3], sampling=Sampling(temperature=0.0, max_tokens=2,
+                                                                             ignore_eos=True)))
+        assert isinstance(events[-1], Final) and events[-1].finish_reason == "length"
+        assert client.detokenize(client.tokenize("agents")) == "agents"
+        assert session.session_id in client.list_sessions()
+        with pytest.raises(NotFound):
+            client.get_session("missing")
