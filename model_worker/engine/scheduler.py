@@ -78,6 +78,7 @@ class Request:
     output: RequestOutput | None = None
     cancelled: bool = False
     arrival: int = 0
+    reserved_bytes: int = 0  # KV bytes this request may reach, counted against the scheduler's budget
 
 
 @dataclass
@@ -90,9 +91,12 @@ class SchedulerStats:
 
 class Scheduler:
     def __init__(self, model: DeepseekV4, tokenizer: Tokenizer, token_budget: int = 512, max_running: int = 64,
-                 max_waiting: int = 1024) -> None:
+                 max_waiting: int = 1024, kv_budget_bytes: int | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
         self.token_budget, self.max_running, self.max_waiting = token_budget, max_running, max_waiting
+        self.kv_budget_bytes = kv_budget_bytes
+        layout = model.layout
+        self._growth = sum(layout.growth_bytes_per_token(kind) for kind in model.config.layer_types)
         self.sampler = Sampler()
         self.stats = SchedulerStats()
         self.waiting: list[Request] = []
@@ -196,15 +200,28 @@ class Scheduler:
         return True
 
     def _admit(self) -> None:
+        """Running requests up to max_running and, with a KV budget, up to the bytes their states may reach at
+        their longest (input + max_tokens); one request always runs, so a large one is never starved."""
         with self._lock:
             self.waiting.sort(key=lambda r: (r.priority, r.arrival))
+            reserved = sum(r.reserved_bytes for r in self.running)
             while self.waiting and len(self.running) < self.max_running:
+                request = self.waiting[0]
+                request.reserved_bytes = self._bytes_at_end(request)
+                if self.running and self.kv_budget_bytes is not None and \
+                        reserved + request.reserved_bytes > self.kv_budget_bytes:
+                    break
+                reserved += request.reserved_bytes
                 self.running.append(self.waiting.pop(0))
             for request in [r for r in self.waiting if r.cancelled]:
                 self.waiting.remove(request)
                 self._ids.pop(request.request_id, None)
                 request.on_event(Finished(FinishReason.ABORT, None, [], len(request.prompt_token_ids), 0,
                                           request.state.num_tokens))
+
+    def _bytes_at_end(self, request: Request) -> int:
+        longest = len(request.prompt_token_ids) + (request.params.max_tokens or self.token_budget)
+        return request.state.nbytes()["total"] + int(self._growth * longest)
 
     def _plan(self) -> list[tuple[Request, list[int]]]:
         """Decodes first (one token each), then prefill chunks in priority order within the token budget."""

@@ -12,7 +12,7 @@ import grpc
 from model_worker.chat import ChatFormatError
 from model_worker.engine import Overloaded
 from model_worker.sampling.params import InvalidSamplingParams
-from model_worker.server.runtime import SessionBusy, Unauthenticated
+from model_worker.server.runtime import SessionBusy, TenantLimit, Unauthenticated
 from model_worker.sessions import (
     CorruptSession,
     IncompatibleSession,
@@ -32,6 +32,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (IncompatibleSession, grpc.StatusCode.FAILED_PRECONDITION),
     (CorruptSession, grpc.StatusCode.DATA_LOSS),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TenantLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (OverflowError, grpc.StatusCode.OUT_OF_RANGE),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),

@@ -22,14 +22,21 @@ class Unauthenticated(PermissionError):
     """No or unknown API key (UNAUTHENTICATED)."""
 
 
+class TenantLimit(RuntimeError):
+    """The tenant already runs as many requests as it may (RESOURCE_EXHAUSTED: retry later)."""
+
+
 class WorkerRuntime:
     def __init__(self, model: DeepseekV4, tokenizer: Tokenizer, store: SessionStore, *, model_name: str = "tiny",
                  api_keys: Mapping[str, str] | None = None, default_tenant: str = "default",
                  hot_budget_bytes: int = 4 << 30, token_budget: int = 512, max_running: int = 64,
-                 max_waiting: int = 1024) -> None:
+                 max_waiting: int = 1024, kv_budget_bytes: int | None = None,
+                 max_requests_per_tenant: int | None = None) -> None:
         self.model, self.tokenizer, self.store, self.model_name = model, tokenizer, store, model_name
         self.api_keys, self.default_tenant = dict(api_keys or {}), default_tenant
-        self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting)
+        self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting, kv_budget_bytes)
+        self.max_requests_per_tenant = max_requests_per_tenant
+        self._in_flight: dict[str, int] = {}
         self.hot = HotSessions(store, hot_budget_bytes)
         self.serving = False
         self._busy: set[tuple[str, str]] = set()
@@ -55,6 +62,20 @@ class WorkerRuntime:
         if key not in self.api_keys:
             raise Unauthenticated("a valid API key is required (authorization: Bearer KEY)")
         return self.api_keys[key]
+
+    @contextlib.contextmanager
+    def tenant_slot(self, tenant: str) -> Iterator[None]:
+        """One of the tenant's concurrent requests, for the duration of a generation or an append."""
+        with self._busy_lock:
+            running = self._in_flight.get(tenant, 0)
+            if self.max_requests_per_tenant is not None and running >= self.max_requests_per_tenant:
+                raise TenantLimit(f"the tenant already runs {running} requests (its limit)")
+            self._in_flight[tenant] = running + 1
+        try:
+            yield
+        finally:
+            with self._busy_lock:
+                self._in_flight[tenant] -= 1
 
     @contextlib.contextmanager
     def exclusive(self, tenant: str, session_id: str) -> Iterator[OpenSession]:

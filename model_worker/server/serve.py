@@ -46,6 +46,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--token-budget", type=int, default=512, help="tokens per engine step")
     p.add_argument("--max-running", type=int, default=64)
     p.add_argument("--max-waiting", type=int, default=1024)
+    p.add_argument("--kv-budget-gb", type=float, help="admit requests while their KV state fits in this many GiB")
+    p.add_argument("--max-requests-per-tenant", type=int)
     p.add_argument("--threads", type=int, default=32, help="gRPC handler threads")
     p.set_defaults(func=run_serve)
 
@@ -74,7 +76,9 @@ def run_serve(args: argparse.Namespace) -> int:
     runtime = WorkerRuntime(model, load_tokenizer(), store, model_name=args.checkpoint or args.config,
                             api_keys=api_keys, hot_budget_bytes=int(args.hot_budget_gb * (1 << 30)),
                             token_budget=args.token_budget, max_running=args.max_running,
-                            max_waiting=args.max_waiting)
+                            max_waiting=args.max_waiting,
+                            kv_budget_bytes=int(args.kv_budget_gb * (1 << 30)) if args.kv_budget_gb else None,
+                            max_requests_per_tenant=args.max_requests_per_tenant)
     server, port, health_servicer = build_server(runtime, args.host, args.port, args.threads)
     runtime.start()
     server.start()

@@ -34,7 +34,9 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
 
     @rpc_errors
     def Generate(self, request, context) -> Iterator[pb.GenerateResponse]:
-        yield from generate(self.runtime, request, context, self._tenant(context))
+        tenant = self._tenant(context)
+        with self.runtime.tenant_slot(tenant):
+            yield from generate(self.runtime, request, context, tenant)
 
     @rpc_errors
     def CreateSession(self, request, context) -> pb.Session:

@@ -167,3 +167,23 @@ def test_the_engine_thread_serves_submissions(model, tokenizer) -> None:
     stop.set()
     thread.join(10)
     assert recorder.final.token_ids == [3] * 4 and scheduler.load == {"waiting": 0, "running": 0}
+
+
+def test_admission_by_kv_budget(model, tokenizer) -> None:
+    probe = Scheduler(model, tokenizer)
+    first, first_events = request(model, "first", PROMPTS[1], forced([3], max_tokens=4))
+    one_request = probe._bytes_at_end(first)
+    scheduler = Scheduler(model, tokenizer, kv_budget_bytes=int(1.5 * one_request))
+    second, second_events = request(model, "second", PROMPTS[1], forced([3], max_tokens=4))
+    scheduler.submit(first)
+    scheduler.submit(second)
+    most_running = 0
+    while scheduler.step():
+        most_running = max(most_running, len(scheduler.running))
+    assert most_running == 1  # the second waited for the first's bytes to come back
+    assert first_events.final.finish_reason == second_events.final.finish_reason == FinishReason.LENGTH
+    roomy = Scheduler(model, tokenizer, kv_budget_bytes=3 * one_request)
+    for name in ("a", "b"):
+        roomy.submit(request(model, name, PROMPTS[1], forced([3], max_tokens=4))[0])
+    roomy.step()
+    assert len(roomy.running) == 2

@@ -26,9 +26,9 @@ def model():
 class Worker:
     """A worker on an OS-chosen port over the store at `root`."""
 
-    def __init__(self, model, root, api_keys=None) -> None:
+    def __init__(self, model, root, api_keys=None, **limits) -> None:
         store = SessionStore(open_blobs(str(root)), model.fingerprint, model.layout)
-        self.runtime = WorkerRuntime(model, load_tokenizer(), store, api_keys=api_keys, token_budget=256)
+        self.runtime = WorkerRuntime(model, load_tokenizer(), store, api_keys=api_keys, token_budget=256, **limits)
         self.server, port, self.health = build_server(self.runtime, "127.0.0.1", 0, threads=8)
         self.runtime.start()
         self.server.start()
@@ -211,3 +211,18 @@ def test_the_typed_client_against_the_real_worker(worker) -> None:
         assert session.session_id in client.list_sessions()
         with pytest.raises(NotFound):
             client.get_session("missing")
+
+
+def test_a_tenant_over_its_request_limit_is_told_to_back_off(model, tmp_path) -> None:
+    limited = Worker(model, tmp_path / "limited", max_requests_per_tenant=1)
+    try:
+        running = limited.stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=[1, 2]),
+                                                           sampling=greedy(400, ignore_eos=True)), timeout=120)
+        next(running)
+        with pytest.raises(grpc.RpcError) as raised:
+            run(limited.stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[3]), sampling=greedy(1)))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert ("retry-after", "1") in raised.value.trailing_metadata()
+        running.cancel()
+    finally:
+        limited.stop()
