@@ -6,6 +6,7 @@ model still owes (the last sampled token and the turn's closing EOS, fed first n
 from __future__ import annotations
 
 import queue
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from model_worker.chat.encoding import encode_prompt
 from model_worker.engine import Finished, Request, TextDelta
 from model_worker.server import convert
 from model_worker.server.runtime import WorkerRuntime
+from model_worker.server.telemetry import RequestClock, generate_span, record_usage
 from model_worker.sessions import OpenSession
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 
@@ -32,21 +34,30 @@ class Turn:
 
 def generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.ServicerContext,
              tenant: str) -> Iterator[pb.GenerateResponse]:
+    request_id = request.request_id or uuid.uuid4().hex
+    sampling = request.sampling
+    with generate_span(dict(context.invocation_metadata()), runtime.model_name, request.session_id, request_id,
+                       sampling.temperature if sampling.HasField("temperature") else None,
+                       sampling.max_tokens if sampling.HasField("max_tokens") else None) as span:
+        yield from _generate(runtime, request, context, tenant, request_id, span)
+
+
+def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.ServicerContext, tenant: str,
+              request_id: str, span) -> Iterator[pb.GenerateResponse]:
     config = runtime.model.config
     params = convert.sampling(request.sampling, config.vocab_size)
     mode = convert.mode(request.mode)
     if request.tool_choice.WhichOneof("choice") not in (None, "auto") or request.response_format.json_schema:
         raise NotImplementedError("tool_choice other than auto and response_format are not served yet")
-    request_id = request.request_id or uuid.uuid4().hex
     if not request.session_id:
         yield from _run(runtime, _stateless_turn(runtime, request, mode), runtime.model.new_state(), request,
-                        request_id, params, mode, context)
+                        request_id, params, mode, context, span)
         return
     if request.tools:
         raise ValueError("tools: a session's tools are fixed when it is created")
     with runtime.exclusive(tenant, request.session_id) as session:
         turn = _session_turn(runtime, session, request, mode)
-        yield from _run(runtime, turn, session.state, request, request_id, params, mode, context)
+        yield from _run(runtime, turn, session.state, request, request_id, params, mode, context, span)
 
 
 def _stateless_turn(runtime: WorkerRuntime, request: pb.GenerateRequest, mode: ChatMode) -> Turn:
@@ -100,7 +111,7 @@ def _check_length(runtime: WorkerRuntime, history: int, prompt: list[int]) -> No
 
 
 def _run(runtime: WorkerRuntime, turn: Turn, state, request: pb.GenerateRequest, request_id: str, params, mode,
-         context: grpc.ServicerContext) -> Iterator[pb.GenerateResponse]:
+         context: grpc.ServicerContext, span) -> Iterator[pb.GenerateResponse]:
     events: queue.Queue = queue.Queue()
     job = Request(request_id, state, turn.prompt, params, events.put, priority=convert.priority(request.priority),
                   commit_every=request.commit_every if request.HasField("commit_every") else 0)
@@ -109,14 +120,15 @@ def _run(runtime: WorkerRuntime, turn: Turn, state, request: pb.GenerateRequest,
     context.add_callback(lambda: runtime.scheduler.abort(request_id))  # client gone, deadline: stop next step
     runtime.scheduler.submit(job)
     try:
-        yield from _stream(runtime, turn, job, events, request_id, mode, context)
+        yield from _stream(runtime, turn, job, events, request_id, mode, context, span)
     finally:  # the caller went away mid-stream: stop at the next step (a no-op once finished)
         runtime.scheduler.abort(request_id)
 
 
 def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queue, request_id: str, mode,
-            context: grpc.ServicerContext) -> Iterator[pb.GenerateResponse]:
+            context: grpc.ServicerContext, span) -> Iterator[pb.GenerateResponse]:
     parser, reasoning_tokens, tool_calls = StreamingParser(mode), 0, []
+    clock = RequestClock(runtime.metrics, time.perf_counter())
     while True:
         try:
             event = events.get(timeout=1.0)
@@ -125,6 +137,8 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
                 runtime.scheduler.abort(request_id)
             continue
         if isinstance(event, TextDelta):
+            if event.token_ids:
+                clock.token()
             for response, in_reasoning in _responses(parser.feed(event.text), event, request_id, tool_calls):
                 reasoning_tokens += in_reasoning
                 yield response
@@ -139,8 +153,10 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
                          completion_tokens=final.completion_tokens, reasoning_tokens=reasoning_tokens,
                          session_tokens=final.sequence_tokens if turn.session else 0,
                          session_rebuilt=bool(turn.session and turn.session.rebuilt))
+        finish_reason = convert.finish_reason(final.finish_reason.value, bool(tool_calls))
+        record_usage(span, runtime.metrics, usage, pb.FinishReason.Name(finish_reason).lower())
         yield pb.GenerateResponse(request_id=request_id, final=pb.Final(
-            finish_reason=convert.finish_reason(final.finish_reason.value, bool(tool_calls)),
+            finish_reason=finish_reason,
             matched_stop=final.stop_reason if isinstance(final.stop_reason, str) else "", usage=usage,
             content=parsed.content or "", reasoning_content=parsed.reasoning_content or "", tool_calls=tool_calls))
         if final.error:

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from model_worker.chat import ChatSession, SessionHead, Tokenizer
 from model_worker.engine import Scheduler
 from model_worker.model import DeepseekV4
+from model_worker.server.telemetry import Metrics
 from model_worker.sessions import OpenSession, SessionStore
 from model_worker.sessions.hot import HotSessions
 
@@ -37,6 +38,10 @@ class WorkerRuntime:
         self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting, kv_budget_bytes)
         self.max_requests_per_tenant = max_requests_per_tenant
         self._in_flight: dict[str, int] = {}
+        self.metrics = Metrics()
+        self.metrics.running.set_function(lambda: self.scheduler.load["running"])
+        self.metrics.waiting.set_function(lambda: self.scheduler.load["waiting"])
+        self.metrics.kv_bytes.labels("hot").set_function(lambda: self.hot.nbytes)
         self.hot = HotSessions(store, hot_budget_bytes)
         self.serving = False
         self._busy: set[tuple[str, str]] = set()

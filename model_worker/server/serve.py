@@ -49,6 +49,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-budget-gb", type=float, help="admit requests while their KV state fits in this many GiB")
     p.add_argument("--max-requests-per-tenant", type=int)
     p.add_argument("--threads", type=int, default=32, help="gRPC handler threads")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
+    p.add_argument("--trace-console", action="store_true", help="print OpenTelemetry spans (no collector needed)")
     p.set_defaults(func=run_serve)
 
 
@@ -80,6 +82,18 @@ def run_serve(args: argparse.Namespace) -> int:
                             kv_budget_bytes=int(args.kv_budget_gb * (1 << 30)) if args.kv_budget_gb else None,
                             max_requests_per_tenant=args.max_requests_per_tenant)
     server, port, health_servicer = build_server(runtime, args.host, args.port, args.threads)
+    if args.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.host, registry=runtime.metrics.registry)
+    if args.trace_console:
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+        provider = TracerProvider()
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        trace.set_tracer_provider(provider)
     runtime.start()
     server.start()
     for name in ("", SERVICE_NAME):

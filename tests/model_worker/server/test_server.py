@@ -226,3 +226,34 @@ def test_a_tenant_over_its_request_limit_is_told_to_back_off(model, tmp_path) ->
         running.cancel()
     finally:
         limited.stop()
+
+
+def test_spans_join_the_callers_trace_and_metrics_count(worker) -> None:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    session = worker.stub.CreateSession(pb.CreateSessionRequest(system_prompt="s"))
+    responses = list(worker.stub.Generate(
+        pb.GenerateRequest(session_id=session.session_id, messages=user("hi"), sampling=greedy(2)),
+        metadata=[("traceparent", f"00-{trace_id}-b7ad6b7169203331-01")], timeout=60))
+    usage = responses[-1].final.usage
+    spans = [s for s in exporter.get_finished_spans() if s.name.startswith("chat ")]
+    assert len(spans) == 1
+    span = spans[0]
+    assert format(span.context.trace_id, "032x") == trace_id  # a child of the caller's span
+    assert span.attributes["gen_ai.conversation.id"] == session.session_id
+    assert span.attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens == 2
+    assert span.attributes["gen_ai.usage.cache_read.input_tokens"] == usage.reused_tokens > 0
+    registry = worker.runtime.metrics.registry
+    assert registry.get_sample_value("dsv4_completion_tokens_total") == 2
+    assert registry.get_sample_value("dsv4_reused_tokens_total") == usage.reused_tokens
+    assert registry.get_sample_value("dsv4_time_to_first_token_seconds_count") == 1
+    assert registry.get_sample_value("dsv4_inter_token_latency_seconds_count") == 1
+    assert registry.get_sample_value("dsv4_running_requests") == 0
