@@ -257,3 +257,30 @@ def test_spans_join_the_callers_trace_and_metrics_count(worker) -> None:
     assert registry.get_sample_value("dsv4_time_to_first_token_seconds_count") == 1
     assert registry.get_sample_value("dsv4_inter_token_latency_seconds_count") == 1
     assert registry.get_sample_value("dsv4_running_requests") == 0
+
+
+def test_a_restarted_worker_continues_a_session_exactly_as_one_that_never_stopped(model, tmp_path) -> None:
+    """The resumed state is bitwise the committed one, so greedy continuations agree token for token."""
+    def turn(stub, session_id: str, text: str) -> list[int]:
+        deltas, _ = run(stub, pb.GenerateRequest(session_id=session_id, messages=user(text),
+                                                 sampling=greedy(8, ignore_eos=True)))
+        return [t for d in deltas if d.WhichOneof("event") == "delta" for t in d.delta.token_ids]
+
+    steady = Worker(model, tmp_path / "steady")
+    try:
+        steady.stub.CreateSession(pb.CreateSessionRequest(session_id="s", system_prompt="You are terse."))
+        turn(steady.stub, "s", "first")
+        expected = turn(steady.stub, "s", "second")
+    finally:
+        steady.stop()
+    before = Worker(model, tmp_path / "restarted")
+    try:
+        before.stub.CreateSession(pb.CreateSessionRequest(session_id="s", system_prompt="You are terse."))
+        turn(before.stub, "s", "first")
+    finally:
+        before.stop()
+    after = Worker(model, tmp_path / "restarted")
+    try:
+        assert turn(after.stub, "s", "second") == expected
+    finally:
+        after.stop()
