@@ -11,7 +11,7 @@ from model_worker.chat import ChatSession, SessionHead, Tokenizer
 from model_worker.engine import Scheduler
 from model_worker.model import DeepseekV4
 from model_worker.server.telemetry import Metrics
-from model_worker.sessions import OpenSession, SessionStore
+from model_worker.sessions import Head, OpenSession, SessionStore
 from model_worker.sessions.hot import HotSessions
 
 
@@ -100,12 +100,14 @@ class WorkerRuntime:
     def chat(self, session: OpenSession) -> ChatSession:
         """The session's chat renderer, as its last commit left it (a session takes messages or raw token ids,
         not both: raw tokens bypass the renderer)."""
-        head = SessionHead(think_max=session.head.think_max, system_prompt=session.head.system_prompt,
-                           tools=tuple(session.head.tools or ()))
-        state = (session.chat or {}).get("renderer")
+        return self.renderer(session.head, (session.chat or {}).get("renderer"), session.token_ids)
+
+    def renderer(self, head: Head, state: dict | None, token_ids: list[int]) -> ChatSession:
+        chat_head = SessionHead(think_max=head.think_max, system_prompt=head.system_prompt,
+                                tools=tuple(head.tools or ()))
         if state is None:
-            return ChatSession(head, self.tokenizer)
-        return ChatSession.resume(head, state, session.token_ids, self.tokenizer)
+            return ChatSession(chat_head, self.tokenizer)
+        return ChatSession.resume(chat_head, state, token_ids, self.tokenizer)
 
     def next_turn(self, session: OpenSession, chat: ChatSession) -> list[int]:
         """Tokens the session owes the model before its next turn: those of its last reply not yet fed, and, when

@@ -45,7 +45,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
                     tools=convert.tools(request.tools) or None)
         if request.response_format_json_schema:
             raise NotImplementedError("response_format is not served yet")
-        chat = runtime.chat(_Blank(head))
+        chat = runtime.renderer(head, None, [])
         session = runtime.store.create(tenant, head, request.session_id or None, prefix=chat.token_ids)
         if session.reused_prefix_tokens < len(chat.token_ids):  # nobody stored this head yet: prefill it
             self._prefill(session, chat.token_ids[session.reused_prefix_tokens :], chat, context)
@@ -185,9 +185,3 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
                           reused_prefix_tokens=reused, bytes_by_tier=info["bytes_by_tier"],
                           parent=commit.parent or "")
 
-
-class _Blank:
-    """A not-yet-stored session seen by `WorkerRuntime.chat`: its head, no renderer state."""
-
-    def __init__(self, head: Head) -> None:
-        self.head, self.chat, self.token_ids = head, None, []
