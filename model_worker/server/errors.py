@@ -12,7 +12,7 @@ import grpc
 from model_worker.chat import ChatFormatError
 from model_worker.engine import Overloaded
 from model_worker.sampling.params import InvalidSamplingParams
-from model_worker.server.runtime import SessionBusy, TenantLimit, Unauthenticated
+from model_worker.server.runtime import CommitMismatch, SessionBusy, TenantLimit, Unauthenticated
 from model_worker.sessions import (
     CorruptSession,
     IncompatibleSession,
@@ -29,6 +29,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (SessionNotFound, grpc.StatusCode.NOT_FOUND),
     (SessionExists, grpc.StatusCode.ALREADY_EXISTS),
     (SessionBusy, grpc.StatusCode.FAILED_PRECONDITION),
+    (CommitMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (IncompatibleSession, grpc.StatusCode.FAILED_PRECONDITION),
     (CorruptSession, grpc.StatusCode.DATA_LOSS),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),

@@ -17,7 +17,7 @@ from model_worker.chat import ChatMode, ChatSession, ContentDelta, ReasoningDelt
 from model_worker.chat.encoding import encode_prompt
 from model_worker.engine import Finished, Request, TextDelta
 from model_worker.server import convert
-from model_worker.server.runtime import WorkerRuntime
+from model_worker.server.runtime import CommitMismatch, WorkerRuntime
 from model_worker.server.telemetry import RequestClock, generate_span, record_usage
 from model_worker.sessions import OpenSession
 from protos.dsv4.worker.v1 import worker_pb2 as pb
@@ -56,8 +56,14 @@ def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc
     if request.tools:
         raise ValueError("tools: a session's tools are fixed when it is created")
     with runtime.exclusive(tenant, request.session_id) as session:
+        check_expected_commit(session, request)
         turn = _session_turn(runtime, session, request, mode)
         yield from _run(runtime, turn, session.state, request, request_id, params, mode, context, span)
+
+
+def check_expected_commit(session: OpenSession, request) -> None:
+    if request.HasField("expected_commit") and request.expected_commit != session.seq:
+        raise CommitMismatch(f"session {session.session_id} is at commit {session.seq}, not {request.expected_commit}")
 
 
 def _stateless_turn(runtime: WorkerRuntime, request: pb.GenerateRequest, mode: ChatMode) -> Turn:

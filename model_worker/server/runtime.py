@@ -19,6 +19,10 @@ class SessionBusy(RuntimeError):
     """A second concurrent request on one session (FAILED_PRECONDITION)."""
 
 
+class CommitMismatch(RuntimeError):
+    """The session is not at the commit the request expected (FAILED_PRECONDITION): a retried turn already ran."""
+
+
 class Unauthenticated(PermissionError):
     """No or unknown API key (UNAUTHENTICATED)."""
 

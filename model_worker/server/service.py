@@ -15,7 +15,7 @@ from model_worker.engine import Finished, Request
 from model_worker.sampling import SamplingParams
 from model_worker.server import convert
 from model_worker.server.errors import rpc_errors
-from model_worker.server.generate import generate
+from model_worker.server.generate import check_expected_commit, generate
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.sessions import Head, admin
 from model_worker.sessions.manifest import tenant_key
@@ -58,6 +58,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
     def AppendSession(self, request, context) -> pb.Session:
         runtime, tenant = self.runtime, self._tenant(context)
         with runtime.exclusive(tenant, request.session_id) as session:
+            check_expected_commit(session, request)
             if request.WhichOneof("input") == "token_ids":
                 chat = None
                 prompt = session.replay + list((session.chat or {}).get("pending", [])) + list(request.token_ids.ids)
@@ -133,6 +134,18 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             with open(path, "rb") as f:
                 while chunk := f.read(_EXPORT_CHUNK):
                     yield pb.ExportChunk(data=chunk)
+
+    @rpc_errors
+    def ImportSession(self, request_iterator, context) -> pb.Session:
+        tenant = self._tenant(context)
+        with tempfile.TemporaryDirectory() as root:
+            path, session_id = os.path.join(root, "session.tar"), None
+            with open(path, "wb") as f:
+                for chunk in request_iterator:
+                    session_id = chunk.session_id if session_id is None else session_id
+                    f.write(chunk.data)
+            new_id = admin.import_session(self.runtime.store, tenant, path, session_id or None)
+        return self._session(tenant, new_id)
 
     @rpc_errors
     def Abort(self, request, context) -> pb.AbortResponse:

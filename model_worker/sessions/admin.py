@@ -9,6 +9,7 @@ and sweep, sparing values written within a grace period, which a commit in progr
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -202,7 +203,8 @@ def import_session(store: SessionStore, tenant: str, path: str, session_id: str 
     except (KeyError, ValueError) as exc:
         raise InvalidSessionRequest(f"{path}: incomplete or damaged export ({exc})") from exc
     session = store.create(tenant, commit.head, session_id)
-    session.state = state
+    session.state, session.chat = state, commit.chat
+    state.sampling = None if commit.sampling is None else base64.b64decode(commit.sampling)
     store.commit(session, token_ids)  # writes the pages, token log and tail under this tenant's addresses
     return session.session_id
 

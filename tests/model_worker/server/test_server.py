@@ -284,3 +284,21 @@ def test_a_restarted_worker_continues_a_session_exactly_as_one_that_never_stoppe
         assert turn(after.stub, "s", "second") == expected
     finally:
         after.stop()
+
+
+def test_import_and_expected_commits(worker) -> None:
+    stub = worker.stub
+    session = stub.CreateSession(pb.CreateSessionRequest(session_id="orig", system_prompt="s"))
+    appended = stub.AppendSession(pb.AppendSessionRequest(session_id="orig", token_ids=pb.TokenIds(ids=[5, 6]),
+                                                          expected_commit=session.commit))
+    with pytest.raises(grpc.RpcError) as raised:  # the same append retried: the session moved on
+        stub.AppendSession(pb.AppendSessionRequest(session_id="orig", token_ids=pb.TokenIds(ids=[5, 6]),
+                                                   expected_commit=session.commit))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    data = b"".join(c.data for c in stub.ExportSession(pb.ExportSessionRequest(session_id="orig")))
+    chunks = [pb.ImportChunk(session_id="copy", data=data[:1000]), pb.ImportChunk(data=data[1000:])]
+    imported = stub.ImportSession(iter(chunks))
+    assert imported.session_id == "copy" and imported.tokens == appended.tokens
+    # the copy carries the renderer state and the owed token: it continues like the original
+    _, final = run(stub, pb.GenerateRequest(session_id="copy", token_ids=pb.TokenIds(ids=[7]), sampling=greedy(1)))
+    assert final.usage.prefilled_tokens == 2 and final.usage.reused_tokens == appended.tokens

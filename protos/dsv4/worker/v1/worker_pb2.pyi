@@ -146,7 +146,7 @@ class ResponseFormat(_message.Message):
     def __init__(self, json_schema: _Optional[str] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "session_id", "messages", "token_ids", "tools", "mode", "sampling", "tool_choice", "response_format", "priority", "commit_every")
+    __slots__ = ("request_id", "session_id", "messages", "token_ids", "tools", "mode", "sampling", "tool_choice", "response_format", "priority", "commit_every", "expected_commit")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +158,7 @@ class GenerateRequest(_message.Message):
     RESPONSE_FORMAT_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     COMMIT_EVERY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_COMMIT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     session_id: str
     messages: Messages
@@ -169,7 +170,8 @@ class GenerateRequest(_message.Message):
     response_format: ResponseFormat
     priority: Priority
     commit_every: int
-    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., mode: _Optional[_Union[ReasoningMode, str]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., commit_every: _Optional[int] = ...) -> None: ...
+    expected_commit: int
+    def __init__(self, request_id: _Optional[str] = ..., session_id: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., mode: _Optional[_Union[ReasoningMode, str]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., tool_choice: _Optional[_Union[ToolChoice, _Mapping]] = ..., response_format: _Optional[_Union[ResponseFormat, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., commit_every: _Optional[int] = ..., expected_commit: _Optional[int] = ...) -> None: ...
 
 class TokenLogprob(_message.Message):
     __slots__ = ("token_id", "logprob", "top")
@@ -262,16 +264,18 @@ class CreateSessionRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., think_max: _Optional[bool] = ..., response_format_json_schema: _Optional[str] = ...) -> None: ...
 
 class AppendSessionRequest(_message.Message):
-    __slots__ = ("session_id", "messages", "token_ids", "mode")
+    __slots__ = ("session_id", "messages", "token_ids", "mode", "expected_commit")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_COMMIT_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     messages: Messages
     token_ids: TokenIds
     mode: ReasoningMode
-    def __init__(self, session_id: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., mode: _Optional[_Union[ReasoningMode, str]] = ...) -> None: ...
+    expected_commit: int
+    def __init__(self, session_id: _Optional[str] = ..., messages: _Optional[_Union[Messages, _Mapping]] = ..., token_ids: _Optional[_Union[TokenIds, _Mapping]] = ..., mode: _Optional[_Union[ReasoningMode, str]] = ..., expected_commit: _Optional[int] = ...) -> None: ...
 
 class ForkSessionRequest(_message.Message):
     __slots__ = ("session_id", "commit", "new_session_id")
@@ -361,6 +365,14 @@ class ExportChunk(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class ImportChunk(_message.Message):
+    __slots__ = ("session_id", "data")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    data: bytes
+    def __init__(self, session_id: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
     __slots__ = ("request_id",)

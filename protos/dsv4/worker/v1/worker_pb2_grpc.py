@@ -79,6 +79,11 @@ class ModelWorkerStub:
                 request_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ExportSessionRequest.SerializeToString,
                 response_deserializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ExportChunk.FromString,
                 _registered_method=True)
+        self.ImportSession = channel.stream_unary(
+                '/dsv4.worker.v1.ModelWorker/ImportSession',
+                request_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ImportChunk.SerializeToString,
+                response_deserializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.Session.FromString,
+                _registered_method=True)
         self.Abort = channel.unary_unary(
                 '/dsv4.worker.v1.ModelWorker/Abort',
                 request_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.AbortRequest.SerializeToString,
@@ -167,6 +172,13 @@ class ModelWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportSession(self, request_iterator, context):
+        """An exported session stored under the caller's tenant; the first chunk may name the new session ID.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Abort(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -244,6 +256,11 @@ def add_ModelWorkerServicer_to_server(servicer, server):
                     servicer.ExportSession,
                     request_deserializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ExportSessionRequest.FromString,
                     response_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ExportChunk.SerializeToString,
+            ),
+            'ImportSession': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportSession,
+                    request_deserializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ImportChunk.FromString,
+                    response_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.Session.SerializeToString,
             ),
             'Abort': grpc.unary_unary_rpc_method_handler(
                     servicer.Abort,
@@ -514,6 +531,33 @@ class ModelWorker:
             '/dsv4.worker.v1.ModelWorker/ExportSession',
             protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ExportSessionRequest.SerializeToString,
             protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ExportChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSession(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/dsv4.worker.v1.ModelWorker/ImportSession',
+            protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ImportChunk.SerializeToString,
+            protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.Session.FromString,
             options,
             channel_credentials,
             insecure,
