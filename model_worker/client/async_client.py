@@ -123,6 +123,7 @@ class AsyncWorkerClient:
         priority: Priority | None = None,
         request_id: str | None = None,
         commit_every: int | None = None,
+        expected_commit: int | None = None,
         timeout: float | None = None,
     ) -> AsyncIterator[Event]:
         """Stream Delta / ToolCall events and one Final last. `tool_choice` is "auto", "none", "required" or a tool
@@ -140,6 +141,7 @@ class AsyncWorkerClient:
             priority=priority,
             request_id=request_id,
             commit_every=commit_every,
+            expected_commit=expected_commit,
         )
         return self._events(request, timeout)
 
@@ -199,12 +201,15 @@ class AsyncWorkerClient:
         *,
         token_ids: Sequence[int] | None = None,
         mode: Mode | None = None,
+        expected_commit: int | None = None,
         timeout: float | None = None,
     ) -> SessionInfo:
-        """Prefill and commit without generating. Never retried: an append that reached the server before the
-        connection failed would be applied twice."""
-        request = requests.append(session_id, messages, token_ids, mode)
-        return convert.session_from_proto(await self._unary("AppendSession", request, timeout, retry=False))
+        """Prefill and commit without generating. Retried on UNAVAILABLE only with `expected_commit` (the session's
+        commit the append builds on): without it, an append that reached the server before the connection failed
+        would be applied twice; with it, the server refuses the repeat (FailedPrecondition)."""
+        request = requests.append(session_id, messages, token_ids, mode, expected_commit)
+        response = await self._unary("AppendSession", request, timeout, retry=expected_commit is not None)
+        return convert.session_from_proto(response)
 
     async def fork(
         self,

@@ -65,6 +65,7 @@ def generate(
     priority: Priority | None = None,
     request_id: str | None = None,
     commit_every: int | None = None,
+    expected_commit: int | None = None,
 ) -> pb.GenerateRequest:
     request = pb.GenerateRequest(
         request_id=request_id or "",
@@ -84,6 +85,8 @@ def generate(
         request.response_format.json_schema = _schema(response_format)
     if commit_every is not None:
         request.commit_every = commit_every
+    if expected_commit is not None:
+        request.expected_commit = expected_commit
     return request
 
 
@@ -105,10 +108,13 @@ def create_session(
 
 
 def append(
-    session_id: str, messages: Sequence[Message] | None, token_ids: Sequence[int] | None, mode: Mode | None
+    session_id: str, messages: Sequence[Message] | None, token_ids: Sequence[int] | None, mode: Mode | None,
+    expected_commit: int | None = None,
 ) -> pb.AppendSessionRequest:
     request = pb.AppendSessionRequest(session_id=session_id, mode=convert.enum_value(convert.MODES, mode, "mode"))
     _set_input(request, messages, token_ids, required=True)
+    if expected_commit is not None:
+        request.expected_commit = expected_commit
     return request
 
 

@@ -149,4 +149,5 @@ class GenerateArgs(TypedDict, total=False):
     priority: Priority | None
     request_id: str | None
     commit_every: int | None
+    expected_commit: int | None
     timeout: float | None

@@ -194,7 +194,7 @@ def test_append_then_generate_the_reply_without_new_input(worker) -> None:
 
 def test_the_typed_client_against_the_real_worker(worker) -> None:
     from model_worker.client import Final, Sampling, WorkerClient
-    from model_worker.client.errors import NotFound
+    from model_worker.client.errors import FailedPrecondition, NotFound
 
     port = worker.channel._channel.target().decode().rsplit(":", 1)[1]
     with WorkerClient(f"127.0.0.1:{port}", timeout=60) as client:
@@ -208,6 +208,10 @@ def test_the_typed_client_against_the_real_worker(worker) -> None:
                                                                              ignore_eos=True)))
         assert isinstance(events[-1], Final) and events[-1].finish_reason == "length"
         assert client.detokenize(client.tokenize("agents")) == "agents"
+        current = client.get_session(session.session_id)
+        client.append(session.session_id, token_ids=[9, 9], expected_commit=current.commit)
+        with pytest.raises(FailedPrecondition):  # a repeat of that append is refused, not applied twice
+            client.append(session.session_id, token_ids=[9, 9], expected_commit=current.commit)
         assert session.session_id in client.list_sessions()
         with pytest.raises(NotFound):
             client.get_session("missing")
