@@ -135,6 +135,7 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
             context: grpc.ServicerContext, span) -> Iterator[pb.GenerateResponse]:
     parser, reasoning_tokens, tool_calls = StreamingParser(mode), 0, []
     clock = RequestClock(runtime.metrics, time.perf_counter())
+    yield pb.GenerateResponse(request_id=request_id)  # at once, so a caller can Abort by an ID the server chose
     while True:
         try:
             event = events.get(timeout=1.0)

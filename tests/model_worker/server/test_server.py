@@ -306,3 +306,13 @@ def test_import_and_expected_commits(worker) -> None:
     # the copy carries the renderer state and the owed token: it continues like the original
     _, final = run(stub, pb.GenerateRequest(session_id="copy", token_ids=pb.TokenIds(ids=[7]), sampling=greedy(1)))
     assert final.usage.prefilled_tokens == 2 and final.usage.reused_tokens == appended.tokens
+
+
+def test_the_first_response_names_the_request_so_it_can_be_aborted(worker) -> None:
+    stream = worker.stub.Generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=[1, 2]),
+                                                     sampling=greedy(500, ignore_eos=True)), timeout=120)
+    first = next(stream)
+    assert first.request_id and first.WhichOneof("event") is None
+    assert worker.stub.Abort(pb.AbortRequest(request_id=first.request_id)).aborted
+    final = [r for r in stream if r.WhichOneof("event") == "final"][0].final
+    assert final.finish_reason == pb.CANCELLED and final.usage.completion_tokens < 500
