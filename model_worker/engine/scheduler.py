@@ -87,6 +87,7 @@ class SchedulerStats:
     prefilled_tokens: int = 0
     decoded_tokens: int = 0
     finished: int = 0
+    preempted: int = 0
 
 
 class Scheduler:
@@ -201,9 +202,18 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Running requests up to max_running and, with a KV budget, up to the bytes their states may reach at
-        their longest (input + max_tokens); one request always runs, so a large one is never starved."""
+        their longest (input + max_tokens); one request always runs, so a large one is never starved. An
+        interactive request waiting on a full batch preempts the latest batch-priority request, which goes back
+        to waiting with its progress (state, output) kept and resumes where it stopped."""
         with self._lock:
             self.waiting.sort(key=lambda r: (r.priority, r.arrival))
+            if self.waiting and self.waiting[0].priority == INTERACTIVE and len(self.running) >= self.max_running:
+                batch = [r for r in self.running if r.priority != INTERACTIVE]
+                if batch:
+                    victim = max(batch, key=lambda r: r.arrival)
+                    self.running.remove(victim)
+                    self.waiting.append(victim)
+                    self.stats.preempted += 1
             reserved = sum(r.reserved_bytes for r in self.running)
             while self.waiting and len(self.running) < self.max_running:
                 request = self.waiting[0]
@@ -216,8 +226,9 @@ class Scheduler:
             for request in [r for r in self.waiting if r.cancelled]:
                 self.waiting.remove(request)
                 self._ids.pop(request.request_id, None)
-                request.on_event(Finished(FinishReason.ABORT, None, [], len(request.prompt_token_ids), 0,
-                                          request.state.num_tokens))
+                output = request.output.token_ids if request.output else []
+                request.on_event(Finished(FinishReason.ABORT, None, list(output), len(request.prompt_token_ids),
+                                          len(output), request.state.num_tokens, discard_state=request.fed > 0))
 
     def _bytes_at_end(self, request: Request) -> int:
         longest = len(request.prompt_token_ids) + (request.params.max_tokens or self.token_budget)

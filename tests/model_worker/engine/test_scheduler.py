@@ -187,3 +187,26 @@ def test_admission_by_kv_budget(model, tokenizer) -> None:
         roomy.submit(request(model, name, PROMPTS[1], forced([3], max_tokens=4))[0])
     roomy.step()
     assert len(roomy.running) == 2
+
+
+def test_interactive_requests_preempt_batch_work_which_then_resumes(model, tokenizer) -> None:
+    scheduler = Scheduler(model, tokenizer, max_running=1)
+    batch, batch_events = request(model, "batch", PROMPTS[1], forced([4], max_tokens=12), priority=BATCH)
+    scheduler.submit(batch)
+    for _ in range(4):
+        scheduler.step()  # the batch request is decoding
+    interactive, interactive_events = request(model, "interactive", PROMPTS[2], forced([5], max_tokens=3))
+    scheduler.submit(interactive)
+    while not interactive_events.events or not isinstance(interactive_events.events[-1], Finished):
+        scheduler.step()
+        assert not isinstance(batch_events.events[-1], Finished)  # paused while the interactive one ran
+    drain(scheduler)
+    assert scheduler.stats.preempted == 1
+    final = batch_events.final
+    assert final.finish_reason == FinishReason.LENGTH and final.token_ids == [4] * 12
+    # the paused request's state continued exactly where it stopped
+    alone = model.new_state()
+    model(ForwardBatch.single(PROMPTS[1] + final.token_ids[:-1], alone))
+    expected = model(ForwardBatch.single([3], alone)).logits
+    got = model(ForwardBatch.single([3], batch.state)).logits
+    assert (torch.linalg.norm(got - expected) / torch.linalg.norm(expected)) <= 1e-4
