@@ -12,6 +12,7 @@ import grpc
 from model_worker.chat import ChatFormatError
 from model_worker.engine import Overloaded
 from model_worker.sampling.params import InvalidSamplingParams
+from model_worker.server.limits import RateLimited
 from model_worker.server.runtime import CommitMismatch, SessionBusy, TenantLimit, Unauthenticated
 from model_worker.sessions import (
     CorruptSession,
@@ -34,6 +35,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (CorruptSession, grpc.StatusCode.DATA_LOSS),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (TenantLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (OverflowError, grpc.StatusCode.OUT_OF_RANGE),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
@@ -53,7 +55,8 @@ def _abort(context: grpc.ServicerContext, error: BaseException) -> None:
     if code is grpc.StatusCode.INTERNAL:
         log.exception("internal error", exc_info=error)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        context.set_trailing_metadata((("retry-after", RETRY_AFTER_SECONDS),))
+        wait = getattr(error, "retry_after", None)
+        context.set_trailing_metadata((("retry-after", f"{wait:.1f}" if wait is not None else RETRY_AFTER_SECONDS),))
     context.abort(code, f"{type(error).__name__}: {error}")
 
 

@@ -30,6 +30,7 @@ class Turn:
     session: OpenSession | None = None
     chat: ChatSession | None = None
     reused: int = 0
+    tenant: str = ""
 
 
 def generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.ServicerContext,
@@ -50,14 +51,16 @@ def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc
     if request.tool_choice.WhichOneof("choice") not in (None, "auto") or request.response_format.json_schema:
         raise NotImplementedError("tool_choice other than auto and response_format are not served yet")
     if not request.session_id:
-        yield from _run(runtime, _stateless_turn(runtime, request, mode), runtime.model.new_state(), request,
-                        request_id, params, mode, context, span)
+        turn = _stateless_turn(runtime, request, mode)
+        turn.tenant = tenant
+        yield from _run(runtime, turn, runtime.model.new_state(), request, request_id, params, mode, context, span)
         return
     if request.tools:
         raise ValueError("tools: a session's tools are fixed when it is created")
     with runtime.exclusive(tenant, request.session_id) as session:
         check_expected_commit(session, request)
         turn = _session_turn(runtime, session, request, mode)
+        turn.tenant = tenant
         yield from _run(runtime, turn, session.state, request, request_id, params, mode, context, span)
 
 
@@ -118,6 +121,8 @@ def _check_length(runtime: WorkerRuntime, history: int, prompt: list[int]) -> No
 
 def _run(runtime: WorkerRuntime, turn: Turn, state, request: pb.GenerateRequest, request_id: str, params, mode,
          context: grpc.ServicerContext, span) -> Iterator[pb.GenerateResponse]:
+    if runtime.token_rates:
+        runtime.token_rates.admit(turn.tenant, len(turn.prompt))
     events: queue.Queue = queue.Queue()
     job = Request(request_id, state, turn.prompt, params, events.put, priority=convert.priority(request.priority),
                   commit_every=request.commit_every if request.HasField("commit_every") else 0)
@@ -160,6 +165,8 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
                          completion_tokens=final.completion_tokens, reasoning_tokens=reasoning_tokens,
                          session_tokens=final.sequence_tokens if turn.session else 0,
                          session_rebuilt=bool(turn.session and turn.session.rebuilt))
+        if runtime.token_rates:
+            runtime.token_rates.charge(turn.tenant, final.completion_tokens)
         finish_reason = convert.finish_reason(final.finish_reason.value, bool(tool_calls))
         record_usage(span, runtime.metrics, usage, pb.FinishReason.Name(finish_reason).lower())
         yield pb.GenerateResponse(request_id=request_id, final=pb.Final(

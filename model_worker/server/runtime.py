@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from model_worker.chat import ChatSession, SessionHead, Tokenizer
 from model_worker.engine import Scheduler
 from model_worker.model import DeepseekV4
+from model_worker.server.limits import TokenRates
 from model_worker.server.telemetry import Metrics
 from model_worker.sessions import Head, OpenSession, SessionStore
 from model_worker.sessions.hot import HotSessions
@@ -36,11 +37,13 @@ class WorkerRuntime:
                  api_keys: Mapping[str, str] | None = None, default_tenant: str = "default",
                  hot_budget_bytes: int = 4 << 30, token_budget: int = 512, max_running: int = 64,
                  max_waiting: int = 1024, kv_budget_bytes: int | None = None,
-                 max_requests_per_tenant: int | None = None) -> None:
+                 max_requests_per_tenant: int | None = None, tokens_per_second_per_tenant: float | None = None
+                 ) -> None:
         self.model, self.tokenizer, self.store, self.model_name = model, tokenizer, store, model_name
         self.api_keys, self.default_tenant = dict(api_keys or {}), default_tenant
         self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting, kv_budget_bytes)
         self.max_requests_per_tenant = max_requests_per_tenant
+        self.token_rates = TokenRates(tokens_per_second_per_tenant) if tokens_per_second_per_tenant else None
         self._in_flight: dict[str, int] = {}
         self.metrics = Metrics()
         self.metrics.running.set_function(lambda: self.scheduler.load["running"])

@@ -316,3 +316,16 @@ def test_the_first_response_names_the_request_so_it_can_be_aborted(worker) -> No
     assert worker.stub.Abort(pb.AbortRequest(request_id=first.request_id)).aborted
     final = [r for r in stream if r.WhichOneof("event") == "final"][0].final
     assert final.finish_reason == pb.CANCELLED and final.usage.completion_tokens < 500
+
+
+def test_a_tenant_over_its_token_rate_is_told_when_to_come_back(model, tmp_path) -> None:
+    limited = Worker(model, tmp_path / "rated", tokens_per_second_per_tenant=1.0)  # 10 tokens of burst
+    try:
+        run(limited.stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=list(range(1, 21))), sampling=greedy(2)))
+        with pytest.raises(grpc.RpcError) as raised:
+            run(limited.stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[3]), sampling=greedy(1)))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        retry_after = float(dict(raised.value.trailing_metadata())["retry-after"])
+        assert 10 < retry_after < 13  # 20 input + 2 output tokens against 10 of burst, at 1 token/s
+    finally:
+        limited.stop()
