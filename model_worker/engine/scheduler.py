@@ -60,7 +60,7 @@ class Phase(enum.Enum):
     DECODE = "decode"
 
 
-@dataclass
+@dataclass(eq=False)  # a request is itself, not its field values
 class Request:
     """A generation over one sequence: append `prompt_token_ids`, then sample until a stop."""
 
@@ -223,12 +223,8 @@ class Scheduler:
                     break
                 reserved += request.reserved_bytes
                 self.running.append(self.waiting.pop(0))
-            for request in [r for r in self.waiting if r.cancelled]:
-                self.waiting.remove(request)
-                self._ids.pop(request.request_id, None)
-                output = request.output.token_ids if request.output else []
-                request.on_event(Finished(FinishReason.ABORT, None, list(output), len(request.prompt_token_ids),
-                                          len(output), request.state.num_tokens, discard_state=request.fed > 0))
+        for request in [r for r in self.waiting if r.cancelled]:
+            self._finish(request, cancelled=True)
 
     def _bytes_at_end(self, request: Request) -> int:
         longest = len(request.prompt_token_ids) + (request.params.max_tokens or self.token_budget)
@@ -284,10 +280,12 @@ class Scheduler:
         else:
             reason = output.check.finish_reason or FinishReason.STOP  # prefill only: nothing was to be sampled
         tokens = output.token_ids if output else []
+        # A failed pass may have touched the state; a cancelled request only once it fed something.
+        discard = error is not None or (cancelled and request.fed > 0)
         request.on_event(Finished(reason, output.check.stop_reason if output else None, list(tokens),
                                   len(request.prompt_token_ids), len(tokens), request.state.num_tokens,
-                                  discard_state=cancelled or error is not None, error=error))
+                                  discard_state=discard, error=error))
         self.stats.finished += 1
         with self._lock:
-            self.running.remove(request)
+            (self.running if request in self.running else self.waiting).remove(request)
             self._ids.pop(request.request_id, None)

@@ -93,30 +93,33 @@ def _session_turn(runtime: WorkerRuntime, session: OpenSession, request: pb.Gene
         chat = runtime.chat(session)
         if not chat.awaiting_reply:
             raise ValueError("input: the session awaits no reply; give messages or token_ids")
-        prompt = session.replay + list((session.chat or {}).get("pending", []))
-        _check_length(runtime, len(session.token_ids), prompt)
-        return Turn(prompt, 0, session, chat, reused=len(session.token_ids))
-    if request.WhichOneof("input") == "token_ids":
-        chat, new = None, list(request.token_ids.ids)
-        prompt = session.replay + list((session.chat or {}).get("pending", [])) + new
+        new, prompt = [], runtime.owed(session)
     else:
-        chat = runtime.chat(session)
-        owed = runtime.next_turn(session, chat)
-        new = chat.render_turn(convert.messages(request.messages.messages), mode).token_ids
-        prompt = owed + new
+        chat, new, prompt = session_input(runtime, session, request, mode)
     _check_length(runtime, len(session.token_ids), prompt)
     return Turn(prompt, len(new), session, chat, reused=len(session.token_ids))
 
 
+def session_input(runtime: WorkerRuntime, session: OpenSession, request, mode: ChatMode
+                  ) -> tuple[ChatSession | None, list[int], list[int]]:
+    """(renderer or None for raw ids, the new input's tokens, everything to feed) for a Generate or Append."""
+    chat = None
+    if request.WhichOneof("input") == "token_ids":
+        new = list(request.token_ids.ids)
+    else:
+        chat = runtime.chat(session)
+    prompt = runtime.next_turn(session, chat)
+    if chat is not None:
+        new = chat.render_turn(convert.messages(request.messages.messages), mode).token_ids
+    return chat, new, prompt + new
+
+
 def _check_length(runtime: WorkerRuntime, history: int, prompt: list[int]) -> None:
-    if not prompt:
-        raise ValueError("input: nothing to append (no messages or token ids)")
+    """The model's context is the one limit the scheduler does not check (it refuses empty or out-of-vocabulary
+    input itself)."""
     limit = runtime.model.config.max_seq_len
     if history + len(prompt) >= limit:
         raise OverflowError(f"{history + len(prompt)} tokens reach the model's context of {limit}")
-    vocab = runtime.model.config.vocab_size
-    if any(not 0 <= t < vocab for t in prompt):
-        raise ValueError(f"token_ids: ids must lie in [0, {vocab})")
 
 
 def _run(runtime: WorkerRuntime, turn: Turn, state, request: pb.GenerateRequest, request_id: str, params, mode,

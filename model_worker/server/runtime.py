@@ -116,13 +116,18 @@ class WorkerRuntime:
             return ChatSession(chat_head, self.tokenizer)
         return ChatSession.resume(chat_head, state, token_ids, self.tokenizer)
 
-    def next_turn(self, session: OpenSession, chat: ChatSession) -> list[int]:
-        """Tokens the session owes the model before its next turn: those of its last reply not yet fed, and, when
-        the last turn got no reply (its generation was cancelled), the closing of an empty one."""
-        owed = list((session.chat or {}).get("pending", []))
-        if chat.awaiting_reply:
+    @staticmethod
+    def owed(session: OpenSession) -> list[int]:
+        """Tokens the session owes the model: a lost state's replay, then those of its last reply not yet fed."""
+        return session.replay + list((session.chat or {}).get("pending", []))
+
+    def next_turn(self, session: OpenSession, chat: ChatSession | None) -> list[int]:
+        """What goes before a new turn's tokens: the owed tokens and, when the last turn got no reply (its
+        generation was cancelled), the closing of an empty one (raw-token sessions keep no renderer)."""
+        owed = self.owed(session)
+        if chat is not None and chat.awaiting_reply:
             owed += chat.append_completion([]).token_ids
-        return session.replay + owed
+        return owed
 
     def commit(self, session: OpenSession, chat: ChatSession | None, owed: list[int], token_ids: list[int]) -> None:
         """Commit `token_ids` (fed since the last commit) with the renderer's state and the tokens still owed to

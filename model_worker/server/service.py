@@ -11,11 +11,12 @@ from collections.abc import Iterator
 
 import grpc
 
+from model_worker.chat.encoding import encode_prompt
 from model_worker.engine import Finished, Request
 from model_worker.sampling import SamplingParams
 from model_worker.server import convert
 from model_worker.server.errors import rpc_errors
-from model_worker.server.generate import check_expected_commit, generate
+from model_worker.server.generate import check_expected_commit, generate, session_input
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.sessions import Head, admin
 from model_worker.sessions.manifest import tenant_key
@@ -59,14 +60,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         runtime, tenant = self.runtime, self._tenant(context)
         with runtime.exclusive(tenant, request.session_id) as session:
             check_expected_commit(session, request)
-            if request.WhichOneof("input") == "token_ids":
-                chat = None
-                prompt = session.replay + list((session.chat or {}).get("pending", [])) + list(request.token_ids.ids)
-            else:
-                chat = runtime.chat(session)
-                owed = runtime.next_turn(session, chat)
-                messages = convert.messages(request.messages.messages)
-                prompt = owed + chat.render_turn(messages, convert.mode(request.mode)).token_ids
+            chat, _, prompt = session_input(runtime, session, request, convert.mode(request.mode))
             if not prompt:
                 raise ValueError("input: nothing to append")
             # The last token stays owed: a Generate without input then feeds it and samples the reply from it.
@@ -83,9 +77,8 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
                       prefill_only=True)
         job.on_commit = lambda tokens: self.runtime.commit(session, chat, list(owed), tokens)
         self.runtime.scheduler.submit(job)
-        finished: Finished = done.get()
-        while not isinstance(finished, Finished):
-            finished = done.get()
+        while not isinstance(finished := done.get(), Finished):
+            pass
         if finished.error or finished.discard_state:
             self.runtime.hot.discard(session.tenant, session.session_id)
             raise RuntimeError(finished.error or "the append was cancelled")
@@ -157,8 +150,6 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         self._tenant(context)
         if request.WhichOneof("input") == "text":
             return pb.TokenizeResponse(ids=self.runtime.tokenizer.encode(request.text))
-        from model_worker.chat.encoding import encode_prompt
-
         messages = convert.messages(request.messages.messages)
         if request.tools:
             messages.insert(0, {"role": "system", "content": "", "tools": convert.tools(request.tools)})

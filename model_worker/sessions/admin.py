@@ -17,7 +17,7 @@ import tarfile
 import time
 from dataclasses import replace
 
-from model_worker.sessions.chain import page_address, token_page_address
+from model_worker.sessions.chain import Chain, page_address, token_page_address
 from model_worker.sessions.codec import parse_tensors
 from model_worker.sessions.errors import CorruptSession, InvalidSessionRequest, SessionExists, SessionNotFound
 from model_worker.sessions.manifest import (
@@ -90,16 +90,20 @@ def stats(store: SessionStore, tenant: str, session_id: str) -> dict[str, object
             "head": commit.head.__dict__, "parent": commit.parent, "last_used_at": last_use}
 
 
-def referenced(store: SessionStore, tk: str, commit: Commit) -> set[str]:
-    """Addresses of every value `commit` needs: its tail, token pages and page groups."""
+def _page_groups(store: SessionStore, tk: str, commit: Commit) -> tuple[list[int], Chain, dict[str, str]]:
+    """(token log, its chain, {"ratio/index": address} of every page group) of a commit."""
     token_ids = store.read_tokens(tk, commit)
     chain = store.tenant_chain(tk)
     chain.extend(token_ids)
-    out = {commit.tail}
-    out.update(token_page_address(chain, i) for i in range(commit.token_pages))
-    for ratio, span in store.spans.items():
-        out.update(page_address(chain, ratio, j, span) for j in range(commit.num_tokens // span))
-    return out
+    groups = {f"{ratio}/{j}": page_address(chain, ratio, j, span)
+              for ratio, span in store.spans.items() for j in range(commit.num_tokens // span)}
+    return token_ids, chain, groups
+
+
+def referenced(store: SessionStore, tk: str, commit: Commit) -> set[str]:
+    """Addresses of every value `commit` needs: its tail, token pages and page groups."""
+    _, chain, groups = _page_groups(store, tk, commit)
+    return {commit.tail, *groups.values(), *(token_page_address(chain, i) for i in range(commit.token_pages))}
 
 
 def collect(store: SessionStore, tenant: str, grace_seconds: float = 600.0) -> int:
@@ -162,13 +166,8 @@ def export_session(store: SessionStore, tenant: str, session_id: str, path: str)
     opened (checked, decrypted) so another store, tenant or program can take them."""
     tk = tenant_key(tenant)
     commit = store.read_commit(tk, check_session_id(session_id), None)
-    token_ids = store.read_tokens(tk, commit)
-    chain = store.tenant_chain(tk)
-    chain.extend(token_ids)
-    members = {"tail.safetensors": commit.tail}
-    for ratio, span in store.spans.items():
-        for j in range(commit.num_tokens // span):
-            members[f"pages/{ratio}/{j}.safetensors"] = page_address(chain, ratio, j, span)
+    token_ids, _, groups = _page_groups(store, tk, commit)
+    members = {"tail.safetensors": commit.tail, **{f"pages/{g}.safetensors": a for g, a in groups.items()}}
     header = {"format": EXPORT_FORMAT, "session_format": FORMAT, "commit": commit.to_record(), "tokens": token_ids}
     with tarfile.open(path, "w") as tar:
         _add(tar, "export.json", json.dumps(header).encode())

@@ -56,8 +56,7 @@ def tail_tensors(state: SequenceState) -> tuple[dict[str, torch.Tensor], dict[st
         for name in _PAGED:
             paged: PagedRows | None = getattr(layer, name)
             if paged is not None:
-                tensors[f"{layer_id}.{_STREAM_NAMES[name]}.partial"] = paged.page(paged.num_full_pages) \
-                    if paged.count % PAGE_ENTRIES else paged.view()[:0]
+                tensors[f"{layer_id}.{_STREAM_NAMES[name]}.partial"] = paged.page(paged.num_full_pages)
     for name in ("mtp_hidden", "recent_tokens"):
         log = getattr(state, name)
         tensors[name] = log.rows(log.start, log.end)

@@ -121,7 +121,7 @@ class SessionStore:
         self.blobs.put(session_prefix(tk, session_id) + "touch", b"")  # a read refreshes the TTL too
         session = OpenSession(tenant, session_id, self.new_state(), token_ids, chain, commit.head, commit.seq,
                               token_pages=commit.token_pages, last_token_page=commit.last_token_page,
-                              sampling=None if commit.sampling is None else _b64decode(commit.sampling),
+                              sampling=None if commit.sampling is None else base64.b64decode(commit.sampling),
                               chat=commit.chat)
         try:
             self._load_state(tk, session, commit.tail)
@@ -205,7 +205,8 @@ class SessionStore:
         record = Commit(session.session_id, session.seq + 1, self.fingerprint, self.layout_id, total,
                         full_token_pages, last_token_page, pack_tokens(recent[full_token_pages * token_page - base :]),
                         tail, session.head, time.time(), checkpoint=checkpoint,
-                        sampling=None if state.sampling is None else _b64encode(state.sampling), chat=session.chat)
+                        sampling=None if state.sampling is None else base64.b64encode(state.sampling).decode(),
+                        chat=session.chat)
         written = self.write_commit(tk, record)
         session.token_ids.extend(new_token_ids)
         session.replay = []
@@ -322,10 +323,3 @@ class SessionStore:
             if not keep:
                 self.blobs.delete(key)
 
-
-def _b64encode(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _b64decode(text: str) -> bytes:
-    return base64.b64decode(text)

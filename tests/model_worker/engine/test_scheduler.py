@@ -92,11 +92,13 @@ def test_running_decodes_stream_while_a_long_input_prefills(model, tokenizer) ->
     scheduler.step()  # short is decoding now
     long, long_events = request(model, "long", PROMPTS[0], forced([8], max_tokens=2))
     scheduler.submit(long)
-    deltas_during_prefill = 0
+    steps_with_a_short_delta = 0
     while not long_events.events:  # the long request's first output arrives when its input is all in
+        before = len(short_events.events)
         scheduler.step()
-        deltas_during_prefill += sum(isinstance(e, TextDelta) for e in short_events.events[-1:])
-    assert deltas_during_prefill >= len(PROMPTS[0]) // 64 - 1
+        steps_with_a_short_delta += any(isinstance(e, TextDelta) for e in short_events.events[before:])
+    # every step of the long prefill (700 tokens at <= 63 a step beside the decode) also streamed a short token
+    assert steps_with_a_short_delta >= len(PROMPTS[0]) // 64
     drain(scheduler)
 
 
