@@ -47,6 +47,7 @@ SAMPLING_SCALARS = (
     "max_tokens",
     "top_logprobs",
     "ignore_eos",
+    "logprobs",
 )
 
 

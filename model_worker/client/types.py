@@ -57,8 +57,9 @@ class Sampling:
     max_tokens: int | None = None
     stop: list[str] | None = None
     stop_token_ids: list[int] | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = None  # alternatives per token, up to 20 (implies logprobs)
     ignore_eos: bool | None = None
+    logprobs: bool | None = None  # each token's logprob on its Delta
 
 
 @dataclass

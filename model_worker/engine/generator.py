@@ -18,7 +18,7 @@ from model_worker.chat import Tokenizer
 from model_worker.engine.output import RequestOutput
 from model_worker.engine.threads import threads_for
 from model_worker.model import DeepseekV4, ForwardBatch
-from model_worker.sampling import FinishReason, Sampler, SamplingParams
+from model_worker.sampling import FinishReason, Sampler, SamplingParams, TokenConstraint
 from model_worker.state import SequenceState
 
 PREFILL_CHUNK = 512
@@ -51,16 +51,16 @@ class Generator:
     def generate(
         self, state: SequenceState, new_token_ids: Sequence[int], params: SamplingParams,
         on_text: Callable[[str], None] | None = None, on_commit: Callable[[list[int]], None] | None = None,
-        commit_every: int = 0,
+        commit_every: int = 0, constraint: TokenConstraint | None = None,
     ) -> GenerationResult:
-        """Append new_token_ids to the sequence, then generate until a stop."""
+        """Append new_token_ids to the sequence, then generate until a stop (within `constraint`'s grammar)."""
         logits = self.prefill(state, new_token_ids)
         if logits is None:
             raise ValueError("generation needs at least one new token to condition on")
         if on_commit:
             on_commit(list(new_token_ids))
         output = RequestOutput(self.tokenizer, params, new_token_ids, self.model.config.eos_token_id,
-                               state.num_tokens)
+                               state.num_tokens, constraint)
         text: list[str] = []
 
         def emit(piece: str) -> None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from model_worker.chat import IncrementalDetokenizer, Tokenizer
-from model_worker.sampling import FinishReason, SamplingParams, SamplingState, StopChecker
+from model_worker.sampling import FinishReason, SamplingParams, SamplingState, StopChecker, TokenConstraint
 from model_worker.sampling.stopping import StopCheckResult
 from model_worker.state import SequenceState
 
 
 class RequestOutput:
     def __init__(self, tokenizer: Tokenizer, params: SamplingParams, prompt_token_ids: Sequence[int],
-                 eos_token_id: int, start: int) -> None:
-        self.sampling = SamplingState(params, prompt_token_ids=tuple(prompt_token_ids))
+                 eos_token_id: int, start: int, constraint: TokenConstraint | None = None) -> None:
+        self.sampling = SamplingState(params, prompt_token_ids=tuple(prompt_token_ids), constraint=constraint)
         self.stopper = StopChecker(params, eos_token_ids=(eos_token_id,))
         self.detok = IncrementalDetokenizer(tokenizer)
         self.start = start  # the sequence's length when output began
@@ -33,7 +33,7 @@ class RequestOutput:
         return self.check.finished
 
     def accept(self, token_id: int, logprob: float) -> str:
-        """Take one sampled token; returns the text it releases."""
+        """Take one sampled token; returns the text it releases. Raises when the request's grammar rejects it."""
         self.sampling.append(token_id)
         self.token_ids.append(token_id)
         self.logprobs.append(logprob)
@@ -64,6 +64,7 @@ class RequestOutput:
         """Truncate the state back to the stop point and commit it; returns (tokens committed since the last commit,
         the text still held back)."""
         kept = len(self.token_ids) - self.check.num_tokens_to_truncate
+        self.sampling.constraint = None  # the output is complete: the grammar has nothing more to check
         # The last sampled token was never fed; roll back anything fed past the stop point.
         state.truncate(min(state.num_tokens, self.start + kept))
         self.sampling.rollback(len(self.token_ids) - kept)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -26,7 +26,7 @@ from model_worker.chat import Tokenizer
 from model_worker.engine.output import RequestOutput
 from model_worker.engine.threads import threads_for
 from model_worker.model import DeepseekV4, ForwardBatch
-from model_worker.sampling import FinishReason, Sampler, SamplingParams
+from model_worker.sampling import FinishReason, Sampler, SamplingParams, TokenConstraint
 from model_worker.state import SequenceState
 
 INTERACTIVE, BATCH = 0, 1
@@ -41,6 +41,7 @@ class TextDelta:
     text: str
     token_ids: list[int]
     logprobs: list[float]
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)  # per token, when asked for
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Request:
     commit_every: int = 0
     priority: int = INTERACTIVE
     prefill_only: bool = False  # append the input, commit it and finish without sampling
+    constraint: TokenConstraint | None = None  # the grammar the output must follow
     phase: Phase = Phase.PREFILL
     fed: int = 0  # prompt tokens fed so far
     output: RequestOutput | None = None
@@ -193,9 +195,15 @@ class Scheduler:
         if sampling:
             sampled = self.sampler.sample(torch.stack([row for _, row in sampling]),
                                           [r.output.sampling for r, _ in sampling])
-            for (request, _), token, logprob in zip(sampling, sampled.token_ids.tolist(), sampled.logprobs.tolist()):
-                text = request.output.accept(token, logprob)
-                request.on_event(TextDelta(text, [token], [logprob]))
+            tops = sampled.top_logprobs or [None] * len(sampling)
+            for (request, _), token, logprob, top in zip(sampling, sampled.token_ids.tolist(),
+                                                         sampled.logprobs.tolist(), tops):
+                try:
+                    text = request.output.accept(token, logprob)
+                except Exception as exc:  # noqa: BLE001 - a grammar that rejects its own mask fails its request only
+                    self._finish(request, error=f"{type(exc).__name__}: {exc}")
+                    continue
+                request.on_event(TextDelta(text, [token], [logprob], [top] if top is not None else []))
                 if request.output.finished:
                     self._finish(request)
         return True
@@ -249,7 +257,7 @@ class Scheduler:
         if request.on_commit and not self._commit(request, list(request.prompt_token_ids)):
             return False
         request.output = RequestOutput(self.tokenizer, request.params, request.prompt_token_ids,
-                                       self.model.config.eos_token_id, request.state.num_tokens)
+                                       self.model.config.eos_token_id, request.state.num_tokens, request.constraint)
         return True
 
     def _commit(self, request: Request, tokens: list[int]) -> bool:

@@ -3,7 +3,7 @@
 from model_worker.sampling.params import InvalidSamplingParams, SamplingParams
 from model_worker.sampling.rng import RequestRng
 from model_worker.sampling.sampler import Sampler, SamplerOutput
-from model_worker.sampling.state import InvalidSnapshot, SamplingState
+from model_worker.sampling.state import InvalidSnapshot, SamplingState, TokenConstraint
 from model_worker.sampling.stopping import FinishReason, StopChecker, StopCheckResult
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "SamplerOutput",
     "SamplingParams",
     "SamplingState",
+    "TokenConstraint",
     "StopCheckResult",
     "StopChecker",
 ]

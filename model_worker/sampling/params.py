@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 # Below this, temperature scaling overflows float32 logits; vLLM uses the same epsilon.
 GREEDY_TEMPERATURE_EPS = 1e-5
 MAX_ABS_LOGIT_BIAS = 100.0  # OpenAI's bound
+MAX_TOP_LOGPROBS = 20  # OpenAI's bound
 _SEED_RANGE = (-(1 << 63), 1 << 64)
 
 
@@ -41,6 +42,7 @@ class SamplingParams:
         max_tokens: cap on generated tokens; None leaves the cap to the engine's context limit.
         include_stop_str_in_output: keep the matched stop string / stop token text in the output.
         ignore_eos: keep generating after EOS (benchmarks).
+        top_logprobs: how many of the most likely alternatives to report with each token's logprob (0 to 20).
     """
 
     temperature: float = 1.0
@@ -58,6 +60,7 @@ class SamplingParams:
     max_tokens: int | None = None
     include_stop_str_in_output: bool = False
     ignore_eos: bool = False
+    top_logprobs: int = 0
 
     def __post_init__(self) -> None:
         # NOTE: normalising a frozen dataclass needs object.__setattr__; done once, before
@@ -124,6 +127,9 @@ class SamplingParams:
             _check_int("max_tokens", self.max_tokens)
             if self.max_tokens < 1:
                 _fail(f"max_tokens must be >= 1, got {self.max_tokens}")
+        _check_int("top_logprobs", self.top_logprobs)
+        if not 0 <= self.top_logprobs <= MAX_TOP_LOGPROBS:
+            _fail(f"top_logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.top_logprobs}")
         for name in ("include_stop_str_in_output", "ignore_eos"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"{name} must be a bool, got {getattr(self, name)!r}")

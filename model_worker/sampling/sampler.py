@@ -1,7 +1,7 @@
 """Batch sampler: logits [B, V] plus one SamplingState per row -> token ids and their logprobs.
 
-Order (vLLM v1): logit_bias, penalties (repetition, frequency, presence), then for non-greedy rows
-temperature, min-p, top-k, top-p, and an inverse-CDF draw from the row's counter-based RNG.
+Order (vLLM v1): a grammar's mask of allowed tokens, logit_bias, penalties (repetition, frequency, presence), then
+for non-greedy rows temperature, min-p, top-k, top-p, and an inverse-CDF draw from the row's counter-based RNG.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class SamplerOutput:
 
     token_ids: torch.Tensor
     logprobs: torch.Tensor
+    top_logprobs: list[list[tuple[int, float]]] | None = None  # per row, best first; only with top_logprobs > 0
 
 
 class Sampler:
@@ -59,8 +60,20 @@ class Sampler:
                 [states[i].next_uniform() for i in random_rows], dtype=torch.float64
             ).to(processed.device)
             token_ids[index] = ops.sample_inverse_cdf(probs, uniforms)
-        logprobs = processed.log_softmax(dim=-1).gather(1, token_ids.unsqueeze(1)).squeeze(1)
-        return SamplerOutput(token_ids=token_ids, logprobs=logprobs)
+        all_logprobs = processed.log_softmax(dim=-1)
+        logprobs = all_logprobs.gather(1, token_ids.unsqueeze(1)).squeeze(1)
+        return SamplerOutput(token_ids=token_ids, logprobs=logprobs, top_logprobs=self._top(all_logprobs, states))
+
+    @staticmethod
+    def _top(logprobs: torch.Tensor, states: Sequence[SamplingState]) -> list[list[tuple[int, float]]] | None:
+        """The k most likely tokens of each row that asks for them; tokens ruled out (-inf) are left out."""
+        wanted = max((s.params.top_logprobs for s in states), default=0)
+        if not wanted:
+            return None
+        values, indices = logprobs.topk(wanted, dim=-1)
+        return [[(t, v) for t, v in zip(ids[: s.params.top_logprobs], vals[: s.params.top_logprobs])
+                 if v != float("-inf")]
+                for s, ids, vals in zip(states, indices.tolist(), values.tolist())]
 
     def process_logits(self, logits: torch.Tensor, states: Sequence[SamplingState]) -> torch.Tensor:
         """Return a float32 copy of `logits` [B, V] with every processing step applied.
@@ -75,6 +88,9 @@ class Sampler:
             )
         # Explicit copy: .float() would alias float32 input and the in-place ops would leak out.
         out = logits.to(dtype=torch.float32, copy=True)
+        for row, state in enumerate(states):
+            if state.constraint is not None:
+                out[row].masked_fill_(~state.constraint.allowed().to(out.device), float("-inf"))
         self._apply_logit_bias(out, states)
         self._apply_penalties(out, states)
         random_rows = [i for i, s in enumerate(states) if not s.params.is_greedy]

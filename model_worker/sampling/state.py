@@ -12,6 +12,7 @@ import json
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
@@ -20,6 +21,19 @@ from model_worker.sampling.rng import RequestRng
 
 SNAPSHOT_FORMAT = "sampling-state/1"
 _MAX_TOKEN_ID = (1 << 32) - 1
+
+
+class TokenConstraint(Protocol):
+    """What the sampler needs of a grammar (model_worker.structured.OutputConstraint): the allowed next tokens, and
+    its state kept in step with the output."""
+
+    def allowed(self) -> torch.Tensor:
+        """[vocab] bool."""
+        ...
+
+    def accept(self, token_id: int) -> None: ...
+
+    def rollback(self, num_tokens: int) -> None: ...
 
 
 class InvalidSnapshot(ValueError):
@@ -31,7 +45,8 @@ class SamplingState:
     """Mutable sampling state of one request; owned by the engine process, not thread-safe.
 
     `output_token_counts` is derived from `output_token_ids` and kept in sync by append/rollback;
-    the penalties read it every step.
+    the penalties read it every step. A `constraint` follows the output too; it is per request, not part of the
+    snapshot.
     """
 
     params: SamplingParams
@@ -39,6 +54,7 @@ class SamplingState:
     rng: RequestRng | None = None
     output_token_ids: list[int] = field(default_factory=list)
     output_token_counts: dict[int, int] = field(init=False, repr=False)
+    constraint: TokenConstraint | None = field(default=None, compare=False, repr=False)
     _prompt_ids_unique: torch.Tensor | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -62,6 +78,8 @@ class SamplingState:
         return self.rng.uniform(len(self.output_token_ids))
 
     def append(self, token_id: int) -> None:
+        if self.constraint is not None:
+            self.constraint.accept(token_id)
         self.output_token_ids.append(token_id)
         self.output_token_counts[token_id] = self.output_token_counts.get(token_id, 0) + 1
 
@@ -75,6 +93,8 @@ class SamplingState:
             raise ValueError(
                 f"cannot roll back {num_tokens} of {len(self.output_token_ids)} output tokens"
             )
+        if self.constraint is not None:
+            self.constraint.rollback(num_tokens)
         for _ in range(num_tokens):
             token_id = self.output_token_ids.pop()
             remaining = self.output_token_counts[token_id] - 1

@@ -15,7 +15,7 @@ _MODES = {pb.REASONING_MODE_UNSPECIFIED: ChatMode.NON_THINK, pb.NON_THINK: ChatM
           pb.THINK_HIGH: ChatMode.THINK_HIGH, pb.THINK_MAX: ChatMode.THINK_MAX}
 _FINISH = {"stop": pb.STOP, "length": pb.LENGTH, "abort": pb.CANCELLED, "tool_calls": pb.TOOL_CALLS}
 _SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty",
-                    "presence_penalty", "seed", "max_tokens", "ignore_eos")
+                    "presence_penalty", "seed", "max_tokens", "ignore_eos", "top_logprobs")
 
 
 def mode(value: int) -> ChatMode:
@@ -36,11 +36,29 @@ def sampling(message: pb.SamplingParams, vocab_size: int) -> SamplingParams:
     fields["logit_bias"] = dict(message.logit_bias)
     fields["stop"] = tuple(message.stop)
     fields["stop_token_ids"] = tuple(message.stop_token_ids)
-    if message.HasField("top_logprobs") and message.top_logprobs:
-        raise NotImplementedError("top_logprobs is not served yet")
     params = SamplingParams(**fields)
     params.validate(vocab_size)
     return params
+
+
+def tool_choice(message: pb.ToolChoice) -> str:
+    """"auto" (also when unset), "none", "required" or the named tool."""
+    which = message.WhichOneof("choice")
+    if which == "function":
+        if not message.function:
+            raise ValueError("tool_choice.function: name a tool")
+        return message.function
+    return which or "auto"
+
+
+def json_schema(text: str, where: str) -> dict[str, Any] | None:
+    """A JSON schema object given as text; None for empty text."""
+    if not text:
+        return None
+    schema = _json(text, where)
+    if not isinstance(schema, dict):
+        raise ValueError(f"{where}: a JSON schema must be an object")
+    return schema
 
 
 def tools(items) -> list[dict[str, Any]]:

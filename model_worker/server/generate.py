@@ -15,11 +15,14 @@ import grpc
 
 from model_worker.chat import ChatMode, ChatSession, ContentDelta, ReasoningDelta, StreamingParser, ToolCallEvent
 from model_worker.chat.encoding import encode_prompt
+from model_worker.chat.messages import attach_tools
+from model_worker.chat.protocol import THINK_START_ID
 from model_worker.engine import Finished, Request, TextDelta
 from model_worker.server import convert
 from model_worker.server.runtime import CommitMismatch, WorkerRuntime
 from model_worker.server.telemetry import RequestClock, generate_span, record_usage
 from model_worker.sessions import OpenSession
+from model_worker.structured import OutputConstraint, ReplySpec
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 
 
@@ -31,6 +34,7 @@ class Turn:
     chat: ChatSession | None = None
     reused: int = 0
     tenant: str = ""
+    constraint: OutputConstraint | None = None
 
 
 def generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.ServicerContext,
@@ -48,11 +52,12 @@ def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc
     config = runtime.model.config
     params = convert.sampling(request.sampling, config.vocab_size)
     mode = convert.mode(request.mode)
-    if request.tool_choice.WhichOneof("choice") not in (None, "auto") or request.response_format.json_schema:
-        raise NotImplementedError("tool_choice other than auto and response_format are not served yet")
+    response_format = convert.json_schema(request.response_format.json_schema, "response_format.json_schema")
     if not request.session_id:
-        turn = _stateless_turn(runtime, request, mode)
+        tools = convert.tools(request.tools)
+        turn = _stateless_turn(runtime, request, mode, tools, response_format)
         turn.tenant = tenant
+        turn.constraint = _constraint(runtime, request, turn, tools, response_format, params)
         yield from _run(runtime, turn, runtime.model.new_state(), request, request_id, params, mode, context, span)
         return
     if request.tools:
@@ -61,7 +66,20 @@ def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc
         check_expected_commit(session, request)
         turn = _session_turn(runtime, session, request, mode)
         turn.tenant = tenant
+        turn.constraint = _constraint(runtime, request, turn, session.head.tools or [],
+                                      response_format or session.head.response_format, params)
         yield from _run(runtime, turn, session.state, request, request_id, params, mode, context, span)
+
+
+def _constraint(runtime: WorkerRuntime, request: pb.GenerateRequest, turn: Turn, tools: list[dict],
+                response_format: dict | None, params) -> OutputConstraint | None:
+    """The grammar of this turn's reply: it opens inside reasoning when the prompt ends with <think>."""
+    spec = ReplySpec(thinking=turn.prompt[-1:] == [THINK_START_ID], tools=[t["function"] for t in tools],
+                     tool_choice=convert.tool_choice(request.tool_choice), response_format=response_format)
+    constraint = runtime.grammars.constraint(spec)
+    if constraint is not None and params.ignore_eos:
+        raise ValueError("ignore_eos cannot be combined with tool_choice or response_format: the grammar ends at EOS")
+    return constraint
 
 
 def check_expected_commit(session: OpenSession, request) -> None:
@@ -69,20 +87,15 @@ def check_expected_commit(session: OpenSession, request) -> None:
         raise CommitMismatch(f"session {session.session_id} is at commit {session.seq}, not {request.expected_commit}")
 
 
-def _stateless_turn(runtime: WorkerRuntime, request: pb.GenerateRequest, mode: ChatMode) -> Turn:
+def _stateless_turn(runtime: WorkerRuntime, request: pb.GenerateRequest, mode: ChatMode, tools: list[dict],
+                    response_format: dict | None) -> Turn:
     if request.WhichOneof("input") is None or (request.WhichOneof("input") == "messages"
                                                and not request.messages.messages):
         raise ValueError("input: give messages or token_ids")
     if request.WhichOneof("input") == "token_ids":
         tokens = list(request.token_ids.ids)
     else:
-        messages = convert.messages(request.messages.messages)
-        if request.tools:
-            system = next((m for m in messages if m["role"] in ("system", "developer")), None)
-            if system is None:
-                system = {"role": "system", "content": ""}
-                messages.insert(0, system)
-            system["tools"] = convert.tools(request.tools)
+        messages = attach_tools(convert.messages(request.messages.messages), tools, response_format)
         tokens = encode_prompt(messages, mode, tokenizer=runtime.tokenizer)
     _check_length(runtime, 0, tokens)
     return Turn(tokens, len(tokens))
@@ -128,19 +141,21 @@ def _run(runtime: WorkerRuntime, turn: Turn, state, request: pb.GenerateRequest,
         runtime.token_rates.admit(turn.tenant, len(turn.prompt))
     events: queue.Queue = queue.Queue()
     job = Request(request_id, state, turn.prompt, params, events.put, priority=convert.priority(request.priority),
-                  commit_every=request.commit_every if request.HasField("commit_every") else 0)
+                  commit_every=request.commit_every if request.HasField("commit_every") else 0,
+                  constraint=turn.constraint)
     if turn.session is not None:
         job.on_commit = lambda tokens: _commit(runtime, turn, job, tokens)
     context.add_callback(lambda: runtime.scheduler.abort(request_id))  # client gone, deadline: stop next step
     runtime.scheduler.submit(job)
     try:
-        yield from _stream(runtime, turn, job, events, request_id, mode, context, span)
+        logprobs = request.sampling.logprobs or params.top_logprobs > 0
+        yield from _stream(runtime, turn, job, events, request_id, mode, context, span, logprobs)
     finally:  # the caller went away mid-stream: stop at the next step (a no-op once finished)
         runtime.scheduler.abort(request_id)
 
 
 def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queue, request_id: str, mode,
-            context: grpc.ServicerContext, span) -> Iterator[pb.GenerateResponse]:
+            context: grpc.ServicerContext, span, logprobs: bool) -> Iterator[pb.GenerateResponse]:
     parser, reasoning_tokens, tool_calls = StreamingParser(mode), 0, []
     clock = RequestClock(runtime.metrics, time.perf_counter())
     yield pb.GenerateResponse(request_id=request_id)  # at once, so a caller can Abort by an ID the server chose
@@ -154,12 +169,13 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
         if isinstance(event, TextDelta):
             if event.token_ids:
                 clock.token()
-            for response, in_reasoning in _responses(parser.feed(event.text), event, request_id, tool_calls):
+            for response, in_reasoning in _responses(parser.feed(event.text), event, request_id, tool_calls,
+                                                     logprobs):
                 reasoning_tokens += in_reasoning
                 yield response
             continue
         final: Finished = event
-        for response, _ in _responses(parser.finish(), TextDelta("", [], []), request_id, tool_calls):
+        for response, _ in _responses(parser.finish(), TextDelta("", [], []), request_id, tool_calls, False):
             yield response
         if final.discard_state and turn.session is not None:
             runtime.hot.discard(turn.session.tenant, turn.session.session_id)
@@ -181,9 +197,11 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
         return
 
 
-def _responses(parsed, delta: TextDelta, request_id: str, tool_calls: list):
-    """(response, counts as a reasoning token) per parser event; the step's token ids ride on the first."""
+def _responses(parsed, delta: TextDelta, request_id: str, tool_calls: list, logprobs: bool):
+    """(response, counts as a reasoning token) per parser event; the step's token ids (and logprobs when asked for)
+    ride on the first."""
     token_ids = list(delta.token_ids)
+    token_logprobs = _logprobs(delta) if logprobs else []
     for item in parsed:
         if isinstance(item, ToolCallEvent):
             call = convert.tool_call(item.index, item.name, item.arguments, request_id)
@@ -193,10 +211,19 @@ def _responses(parsed, delta: TextDelta, request_id: str, tool_calls: list):
         reasoning = isinstance(item, ReasoningDelta)
         assert reasoning or isinstance(item, ContentDelta)
         yield pb.GenerateResponse(request_id=request_id, delta=pb.Delta(
-            text=item.text, reasoning=reasoning, token_ids=token_ids)), reasoning and bool(token_ids)
-        token_ids = []
+            text=item.text, reasoning=reasoning, token_ids=token_ids, logprobs=token_logprobs)), \
+            reasoning and bool(token_ids)
+        token_ids, token_logprobs = [], []
     if token_ids:  # a token that released no text yet (held back, or a special token)
-        yield pb.GenerateResponse(request_id=request_id, delta=pb.Delta(token_ids=token_ids)), False
+        yield pb.GenerateResponse(request_id=request_id, delta=pb.Delta(token_ids=token_ids,
+                                                                        logprobs=token_logprobs)), False
+
+
+def _logprobs(delta: TextDelta) -> list[pb.TokenLogprob]:
+    tops = delta.top_logprobs or [[] for _ in delta.token_ids]
+    return [pb.TokenLogprob(token_id=token, logprob=logprob,
+                            top=[pb.TopLogprob(token_id=t, logprob=lp) for t, lp in top])
+            for token, logprob, top in zip(delta.token_ids, delta.logprobs, tops)]
 
 
 def _commit(runtime: WorkerRuntime, turn: Turn, job: Request, tokens: list[int]) -> None:

@@ -14,6 +14,7 @@ from model_worker.server.limits import TokenRates
 from model_worker.server.telemetry import Metrics
 from model_worker.sessions import Head, OpenSession, SessionStore
 from model_worker.sessions.hot import HotSessions
+from model_worker.structured import GrammarCompiler
 
 
 class SessionBusy(RuntimeError):
@@ -42,6 +43,7 @@ class WorkerRuntime:
         self.model, self.tokenizer, self.store, self.model_name = model, tokenizer, store, model_name
         self.api_keys, self.default_tenant = dict(api_keys or {}), default_tenant
         self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting, kv_budget_bytes)
+        self.grammars = GrammarCompiler(tokenizer, model.config.vocab_size, model.config.eos_token_id)
         self.max_requests_per_tenant = max_requests_per_tenant
         self.token_rates = TokenRates(tokens_per_second_per_tenant) if tokens_per_second_per_tenant else None
         self._in_flight: dict[str, int] = {}
@@ -111,7 +113,7 @@ class WorkerRuntime:
 
     def renderer(self, head: Head, state: dict | None, token_ids: list[int]) -> ChatSession:
         chat_head = SessionHead(think_max=head.think_max, system_prompt=head.system_prompt,
-                                tools=tuple(head.tools or ()))
+                                tools=tuple(head.tools or ()), response_format=head.response_format)
         if state is None:
             return ChatSession(chat_head, self.tokenizer)
         return ChatSession.resume(chat_head, state, token_ids, self.tokenizer)

@@ -20,6 +20,7 @@ from model_worker.server.generate import check_expected_commit, generate, sessio
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.sessions import Head, admin
 from model_worker.sessions.manifest import tenant_key
+from model_worker.structured import ReplySpec
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2_grpc
 
@@ -43,9 +44,12 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
     def CreateSession(self, request, context) -> pb.Session:
         runtime, tenant = self.runtime, self._tenant(context)
         head = Head(think_max=request.think_max, system_prompt=request.system_prompt or None,
-                    tools=convert.tools(request.tools) or None)
-        if request.response_format_json_schema:
-            raise NotImplementedError("response_format is not served yet")
+                    tools=convert.tools(request.tools) or None,
+                    response_format=convert.json_schema(request.response_format_json_schema,
+                                                        "response_format_json_schema"))
+        # Every turn's grammar builds on these: refuse what cannot be enforced now, not on the first turn.
+        runtime.grammars.constraint(ReplySpec(tools=[t["function"] for t in head.tools or ()],
+                                              response_format=head.response_format))
         chat = runtime.renderer(head, None, [])
         session = runtime.store.create(tenant, head, request.session_id or None, prefix=chat.token_ids)
         if session.reused_prefix_tokens < len(chat.token_ids):  # nobody stored this head yet: prefill it

@@ -64,6 +64,7 @@ class Head:
     think_max: bool = False
     system_prompt: str | None = None
     tools: list[dict[str, Any]] | None = None
+    response_format: dict[str, Any] | None = None  # a JSON schema every reply's content must match
     head_tokens: int = 0  # tokens of the rendered head (the shared-prefix candidate)
 
 

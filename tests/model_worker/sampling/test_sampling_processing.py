@@ -184,3 +184,50 @@ def test_inverse_cdf_boundaries_never_pick_zero_probability_tokens() -> None:
     assert sample_inverse_cdf(unnormalised, torch.tensor([0.26], dtype=torch.float64)).tolist() == [
         2
     ]
+
+
+class _OnlyEven:
+    """A grammar that allows even token ids only, and records what it was fed."""
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab, self.fed = vocab, []
+
+    def allowed(self) -> torch.Tensor:
+        return torch.arange(self.vocab) % 2 == 0
+
+    def accept(self, token_id: int) -> None:
+        if token_id % 2:
+            raise ValueError(f"odd token {token_id}")
+        self.fed.append(token_id)
+
+    def rollback(self, num_tokens: int) -> None:
+        del self.fed[len(self.fed) - num_tokens :]
+
+
+def test_a_constraint_masks_before_everything_and_follows_the_output() -> None:
+    logits = torch.tensor([[0.0, 9.0, 1.0, 8.0], [0.0, 9.0, 1.0, 8.0]])
+    grammar = _OnlyEven(4)
+    constrained = SamplingState(SamplingParams(temperature=0.0, logit_bias={3: 50.0}), constraint=grammar)
+    free = _state(temperature=0.0)
+    out = Sampler().sample(logits, [constrained, free])
+    assert out.token_ids.tolist() == [2, 1]  # the other row of the batch is untouched
+    constrained.append(2)
+    constrained.append(0)
+    constrained.rollback(1)
+    assert grammar.fed == [2] and constrained.output_token_ids == [2]
+    with pytest.raises(ValueError, match="odd"):
+        constrained.append(3)
+    assert constrained.output_token_ids == [2]  # a rejected token is not taken
+
+
+def test_top_logprobs_are_the_best_alternatives_of_the_sampled_distribution() -> None:
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0], [0.0, 3.0, 1.0, 2.0]])
+    states = [_state(temperature=0.0, top_logprobs=2), _state(temperature=0.0)]
+    out = Sampler().sample(logits, states)
+    expected = torch.log_softmax(logits[0], dim=-1)
+    assert [t for t, _ in out.top_logprobs[0]] == [1, 3] and out.top_logprobs[1] == []
+    assert out.top_logprobs[0][0][1] == pytest.approx(expected[1].item())
+    truncated = _state(temperature=1.0, top_k=1, top_logprobs=3, seed=0)
+    assert [t for t, _ in Sampler().sample(logits[:1], [truncated]).top_logprobs[0]] == [1]  # -inf left out
+    with pytest.raises(InvalidSamplingParams, match="top_logprobs"):
+        SamplingParams(top_logprobs=21)

@@ -116,7 +116,11 @@ def test_status_codes(model, tmp_path, worker) -> None:
         grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(lambda: run(stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[1]),
                                                         tool_choice=pb.ToolChoice(required=True)))) == \
-        grpc.StatusCode.UNIMPLEMENTED
+        grpc.StatusCode.INVALID_ARGUMENT  # required, but no tools
+    unenforceable = pb.ResponseFormat(json_schema='{"type": "string", "format": "no-such-format"}')
+    assert code_of(lambda: run(stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[1]),
+                                                        response_format=unenforceable))) == \
+        grpc.StatusCode.INVALID_ARGUMENT
     assert code_of(lambda: run(stub, pb.GenerateRequest(messages=pb.Messages()))) == \
         grpc.StatusCode.INVALID_ARGUMENT
     stub.CreateSession(pb.CreateSessionRequest(session_id="taken"))

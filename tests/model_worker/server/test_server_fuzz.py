@@ -13,7 +13,7 @@ from test_server import Worker
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 
 DELIBERATE = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE,
-              grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS,
+              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS,
               grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
@@ -73,7 +73,18 @@ def generate_requests(draw) -> pb.GenerateRequest:
     elif kind == "messages":
         request.messages.messages.extend(draw(messages))
     if draw(st.integers(0, 5)) == 0:
-        request.tools.add(name=draw(st.text(max_size=5)), parameters_json=draw(st.sampled_from(["{}", "[", ""])))
+        request.tools.add(name=draw(st.one_of(st.just("f"), st.text(max_size=5))),
+                          parameters_json=draw(st.sampled_from(["{}", "[", ""])))
+    if draw(st.integers(0, 4)) == 0:
+        choice = draw(st.sampled_from(["auto", "none", "required", "function"]))
+        if choice == "function":
+            request.tool_choice.function = draw(st.sampled_from(["", "f", "missing"]))
+        else:
+            setattr(request.tool_choice, choice, True)
+    if draw(st.integers(0, 5)) == 0:
+        request.response_format.json_schema = draw(st.sampled_from(
+            ['{"type": "integer", "minimum": 0, "maximum": 9}', '{"enum": ["a", "b"]}', "[", '"x"',
+             '{"type": "string", "format": "no-such-format"}']))
     if draw(st.booleans()):
         request.commit_every = draw(st.integers(-2, 3))
     return request

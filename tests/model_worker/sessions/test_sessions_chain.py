@@ -414,7 +414,7 @@ def test_commit_record_round_trip():
     record = commit.to_record()
     assert record["format"] == FORMAT
     assert record["head"] == {"think_max": True, "system_prompt": "You are terse.", "head_tokens": 42,
-                              "tools": commit.head.tools}
+                              "tools": commit.head.tools, "response_format": None}
     back = Commit.from_record(record)
     assert back == commit
     assert isinstance(back.head, Head)
