@@ -24,6 +24,7 @@ from model_worker.client.errors import (
     Unknown,
     WorkerError,
 )
+from model_worker.client.policy import tls_credentials
 from model_worker.client.sync_client import WorkerClient
 from model_worker.client.types import (
     Delta,
@@ -73,4 +74,5 @@ __all__ = [
     "Usage",
     "WorkerClient",
     "WorkerError",
+    "tls_credentials",
 ]

@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -78,3 +79,15 @@ class RetryPolicy:
         if remaining is not None and delay >= remaining:
             return None  # no time left for another attempt: report the failure rather than a deadline
         return delay
+
+
+def tls_credentials(ca: str | None = None, cert: str | None = None, key: str | None = None) -> grpc.ChannelCredentials:
+    """Channel credentials from PEM files: `ca` verifies the server (default: the system roots); `cert` and `key`
+    are this client's identity for a server that requires mutual TLS."""
+    if (cert is None) != (key is None):
+        raise ValueError("a client certificate needs its key (give both cert and key, or neither)")
+
+    def read(path: str | None) -> bytes | None:
+        return None if path is None else Path(path).read_bytes()
+
+    return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))

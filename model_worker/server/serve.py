@@ -9,6 +9,7 @@ import os
 import signal
 import threading
 from concurrent import futures
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -52,17 +53,43 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=32, help="gRPC handler threads")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
     p.add_argument("--trace-console", action="store_true", help="print OpenTelemetry spans (no collector needed)")
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
     p.set_defaults(func=run_serve)
 
 
-def build_server(runtime: WorkerRuntime, host: str, port: int, threads: int = 32
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of the server's identity and, for mutual TLS, of the CA its clients' certificates must chain to."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def credentials(self) -> grpc.ServerCredentials:
+        client_ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())],
+                                           root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
+def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise SystemExit("serve: TLS needs both --tls-cert and --tls-key")
+    return TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
+
+
+def build_server(runtime: WorkerRuntime, host: str, port: int, threads: int = 32, tls: TlsFiles | None = None
                  ) -> tuple[grpc.Server, int, health.HealthServicer]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS)
     worker_pb2_grpc.add_ModelWorkerServicer_to_server(WorkerService(runtime), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, bound, health_servicer
@@ -83,7 +110,8 @@ def run_serve(args: argparse.Namespace) -> int:
                             kv_budget_bytes=int(args.kv_budget_gb * (1 << 30)) if args.kv_budget_gb else None,
                             max_requests_per_tenant=args.max_requests_per_tenant,
                             tokens_per_second_per_tenant=args.tokens_per_second_per_tenant)
-    server, port, health_servicer = build_server(runtime, args.host, args.port, args.threads)
+    tls = tls_files(args)
+    server, port, health_servicer = build_server(runtime, args.host, args.port, args.threads, tls)
     if args.metrics_port is not None:
         from prometheus_client import start_http_server
 
@@ -100,7 +128,8 @@ def run_serve(args: argparse.Namespace) -> int:
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    print(f"model worker serving {runtime.model_name} on {args.host}:{port}", flush=True)
+    security = "" if tls is None else " (mutual TLS)" if tls.client_ca else " (TLS)"
+    print(f"model worker serving {runtime.model_name} on {args.host}:{port}{security}", flush=True)
     stopping = threading.Event()
 
     def drain(*_: object) -> None:
