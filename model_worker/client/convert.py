@@ -171,6 +171,8 @@ def usage_from_proto(msg: pb.Usage) -> Usage:
         reasoning_tokens=msg.reasoning_tokens,
         session_tokens=msg.session_tokens,
         session_rebuilt=msg.session_rebuilt,
+        draft_tokens=msg.draft_tokens,
+        accepted_draft_tokens=msg.accepted_draft_tokens,
     )
 
 

@@ -88,6 +88,8 @@ class Usage:
     reasoning_tokens: int = 0
     session_tokens: int = 0
     session_rebuilt: bool = False
+    draft_tokens: int = 0  # speculative decoding: drafts verified, and how many were kept
+    accepted_draft_tokens: int = 0
 
 
 @dataclass

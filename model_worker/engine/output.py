@@ -65,8 +65,10 @@ class RequestOutput:
         the text still held back)."""
         kept = len(self.token_ids) - self.check.num_tokens_to_truncate
         self.sampling.constraint = None  # the output is complete: the grammar has nothing more to check
-        # The last sampled token was never fed; roll back anything fed past the stop point.
-        state.truncate(min(state.num_tokens, self.start + kept))
+        # Roll back anything fed past the stop point, and the last sampled token if a kept draft fed it: the state
+        # ends as without speculation (the last sampled token unfed, owed to the next turn).
+        unfed_last = self.start + max(len(self.token_ids) - 1, 0)
+        state.truncate(min(state.num_tokens, self.start + kept, unfed_last))
         self.sampling.rollback(len(self.token_ids) - kept)
         del self.token_ids[kept:], self.logprobs[kept:]
         state.sampling = self.sampling.snapshot()  # the RNG position travels with the sequence's snapshots

@@ -15,72 +15,22 @@ event says to discard it.
 
 from __future__ import annotations
 
-import enum
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from model_worker.chat import Tokenizer
 from model_worker.engine.output import RequestOutput
+from model_worker.engine.request import INTERACTIVE, Finished, Phase, Request, TextDelta
+from model_worker.engine.speculative import Drafter
 from model_worker.engine.threads import threads_for
 from model_worker.model import DeepseekV4, ForwardBatch
-from model_worker.sampling import FinishReason, Sampler, SamplingParams, TokenConstraint
-from model_worker.state import SequenceState
-
-INTERACTIVE, BATCH = 0, 1
+from model_worker.sampling import FinishReason, Sampler
 
 
 class Overloaded(RuntimeError):
     """The waiting queue is full (RESOURCE_EXHAUSTED: back off and retry)."""
-
-
-@dataclass
-class TextDelta:
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)  # per token, when asked for
-
-
-@dataclass
-class Finished:
-    finish_reason: FinishReason
-    stop_reason: int | str | None
-    token_ids: list[int]
-    prompt_tokens: int
-    completion_tokens: int
-    sequence_tokens: int
-    discard_state: bool = False  # cancelled or failed: the state holds uncommitted tokens; reopen the last commit
-    error: str | None = None
-
-
-class Phase(enum.Enum):
-    PREFILL = "prefill"
-    DECODE = "decode"
-
-
-@dataclass(eq=False)  # a request is itself, not its field values
-class Request:
-    """A generation over one sequence: append `prompt_token_ids`, then sample until a stop."""
-
-    request_id: str
-    state: SequenceState
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    on_event: Callable[[TextDelta | Finished], None]
-    on_commit: Callable[[list[int]], None] | None = None
-    commit_every: int = 0
-    priority: int = INTERACTIVE
-    prefill_only: bool = False  # append the input, commit it and finish without sampling
-    constraint: TokenConstraint | None = None  # the grammar the output must follow
-    phase: Phase = Phase.PREFILL
-    fed: int = 0  # prompt tokens fed so far
-    output: RequestOutput | None = None
-    cancelled: bool = False
-    arrival: int = 0
-    reserved_bytes: int = 0  # KV bytes this request may reach, counted against the scheduler's budget
 
 
 @dataclass
@@ -90,12 +40,14 @@ class SchedulerStats:
     decoded_tokens: int = 0
     finished: int = 0
     preempted: int = 0
+    draft_tokens: int = 0
+    accepted_draft_tokens: int = 0
 
 
 class Scheduler:
     def __init__(self, model: DeepseekV4, tokenizer: Tokenizer, token_budget: int = 512, max_running: int = 64,
-                 max_waiting: int = 1024, kv_budget_bytes: int | None = None) -> None:
-        self.model, self.tokenizer = model, tokenizer
+                 max_waiting: int = 1024, kv_budget_bytes: int | None = None, drafter: Drafter | None = None) -> None:
+        self.model, self.tokenizer, self.drafter = model, tokenizer, drafter
         self.token_budget, self.max_running, self.max_waiting = token_budget, max_running, max_waiting
         self.kv_budget_bytes = kv_budget_bytes
         layout = model.layout
@@ -161,8 +113,11 @@ class Scheduler:
         segments = self._plan()
         if not segments:
             return False
+        # A decoding request's logits at its last sampled token and, after a draft, at the draft.
+        last_rows = [len(tokens) if r.phase is Phase.DECODE else 1 for r, tokens in segments]
         batch = ForwardBatch(torch.tensor([t for _, tokens in segments for t in tokens], dtype=torch.long),
-                             [len(tokens) for _, tokens in segments], [r.state for r, _ in segments])
+                             [len(tokens) for _, tokens in segments], [r.state for r, _ in segments],
+                             last_rows=last_rows)
         try:
             with threads_for(int(batch.token_ids.shape[0])), torch.no_grad():
                 logits = self.model(batch).logits
@@ -171,8 +126,9 @@ class Scheduler:
                 self._finish(request, error=f"{type(exc).__name__}: {exc}")
             return True
         self.stats.steps += 1
-        sampling = []
-        for (request, tokens), row in zip(segments, logits):
+        ready, decoding, offset = [], [], 0
+        for (request, tokens), count in zip(segments, last_rows):
+            rows, offset = logits[offset : offset + count], offset + count
             if request.phase is Phase.PREFILL:
                 request.fed += len(tokens)
                 self.stats.prefilled_tokens += len(tokens)
@@ -185,28 +141,67 @@ class Scheduler:
                     self._finish(request)
                     continue
             else:
-                self.stats.decoded_tokens += 1
-                output = request.output
-                if request.on_commit and request.commit_every and \
-                        request.state.num_tokens - output.committed_at >= request.commit_every:
-                    if not self._commit(request, output.commit_fed(request.state)):
-                        continue
-            sampling.append((request, row))
-        if sampling:
-            sampled = self.sampler.sample(torch.stack([row for _, row in sampling]),
-                                          [r.output.sampling for r, _ in sampling])
-            tops = sampled.top_logprobs or [None] * len(sampling)
-            for (request, _), token, logprob, top in zip(sampling, sampled.token_ids.tolist(),
-                                                         sampled.logprobs.tolist(), tops):
-                try:
-                    text = request.output.accept(token, logprob)
-                except Exception as exc:  # noqa: BLE001 - a grammar that rejects its own mask fails its request only
-                    self._finish(request, error=f"{type(exc).__name__}: {exc}")
-                    continue
-                request.on_event(TextDelta(text, [token], [logprob], [top] if top is not None else []))
-                if request.output.finished:
-                    self._finish(request)
+                decoding.append(request)
+            ready.append((request, rows))
+        accepted = self._sample([(request, rows[0]) for request, rows in ready])
+        self._sample([(request, rows[1]) for request, rows in ready if request in accepted])
+        for request in decoding:
+            self.stats.decoded_tokens += 1 + (request in accepted)
+            output = request.output
+            if request in self.running and request.on_commit and request.commit_every and \
+                    request.state.num_tokens - output.committed_at >= request.commit_every:
+                self._commit(request, output.commit_fed(request.state))
+        if self.drafter is not None:
+            self._draft()
         return True
+
+    def _sample(self, items: list[tuple[Request, torch.Tensor]]) -> set[Request]:
+        """Sample one token per request from its logits row and stream it. A request that fed a draft keeps it when
+        the token sampled in its place is the draft itself (so speculation never changes what is sampled: each
+        position draws from the request's own RNG stream); otherwise the draft leaves the state. Returns the
+        requests whose draft was kept and who go on to sample from the row after it."""
+        accepted: set[Request] = set()
+        if not items:
+            return accepted
+        sampled = self.sampler.sample(torch.stack([row for _, row in items]), [r.output.sampling for r, _ in items])
+        tops = sampled.top_logprobs or [None] * len(items)
+        for (request, _), token, logprob, top in zip(items, sampled.token_ids.tolist(), sampled.logprobs.tolist(),
+                                                     tops):
+            draft, request.draft = request.draft, None
+            if draft is not None:
+                request.drafted += 1
+                if token == draft:
+                    request.accepted += 1
+                    accepted.add(request)
+                else:  # before the output can finish: the state must hold exactly the kept tokens
+                    request.state.truncate(request.state.num_tokens - 1)
+            try:
+                text = request.output.accept(token, logprob)
+            except Exception as exc:  # noqa: BLE001 - a grammar that rejects its own mask fails its request only
+                self._finish(request, error=f"{type(exc).__name__}: {exc}")
+                accepted.discard(request)
+                continue
+            request.on_event(TextDelta(text, [token], [logprob], [top] if top is not None else []))
+            if request.output.finished:
+                self._finish(request)
+                accepted.discard(request)
+        return accepted
+
+    def _draft(self) -> None:
+        """Propose the next draft of every decoding request (the token after its last sampled one)."""
+        requests = [r for r in self.running if r.phase is Phase.DECODE and not r.cancelled]
+        if not requests:
+            return
+        try:
+            with threads_for(len(requests)), torch.no_grad():
+                drafts = self.drafter.propose(requests)
+        except Exception as exc:  # noqa: BLE001 - the drafted requests fail, never the worker
+            for request in requests:
+                self._finish(request, error=f"drafting failed: {type(exc).__name__}: {exc}")
+            return
+        for request, draft in zip(requests, drafts):
+            request.draft = draft
+        self.stats.draft_tokens += sum(d is not None for d in drafts)
 
     def _admit(self) -> None:
         """Running requests up to max_running and, with a KV budget, up to the bytes their states may reach at
@@ -240,8 +235,9 @@ class Scheduler:
 
     def _plan(self) -> list[tuple[Request, list[int]]]:
         """Decodes first (one token each), then prefill chunks in priority order within the token budget."""
-        segments = [(r, [r.output.token_ids[-1]]) for r in self.running if r.phase is Phase.DECODE]
-        budget = self.token_budget - len(segments)
+        segments = [(r, [r.output.token_ids[-1]] + ([r.draft] if r.draft is not None else []))
+                    for r in self.running if r.phase is Phase.DECODE]
+        budget = self.token_budget - sum(len(tokens) for _, tokens in segments)
         for request in sorted((r for r in self.running if r.phase is Phase.PREFILL),
                               key=lambda r: (r.priority, r.arrival)):
             if budget <= 0:
@@ -292,7 +288,9 @@ class Scheduler:
         discard = error is not None or (cancelled and request.fed > 0)
         request.on_event(Finished(reason, output.check.stop_reason if output else None, list(tokens),
                                   len(request.prompt_token_ids), len(tokens), request.state.num_tokens,
-                                  discard_state=discard, error=error))
+                                  discard_state=discard, error=error, draft_tokens=request.drafted,
+                                  accepted_draft_tokens=request.accepted))
+        self.stats.accepted_draft_tokens += request.accepted
         self.stats.finished += 1
         with self._lock:
             (self.running if request in self.running else self.waiting).remove(request)

@@ -20,8 +20,9 @@ class ForwardBatch:
     token_ids: torch.Tensor
     seq_lens: list[int]
     states: list[SequenceState]
-    logits: str = "last"  # "last": one row per segment; "all": every token; "none"
+    logits: str = "last"  # "last": the last row(s) of each segment; "all": every token; "none"
     draft_logits: bool = False  # advance the MTP layer and return its draft logits at each segment's last pair
+    last_rows: list[int] | None = None  # with "last": how many trailing rows of each segment (default one each)
 
     def __post_init__(self) -> None:
         if len(self.seq_lens) != len(self.states):
@@ -32,6 +33,9 @@ class ForwardBatch:
             raise ValueError("a sequence may appear once per batch")
         if self.logits not in ("last", "all", "none"):
             raise ValueError(f"logits must be last, all or none, not {self.logits!r}")
+        if self.last_rows is not None and (len(self.last_rows) != len(self.seq_lens) or any(
+                not 1 <= k <= n for k, n in zip(self.last_rows, self.seq_lens))):
+            raise ValueError("last_rows: between 1 and the segment's length, one per segment")
 
     @classmethod
     def single(cls, token_ids: list[int] | torch.Tensor, state: SequenceState, logits: str = "last",

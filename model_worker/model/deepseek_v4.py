@@ -3,7 +3,7 @@
     h = hc_mult copies of embed(tokens)                       [T, n, dim]
     for each block: h = mHC(attention)(h); h = mHC(MoE)(h)     attention: window-only, CSA or HCA
     logits = head(norm(hc_head(h)))                            [T, vocab]
-    mtp: draft logits for token i+2 from (h_i, embed(token_{i+1}))
+    mtp: draft logits for token i+2 from (h_i, embed(token_{i+1}))       draft(): for the token after a sampled one
 
 All per-sequence state lives in `SequenceState`s passed with the batch; the modules hold weights only.
 """
@@ -63,43 +63,56 @@ class DeepseekV4(nn.Module):
         streams = self.embed(ids).to(numerics.act_dtype).unsqueeze(1).repeat(1, c.hc_mult, 1)
         for block in self.layers:
             streams = block(streams, ids, positions, segments, layout, numerics)
-        mtp_logits, mtp_segments = None, []
-        if len(self.mtp):
-            mtp_logits, mtp_segments = self._mtp(streams, ids, segments, batch.draft_logits)
         for seg in segments:
+            if len(self.mtp):  # every token's MTP inputs: its streams and id
+                seg.state.mtp_hidden.append(streams[seg.rows].flatten(1))
+                seg.state.recent_tokens.append(ids[seg.rows, None])
             seg.state.num_tokens += seg.length
+        mtp_logits, mtp_segments = None, []
+        if len(self.mtp) and batch.draft_logits:
+            mtp_logits, mtp_segments = self._advance_mtp([s.state for s in segments], [None] * len(segments))
         if batch.logits == "none":
             logits = torch.empty(0, c.vocab_size)
         else:
-            rows = slice(None) if batch.logits == "all" else [s.first_row + s.length - 1 for s in segments]
+            last = batch.last_rows or [1] * len(segments)
+            rows = slice(None) if batch.logits == "all" else \
+                [s.first_row + s.length - k + j for s, k in zip(segments, last) for j in range(k)]
             logits = self._logits(streams[rows], self.hc_head_fn, self.hc_head_base, self.hc_head_scale, self.norm)
         return ForwardOutput(logits, mtp_logits, mtp_segments)
+
+    @torch.no_grad()
+    def draft(self, states: list[SequenceState], next_tokens: list[int]) -> torch.Tensor:
+        """Draft logits [B, V] for the token after each `next_tokens[b]` (sampled from the main model's last logits,
+        not yet fed): the MTP layer advances over its pairs up to (h_last, next_token)."""
+        if not len(self.mtp):
+            raise ValueError("this model has no MTP layer to draft with")
+        logits, drafted = self._advance_mtp(states, next_tokens)
+        assert drafted == list(range(len(states))), "a pair with a sampled token is always new"
+        return logits
 
     def _logits(self, streams: torch.Tensor, fn: torch.Tensor, base: torch.Tensor, scale: torch.Tensor,
                 norm: RMSNorm) -> torch.Tensor:
         x = norm(kernels.hc_head(streams, fn, base, scale, self.config.norm_eps, self.config.hc_eps))
         return self.head(x, self.numerics)
 
-    def _mtp(self, streams: torch.Tensor, ids: torch.Tensor, segments: list[Segment],
-             want_logits: bool) -> tuple[torch.Tensor | None, list[int]]:
-        """Record every token's MTP inputs; when drafts are wanted, advance the MTP layer over the pairs
-        (h_i, token_{i+1}) it has not seen (at most the last window of them) and draft at each segment's last pair."""
+    def _advance_mtp(self, states: list[SequenceState], next_tokens: list[int | None]
+                     ) -> tuple[torch.Tensor | None, list[int]]:
+        """Advance each state's MTP layer over the pairs (h_i, token_{i+1}) it has not seen (at most the last window
+        of them), ending at (h_last, next_token) when one is given, else at the last fed pair; draft at the end."""
         c, numerics = self.config, self.numerics
-        for seg in segments:
-            seg.state.mtp_hidden.append(streams[seg.rows].flatten(1))
-            seg.state.recent_tokens.append(ids[seg.rows, None])
-        if not want_logits:
-            return None, []
         hidden_rows, token_rows, pair_segments, last_rows, drafted = [], [], [], [], []
-        for index, seg in enumerate(segments):
-            state, pairs = seg.state, seg.start_position + seg.length - 1
+        for index, (state, next_token) in enumerate(zip(states, next_tokens)):
+            pairs = state.num_tokens - (next_token is None)
             first = max(state.mtp_pairs, pairs - c.window_size)
             if first >= pairs:
                 continue
             if first > state.mtp_pairs:  # older pairs can no longer reach the window: skip them
                 state.layers[c.n_layers].window.clear(first)
             hidden_rows.append(state.mtp_hidden.rows(first, pairs))
-            token_rows.append(state.recent_tokens.rows(first + 1, pairs + 1)[:, 0])
+            tokens = state.recent_tokens.rows(first + 1, min(pairs + 1, state.num_tokens))[:, 0]
+            if next_token is not None:
+                tokens = torch.cat([tokens, torch.tensor([next_token], dtype=tokens.dtype, device=tokens.device)])
+            token_rows.append(tokens)
             row = sum(s.length for s in pair_segments)
             pair_segments.append(Segment(row, pairs - first, first, state))
             last_rows.append(row + pairs - first - 1)

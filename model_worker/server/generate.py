@@ -183,7 +183,8 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
         usage = pb.Usage(prompt_tokens=turn.new_tokens, reused_tokens=turn.reused, prefilled_tokens=len(turn.prompt),
                          completion_tokens=final.completion_tokens, reasoning_tokens=reasoning_tokens,
                          session_tokens=final.sequence_tokens if turn.session else 0,
-                         session_rebuilt=bool(turn.session and turn.session.rebuilt))
+                         session_rebuilt=bool(turn.session and turn.session.rebuilt),
+                         draft_tokens=final.draft_tokens, accepted_draft_tokens=final.accepted_draft_tokens)
         if runtime.token_rates:
             runtime.token_rates.charge(turn.tenant, final.completion_tokens)
         finish_reason = convert.finish_reason(final.finish_reason.value, bool(tool_calls))

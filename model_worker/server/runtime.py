@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator, Mapping
 
 from model_worker.chat import ChatSession, SessionHead, Tokenizer
-from model_worker.engine import Scheduler
+from model_worker.engine import MtpDrafter, Scheduler
 from model_worker.model import DeepseekV4
 from model_worker.server.limits import TokenRates
 from model_worker.server.telemetry import Metrics
@@ -38,11 +38,12 @@ class WorkerRuntime:
                  api_keys: Mapping[str, str] | None = None, default_tenant: str = "default",
                  hot_budget_bytes: int = 4 << 30, token_budget: int = 512, max_running: int = 64,
                  max_waiting: int = 1024, kv_budget_bytes: int | None = None,
-                 max_requests_per_tenant: int | None = None, tokens_per_second_per_tenant: float | None = None
-                 ) -> None:
+                 max_requests_per_tenant: int | None = None, tokens_per_second_per_tenant: float | None = None,
+                 speculative: bool = False) -> None:
         self.model, self.tokenizer, self.store, self.model_name = model, tokenizer, store, model_name
         self.api_keys, self.default_tenant = dict(api_keys or {}), default_tenant
-        self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting, kv_budget_bytes)
+        self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting, kv_budget_bytes,
+                                   drafter=MtpDrafter(model) if speculative else None)
         self.grammars = GrammarCompiler(tokenizer, model.config.vocab_size, model.config.eos_token_id)
         self.max_requests_per_tenant = max_requests_per_tenant
         self.token_rates = TokenRates(tokens_per_second_per_tenant) if tokens_per_second_per_tenant else None

@@ -50,6 +50,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--kv-budget-gb", type=float, help="admit requests while their KV state fits in this many GiB")
     p.add_argument("--max-requests-per-tenant", type=int)
     p.add_argument("--tokens-per-second-per-tenant", type=float, help="token bucket per tenant (10 s of burst)")
+    p.add_argument("--speculative", action="store_true", help="MTP speculative decoding: the MTP layer drafts each "
+                   "next token and the main model verifies it in the same pass (replies unchanged)")
     p.add_argument("--threads", type=int, default=32, help="gRPC handler threads")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
     p.add_argument("--trace-console", action="store_true", help="print OpenTelemetry spans (no collector needed)")
@@ -109,7 +111,8 @@ def run_serve(args: argparse.Namespace) -> int:
                             max_waiting=args.max_waiting,
                             kv_budget_bytes=int(args.kv_budget_gb * (1 << 30)) if args.kv_budget_gb else None,
                             max_requests_per_tenant=args.max_requests_per_tenant,
-                            tokens_per_second_per_tenant=args.tokens_per_second_per_tenant)
+                            tokens_per_second_per_tenant=args.tokens_per_second_per_tenant,
+                            speculative=args.speculative)
     tls = tls_files(args)
     server, port, health_servicer = build_server(runtime, args.host, args.port, args.threads, tls)
     if args.metrics_port is not None:

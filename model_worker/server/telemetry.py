@@ -1,6 +1,6 @@
 """What the worker reports: one OpenTelemetry span per Generate following the GenAI semantic conventions (the
 caller's trace continues through W3C `traceparent` metadata), and Prometheus metrics (requests, time to first token,
-inter-token latency, tokens, session reuse and rebuilds, KV bytes per tier)."""
+inter-token latency, tokens, session reuse and rebuilds, speculative drafts and acceptance, KV bytes per tier)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ class Metrics:
                                      registry=r)
         self.completion_tokens = Counter("dsv4_completion_tokens", "tokens generated", registry=r)
         self.rebuilds = Counter("dsv4_session_rebuilds", "sessions re-prefilled from their token log", registry=r)
+        self.draft_tokens = Counter("dsv4_draft_tokens", "speculative drafts verified", registry=r)
+        self.accepted_draft_tokens = Counter("dsv4_accepted_draft_tokens", "speculative drafts kept", registry=r)
         self.kv_bytes = Gauge("dsv4_kv_bytes", "KV state bytes by tier", ["tier"], registry=r)
 
 
@@ -86,3 +88,5 @@ def record_usage(span: trace.Span, metrics: Metrics, usage, finish_reason: str) 
     metrics.reused_tokens.inc(usage.reused_tokens)
     metrics.completion_tokens.inc(usage.completion_tokens)
     metrics.rebuilds.inc(int(usage.session_rebuilt))
+    metrics.draft_tokens.inc(usage.draft_tokens)
+    metrics.accepted_draft_tokens.inc(usage.accepted_draft_tokens)

@@ -168,3 +168,20 @@ def test_official_numerics_store_the_official_formats() -> None:
     # The stored window rows decode to values whose nope dims are FP8-representable with power-of-two block scales.
     rows = model.layout.decode_kv(csa.window.rows(12, 20))
     assert torch.equal(model.layout.decode_kv(model.layout.encode_kv(rows)), rows)
+
+
+def test_a_draft_for_a_sampled_token_equals_the_draft_after_feeding_it(model: DeepseekV4) -> None:
+    """`draft(state, [t])` before t is fed gives the drafts a pass feeding t would give, and later passes go on from
+    the pair it added; a truncation drops it."""
+    ids = torch.randint(0, SMALL.vocab_size, (30,))
+    ahead, fed = model.new_state(), model.new_state()
+    model(ForwardBatch.single(ids[:20], ahead))
+    drafted = model.draft([ahead], [int(ids[20])])
+    assert ahead.mtp_pairs == 20 and ahead.num_tokens == 20
+    expected = model(ForwardBatch.single(ids[:21], fed, draft_logits=True)).mtp_logits
+    assert rel_err(drafted, expected) <= 1e-5
+    assert model(ForwardBatch(ids[20:22], [2], [ahead], last_rows=[2])).logits.shape[0] == 2
+    again = model.draft([ahead], [int(ids[22])])
+    assert rel_err(again, model(ForwardBatch.single(ids[21:23], fed, draft_logits=True)).mtp_logits) <= 1e-5
+    ahead.truncate(21)
+    assert ahead.mtp_pairs == 20

@@ -133,3 +133,22 @@ def test_logprobs_and_top_logprobs(worker):
     responses, _ = run(worker.stub, pb.GenerateRequest(token_ids=pb.TokenIds(ids=[0, 100]),
                                                        sampling=pb.SamplingParams(max_tokens=3, seed=1)))
     assert not any(r.delta.logprobs for r in responses if r.HasField("delta"))
+
+
+def test_a_speculative_worker_gives_the_same_replies_and_reports_its_drafts(tmp_path):
+    from model_worker.engine.loading import load_model
+
+    model = load_model(None, "tiny", numerics="official")
+    plain, speculative = Worker(model, tmp_path / "plain"), Worker(model, tmp_path / "spec", speculative=True)
+    try:
+        for seed in (1, 2):
+            request = pb.GenerateRequest(messages=user("count"), tools=[LOOKUP], sampling=sampled(seed, max_tokens=16))
+            _, expected = run(plain.stub, request)
+            _, final = run(speculative.stub, request)
+            assert final.content == expected.content
+            assert [(c.name, c.arguments_json) for c in final.tool_calls] == \
+                [(c.name, c.arguments_json) for c in expected.tool_calls]
+            assert final.usage.draft_tokens > 0 and 0 <= final.usage.accepted_draft_tokens <= final.usage.draft_tokens
+    finally:
+        plain.stop()
+        speculative.stop()

@@ -206,7 +206,7 @@ class Delta(_message.Message):
     def __init__(self, text: _Optional[str] = ..., reasoning: _Optional[bool] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprob, _Mapping]]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("prompt_tokens", "reused_tokens", "prefilled_tokens", "completion_tokens", "reasoning_tokens", "session_tokens", "session_rebuilt")
+    __slots__ = ("prompt_tokens", "reused_tokens", "prefilled_tokens", "completion_tokens", "reasoning_tokens", "session_tokens", "session_rebuilt", "draft_tokens", "accepted_draft_tokens")
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     REUSED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     PREFILLED_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +214,8 @@ class Usage(_message.Message):
     REASONING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SESSION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     SESSION_REBUILT_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_DRAFT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     prompt_tokens: int
     reused_tokens: int
     prefilled_tokens: int
@@ -221,7 +223,9 @@ class Usage(_message.Message):
     reasoning_tokens: int
     session_tokens: int
     session_rebuilt: bool
-    def __init__(self, prompt_tokens: _Optional[int] = ..., reused_tokens: _Optional[int] = ..., prefilled_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., session_tokens: _Optional[int] = ..., session_rebuilt: _Optional[bool] = ...) -> None: ...
+    draft_tokens: int
+    accepted_draft_tokens: int
+    def __init__(self, prompt_tokens: _Optional[int] = ..., reused_tokens: _Optional[int] = ..., prefilled_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ..., session_tokens: _Optional[int] = ..., session_rebuilt: _Optional[bool] = ..., draft_tokens: _Optional[int] = ..., accepted_draft_tokens: _Optional[int] = ...) -> None: ...
 
 class Final(_message.Message):
     __slots__ = ("finish_reason", "matched_stop", "usage", "content", "reasoning_content", "tool_calls")

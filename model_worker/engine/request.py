@@ -1,0 +1,65 @@
+"""A generation request as the scheduler runs it, and the events it streams back to its caller."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from model_worker.engine.output import RequestOutput
+from model_worker.sampling import FinishReason, SamplingParams, TokenConstraint
+from model_worker.state import SequenceState
+
+INTERACTIVE, BATCH = 0, 1
+
+
+@dataclass
+class TextDelta:
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)  # per token, when asked for
+
+
+@dataclass
+class Finished:
+    finish_reason: FinishReason
+    stop_reason: int | str | None
+    token_ids: list[int]
+    prompt_tokens: int
+    completion_tokens: int
+    sequence_tokens: int
+    discard_state: bool = False  # cancelled or failed: the state holds uncommitted tokens; reopen the last commit
+    error: str | None = None
+    draft_tokens: int = 0
+    accepted_draft_tokens: int = 0
+
+
+class Phase(enum.Enum):
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+@dataclass(eq=False)  # a request is itself, not its field values
+class Request:
+    """A generation over one sequence: append `prompt_token_ids`, then sample until a stop."""
+
+    request_id: str
+    state: SequenceState
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    on_event: Callable[[TextDelta | Finished], None]
+    on_commit: Callable[[list[int]], None] | None = None
+    commit_every: int = 0
+    priority: int = INTERACTIVE
+    prefill_only: bool = False  # append the input, commit it and finish without sampling
+    constraint: TokenConstraint | None = None  # the grammar the output must follow
+    draft: int | None = None  # a proposed next token, fed after the last sampled one and verified by sampling
+    drafted: int = 0
+    accepted: int = 0
+    phase: Phase = Phase.PREFILL
+    fed: int = 0  # prompt tokens fed so far
+    output: RequestOutput | None = None
+    cancelled: bool = False
+    arrival: int = 0
+    reserved_bytes: int = 0  # KV bytes this request may reach, counted against the scheduler's budget
