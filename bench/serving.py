@@ -6,9 +6,10 @@ At concurrency 1, 8 and 32 (one client thread each), two workloads through the t
   generating 32 tokens: a growing agent session, which must prefill only its new tokens.
 Reported per run: TTFT, TPOT (per request: (last - first token) / (tokens - 1)) and ITL (mean, p50, p99), output
 tokens/s, and for sessions the prefilled tokens per turn. The same stateless workload straight through the engine's
-scheduler (no gRPC) gives the overhead of the service: gRPC + serialization per token.
+scheduler (no gRPC) gives the overhead of the service: gRPC + serialization per token (the median TPOT of
+`--repeats` runs of each, alternated).
 
-    python -m bench.serving [--concurrency 1,8,32] [--requests 2]
+    python -m bench.serving [--concurrency 1,8,32] [--requests 2] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--requests", type=int, default=2, help="stateless requests per client")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating engine / served runs for the overhead")
     args = parser.parse_args()
     model = load_model(None, "tiny", numerics="official")
     vocab = model.config.vocab_size
@@ -156,16 +158,19 @@ def main() -> None:
         for concurrency in (int(c) for c in args.concurrency.split(",")):
             for row in grpc_rows(target, vocab, concurrency, args.requests):
                 print(row, flush=True)
-            engine = engine_tpot(runtime, vocab, concurrency)
-            served = Stats()
+            engine, served = [], []
+            for _ in range(args.repeats):  # alternated, so drifts of the machine hit both alike
+                engine.append(engine_tpot(runtime, vocab, concurrency))
+                probed = Stats()
 
-            def probe(i: int) -> None:
-                with WorkerClient(target, timeout=600) as client:
-                    timed_generate(client, served, token_ids=prompt_ids(1000 * i, PROMPT, vocab),
-                                   sampling=Sampling(temperature=0.0, max_tokens=OUTPUT, ignore_eos=True))
+                def probe(i: int, probed=probed) -> None:
+                    with WorkerClient(target, timeout=600) as client:
+                        timed_generate(client, probed, token_ids=prompt_ids(1000 * i, PROMPT, vocab),
+                                       sampling=Sampling(temperature=0.0, max_tokens=OUTPUT, ignore_eos=True))
 
-            run_clients(concurrency, probe)
-            overhead.append((concurrency, engine, statistics.median(served.tpot)))
+                run_clients(concurrency, probe)
+                served.append(statistics.median(probed.tpot))
+            overhead.append((concurrency, statistics.median(engine), statistics.median(served)))
         print("\n| concurrency | engine TPOT ms (no gRPC) | served TPOT ms | gRPC + serialization overhead |")
         print("|---|---|---|---|")
         for concurrency, engine, served in overhead:
