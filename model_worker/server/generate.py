@@ -9,7 +9,8 @@ import queue
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -35,6 +36,7 @@ class Turn:
     reused: int = 0
     tenant: str = ""
     constraint: OutputConstraint | None = None
+    commits: list[Future] = field(default_factory=list)  # being written; the Final waits for them
 
 
 def generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.ServicerContext,
@@ -177,8 +179,10 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
         final: Finished = event
         for response, _ in _responses(parser.finish(), TextDelta("", [], []), request_id, tool_calls, False):
             yield response
-        if final.discard_state and turn.session is not None:
-            runtime.hot.discard(turn.session.tenant, turn.session.session_id)
+        if turn.session is not None:
+            runtime.settle(turn.session, turn.commits)  # the reply is final only once its commit is written
+            if final.discard_state:
+                runtime.hot.discard(turn.session.tenant, turn.session.session_id)
         parsed = parser.result
         usage = pb.Usage(prompt_tokens=turn.new_tokens, reused_tokens=turn.reused, prefilled_tokens=len(turn.prompt),
                          completion_tokens=final.completion_tokens, reasoning_tokens=reasoning_tokens,
@@ -235,4 +239,4 @@ def _commit(runtime: WorkerRuntime, turn: Turn, job: Request, tokens: list[int])
         # The reply is the kept tokens; the model still owes those never fed (the last one) and the closing EOS.
         closing = turn.chat.append_completion(output.token_ids).token_ids if turn.chat else []
         owed = output.token_ids[session.state.num_tokens - output.start :] + closing
-    runtime.commit(session, turn.chat, owed, tokens)
+    turn.commits.append(runtime.commit(session, turn.chat, owed, tokens))

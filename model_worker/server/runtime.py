@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 
 from model_worker.chat import ChatSession, SessionHead, Tokenizer
 from model_worker.engine import MtpDrafter, Scheduler
@@ -13,6 +14,7 @@ from model_worker.model import DeepseekV4
 from model_worker.server.limits import TokenRates
 from model_worker.server.telemetry import Metrics
 from model_worker.sessions import Head, OpenSession, SessionStore
+from model_worker.sessions.commits import CommitWriter, prepare
 from model_worker.sessions.hot import HotSessions
 from model_worker.structured import GrammarCompiler
 
@@ -53,6 +55,7 @@ class WorkerRuntime:
         self.metrics.waiting.set_function(lambda: self.scheduler.load["waiting"])
         self.metrics.kv_bytes.labels("hot").set_function(lambda: self.hot.nbytes)
         self.hot = HotSessions(store, hot_budget_bytes)
+        self.writer = CommitWriter(store)
         self.serving = False
         self._busy: set[tuple[str, str]] = set()
         self._busy_lock = threading.Lock()
@@ -67,6 +70,7 @@ class WorkerRuntime:
         self.serving = False
         self._stop.set()
         self._thread.join(timeout=30)
+        self.writer.close()
 
     def tenant(self, metadata: Mapping[str, str]) -> str:
         """The caller's tenant: from `authorization: Bearer KEY` when keys are configured, else the default."""
@@ -132,9 +136,22 @@ class WorkerRuntime:
             owed += chat.append_completion([]).token_ids
         return owed
 
-    def commit(self, session: OpenSession, chat: ChatSession | None, owed: list[int], token_ids: list[int]) -> None:
+    def commit(self, session: OpenSession, chat: ChatSession | None, owed: list[int], token_ids: list[int]) -> Future:
         """Commit `token_ids` (fed since the last commit) with the renderer's state and the tokens still owed to
-        the model (the last sampled token and the turn's closing EOS, fed at the start of the next turn)."""
+        the model (the last sampled token and the turn's closing EOS, fed at the start of the next turn). Prepared
+        here (on the engine thread: no storage I/O), written by the commit writer; the Future says when it is
+        durable."""
         previous = (session.chat or {}).get("renderer")
         session.chat = {"renderer": chat.state() if chat else previous, "pending": owed}
-        self.store.commit(session, token_ids)
+        return self.writer.submit(prepare(self.store, session, token_ids))
+
+    def settle(self, session: OpenSession, commits: list[Future]) -> None:
+        """Wait until a request's commits are written. One that failed (byte cap, store down) leaves the session in
+        memory ahead of the store: it is dropped from the hot tier (the next request reopens the last written
+        commit) and the error is raised."""
+        try:
+            for commit in commits:
+                commit.result()
+        except BaseException:
+            self.hot.discard(session.tenant, session.session_id)
+            raise

@@ -55,7 +55,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         if session.reused_prefix_tokens < len(chat.token_ids):  # nobody stored this head yet: prefill it
             self._prefill(session, chat.token_ids[session.reused_prefix_tokens :], chat, context)
         else:
-            runtime.commit(session, chat, [], [])
+            runtime.settle(session, [runtime.commit(session, chat, [], [])])
         runtime.hot.add(session)
         return self._session(tenant, session.session_id, session.reused_prefix_tokens)
 
@@ -74,15 +74,17 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
     def _prefill(self, session, prompt: list[int], chat, context, owed: list[int] = ()) -> None:
         """Feed `prompt` to the session through the scheduler and commit it (no sampling)."""
         if not prompt:
-            self.runtime.commit(session, chat, list(owed), [])
+            self.runtime.settle(session, [self.runtime.commit(session, chat, list(owed), [])])
             return
         done: queue.Queue = queue.Queue()
+        commits = []
         job = Request(uuid.uuid4().hex, session.state, prompt, SamplingParams(temperature=0.0), done.put,
                       prefill_only=True)
-        job.on_commit = lambda tokens: self.runtime.commit(session, chat, list(owed), tokens)
+        job.on_commit = lambda tokens: commits.append(self.runtime.commit(session, chat, list(owed), tokens))
         self.runtime.scheduler.submit(job)
         while not isinstance(finished := done.get(), Finished):
             pass
+        self.runtime.settle(session, commits)
         if finished.error or finished.discard_state:
             self.runtime.hot.discard(session.tenant, session.session_id)
             raise RuntimeError(finished.error or "the append was cancelled")

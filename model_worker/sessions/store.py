@@ -19,19 +19,17 @@ import torch
 
 from model_worker.sessions.blobs import BlobStore
 from model_worker.sessions.chain import (
-    TOKEN_PAGE_BLOCKS,
     Chain,
     layout_id,
     page_address,
     page_spans,
     tail_address,
-    token_page_address,
 )
 from model_worker.sessions.codec import BlobCodec
+from model_worker.sessions.commits import CommitResult, bookkeeping, prepare, restore_bookkeeping, write
 from model_worker.sessions.errors import (
     CorruptSession,
     IncompatibleSession,
-    InvalidSessionRequest,
     QuotaExceeded,
     SessionExists,
     SessionNotFound,
@@ -43,12 +41,11 @@ from model_worker.sessions.manifest import (
     check_session_id,
     commit_key,
     meta_key,
-    pack_tokens,
     salt_key,
     session_prefix,
     tenant_key,
 )
-from model_worker.sessions.state_io import full_pages, page_group, restore_state, tail_tensors
+from model_worker.sessions.state_io import full_pages, restore_state
 from model_worker.state import SequenceState, StateLayout
 
 
@@ -71,14 +68,6 @@ class OpenSession:
     rebuilt: bool = False  # the stored state was lost: the session starts empty and `replay` must be prefilled
     replay: list[int] = field(default_factory=list)  # the lost state's token log, to prefill and commit again
     reused_prefix_tokens: int = 0  # tokens whose state came from another session's stored prefix
-
-
-@dataclass
-class CommitResult:
-    seq: int
-    num_tokens: int
-    bytes_written: int
-    values_written: int
 
 
 class SessionStore:
@@ -163,60 +152,15 @@ class SessionStore:
 
     def commit(self, session: OpenSession, new_token_ids: Sequence[int], checkpoint: bool = False) -> CommitResult:
         """Persist the state after `new_token_ids` (the tokens fed since the last commit). All or nothing: over the
-        tenant's byte cap, nothing is written and the stored session stays at its previous commit."""
-        state, tk = session.state, tenant_key(session.tenant)
-        if state.num_tokens != len(session.token_ids) + len(new_token_ids):
-            raise InvalidSessionRequest(f"the state holds {state.num_tokens} tokens, the session "
-                                        f"{len(session.token_ids)} + {len(new_token_ids)} new")
-        state.commit()
-        # Only the tokens since the last full token page matter here; the log is not copied (it may hold millions).
-        token_page = session.chain.block * TOKEN_PAGE_BLOCKS
-        base = session.token_pages * token_page
-        recent = session.token_ids[base:] + list(new_token_ids)
-        total = base + len(recent)
-        chain = session.chain.copy()
-        chain.extend(new_token_ids)
-        values: list[tuple[str, bytes]] = []
-        for ratio, span in self.spans.items():
-            for index in range(session.stored_pages.get(ratio, 0), full_pages(state, ratio)):
-                key = blob_key(tk, page_address(chain, ratio, index, span))
-                values.append((key, self.codec.seal_tensors(key, page_group(state, ratio, index), {"page": index})))
-        last_token_page = session.last_token_page
-        for index in range(session.token_pages, total // token_page):
-            address = token_page_address(chain, index)
-            key = blob_key(tk, address)
-            page = torch.tensor(recent[index * token_page - base : (index + 1) * token_page - base], dtype=torch.int32)
-            values.append((key, self.codec.seal_tensors(key, {"tokens": page},
-                                                       {"index": index, "previous": last_token_page})))
-            last_token_page = address
-        tail = tail_address(chain, total, recent, offset=base)
-        tensors, metadata = tail_tensors(state)
-        values.append((blob_key(tk, tail), self.codec.seal_tensors(blob_key(tk, tail), tensors, metadata)))
-        # Values are written once, except when replaying a lost state: then what is there may be the damaged copy.
-        repair = bool(session.replay)
-        new_values = [(k, v) for k, v in values if repair or not self.blobs.exists(k)]
-        self._check_quota(tk, sum(len(v) for _, v in new_values))
-        for key, value in new_values:
-            if repair:
-                self.blobs.put(key, value)
-            elif self.blobs.put_if_absent(key, value) and tk in self._usage:
-                self._usage[tk] += len(value)
-        full_token_pages = total // token_page
-        record = Commit(session.session_id, session.seq + 1, self.fingerprint, self.layout_id, total,
-                        full_token_pages, last_token_page, pack_tokens(recent[full_token_pages * token_page - base :]),
-                        tail, session.head, time.time(), checkpoint=checkpoint,
-                        sampling=None if state.sampling is None else base64.b64encode(state.sampling).decode(),
-                        chat=session.chat)
-        written = self.write_commit(tk, record)
-        session.token_ids.extend(new_token_ids)
-        session.replay = []
-        session.chain, session.seq = chain, record.seq
-        session.stored_pages = {r: full_pages(state, r) for r in self.spans}
-        session.token_pages, session.last_token_page, session.sampling = full_token_pages, last_token_page, \
-            state.sampling
-        self.prune(tk, session.session_id)
-        return CommitResult(record.seq, total, sum(len(v) for _, v in new_values) + written,
-                            len(new_values) + 1)
+        tenant's byte cap, nothing is written, and the stored session and this open one stay at the previous
+        commit. (`commits.prepare` + `commits.write`, in one call; the worker writes on a writer thread instead.)"""
+        before = bookkeeping(session)
+        prepared = prepare(self, session, new_token_ids, checkpoint)
+        try:
+            return write(self, prepared)
+        except BaseException:
+            restore_bookkeeping(session, before)
+            raise
 
     def write_commit(self, tk: str, record: Commit) -> int:
         key = commit_key(tk, record.session_id, record.seq)

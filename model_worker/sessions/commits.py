@@ -1,0 +1,151 @@
+"""A commit in two halves, so the engine never waits on storage: `prepare` (on the engine thread, cheap) takes what
+the commit needs from the state: the page groups completed since the last commit (views: a full page never changes
+again), the token pages and a copy of the tail (it changes with the next token); and it advances the open session's
+bookkeeping, so the next commit can be prepared at once. `write` (anywhere) seals the values, checks the tenant's byte
+cap, writes them and then the record that makes them visible. `CommitWriter` runs writes on one thread in order, so
+a session's commits land in sequence."""
+
+from __future__ import annotations
+
+import base64
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from model_worker.sessions.chain import TOKEN_PAGE_BLOCKS, page_address, tail_address, token_page_address
+from model_worker.sessions.errors import InvalidSessionRequest
+from model_worker.sessions.manifest import Commit, blob_key, pack_tokens, tenant_key
+from model_worker.sessions.state_io import full_pages, page_group, tail_tensors
+
+if TYPE_CHECKING:
+    from model_worker.sessions.store import OpenSession, SessionStore
+
+# What `prepare` advances in an OpenSession (restored when a synchronous commit fails); the token log is extended in
+# place (it may hold millions), so its length is what is kept.
+_BOOKKEEPING = ("replay", "chain", "seq", "stored_pages", "token_pages", "last_token_page", "sampling")
+
+
+@dataclass
+class CommitResult:
+    seq: int
+    num_tokens: int
+    bytes_written: int
+    values_written: int
+
+
+@dataclass
+class PreparedCommit:
+    tk: str
+    session_id: str
+    values: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]]  # (key, tensors, metadata), sealed on write
+    record: Commit
+    repair: bool  # replaying a lost state: overwrite what is there (it may be the damaged copy)
+
+
+def bookkeeping(session: OpenSession) -> dict[str, Any]:
+    return {"num_token_ids": len(session.token_ids), **{name: getattr(session, name) for name in _BOOKKEEPING}}
+
+
+def restore_bookkeeping(session: OpenSession, saved: dict[str, Any]) -> None:
+    del session.token_ids[saved["num_token_ids"] :]
+    for name in _BOOKKEEPING:
+        setattr(session, name, saved[name])
+
+
+def prepare(store: SessionStore, session: OpenSession, new_token_ids: Sequence[int],
+            checkpoint: bool = False) -> PreparedCommit:
+    """Everything the commit after `new_token_ids` (the tokens fed since the last commit) writes; the session moves on
+    to that commit in memory."""
+    state, tk = session.state, tenant_key(session.tenant)
+    if state.num_tokens != len(session.token_ids) + len(new_token_ids):
+        raise InvalidSessionRequest(f"the state holds {state.num_tokens} tokens, the session "
+                                    f"{len(session.token_ids)} + {len(new_token_ids)} new")
+    state.commit()
+    # Only the tokens since the last full token page matter here; the log is not copied (it may hold millions).
+    token_page = session.chain.block * TOKEN_PAGE_BLOCKS
+    base = session.token_pages * token_page
+    recent = session.token_ids[base:] + list(new_token_ids)
+    total = base + len(recent)
+    chain = session.chain.copy()
+    chain.extend(new_token_ids)
+    values: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]] = []
+    for ratio, span in store.spans.items():
+        for index in range(session.stored_pages.get(ratio, 0), full_pages(state, ratio)):
+            values.append((blob_key(tk, page_address(chain, ratio, index, span)), page_group(state, ratio, index),
+                           {"page": index}))
+    last_token_page = session.last_token_page
+    for index in range(session.token_pages, total // token_page):
+        address = token_page_address(chain, index)
+        page = torch.tensor(recent[index * token_page - base : (index + 1) * token_page - base], dtype=torch.int32)
+        values.append((blob_key(tk, address), {"tokens": page}, {"index": index, "previous": last_token_page}))
+        last_token_page = address
+    tail = tail_address(chain, total, recent, offset=base)
+    tensors, metadata = tail_tensors(state)
+    values.append((blob_key(tk, tail), {name: t.clone() for name, t in tensors.items()}, metadata))
+    full_token_pages = total // token_page
+    record = Commit(session.session_id, session.seq + 1, store.fingerprint, store.layout_id, total,
+                    full_token_pages, last_token_page, pack_tokens(recent[full_token_pages * token_page - base :]),
+                    tail, session.head, time.time(), checkpoint=checkpoint,
+                    sampling=None if state.sampling is None else base64.b64encode(state.sampling).decode(),
+                    chat=session.chat)
+    prepared = PreparedCommit(tk, session.session_id, values, record, repair=bool(session.replay))
+    session.token_ids.extend(new_token_ids)
+    session.replay = []
+    session.chain, session.seq = chain, record.seq
+    session.stored_pages = {r: full_pages(state, r) for r in store.spans}
+    session.token_pages, session.last_token_page, session.sampling = full_token_pages, last_token_page, state.sampling
+    return prepared
+
+
+def write(store: SessionStore, prepared: PreparedCommit) -> CommitResult:
+    """Seal and write the values, then the record. All or nothing: over the tenant's byte cap, nothing is written."""
+    tk, repair = prepared.tk, prepared.repair
+    values = [(key, tensors, metadata) for key, tensors, metadata in prepared.values
+              if repair or not store.blobs.exists(key)]  # values are written once, except when repairing
+    sealed = [(key, store.codec.seal_tensors(key, tensors, metadata)) for key, tensors, metadata in values]
+    store._check_quota(tk, sum(len(v) for _, v in sealed))
+    for key, value in sealed:
+        if repair:
+            store.blobs.put(key, value)
+        elif store.blobs.put_if_absent(key, value) and tk in store._usage:
+            store._usage[tk] += len(value)
+    written = store.write_commit(tk, prepared.record)
+    store.prune(tk, prepared.session_id)
+    return CommitResult(prepared.record.seq, prepared.record.num_tokens, sum(len(v) for _, v in sealed) + written,
+                        len(sealed) + 1)
+
+
+class CommitWriter:
+    """Writes prepared commits on one thread, in the order they were submitted; each submit returns a Future of
+    its CommitResult (or of the error that kept it from being written)."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        self._queue: queue.Queue[tuple[PreparedCommit, Future] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="commit-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, prepared: PreparedCommit) -> Future:
+        future: Future = Future()
+        self._queue.put((prepared, future))
+        return future
+
+    def close(self) -> None:
+        """Write everything submitted so far, then stop."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            prepared, future = item
+            try:
+                future.set_result(write(self.store, prepared))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the commit
+                future.set_exception(exc)
+
