@@ -1,0 +1,1 @@
+"""The platform's services around the model workers: batch jobs on Celery (`jobs`)."""

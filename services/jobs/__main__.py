@@ -1,0 +1,5 @@
+import sys
+
+from services.jobs.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""The jobs service as its callers see it: submit a JSONL batch (or parsed requests) and publish it, read a batch as
+OpenAI's Batch object, stream its results as OpenAI's batch output lines, cancel it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from opentelemetry import propagate
+
+from model_worker.sessions.blobs import BlobStore
+from services.jobs.celery_app import BATCH_PRIORITY, INTERACTIVE_PRIORITY, publish
+from services.jobs.models import Batch
+from services.jobs.service import JobStore
+from services.jobs.spec import parse_jsonl
+
+
+class Jobs:
+    def __init__(self, store: JobStore, outputs: BlobStore | None = None, completion_window_s: int = 24 * 3600
+                 ) -> None:
+        self.store, self.outputs, self.completion_window_s = store, outputs, completion_window_s
+
+    def submit_jsonl(self, tenant: str, text: str, *, completion_window_s: int | None = None,
+                     metadata: dict[str, str] | None = None, webhook_url: str | None = None,
+                     interactive: bool = False) -> dict[str, Any]:
+        """Validate every line, store the valid requests and publish them; invalid lines are reported in the
+        batch's errors with their line numbers."""
+        valid, invalid = parse_jsonl(text)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)  # the batch keeps the submitter's trace for the requests the reaper publishes again
+        batch, to_publish = self.store.submit(tenant, valid, invalid, completion_window_s or self.completion_window_s,
+                                              metadata, webhook_url, carrier)
+        publish(to_publish, priority=INTERACTIVE_PRIORITY if interactive else BATCH_PRIORITY)
+        return self.view(batch)
+
+    def get(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        return self.view(self.store.get(tenant, batch_id))
+
+    def list(self, tenant: str, limit: int = 20, after: str | None = None) -> dict[str, Any]:
+        batches = self.store.list(tenant, limit + 1, after)
+        page = [self.view(b) for b in batches[:limit]]
+        return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+                "last_id": page[-1]["id"] if page else None, "has_more": len(batches) > limit}
+
+    def cancel(self, tenant: str, batch_id: str) -> dict[str, Any]:
+        return self.view(self.store.cancel(tenant, batch_id))
+
+    def results(self, tenant: str, batch_id: str) -> Iterator[dict[str, Any]]:
+        """OpenAI batch output lines, in input order; a cancelled request's partial output is in its response."""
+        for request, result in self.store.results(tenant, batch_id):
+            response = result.response
+            if result.output_ref and self.outputs is not None:  # stored outside the row (over the inline limit)
+                response = json.loads(self.outputs.get(result.output_ref))
+            yield {"id": f"batch_req_{request.id}", "custom_id": request.custom_id,
+                   "response": None if response is None else {"status_code": 200, "request_id": response.get("id"),
+                                                              "body": response},
+                   "error": result.error}
+
+    def view(self, batch: Batch) -> dict[str, Any]:
+        """OpenAI's Batch object, plus per-status counts and the progress of requests that are running."""
+        counts = self.store.counts(batch.id)
+
+        def stamp(value) -> int | None:
+            return int(value.timestamp()) if value is not None else None
+
+        return {
+            "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "status": batch.status,
+            "completion_window": f"{batch.completion_window_s // 3600}h" if batch.completion_window_s % 3600 == 0
+            else f"{batch.completion_window_s}s",
+            "errors": {"object": "list", "data": [{"code": "invalid_request", "line": e["line"],
+                                                   "message": e["message"]} for e in batch.invalid_lines]}
+            if batch.invalid_lines else None,
+            "request_counts": {"total": batch.total, "completed": batch.completed, "failed": batch.failed},
+            "requests_by_status": counts,
+            "metadata": batch.metadata_ or None,
+            **{f"{name}_at": stamp(getattr(batch, f"{name}_at")) for name in (
+                "created", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")},
+            "expires_at": stamp(batch.expires_at),
+        }

@@ -1,0 +1,109 @@
+"""The Celery app: a Think Max queue (served by GPU-backed workers) and a default queue, routed by reasoning mode;
+long-task settings (late acks, no prefetch, a visibility timeout beyond the longest job, everywhere Celery reads it);
+the task that runs one request and the reaper that publishes again what a lost message or a dead worker left behind.
+
+    celery -A services.jobs.celery_app worker -Q think_max,default -B
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterable
+
+from celery import Celery
+from kombu import Queue
+from opentelemetry import propagate, trace
+
+from model_worker.client import ResourceExhausted, Unavailable, WorkerClient
+from model_worker.sessions import open_blobs
+from services.jobs.db import make_engine, sessions
+from services.jobs.runner import Runner
+from services.jobs.service import JobStore
+from services.jobs.settings import JobsSettings
+from services.jobs.spec import DEFAULT_QUEUE, THINK_MAX_QUEUE
+
+TRACER = trace.get_tracer("dsv4.jobs")
+BATCH_PRIORITY, INTERACTIVE_PRIORITY = 3, 8  # single Think Max turns of an agent go before batch requests
+
+
+def celery_config(settings: JobsSettings) -> dict:
+    transport = {"visibility_timeout": settings.visibility_timeout_seconds,
+                 # Redis emulates priorities with one list per step; RabbitMQ needs x-max-priority on the queues.
+                 "priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"}
+    queues = [Queue(name, queue_arguments={"x-max-priority": 10}) for name in (THINK_MAX_QUEUE, DEFAULT_QUEUE)]
+    return dict(
+        broker_url=settings.broker_url,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        broker_transport_options=transport,
+        result_backend_transport_options={"visibility_timeout": settings.visibility_timeout_seconds},
+        task_ignore_result=True,  # SQL holds every outcome
+        task_queues=queues,
+        task_default_queue=DEFAULT_QUEUE,
+        task_default_priority=BATCH_PRIORITY,
+        task_soft_time_limit=settings.longest_job_seconds,
+        task_time_limit=settings.longest_job_seconds + 60,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        beat_schedule={"reap": {"task": "jobs.reap", "schedule": max(5.0, settings.lease_seconds / 2),
+                                "options": {"queue": DEFAULT_QUEUE}}},
+    )
+
+
+settings = JobsSettings()
+app = Celery("dsv4_jobs")
+app.conf.update(celery_config(settings))
+_resources: dict[int, tuple[JobStore, Runner]] = {}
+
+
+def configure(new: JobsSettings) -> None:
+    """Use other settings in this process (the Celery CLI reads the environment when it imports this module)."""
+    global settings
+    settings = new
+    app.conf.update(celery_config(new))
+    _resources.clear()
+
+
+def resources() -> tuple[JobStore, Runner]:
+    """This process's database engine, worker client and runner (made after the pool forks, never shared)."""
+    pid = os.getpid()
+    if pid not in _resources:
+        store = JobStore(sessions(make_engine(settings.database_url)))
+        client = WorkerClient(settings.worker_target, api_key=settings.worker_api_key, retries=2)
+        runner = Runner(store, client, owner=f"{socket.gethostname()}:{pid}", lease_s=settings.lease_seconds,
+                        results=open_blobs(settings.result_store), inline_output_bytes=settings.inline_output_bytes)
+        _resources[pid] = store, runner
+    return _resources[pid]
+
+
+def publish(requests: Iterable[tuple[int, str]], priority: int = BATCH_PRIORITY,
+            headers: dict[str, str] | None = None) -> None:
+    """One message per request on its queue; the submitter's trace context rides in the task headers."""
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    for request_id, queue in requests:
+        run_request.apply_async((request_id,), queue=queue, priority=priority, headers=carrier)
+
+
+@app.task(name="jobs.run_request", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def run_request(self, request_id: int) -> str:
+    store, runner = resources()
+    context = propagate.extract(self.request.headers or {})
+    with TRACER.start_as_current_span("jobs.run_request", context=context,
+                                      attributes={"dsv4.jobs.request_id": request_id}):
+        try:
+            return runner.run(request_id)
+        except (Unavailable, ResourceExhausted) as exc:
+            if self.request.retries >= settings.worker_retries:
+                raise
+            raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 60)) from exc
+
+
+@app.task(name="jobs.reap")
+def reap() -> int:
+    store, _ = resources()
+    again = store.reap(settings.requeue_after_seconds)
+    publish(again)
+    return len(again)

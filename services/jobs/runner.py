@@ -1,0 +1,162 @@
+"""Running one request: claim it, generate through the model worker's typed client with a heartbeat that renews the
+lease and notices cancellation, and end it with its result. A worker that is unavailable hands the request back (the
+task retries with backoff); a lost lease writes nothing (whoever holds it now will)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from model_worker.client import (
+    Delta,
+    Final,
+    InvalidArgument,
+    ResourceExhausted,
+    Sampling,
+    Tool,
+    ToolCall,
+    Unavailable,
+    WorkerClient,
+    WorkerError,
+)
+from model_worker.sessions.blobs import BlobStore
+from services.jobs.models import CANCELLED, COMPLETED, FAILED
+from services.jobs.service import JobStore, Outcome
+from services.jobs.spec import JobRequest
+
+
+@dataclass
+class Progress:
+    phase: str = "prefill"
+    tokens: int = 0
+    verdict: str = "ok"  # what the last renewal said: ok, cancel, lost
+
+
+@dataclass
+class Collected:
+    content: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    final: Final | None = None
+
+
+class Runner:
+    def __init__(self, store: JobStore, client: WorkerClient, owner: str, lease_s: float = 60.0,
+                 results: BlobStore | None = None, inline_output_bytes: int = 64 << 10, model: str = "") -> None:
+        self.store, self.client, self.owner, self.lease_s = store, client, owner, lease_s
+        self.results, self.inline_output_bytes, self.model = results, inline_output_bytes, model
+
+    def run(self, request_id: int) -> str:
+        """"done", "skipped" (not ours to run), "lost" (the lease went elsewhere); raises Unavailable or
+        ResourceExhausted after handing the request back when the model worker cannot take it now."""
+        claimed = self.store.claim(request_id, self.owner, self.lease_s)
+        if claimed is None:
+            return "skipped"
+        request, batch = claimed
+        job = JobRequest.from_json(request.body)
+        call_id = f"job-{request_id}-{request.attempts}"
+        progress = Progress()
+        stop = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(request_id, call_id, progress, stop),
+                                     name=f"lease-{request_id}", daemon=True)
+        heartbeat.start()
+        try:
+            outcome = self._generate(job, call_id, progress)
+        except (Unavailable, ResourceExhausted):  # the worker is down or overloaded: back to the queue, retry later
+            stop.set()
+            heartbeat.join()
+            self.store.release(request_id, self.owner)
+            raise
+        except WorkerError as exc:  # the worker refused the request: it will not do better on a retry
+            outcome = Outcome(FAILED, error={"code": type(exc).__name__, "message": str(exc)})
+        finally:
+            stop.set()
+            heartbeat.join()
+        if progress.verdict == "lost":
+            return "lost"
+        return "done" if self.store.finish(request_id, self.owner, outcome) else "lost"
+
+    def _heartbeat(self, request_id: int, call_id: str, progress: Progress, stop: threading.Event) -> None:
+        """Renew the lease a few times per lease period, also during a long prefill that streams nothing."""
+        while not stop.wait(self.lease_s / 4):
+            progress.verdict = self.store.renew(request_id, self.owner, self.lease_s, progress.phase,
+                                                progress.tokens)
+            if progress.verdict != "ok":
+                try:
+                    self.client.abort(call_id, timeout=10)
+                except WorkerError:
+                    pass  # the stream ends anyway once the worker is back, or its deadline passes
+                return
+
+    def _generate(self, job: JobRequest, call_id: str, progress: Progress) -> Outcome:
+        session_id = self._job_session(job, call_id)
+        tools = None if session_id else [_tool(t) for t in job.tools] or None  # a session has its own tools
+        got = Collected()
+        for event in self.client.generate(
+                session_id=session_id, messages=job.messages, tools=tools, mode=job.mode,
+                sampling=Sampling(**job.sampling), tool_choice=job.tool_choice,
+                response_format=job.response_format, priority="batch", request_id=call_id):
+            if isinstance(event, Delta):
+                progress.phase = "decode"
+                progress.tokens += len(event.token_ids)
+                (got.reasoning if event.reasoning else got.content).append(event.text)
+            elif isinstance(event, ToolCall):
+                got.tool_calls.append(event)
+            elif isinstance(event, Final):
+                got.final = event
+        final = got.final
+        usage = {"prompt_tokens": final.usage.prompt_tokens, "prefilled_tokens": final.usage.prefilled_tokens,
+                 "reused_tokens": final.usage.reused_tokens, "completion_tokens": final.usage.completion_tokens,
+                 "reasoning_tokens": final.usage.reasoning_tokens}
+        status = CANCELLED if final.finish_reason == "cancelled" else COMPLETED
+        response = chat_completion(call_id, self.model, final, usage)
+        return self._store_large(Outcome(status, response=response, usage=usage,
+                                         error={"code": "batch_cancelled", "message": "cancelled while running; "
+                                                "the partial output is kept"} if status == CANCELLED else None))
+
+    def _job_session(self, job: JobRequest, call_id: str) -> str | None:
+        """A job continuing a session runs on a fork of its last commit (named after the attempt), so the batch never
+        changes the caller's session."""
+        if job.session_id is None:
+            return None
+        info = self.client.get_session(job.session_id)
+        if job.mode == "think-max" and not info.think_max:
+            raise InvalidArgument(f"session {job.session_id} was not created as Think Max (a Think Max job on it "
+                                  "needs a Think Max copy of its transcript: not served yet)")
+        return self.client.fork(job.session_id, new_session_id=call_id).session_id
+
+    def _store_large(self, outcome: Outcome) -> Outcome:
+        """Outputs over the inline limit go to the result store; the row keeps their address."""
+        if self.results is None or outcome.response is None:
+            return outcome
+        data = json.dumps(outcome.response, ensure_ascii=False).encode()
+        if len(data) <= self.inline_output_bytes:
+            return outcome
+        key = f"results/{outcome.response['id']}.json"
+        self.results.put(key, data)
+        outcome.response, outcome.output_ref = None, key
+        return outcome
+
+
+def _tool(tool: dict[str, Any]) -> Tool:
+    function = tool.get("function", tool)
+    return Tool(function["name"], function.get("description", ""), function.get("parameters") or {})
+
+
+def chat_completion(call_id: str, model: str, final: Final, usage: dict[str, int]) -> dict[str, Any]:
+    """The response body as OpenAI's chat.completion object (with DeepSeek's reasoning_content)."""
+    message: dict[str, Any] = {"role": "assistant", "content": final.content,
+                               "reasoning_content": final.reasoning_content or None}
+    if final.tool_calls:
+        message["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
+                                 for c in final.tool_calls]
+    return {"id": call_id, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": final.finish_reason or "stop"}],
+            "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+                      "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+                      "prompt_tokens_details": {"cached_tokens": usage["reused_tokens"]},
+                      "completion_tokens_details": {"reasoning_tokens": usage["reasoning_tokens"]}}}

@@ -1,0 +1,293 @@
+"""Batches in SQL: submit, read, list, cancel, and every transition of a request (claim, renew, finish) with the
+batch's counts and status kept in step. Each transition is one transaction guarded by the request's current status and
+lease owner, and results and usage rows are unique per (batch, custom_id), so whatever the broker delivers twice or
+loses, a request ends exactly once. Locks are taken batch row first, then request rows, in every transaction that
+takes both."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.jobs.models import (
+    BATCH_DONE,
+    CANCELLED,
+    CANCELLING,
+    COMPLETED,
+    EXPIRED,
+    FAILED,
+    IN_PROGRESS,
+    QUEUED,
+    RUNNING,
+    Batch,
+    BatchRequest,
+    Result,
+    UsageLedger,
+    utcnow,
+)
+from services.jobs.spec import InvalidLine, JobRequest
+
+USAGE_FIELDS = ("prompt_tokens", "prefilled_tokens", "reused_tokens", "completion_tokens", "reasoning_tokens")
+
+
+class BatchNotFound(LookupError):
+    """No such batch for this tenant (NOT_FOUND)."""
+
+
+@dataclass
+class Outcome:
+    """How a request ended: its status, the response or error, and what it cost."""
+
+    status: str  # completed, failed, cancelled, expired
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    usage: dict[str, int] | None = None
+    output_ref: str | None = None
+
+
+class JobStore:
+    def __init__(self, sessions: sessionmaker) -> None:
+        self.sessions = sessions
+
+    # -- batches ---------------------------------------------------------------------------------------------
+
+    def submit(self, tenant: str, valid: Sequence[tuple[int, JobRequest]], invalid: Sequence[InvalidLine],
+               completion_window_s: int, metadata: dict[str, str] | None = None, webhook_url: str | None = None,
+               trace_context: dict[str, str] | None = None) -> tuple[Batch, list[tuple[int, str]]]:
+        """Store a batch and its valid requests; returns it with the (request id, queue) pairs to publish. A batch
+        with no valid request is failed at once (its invalid lines say why)."""
+        now = utcnow()
+        batch = Batch(id=f"batch_{uuid.uuid4().hex}", tenant=tenant, status=IN_PROGRESS if valid else FAILED,
+                      completion_window_s=completion_window_s, total=len(valid), completed=0, failed=0,
+                      invalid_lines=[{"line": e.line, "message": e.message} for e in invalid],
+                      metadata_=dict(metadata or {}), webhook_url=webhook_url, trace_context=dict(trace_context or {}),
+                      created_at=now, expires_at=now + dt.timedelta(seconds=completion_window_s),
+                      in_progress_at=now if valid else None, failed_at=None if valid else now)
+        rows = [BatchRequest(batch_id=batch.id, custom_id=r.custom_id, line=line, body=r.to_json(), queue=r.queue,
+                             status=QUEUED, attempts=0, phase=QUEUED, tokens_so_far=0, enqueued_at=now)
+                for line, r in valid]
+        with self.sessions.begin() as s:
+            s.add(batch)
+            s.flush()
+            s.add_all(rows)
+        return batch, [(row.id, row.queue) for row in rows]
+
+    def get(self, tenant: str, batch_id: str) -> Batch:
+        with self.sessions() as s:
+            batch = s.get(Batch, batch_id)
+            if batch is None or batch.tenant != tenant:
+                raise BatchNotFound(f"no batch {batch_id}")
+            return batch
+
+    def list(self, tenant: str, limit: int = 20, after: str | None = None) -> list[Batch]:
+        """Newest first; `after` is the last batch ID of the previous page."""
+        with self.sessions() as s:
+            query = select(Batch).where(Batch.tenant == tenant)
+            if after:
+                anchor = s.get(Batch, after)
+                if anchor is None or anchor.tenant != tenant:
+                    raise BatchNotFound(f"no batch {after}")
+                query = query.where(or_(Batch.created_at < anchor.created_at,
+                                        and_(Batch.created_at == anchor.created_at, Batch.id < anchor.id)))
+            return list(s.scalars(query.order_by(Batch.created_at.desc(), Batch.id.desc()).limit(limit)))
+
+    def counts(self, batch_id: str) -> dict[str, int]:
+        """Requests by status (queued, running, completed, failed, cancelled, expired)."""
+        with self.sessions() as s:
+            rows = s.execute(select(BatchRequest.status, func.count()).where(BatchRequest.batch_id == batch_id)
+                             .group_by(BatchRequest.status))
+            return {status: n for status, n in rows}
+
+    def progress(self, batch_id: str) -> list[dict[str, Any]]:
+        """Per request: custom_id, status, phase and tokens so far (in input order)."""
+        with self.sessions() as s:
+            rows = s.execute(select(BatchRequest.custom_id, BatchRequest.status, BatchRequest.phase,
+                                    BatchRequest.tokens_so_far, BatchRequest.attempts)
+                             .where(BatchRequest.batch_id == batch_id).order_by(BatchRequest.line))
+            return [dict(custom_id=c, status=st, phase=p, tokens=t, attempts=a) for c, st, p, t, a in rows]
+
+    def results(self, tenant: str, batch_id: str) -> Iterator[tuple[BatchRequest, Result]]:
+        """Each ended request with its result, in input order (streamed from the database)."""
+        self.get(tenant, batch_id)
+        with self.sessions() as s:
+            query = (select(BatchRequest, Result).join(Result, Result.request_id == BatchRequest.id)
+                     .where(BatchRequest.batch_id == batch_id).order_by(BatchRequest.line)
+                     .execution_options(yield_per=256))
+            for request, result in s.execute(query):
+                yield request, result
+
+    def cancel(self, tenant: str, batch_id: str) -> Batch:
+        """Queued requests end now, cancelled; running ones stop at their next lease renewal."""
+        with self.sessions.begin() as s:
+            batch = self._lock_batch(s, batch_id, tenant)
+            if batch.status in BATCH_DONE or batch.status == CANCELLING:
+                return batch
+            batch.status, batch.cancelling_at = CANCELLING, utcnow()
+            queued = s.scalars(select(BatchRequest).where(BatchRequest.batch_id == batch_id,
+                                                          BatchRequest.status == QUEUED)).all()
+            for request in queued:
+                self._end(s, batch, request, Outcome(CANCELLED, error={"code": "batch_cancelled",
+                                                                       "message": "cancelled before it started"}))
+            self._finalize(s, batch)
+            return batch
+
+    # -- one request's life ---------------------------------------------------------------------------------
+
+    def claim(self, request_id: int, owner: str, lease_s: float) -> tuple[BatchRequest, Batch] | None:
+        """Take the request if it is queued or its lease expired; None if someone else holds it or it ended. A
+        request of a cancelling or expired batch ends instead of starting."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            batch_id = s.scalar(select(BatchRequest.batch_id).where(BatchRequest.id == request_id))
+            if batch_id is None:
+                return None
+            batch = self._lock_batch(s, batch_id)
+            claimed = s.execute(
+                update(BatchRequest)
+                .where(BatchRequest.id == request_id,
+                       or_(BatchRequest.status == QUEUED,
+                           and_(BatchRequest.status == RUNNING, BatchRequest.lease_expires_at < now)))
+                .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s),
+                        attempts=BatchRequest.attempts + 1, started_at=func.coalesce(BatchRequest.started_at, now),
+                        phase="prefill")).rowcount
+            if claimed != 1:
+                return None
+            request = s.get(BatchRequest, request_id)
+            if batch.status == CANCELLING:
+                self._end(s, batch, request, Outcome(CANCELLED, error={"code": "batch_cancelled",
+                                                                       "message": "cancelled before it started"}))
+            elif now >= batch.expires_at:
+                self._end(s, batch, request, Outcome(EXPIRED, error={"code": "batch_expired",
+                                                                     "message": "the batch's window ended"}))
+            else:
+                return request, batch
+            self._finalize(s, batch)
+            return None
+
+    def renew(self, request_id: int, owner: str, lease_s: float, phase: str, tokens: int) -> str:
+        """Extend the lease and record progress: "ok", "cancel" (the batch is being cancelled) or "lost" (the
+        lease went to someone else: stop without writing anything)."""
+        now = utcnow()
+        with self.sessions.begin() as s:
+            renewed = s.execute(
+                update(BatchRequest)
+                .where(BatchRequest.id == request_id, BatchRequest.lease_owner == owner,
+                       BatchRequest.status == RUNNING)
+                .values(lease_expires_at=now + dt.timedelta(seconds=lease_s), phase=phase,
+                        tokens_so_far=tokens)).rowcount
+            if renewed != 1:
+                return "lost"
+            status = s.scalar(select(Batch.status).join(BatchRequest, BatchRequest.batch_id == Batch.id)
+                              .where(BatchRequest.id == request_id))
+            return "cancel" if status == CANCELLING else "ok"
+
+    def release(self, request_id: int, owner: str) -> None:
+        """Give the request back to the queue (its worker will retry it later)."""
+        with self.sessions.begin() as s:
+            s.execute(update(BatchRequest).where(BatchRequest.id == request_id, BatchRequest.lease_owner == owner,
+                                                 BatchRequest.status == RUNNING)
+                      .values(status=QUEUED, lease_owner=None, lease_expires_at=None, phase=QUEUED,
+                              enqueued_at=utcnow()))
+
+    def finish(self, request_id: int, owner: str, outcome: Outcome) -> bool:
+        """End a running request held by `owner`: its result and usage rows and the batch's counts, in one
+        transaction. False (and nothing written) when the lease was lost or the request already ended."""
+        try:
+            with self.sessions.begin() as s:
+                request = s.get(BatchRequest, request_id)
+                if request is None:
+                    return False
+                batch = self._lock_batch(s, request.batch_id)
+                s.refresh(request)
+                if request.status != RUNNING or request.lease_owner != owner:
+                    return False
+                self._end(s, batch, request, outcome)
+                self._finalize(s, batch)
+                return True
+        except IntegrityError:  # a result for this custom_id exists already: it ended elsewhere
+            return False
+
+    # -- housekeeping ----------------------------------------------------------------------------------------
+
+    def reap(self, requeue_after_s: float) -> list[tuple[int, str]]:
+        """Requests to publish again: running ones whose lease expired (their worker died) go back to queued, and
+        queued ones waiting longer than `requeue_after_s` (their message may be lost; a duplicate finds them
+        claimed and does nothing). Batches past their window expire what has not started."""
+        now = utcnow()
+        with self.sessions.begin() as s:  # request rows only
+            s.execute(update(BatchRequest)
+                      .where(BatchRequest.status == RUNNING, BatchRequest.lease_expires_at < now)
+                      .values(status=QUEUED, lease_owner=None, lease_expires_at=None, phase=QUEUED, enqueued_at=now))
+        with self.sessions() as s:
+            past_window = list(s.scalars(select(Batch.id).where(Batch.status == IN_PROGRESS, Batch.expires_at <= now)))
+        for batch_id in past_window:
+            with self.sessions.begin() as s:
+                batch = self._lock_batch(s, batch_id)
+                for request in s.scalars(select(BatchRequest).where(BatchRequest.batch_id == batch_id,
+                                                                    BatchRequest.status == QUEUED)).all():
+                    self._end(s, batch, request, Outcome(EXPIRED, error={"code": "batch_expired",
+                                                                         "message": "the batch's window ended"}))
+                self._finalize(s, batch)
+        with self.sessions.begin() as s:
+            stale = now - dt.timedelta(seconds=requeue_after_s)
+            rows = s.execute(select(BatchRequest.id, BatchRequest.queue).where(
+                BatchRequest.status == QUEUED, BatchRequest.enqueued_at <= stale))
+            again = [(request_id, queue) for request_id, queue in rows]
+            if again:
+                s.execute(update(BatchRequest).where(BatchRequest.id.in_([i for i, _ in again]))
+                          .values(enqueued_at=now))
+            return again
+
+    # -- inside a transaction ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_batch(s: Session, batch_id: str, tenant: str | None = None) -> Batch:
+        batch = s.get(Batch, batch_id, with_for_update=True)
+        if batch is None or (tenant is not None and batch.tenant != tenant):
+            raise BatchNotFound(f"no batch {batch_id}")
+        return batch
+
+    @staticmethod
+    def _end(s: Session, batch: Batch, request: BatchRequest, outcome: Outcome) -> None:
+        now = utcnow()
+        request.status, request.phase, request.finished_at = outcome.status, "done", now
+        request.lease_owner, request.lease_expires_at = None, None
+        s.add(Result(request_id=request.id, batch_id=batch.id, custom_id=request.custom_id, status=outcome.status,
+                     response=outcome.response, error=outcome.error, output_ref=outcome.output_ref, created_at=now))
+        usage = outcome.usage or {}
+        s.add(UsageLedger(tenant=batch.tenant, batch_id=batch.id, custom_id=request.custom_id, recorded_at=now,
+                          **{name: int(usage.get(name, 0)) for name in USAGE_FIELDS}))
+        if outcome.status == COMPLETED:
+            batch.completed += 1
+        elif outcome.status == FAILED:
+            batch.failed += 1
+        s.flush()
+
+    @staticmethod
+    def _finalize(s: Session, batch: Batch) -> None:
+        """Once no request is queued or running, the batch ends: cancelled, expired or completed."""
+        if batch.status in BATCH_DONE:
+            return
+        left = s.scalar(select(func.count()).where(BatchRequest.batch_id == batch.id,
+                                                   BatchRequest.status.in_((QUEUED, RUNNING))))
+        if left:
+            return
+        now = utcnow()
+        if batch.status == CANCELLING:
+            batch.status, batch.cancelled_at = CANCELLED, now
+            return
+        expired = s.scalar(select(func.count()).where(BatchRequest.batch_id == batch.id,
+                                                      BatchRequest.status == EXPIRED))
+        batch.finalizing_at = now
+        if expired:
+            batch.status, batch.expired_at = EXPIRED, now
+        else:
+            batch.status, batch.completed_at = COMPLETED, now
+

@@ -1,0 +1,37 @@
+"""The jobs service's settings: environment variables `DSV4_JOBS_*` (or a `.env`-style file); every one has a
+default that runs embedded (SQLite next to the data, Redis on localhost)."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class JobsSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DSV4_JOBS_", env_file=None, extra="ignore")
+
+    database_url: str = Field("sqlite:///data/jobs.db", description="SQLAlchemy URL: PostgreSQL in deployment")
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker: redis://, amqp:// or "
+                            "sqla+sqlite:///... (embedded)")
+    worker_target: str = Field("127.0.0.1:50051", description="the model worker's gRPC address")
+    worker_api_key: str | None = Field(None, description="API key for the model worker, if it requires one")
+    result_store: str = Field("data/job-results", description="directory for outputs over the inline limit")
+    inline_output_bytes: int = Field(64 << 10, description="outputs larger than this are stored outside the row")
+    lease_seconds: float = Field(60.0, gt=0, description="a running request's lease; renewed while it streams")
+    requeue_after_seconds: float = Field(300.0, gt=0, description="a queued request not claimed by then is "
+                                         "published again (its message may have been lost)")
+    longest_job_seconds: int = Field(6 * 3600, gt=0, description="the longest a single request may run")
+    visibility_timeout_seconds: int | None = Field(None, description="broker redelivery timeout; default: the "
+                                                   "longest job plus an hour")
+    completion_window_seconds: int = Field(24 * 3600, gt=0, description="default expiry window of a batch")
+    progress_every_tokens: int = Field(64, gt=0, description="tokens between progress and lease updates")
+    worker_retries: int = Field(20, ge=0, description="retries of a request while the model worker is unavailable")
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_jobs(self) -> JobsSettings:
+        if self.visibility_timeout_seconds is None:
+            self.visibility_timeout_seconds = self.longest_job_seconds + 3600
+        if self.visibility_timeout_seconds <= self.longest_job_seconds:
+            raise ValueError("visibility_timeout_seconds must exceed longest_job_seconds, or the broker hands a "
+                             "running job to a second worker")
+        return self

@@ -1,0 +1,113 @@
+"""Batches end to end on real parts: PostgreSQL, Redis as the broker, Celery worker processes and a model worker
+process. Every valid request completes exactly once (one result row, one usage row), results come back as OpenAI
+batch output lines, cancellation stops running requests with their partial output, and a pool child killed mid-job
+does not lose or double its request."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+from conftest import start_celery
+from sqlalchemy import func, select
+
+from model_worker.sessions import open_blobs
+from services.jobs import celery_app
+from services.jobs.api import Jobs
+from services.jobs.db import make_engine, sessions
+from services.jobs.models import BatchRequest, Result, UsageLedger
+from services.jobs.service import JobStore
+from services.jobs.settings import JobsSettings
+
+
+def request_line(custom_id: str, max_tokens: int, effort: str = "none", **body) -> str:
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+                       "body": {"messages": [{"role": "user", "content": f"say {custom_id}"}],
+                                "reasoning_effort": effort, "max_tokens": max_tokens, "temperature": 0, **body}})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, database_url, broker_url, model_worker):
+    root = tmp_path_factory.mktemp("jobs")
+    target, _ = model_worker
+    settings = dict(database_url=database_url, broker_url=broker_url, worker_target=target,
+                    result_store=str(root / "results"), lease_seconds=4, requeue_after_seconds=5,
+                    longest_job_seconds=600)
+    celery = start_celery(root, "w1", beat=True, **settings)
+    celery_app.configure(JobsSettings(**settings))  # this process publishes to the same broker
+    jobs = Jobs(JobStore(sessions(make_engine(database_url))), open_blobs(str(root / "results")))
+    yield jobs, celery
+    celery.stop()
+
+
+def wait_until_ended(jobs: Jobs, batch_id: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        view = jobs.get("acme", batch_id)
+        if view["status"] in ("completed", "failed", "expired", "cancelled"):
+            return view
+        time.sleep(0.2)
+    raise TimeoutError(f"batch {batch_id} still {jobs.get('acme', batch_id)}")
+
+
+def ledger_rows(jobs: Jobs, batch_id: str) -> dict[str, int]:
+    with jobs.store.sessions() as s:
+        results = s.scalar(select(func.count()).select_from(Result).where(Result.batch_id == batch_id))
+        usage = s.scalar(select(func.count()).select_from(UsageLedger).where(UsageLedger.batch_id == batch_id))
+        attempts = s.scalar(select(func.sum(BatchRequest.attempts)).where(BatchRequest.batch_id == batch_id))
+    return {"results": results, "usage": usage, "attempts": attempts}
+
+
+def test_a_batch_completes_exactly_once_with_openai_shaped_results(setup):
+    jobs, _ = setup
+    lines = [request_line(f"r{i}", 4, effort="max" if i % 2 else "none") for i in range(6)]
+    lines.insert(2, "{broken")
+    batch = jobs.submit_jsonl("acme", "\n".join(lines))
+    assert batch["errors"]["data"] == [{"code": "invalid_request", "line": 3, "message": batch["errors"]["data"][0]
+                                        ["message"]}]
+    view = wait_until_ended(jobs, batch["id"])
+    assert view["status"] == "completed" and view["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
+    assert ledger_rows(jobs, batch["id"]) == {"results": 6, "usage": 6, "attempts": 6}
+    results = list(jobs.results("acme", batch["id"]))
+    assert [r["custom_id"] for r in results] == [f"r{i}" for i in range(6)]
+    for result in results:
+        body = result["response"]["body"]
+        assert result["error"] is None and body["object"] == "chat.completion"
+        assert body["usage"]["completion_tokens"] <= 4 and body["choices"][0]["finish_reason"] in ("length", "stop")
+
+
+def test_cancel_stops_running_requests_and_keeps_their_partial_output(setup):
+    jobs, _ = setup
+    batch = jobs.submit_jsonl("acme", "\n".join(request_line(f"long{i}", 3000, temperature=1.0, seed=i)
+                                                for i in range(4)))
+    deadline = time.monotonic() + 60
+    while not any(p["tokens"] for p in jobs.store.progress(batch["id"])):
+        assert time.monotonic() < deadline, "no request started decoding"
+        time.sleep(0.2)
+    jobs.cancel("acme", batch["id"])
+    view = wait_until_ended(jobs, batch["id"], timeout=60)
+    assert view["status"] == "cancelled"
+    results = list(jobs.results("acme", batch["id"]))
+    partial = [r for r in results if r["response"] is not None]
+    assert partial and all(r["error"]["code"] == "batch_cancelled" for r in results)
+    assert all(r["response"]["body"]["choices"][0]["finish_reason"] == "cancelled" for r in partial)
+    assert ledger_rows(jobs, batch["id"])["usage"] == 4
+
+
+def test_a_pool_child_killed_mid_job_neither_loses_nor_doubles_its_request(setup):
+    jobs, _ = setup
+    batch = jobs.submit_jsonl("acme", request_line("victim", 400, temperature=1.0, seed=3))
+    deadline = time.monotonic() + 60
+    while not jobs.store.progress(batch["id"])[0]["tokens"]:
+        assert time.monotonic() < deadline, "the request did not start"
+        time.sleep(0.1)
+    with jobs.store.sessions() as s:  # the lease names the pool child that runs it: host:pid
+        owner = s.scalar(select(BatchRequest.lease_owner).where(BatchRequest.batch_id == batch["id"]))
+    os.kill(int(owner.rsplit(":", 1)[1]), signal.SIGKILL)
+    view = wait_until_ended(jobs, batch["id"], timeout=120)
+    assert view["status"] == "completed"
+    rows = ledger_rows(jobs, batch["id"])
+    assert rows["results"] == rows["usage"] == 1 and rows["attempts"] >= 2
