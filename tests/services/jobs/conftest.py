@@ -108,9 +108,11 @@ def model_worker(tmp_path_factory):
     worker.stop()
 
 
-def start_celery(root: Path, name: str, concurrency: int = 2, beat: bool = False, **settings: str) -> Process:
+def start_celery(root: Path, name: str, concurrency: int = 2, beat: bool = False, pool: str = "prefork",
+                 **settings: str) -> Process:
     args = [sys.executable, "-m", "celery", "-A", "services.jobs.celery_app", "worker", "-Q", "think_max,default",
-            "-c", str(concurrency), "-n", f"{name}@%h", "-l", "info", "--without-gossip", "--without-mingle"]
+            "-c", str(concurrency), "-P", pool, "-n", f"{name}@%h", "-l", "info", "--without-gossip",
+            "--without-mingle"]
     if beat:
         args += ["-B", "-s", str(root / f"{name}-beat")]
     process = Process(args, child_env(**settings), root / f"{name}.log")

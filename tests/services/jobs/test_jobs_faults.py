@@ -1,0 +1,139 @@
+"""Faults with real processes: the whole Celery worker killed mid-job (a short visibility timeout redelivers its
+message, the reaper re-queues its lease) and the model worker restarted mid-job (the task retries with backoff).
+Each request still ends exactly once: one result row, one usage row."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+
+import pytest
+from conftest import Process, child_env, start_celery
+from sqlalchemy import func, select
+
+from services.jobs import celery_app
+from services.jobs.api import Jobs
+from services.jobs.db import make_engine, sessions
+from services.jobs.models import BatchRequest, Result, UsageLedger
+from services.jobs.service import JobStore
+from services.jobs.settings import JobsSettings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_model_worker(root, port: int) -> Process:
+    worker = Process([sys.executable, "-m", "model_worker", "serve", "--config", "tiny", "--port", str(port),
+                      "--session-store", str(root / "sessions")], child_env(), root / f"model-worker-{time.time()}.log")
+    worker.wait_for(r"serving \S+ on")
+    return worker
+
+
+def line(custom_id: str, max_tokens: int) -> str:
+    return json.dumps({"custom_id": custom_id, "body": {"messages": [{"role": "user", "content": "go"}],
+                                                        "reasoning_effort": "none", "max_tokens": max_tokens,
+                                                        "temperature": 1.0, "seed": 1}})
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise TimeoutError(what)
+
+
+def once(jobs: Jobs, batch_id: str) -> tuple[int, int, int]:
+    with jobs.store.sessions() as s:
+        return (s.scalar(select(func.count()).select_from(Result).where(Result.batch_id == batch_id)),
+                s.scalar(select(func.count()).select_from(UsageLedger).where(UsageLedger.batch_id == batch_id)),
+                s.scalar(select(func.sum(BatchRequest.attempts)).where(BatchRequest.batch_id == batch_id)))
+
+
+@pytest.fixture
+def world(tmp_path, database_url, broker_url):
+    port = free_port()
+    model_worker = start_model_worker(tmp_path, port)
+    # A visibility timeout of seconds (and jobs no longer than that) so a lost worker's message comes back soon.
+    settings = dict(database_url=database_url, broker_url=broker_url, worker_target=f"127.0.0.1:{port}",
+                    result_store=str(tmp_path / "results"), lease_seconds=3, requeue_after_seconds=4,
+                    longest_job_seconds=20, visibility_timeout_seconds=25)
+    celery_app.configure(JobsSettings(**settings))
+    jobs = Jobs(JobStore(sessions(make_engine(database_url))))
+    state = {"model_worker": model_worker, "port": port, "settings": settings, "root": tmp_path}
+    yield jobs, state
+    state["model_worker"].stop()
+
+
+def started(jobs: Jobs, batch_id: str) -> bool:
+    return any(p["tokens"] for p in jobs.store.progress(batch_id))
+
+
+def test_the_whole_celery_worker_killed_mid_job(world):
+    jobs, state = world
+    celery = start_celery(state["root"], "doomed", beat=True, **state["settings"])
+    batch = jobs.submit_jsonl("acme", line("victim", 300))
+    wait_for(lambda: started(jobs, batch["id"]), 60, "the request did not start")
+    celery.kill()  # the main process, its pool and its beat, at once
+    celery.stop()
+    survivor = start_celery(state["root"], "survivor", beat=True, **state["settings"])
+    try:
+        view = wait_for(lambda: (v := jobs.get("acme", batch["id"]))["status"] == "completed" and v, 120,
+                        "the batch did not complete after the worker came back")
+        assert view["request_counts"]["completed"] == 1
+        results, usage, attempts = once(jobs, batch["id"])
+        assert results == usage == 1 and attempts >= 2
+    finally:
+        survivor.stop()
+
+
+def test_the_model_worker_restarted_mid_job(world):
+    jobs, state = world
+    celery = start_celery(state["root"], "steady", beat=True, **state["settings"])
+    try:
+        batch = jobs.submit_jsonl("acme", line("interrupted", 300))
+        wait_for(lambda: started(jobs, batch["id"]), 60, "the request did not start")
+        state["model_worker"].kill()
+        state["model_worker"].stop()
+        time.sleep(1.0)  # the task sees UNAVAILABLE and retries with backoff meanwhile
+        state["model_worker"] = start_model_worker(state["root"], state["port"])
+        wait_for(lambda: jobs.get("acme", batch["id"])["status"] == "completed", 120,
+                 "the batch did not complete after the model worker came back")
+        results, usage, attempts = once(jobs, batch["id"])
+        assert results == usage == 1 and attempts >= 2
+    finally:
+        celery.stop()
+
+
+def test_a_private_redis_restarted_while_jobs_are_queued_and_running(world, tmp_path):
+    jobs, state = world
+    port = free_port()
+    redis_args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+                  "--appendfsync", "always", "--dir", str(tmp_path), "--save", ""]
+    redis = Process(redis_args, child_env(), tmp_path / "redis-1.log")
+    redis.wait_for("Ready to accept connections")
+    settings = {**state["settings"], "broker_url": f"redis://127.0.0.1:{port}/0"}
+    celery_app.configure(JobsSettings(**settings))
+    celery = start_celery(state["root"], "broker-test", beat=True, **settings)
+    try:
+        batch = jobs.submit_jsonl("acme", "\n".join(line(f"r{i}", 60) for i in range(6)))
+        wait_for(lambda: started(jobs, batch["id"]), 60, "nothing started")
+        redis.kill()  # mid-run, with messages still queued
+        redis.stop()
+        redis = Process(redis_args, child_env(), tmp_path / "redis-2.log")
+        redis.wait_for("Ready to accept connections")
+        wait_for(lambda: jobs.get("acme", batch["id"])["status"] == "completed", 150,
+                 "the batch did not complete after Redis came back")
+        results, usage, _ = once(jobs, batch["id"])
+        assert results == usage == 6
+        assert jobs.get("acme", batch["id"])["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
+    finally:
+        celery.stop()
+        redis.stop()
