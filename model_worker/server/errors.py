@@ -6,14 +6,16 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+from collections.abc import Sequence
 
 import grpc
 
 from model_worker.chat import ChatFormatError
 from model_worker.engine import Overloaded
 from model_worker.sampling.params import InvalidSamplingParams
+from model_worker.server.auth import Unauthenticated
 from model_worker.server.limits import RateLimited
-from model_worker.server.runtime import CommitMismatch, SessionBusy, TenantLimit, Unauthenticated
+from model_worker.server.runtime import CommitMismatch, SessionBusy, TenantLimit
 from model_worker.sessions import (
     CorruptSession,
     IncompatibleSession,
@@ -46,12 +48,14 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
 RETRY_AFTER_SECONDS = "1"
 
 
-def status_of(error: BaseException) -> grpc.StatusCode:
-    return next((code for kind, code in _CODES if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
+def status_of(error: BaseException, extra: Sequence[tuple[type[BaseException], grpc.StatusCode]] = ()
+              ) -> grpc.StatusCode:
+    return next((code for kind, code in (*extra, *_CODES) if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
 
 
-def _abort(context: grpc.ServicerContext, error: BaseException) -> None:
-    code = status_of(error)
+def _abort(context: grpc.ServicerContext, error: BaseException,
+           extra: Sequence[tuple[type[BaseException], grpc.StatusCode]] = ()) -> None:
+    code = status_of(error, extra)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("internal error", exc_info=error)
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -60,21 +64,29 @@ def _abort(context: grpc.ServicerContext, error: BaseException) -> None:
     context.abort(code, f"{type(error).__name__}: {error}")
 
 
-def rpc_errors(method):
-    """Wrap a servicer method (unary or server-streaming) so typed errors become their status codes."""
-    if inspect.isgeneratorfunction(method):
-        @functools.wraps(method)
-        def streaming(self, request, context):
-            try:
-                yield from method(self, request, context)
-            except Exception as error:  # noqa: BLE001 - mapped to a status; context.abort raises
-                _abort(context, error)
-        return streaming
+def error_codes(extra: Sequence[tuple[type[BaseException], grpc.StatusCode]] = ()):
+    """A decorator for servicer methods (unary or server-streaming): typed errors become their status codes, a
+    service's own (`extra`) before the common ones."""
 
-    @functools.wraps(method)
-    def unary(self, request, context):
-        try:
-            return method(self, request, context)
-        except Exception as error:  # noqa: BLE001 - mapped to a status; context.abort raises
-            _abort(context, error)
-    return unary
+    def decorate(method):
+        if inspect.isgeneratorfunction(method):
+            @functools.wraps(method)
+            def streaming(self, request, context):
+                try:
+                    yield from method(self, request, context)
+                except Exception as error:  # noqa: BLE001 - mapped to a status; context.abort raises
+                    _abort(context, error, extra)
+            return streaming
+
+        @functools.wraps(method)
+        def unary(self, request, context):
+            try:
+                return method(self, request, context)
+            except Exception as error:  # noqa: BLE001 - mapped to a status; context.abort raises
+                _abort(context, error, extra)
+        return unary
+
+    return decorate
+
+
+rpc_errors = error_codes()

@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from model_worker.chat import ChatSession, SessionHead, Tokenizer
 from model_worker.engine import MtpDrafter, Scheduler
 from model_worker.model import DeepseekV4
+from model_worker.server.auth import tenant_for
 from model_worker.server.limits import TokenRates
 from model_worker.server.telemetry import Metrics
 from model_worker.sessions import Head, OpenSession, SessionStore
@@ -25,10 +26,6 @@ class SessionBusy(RuntimeError):
 
 class CommitMismatch(RuntimeError):
     """The session is not at the commit the request expected (FAILED_PRECONDITION): a retried turn already ran."""
-
-
-class Unauthenticated(PermissionError):
-    """No or unknown API key (UNAUTHENTICATED)."""
 
 
 class TenantLimit(RuntimeError):
@@ -74,13 +71,7 @@ class WorkerRuntime:
 
     def tenant(self, metadata: Mapping[str, str]) -> str:
         """The caller's tenant: from `authorization: Bearer KEY` when keys are configured, else the default."""
-        if not self.api_keys:
-            return self.default_tenant
-        header = metadata.get("authorization", "")
-        key = header[len("Bearer "):] if header.startswith("Bearer ") else ""
-        if key not in self.api_keys:
-            raise Unauthenticated("a valid API key is required (authorization: Bearer KEY)")
-        return self.api_keys[key]
+        return tenant_for(metadata, self.api_keys, self.default_tenant)
 
     @contextlib.contextmanager
     def tenant_slot(self, tenant: str) -> Iterator[None]:

@@ -11,9 +11,9 @@ from opentelemetry import propagate
 
 from model_worker.sessions.blobs import BlobStore
 from services.jobs.celery_app import BATCH_PRIORITY, INTERACTIVE_PRIORITY, publish
-from services.jobs.models import Batch
+from services.jobs.models import Batch, Result
 from services.jobs.service import JobStore
-from services.jobs.spec import parse_jsonl
+from services.jobs.spec import InvalidLine, JobRequest, parse_jsonl
 
 
 class Jobs:
@@ -27,6 +27,13 @@ class Jobs:
         """Validate every line, store the valid requests and publish them; invalid lines are reported in the
         batch's errors with their line numbers."""
         valid, invalid = parse_jsonl(text)
+        return self.submit(tenant, valid, invalid, completion_window_s=completion_window_s, metadata=metadata,
+                           webhook_url=webhook_url, interactive=interactive)
+
+    def submit(self, tenant: str, valid: list[tuple[int, JobRequest]], invalid: list[InvalidLine], *,
+               completion_window_s: int | None = None, metadata: dict[str, str] | None = None,
+               webhook_url: str | None = None, interactive: bool = False) -> dict[str, Any]:
+        """Store validated requests (and the invalid ones' reasons) as a batch and publish them."""
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the batch keeps the submitter's trace for the requests the reaper publishes again
         batch, to_publish = self.store.submit(tenant, valid, invalid, completion_window_s or self.completion_window_s,
@@ -49,13 +56,16 @@ class Jobs:
     def results(self, tenant: str, batch_id: str) -> Iterator[dict[str, Any]]:
         """OpenAI batch output lines, in input order; a cancelled request's partial output is in its response."""
         for request, result in self.store.results(tenant, batch_id):
-            response = result.response
-            if result.output_ref and self.outputs is not None:  # stored outside the row (over the inline limit)
-                response = json.loads(self.outputs.get(result.output_ref))
+            response = self.response(result)
             yield {"id": f"batch_req_{request.id}", "custom_id": request.custom_id,
                    "response": None if response is None else {"status_code": 200, "request_id": response.get("id"),
                                                               "body": response},
                    "error": result.error}
+
+    def response(self, result: Result) -> dict[str, Any] | None:
+        if result.output_ref and self.outputs is not None:  # stored outside the row (over the inline limit)
+            return json.loads(self.outputs.get(result.output_ref))
+        return result.response
 
     def view(self, batch: Batch) -> dict[str, Any]:
         """OpenAI's Batch object, plus per-status counts and the progress of requests that are running."""

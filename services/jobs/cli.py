@@ -27,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, text in (("status", "the batch as OpenAI's Batch object"), ("cancel", "cancel the batch"),
                        ("watch", "show progress until the batch ends")):
         commands.add_parser(name, help=text).add_argument("batch_id")
+    serve = commands.add_parser("serve", help="the jobs gRPC service (protos/dsv4/jobs/v1/jobs.proto)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=50061, help="0: any free port (printed)")
+    serve.add_argument("--api-keys", help="JSON file {key: tenant}; without it every caller is the default tenant")
     results = commands.add_parser("results", help="the batch's results as JSONL")
     results.add_argument("batch_id")
     results.add_argument("--out", help="file to write (default: standard output)")
@@ -36,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     upgrade(settings.database_url)
     jobs = Jobs(JobStore(sessions(make_engine(settings.database_url))), open_blobs(settings.result_store),
                 settings.completion_window_seconds)
+    if args.command == "serve":
+        return serve(jobs, args)
     if args.command == "submit":
         batch = jobs.submit_jsonl(args.tenant, Path(args.file).read_text(encoding="utf-8"),
                                   completion_window_s=args.window)
@@ -77,3 +83,21 @@ def watch(jobs: Jobs, tenant: str, batch_id: str, every: float = 1.0, width: int
             sys.stderr.write(f"\n{view['status']}\n")
             return 0 if view["status"] == "completed" and not counts["failed"] else 1
         time.sleep(every)
+
+
+def serve(jobs: Jobs, args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from services.jobs.server import build_server
+
+    api_keys = json.loads(Path(args.api_keys).read_text()) if args.api_keys else None
+    server, port = build_server(jobs, args.host, args.port, api_keys)
+    server.start()
+    print(f"jobs service on {args.host}:{port}", flush=True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping.wait()
+    server.stop(grace=10).wait()
+    return 0

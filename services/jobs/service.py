@@ -123,6 +123,18 @@ class JobStore:
             for request, result in s.execute(query):
                 yield request, result
 
+    def ended_since(self, batch_id: str, after: tuple[dt.datetime, int] | None, limit: int = 256
+                    ) -> list[tuple[BatchRequest, Result]]:
+        """Results in the order their requests ended, after the cursor (created_at, request id) of the last one."""
+        with self.sessions() as s:
+            query = (select(BatchRequest, Result).join(Result, Result.request_id == BatchRequest.id)
+                     .where(Result.batch_id == batch_id))
+            if after is not None:
+                query = query.where(or_(Result.created_at > after[0],
+                                        and_(Result.created_at == after[0], Result.request_id > after[1])))
+            query = query.order_by(Result.created_at, Result.request_id).limit(limit)
+            return [(request, result) for request, result in s.execute(query)]
+
     def cancel(self, tenant: str, batch_id: str) -> Batch:
         """Queued requests end now, cancelled; running ones stop at their next lease renewal."""
         with self.sessions.begin() as s:

@@ -111,3 +111,47 @@ def test_a_pool_child_killed_mid_job_neither_loses_nor_doubles_its_request(setup
     assert view["status"] == "completed"
     rows = ledger_rows(jobs, batch["id"])
     assert rows["results"] == rows["usage"] == 1 and rows["attempts"] >= 2
+
+
+def test_the_grpc_api(setup, tmp_path):
+    import grpc
+
+    from protos.dsv4.jobs.v1 import jobs_pb2 as jpb
+    from protos.dsv4.jobs.v1 import jobs_pb2_grpc
+    from protos.dsv4.worker.v1 import worker_pb2 as wpb
+    from services.jobs.server import build_server
+
+    jobs, _ = setup
+    server, port = build_server(jobs, "127.0.0.1", 0, api_keys={"k-acme": "acme", "k-other": "other"})
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = jobs_pb2_grpc.JobsStub(channel)
+    acme, other = [("authorization", "Bearer k-acme")], [("authorization", "Bearer k-other")]
+    try:
+        def job(custom_id: str) -> jpb.JobRequest:
+            return jpb.JobRequest(custom_id=custom_id, messages=[wpb.ChatMessage(role="user", content="hi")],
+                                  mode=wpb.NON_THINK, sampling=wpb.SamplingParams(temperature=0.0, max_tokens=3))
+
+        batch = stub.CreateBatch(jpb.CreateBatchRequest(requests=jpb.JobRequests(
+            requests=[job("a"), job(""), job("b"), job("a")]), metadata={"run": "grpc"}), metadata=acme)
+        assert [(e.line, "custom_id" in e.message) for e in batch.errors] == [(2, True), (4, True)]
+        assert batch.request_counts.total == 2 and batch.metadata["run"] == "grpc"
+        lines = list(stub.StreamResults(jpb.StreamResultsRequest(batch_id=batch.id, follow=True), metadata=acme))
+        assert sorted(line.custom_id for line in lines) == ["a", "b"]
+        assert all(line.status == "completed" and json.loads(line.response_json)["object"] == "chat.completion"
+                   for line in lines)
+        done = stub.GetBatch(jpb.GetBatchRequest(batch_id=batch.id), metadata=acme)
+        assert done.status == "completed" and done.request_counts.completed == 2 and done.completed_at > 0
+        progress = stub.GetProgress(jpb.GetProgressRequest(batch_id=batch.id), metadata=acme)
+        assert [(p.custom_id, p.phase) for p in progress.requests] == [("a", "done"), ("b", "done")]
+        page = stub.ListBatches(jpb.ListBatchesRequest(limit=1), metadata=acme)
+        assert [b.id for b in page.batches] == [batch.id] and page.has_more
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetBatch(jpb.GetBatchRequest(batch_id=batch.id), metadata=other)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.GetBatch(jpb.GetBatchRequest(batch_id=batch.id))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        channel.close()
+        server.stop(grace=1).wait()
