@@ -12,7 +12,7 @@ import socket
 from collections.abc import Iterable
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 from opentelemetry import propagate, trace
 
 from model_worker.client import ResourceExhausted, Unavailable, WorkerClient
@@ -27,11 +27,21 @@ TRACER = trace.get_tracer("dsv4.jobs")
 BATCH_PRIORITY, INTERACTIVE_PRIORITY = 3, 8  # single Think Max turns of an agent go before batch requests
 
 
+def transport_options(settings: JobsSettings) -> dict:
+    """Redis redelivers unacknowledged messages after the visibility timeout (so it must outlast the longest job)
+    and emulates priorities with one list per step. RabbitMQ redelivers when a consumer's connection drops, and takes
+    priorities from x-max-priority on the queues. Its server-side `consumer_timeout` must outlast the longest job too.
+    The embedded SQLAlchemy transport has neither; the lease and the reaper cover it."""
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        return {"visibility_timeout": settings.visibility_timeout_seconds, "priority_steps": list(range(10)),
+                "sep": ":", "queue_order_strategy": "priority"}
+    return {}
+
+
 def celery_config(settings: JobsSettings) -> dict:
-    transport = {"visibility_timeout": settings.visibility_timeout_seconds,
-                 # Redis emulates priorities with one list per step; RabbitMQ needs x-max-priority on the queues.
-                 "priority_steps": list(range(10)), "sep": ":", "queue_order_strategy": "priority"}
-    queues = [Queue(name, queue_arguments={"x-max-priority": 10}) for name in (THINK_MAX_QUEUE, DEFAULT_QUEUE)]
+    transport = transport_options(settings)
+    queues = [Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments={"x-max-priority": 10})
+              for name in (THINK_MAX_QUEUE, DEFAULT_QUEUE)]
     return dict(
         broker_url=settings.broker_url,
         task_acks_late=True,
@@ -80,11 +90,14 @@ def resources() -> tuple[JobStore, Runner]:
 
 def publish(requests: Iterable[tuple[int, str]], priority: int = BATCH_PRIORITY,
             headers: dict[str, str] | None = None) -> None:
-    """One message per request on its queue; the submitter's trace context rides in the task headers."""
+    """One message per request on its queue, over one connection to the configured broker; the submitter's trace
+    context rides in the task headers."""
     carrier: dict[str, str] = dict(headers or {})
     propagate.inject(carrier)
-    for request_id, queue in requests:
-        run_request.apply_async((request_id,), queue=queue, priority=priority, headers=carrier)
+    with app.connection_for_write(settings.broker_url) as connection:
+        producer = app.amqp.Producer(connection)
+        for request_id, queue in requests:
+            run_request.apply_async((request_id,), queue=queue, priority=priority, headers=carrier, producer=producer)
 
 
 @app.task(name="jobs.run_request", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)

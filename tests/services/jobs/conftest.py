@@ -86,7 +86,7 @@ class Process:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=5)  # a warm shutdown of an idle worker takes ~1 s
             except subprocess.TimeoutExpired:
                 self.kill()
         self.handle.close()
