@@ -41,3 +41,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small config's random checkpoint, written once for every command-line test."""
     return write_small_checkpoint(tmp_path_factory.mktemp("small-checkpoint"))
+
+
+@pytest.fixture(scope="session")
+def _span_exporter():
+    """One OpenTelemetry provider for the whole run (a process may set it only once), exporting to memory."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+@pytest.fixture
+def spans(_span_exporter):
+    """The spans finished during this test."""
+    _span_exporter.clear()
+    return _span_exporter

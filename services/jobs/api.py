@@ -4,6 +4,7 @@ OpenAI's Batch object, stream its results as OpenAI's batch output lines, cancel
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from services.jobs.celery_app import BATCH_PRIORITY, INTERACTIVE_PRIORITY, publi
 from services.jobs.models import Batch, Result
 from services.jobs.service import JobStore
 from services.jobs.spec import InvalidLine, JobRequest, parse_jsonl
+from services.jobs.views import batch_view
 
 
 class Jobs:
@@ -34,6 +36,8 @@ class Jobs:
                completion_window_s: int | None = None, metadata: dict[str, str] | None = None,
                webhook_url: str | None = None, interactive: bool = False) -> dict[str, Any]:
         """Store validated requests (and the invalid ones' reasons) as a batch and publish them."""
+        if webhook_url and urllib.parse.urlparse(webhook_url).scheme not in ("http", "https"):
+            raise ValueError("webhook_url: an http or https URL")
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the batch keeps the submitter's trace for the requests the reaper publishes again
         batch, to_publish = self.store.submit(tenant, valid, invalid, completion_window_s or self.completion_window_s,
@@ -68,23 +72,4 @@ class Jobs:
         return result.response
 
     def view(self, batch: Batch) -> dict[str, Any]:
-        """OpenAI's Batch object, plus per-status counts and the progress of requests that are running."""
-        counts = self.store.counts(batch.id)
-
-        def stamp(value) -> int | None:
-            return int(value.timestamp()) if value is not None else None
-
-        return {
-            "id": batch.id, "object": "batch", "endpoint": batch.endpoint, "status": batch.status,
-            "completion_window": f"{batch.completion_window_s // 3600}h" if batch.completion_window_s % 3600 == 0
-            else f"{batch.completion_window_s}s",
-            "errors": {"object": "list", "data": [{"code": "invalid_request", "line": e["line"],
-                                                   "message": e["message"]} for e in batch.invalid_lines]}
-            if batch.invalid_lines else None,
-            "request_counts": {"total": batch.total, "completed": batch.completed, "failed": batch.failed},
-            "requests_by_status": counts,
-            "metadata": batch.metadata_ or None,
-            **{f"{name}_at": stamp(getattr(batch, f"{name}_at")) for name in (
-                "created", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")},
-            "expires_at": stamp(batch.expires_at),
-        }
+        return batch_view(self.store, batch)

@@ -22,6 +22,7 @@ from services.jobs.runner import Runner
 from services.jobs.service import JobStore
 from services.jobs.settings import JobsSettings
 from services.jobs.spec import DEFAULT_QUEUE, THINK_MAX_QUEUE
+from services.jobs.views import deliver_webhooks
 
 TRACER = trace.get_tracer("dsv4.jobs")
 BATCH_PRIORITY, INTERACTIVE_PRIORITY = 3, 8  # single Think Max turns of an agent go before batch requests
@@ -103,15 +104,28 @@ def publish(requests: Iterable[tuple[int, str]], priority: int = BATCH_PRIORITY,
 @app.task(name="jobs.run_request", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_request(self, request_id: int) -> str:
     store, runner = resources()
-    context = propagate.extract(self.request.headers or {})
+    context = propagate.extract(_trace_headers(self.request))
     with TRACER.start_as_current_span("jobs.run_request", context=context,
                                       attributes={"dsv4.jobs.request_id": request_id}):
         try:
-            return runner.run(request_id)
+            outcome = runner.run(request_id)
+            if outcome == "done":
+                deliver_webhooks(store)  # when this request ended its batch
+            return outcome
         except (Unavailable, ResourceExhausted) as exc:
             if self.request.retries >= settings.worker_retries:
                 raise
             raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 60)) from exc
+
+
+def _trace_headers(request) -> dict[str, str]:
+    """W3C trace headers of the message: in `headers` when run locally, message properties on a worker."""
+    carrier = dict(request.headers or {})
+    for key in ("traceparent", "tracestate", "baggage"):
+        value = getattr(request, key, None)
+        if value:
+            carrier.setdefault(key, value)
+    return carrier
 
 
 @app.task(name="jobs.reap")
@@ -119,4 +133,5 @@ def reap() -> int:
     store, _ = resources()
     again = store.reap(settings.requeue_after_seconds)
     publish(again)
+    deliver_webhooks(store)  # batches the reap ended, and retries of failed deliveries
     return len(again)

@@ -12,7 +12,7 @@ from pathlib import Path
 from model_worker.sessions import open_blobs
 from services.jobs.api import Jobs
 from services.jobs.db import make_engine, sessions, upgrade
-from services.jobs.service import JobStore
+from services.jobs.service import BatchNotFound, JobStore
 from services.jobs.settings import JobsSettings
 
 
@@ -40,6 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     upgrade(settings.database_url)
     jobs = Jobs(JobStore(sessions(make_engine(settings.database_url))), open_blobs(settings.result_store),
                 settings.completion_window_seconds)
+    try:
+        return run(jobs, args)
+    except (BatchNotFound, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(jobs: Jobs, args: argparse.Namespace) -> int:
     if args.command == "serve":
         return serve(jobs, args)
     if args.command == "submit":

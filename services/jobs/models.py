@@ -64,6 +64,9 @@ class Batch(Base):
     invalid_lines: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)  # [{line, code, message}]
     metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSONType, default=dict)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    webhook_next_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    webhook_delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     trace_context: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)  # the submitter's W3C headers
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(Timestamp)

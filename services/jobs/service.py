@@ -86,6 +86,14 @@ class JobStore:
                 raise BatchNotFound(f"no batch {batch_id}")
             return batch
 
+    def get_any(self, batch_id: str) -> Batch:
+        """A batch whatever its tenant (for the service's own housekeeping)."""
+        with self.sessions() as s:
+            batch = s.get(Batch, batch_id)
+            if batch is None:
+                raise BatchNotFound(f"no batch {batch_id}")
+            return batch
+
     def list(self, tenant: str, limit: int = 20, after: str | None = None) -> list[Batch]:
         """Newest first; `after` is the last batch ID of the previous page."""
         with self.sessions() as s:
@@ -256,6 +264,34 @@ class JobStore:
                 s.execute(update(BatchRequest).where(BatchRequest.id.in_([i for i, _ in again]))
                           .values(enqueued_at=now))
             return again
+
+    def webhooks_due(self, max_attempts: int = 8) -> list[str]:
+        """Ended batches whose webhook is due, each claimed for one attempt (the next one backs off
+        exponentially), so concurrent reapers do not post it together."""
+        now = utcnow()
+        due = []
+        with self.sessions.begin() as s:
+            candidates = s.scalars(select(Batch.id).where(
+                Batch.status.in_(BATCH_DONE), Batch.webhook_url.is_not(None), Batch.webhook_delivered_at.is_(None),
+                Batch.webhook_attempts < max_attempts,
+                or_(Batch.webhook_next_at.is_(None), Batch.webhook_next_at <= now))).all()
+            for batch_id in candidates:
+                claimed = s.execute(update(Batch).where(
+                    Batch.id == batch_id, Batch.webhook_delivered_at.is_(None),
+                    or_(Batch.webhook_next_at.is_(None), Batch.webhook_next_at <= now))
+                    .values(webhook_attempts=Batch.webhook_attempts + 1,
+                            webhook_next_at=now + dt.timedelta(seconds=30))).rowcount
+                if claimed:
+                    due.append(batch_id)
+        return due
+
+    def webhook_result(self, batch_id: str, delivered: bool) -> None:
+        with self.sessions.begin() as s:
+            batch = s.get(Batch, batch_id)
+            if delivered:
+                batch.webhook_delivered_at = utcnow()
+            else:
+                batch.webhook_next_at = utcnow() + dt.timedelta(seconds=min(30 * 2 ** batch.webhook_attempts, 3600))
 
     # -- inside a transaction ----------------------------------------------------------------------------------
 

@@ -236,16 +236,8 @@ def test_a_tenant_over_its_request_limit_is_told_to_back_off(model, tmp_path) ->
         limited.stop()
 
 
-def test_spans_join_the_callers_trace_and_metrics_count(worker) -> None:
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
+def test_spans_join_the_callers_trace_and_metrics_count(worker, spans) -> None:
+    exporter = spans
     trace_id = "0af7651916cd43dd8448eb211c80319c"
     session = worker.stub.CreateSession(pb.CreateSessionRequest(system_prompt="s"))
     responses = list(worker.stub.Generate(

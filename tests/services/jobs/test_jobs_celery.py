@@ -39,6 +39,7 @@ def setup(tmp_path_factory, database_url, broker_url, model_worker):
     celery = start_celery(root, "w1", beat=True, **settings)
     celery_app.configure(JobsSettings(**settings))  # this process publishes to the same broker
     jobs = Jobs(JobStore(sessions(make_engine(database_url))), open_blobs(str(root / "results")))
+    jobs.settings = settings
     yield jobs, celery
     celery.stop()
 
@@ -155,3 +156,33 @@ def test_the_grpc_api(setup, tmp_path):
     finally:
         channel.close()
         server.stop(grace=1).wait()
+
+
+def test_the_command_line(setup, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, child_env
+
+    jobs, _ = setup
+    env = child_env(**jobs.settings)
+    source = tmp_path / "batch.jsonl"
+    source.write_text("\n".join([request_line("cli-1", 3), "not json", request_line("cli-2", 3)]) + "\n")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "services.jobs", "--tenant", "acme", *args], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    submitted = cli("submit", str(source), "--watch")
+    assert submitted.returncode == 0, submitted.stderr
+    batch = json.loads(submitted.stdout)
+    assert batch["errors"]["data"][0]["line"] == 2
+    assert "2/2 ended (2 done, 0 failed)" in submitted.stderr and submitted.stderr.strip().endswith("completed")
+    status = json.loads(cli("status", batch["id"]).stdout)
+    assert status["status"] == "completed" and status["request_counts"]["completed"] == 2
+    out = tmp_path / "results.jsonl"
+    assert cli("results", batch["id"], "--out", str(out)).returncode == 0
+    assert [json.loads(line)["custom_id"] for line in out.read_text().splitlines()] == ["cli-1", "cli-2"]
+    assert json.loads(cli("cancel", batch["id"]).stdout)["status"] == "completed"  # too late: it ended
+    missing = cli("status", "batch_missing")
+    assert missing.returncode == 2 and "no batch batch_missing" in missing.stderr

@@ -127,3 +127,44 @@ def test_the_migrations_build_the_models_schema(store):
 
     with store.sessions().connection() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+
+
+def test_a_webhook_is_posted_once_when_the_batch_ends_and_retried_until_answered(store):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from services.jobs.views import deliver_webhooks
+
+    posts, answers = [], [500, 200]
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            posts.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(answers.pop(0))
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        valid, _ = parse_jsonl(line("a"))
+        batch, [(request, _)] = store.submit("acme", valid, [], 3600,
+                                             webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
+        assert deliver_webhooks(store) == 0 and posts == []  # not ended yet
+        store.claim(request, "w", 60)
+        store.finish(request, "w", Outcome("completed", response={}))
+        assert deliver_webhooks(store) == 0 and len(posts) == 1  # answered 500: retried later, with backoff
+        assert deliver_webhooks(store) == 0 and len(posts) == 1
+        with store.sessions.begin() as s:
+            from services.jobs.models import Batch
+
+            s.execute(update(Batch).values(webhook_next_at=dt.datetime.now(dt.timezone.utc)))
+        assert deliver_webhooks(store) == 1 and len(posts) == 2
+        assert deliver_webhooks(store) == 0 and len(posts) == 2  # delivered: never again
+        assert posts[-1]["type"] == "batch.completed" and posts[-1]["data"]["id"] == batch.id
+        assert posts[-1]["data"]["request_counts"] == {"total": 1, "completed": 1, "failed": 0}
+    finally:
+        server.shutdown()
