@@ -183,14 +183,18 @@ class AsyncWorkerClient:
         think_max: bool = False,
         session_id: str | None = None,
         response_format: dict[str, Any] | str | None = None,
+        from_session: str | None = None,
         timeout: float | None = None,
     ) -> SessionInfo:
+        """A new session; with `from_session`, a copy of that session's transcript (e.g. `think_max=True` for a
+        Think Max copy), prefilled."""
         request = requests.create_session(
             system_prompt=system_prompt,
             tools=tools,
             think_max=think_max,
             session_id=session_id,
             response_format=response_format,
+            from_session=from_session,
         )
         return convert.session_from_proto(await self._unary("CreateSession", request, timeout))
 

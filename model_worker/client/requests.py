@@ -97,6 +97,7 @@ def create_session(
     think_max: bool = False,
     session_id: str | None = None,
     response_format: dict[str, Any] | str | None = None,
+    from_session: str | None = None,
 ) -> pb.CreateSessionRequest:
     return pb.CreateSessionRequest(
         session_id=session_id or "",
@@ -104,6 +105,7 @@ def create_session(
         tools=_tools(tools),
         think_max=think_max,
         response_format_json_schema=_schema(response_format),
+        from_session=from_session or "",
     )
 
 

@@ -3,6 +3,7 @@ the scheduler (generation and appends run on the engine thread) and the session 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import queue
 import tempfile
@@ -42,6 +43,8 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
 
     @rpc_errors
     def CreateSession(self, request, context) -> pb.Session:
+        if request.from_session:
+            return self._copy_session(request, context)
         runtime, tenant = self.runtime, self._tenant(context)
         head = Head(think_max=request.think_max, system_prompt=request.system_prompt or None,
                     tools=convert.tools(request.tools) or None,
@@ -56,6 +59,27 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             self._prefill(session, chat.token_ids[session.reused_prefix_tokens :], chat, context)
         else:
             runtime.settle(session, [runtime.commit(session, chat, [], [])])
+        runtime.hot.add(session)
+        return self._session(tenant, session.session_id, session.reused_prefix_tokens)
+
+    def _copy_session(self, request, context) -> pb.Session:
+        """A new session over another's transcript: the source's head settings under this request's think_max, then
+        every token after the source's head, prefilled; the renderer's state and the owed tokens carry over."""
+        runtime, tenant = self.runtime, self._tenant(context)
+        if request.system_prompt or request.tools or request.response_format_json_schema:
+            raise ValueError("from_session: the copy takes the source's system prompt, tools and response format")
+        with runtime.exclusive(tenant, request.from_session) as source:
+            source_head, tokens = source.head, list(source.token_ids)
+            renderer, pending = (source.chat or {}).get("renderer"), list((source.chat or {}).get("pending", []))
+        head_tokens = runtime.renderer(source_head, None, []).token_ids
+        if tokens[: len(head_tokens)] != head_tokens:
+            raise ValueError(f"from_session: session {request.from_session} does not start with its rendered head")
+        head = dataclasses.replace(source_head, think_max=request.think_max)
+        new_head_tokens = runtime.renderer(head, None, []).token_ids
+        transcript = new_head_tokens + tokens[len(head_tokens) :]
+        chat = runtime.renderer(head, renderer, transcript) if renderer is not None else None
+        session = runtime.store.create(tenant, head, request.session_id or None, prefix=new_head_tokens)
+        self._prefill(session, transcript[session.reused_prefix_tokens :], chat, context, owed=pending)
         runtime.hot.add(session)
         return self._session(tenant, session.session_id, session.reused_prefix_tokens)
 

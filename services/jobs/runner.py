@@ -13,7 +13,6 @@ from typing import Any
 from model_worker.client import (
     Delta,
     Final,
-    InvalidArgument,
     ResourceExhausted,
     Sampling,
     Tool,
@@ -92,7 +91,7 @@ class Runner:
                 return
 
     def _generate(self, job: JobRequest, call_id: str, progress: Progress) -> Outcome:
-        session_id = self._job_session(job, call_id)
+        session_id, built = self._job_session(job, call_id)
         tools = None if session_id else [_tool(t) for t in job.tools] or None  # a session has its own tools
         got = Collected()
         for event in self.client.generate(
@@ -108,25 +107,29 @@ class Runner:
             elif isinstance(event, Final):
                 got.final = event
         final = got.final
-        usage = {"prompt_tokens": final.usage.prompt_tokens, "prefilled_tokens": final.usage.prefilled_tokens,
+        usage = {"prompt_tokens": final.usage.prompt_tokens, "prefilled_tokens": final.usage.prefilled_tokens + built,
                  "reused_tokens": final.usage.reused_tokens, "completion_tokens": final.usage.completion_tokens,
                  "reasoning_tokens": final.usage.reasoning_tokens}
         status = CANCELLED if final.finish_reason == "cancelled" else COMPLETED
         response = chat_completion(call_id, self.model, final, usage)
+        if session_id:
+            response["session_id"] = session_id  # the job's own session: a caller may go on from its reply
         return self._store_large(Outcome(status, response=response, usage=usage,
                                          error={"code": "batch_cancelled", "message": "cancelled while running; "
                                                 "the partial output is kept"} if status == CANCELLED else None))
 
-    def _job_session(self, job: JobRequest, call_id: str) -> str | None:
-        """A job continuing a session runs on a fork of its last commit (named after the attempt), so the batch never
-        changes the caller's session."""
+    def _job_session(self, job: JobRequest, call_id: str) -> tuple[str | None, int]:
+        """(the session the job runs on, tokens prefilled to make it). A job never changes the caller's session: it
+        runs on a fork of its last commit (free: the stored state is shared), or, for a Think Max job on a session
+        that is not Think Max, on a Think Max copy of its transcript (prefilled). Each attempt makes its own, named
+        after the attempt."""
         if job.session_id is None:
-            return None
+            return None, 0
         info = self.client.get_session(job.session_id)
         if job.mode == "think-max" and not info.think_max:
-            raise InvalidArgument(f"session {job.session_id} was not created as Think Max (a Think Max job on it "
-                                  "needs a Think Max copy of its transcript: not served yet)")
-        return self.client.fork(job.session_id, new_session_id=call_id).session_id
+            copy = self.client.create_session(session_id=call_id, think_max=True, from_session=job.session_id)
+            return copy.session_id, copy.tokens - copy.reused_prefix_tokens
+        return self.client.fork(job.session_id, new_session_id=call_id).session_id, 0
 
     def _store_large(self, outcome: Outcome) -> Outcome:
         """Outputs over the inline limit go to the result store; the row keeps their address."""

@@ -137,3 +137,43 @@ def test_a_private_redis_restarted_while_jobs_are_queued_and_running(world, tmp_
     finally:
         celery.stop()
         redis.stop()
+
+
+def test_jobs_on_sessions_never_change_them_and_resume_without_re_prefill(world):
+    from model_worker.client import Message, Sampling, WorkerClient
+
+    jobs, state = world
+    client = WorkerClient(f"127.0.0.1:{state['port']}", timeout=60)
+    plain = client.create_session(session_id="agent", system_prompt="be brief")
+    client.generate_text(session_id="agent", messages=[Message("user", "hello")],
+                         sampling=Sampling(temperature=0.0, max_tokens=3))
+    deep = client.create_session(session_id="agent-max", system_prompt="be brief", think_max=True)
+    before = {s: client.get_session(s).commit for s in ("agent", "agent-max")}
+    celery = start_celery(state["root"], "sessions", beat=True, **state["settings"])
+    try:
+        lines = [json.dumps({"custom_id": custom_id, "body": {
+            "messages": [{"role": "user", "content": "go on"}], "session_id": session, "max_tokens": 200,
+            "temperature": 1.0, "seed": 2}}) for custom_id, session in (("copy", "agent"), ("fork", "agent-max"))]
+        batch = jobs.submit_jsonl("acme", "\n".join(lines))
+        wait_for(lambda: started(jobs, batch["id"]), 60, "nothing started")
+        state["model_worker"].kill()  # mid-job: the retries resume the sessions from the store
+        state["model_worker"].stop()
+        state["model_worker"] = start_model_worker(state["root"], state["port"])
+        wait_for(lambda: jobs.get("acme", batch["id"])["status"] == "completed", 120, "the batch did not complete")
+        results = {r["custom_id"]: r["response"]["body"] for r in jobs.results("acme", batch["id"])}
+        session_length = client.get_session("agent").tokens
+        # The Think Max copy of a plain session is prefilled (reported); the fork of a Think Max one is not.
+        assert results["copy"]["usage"]["prompt_tokens_details"]["cached_tokens"] >= session_length
+        assert results["fork"]["usage"]["prompt_tokens_details"]["cached_tokens"] >= deep.tokens
+        with jobs.store.sessions() as s:
+            from services.jobs.models import UsageLedger
+
+            prefilled = dict(s.execute(select(UsageLedger.custom_id, UsageLedger.prefilled_tokens)
+                                       .where(UsageLedger.batch_id == batch["id"])).all())
+        assert prefilled["copy"] > session_length > prefilled["fork"]
+        assert client.get_session(results["copy"]["session_id"]).think_max
+        assert {s: client.get_session(s).commit for s in ("agent", "agent-max")} == before  # never changed
+        assert plain.session_id == "agent"
+    finally:
+        celery.stop()
+        client.close()

@@ -256,18 +256,20 @@ class GenerateResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., delta: _Optional[_Union[Delta, _Mapping]] = ..., tool_call: _Optional[_Union[ToolCall, _Mapping]] = ..., final: _Optional[_Union[Final, _Mapping]] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "tools", "think_max", "response_format_json_schema")
+    __slots__ = ("session_id", "system_prompt", "tools", "think_max", "response_format_json_schema", "from_session")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     THINK_MAX_FIELD_NUMBER: _ClassVar[int]
     RESPONSE_FORMAT_JSON_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    FROM_SESSION_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     tools: _containers.RepeatedCompositeFieldContainer[Tool]
     think_max: bool
     response_format_json_schema: str
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., think_max: _Optional[bool] = ..., response_format_json_schema: _Optional[str] = ...) -> None: ...
+    from_session: str
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[Tool, _Mapping]]] = ..., think_max: _Optional[bool] = ..., response_format_json_schema: _Optional[str] = ..., from_session: _Optional[str] = ...) -> None: ...
 
 class AppendSessionRequest(_message.Message):
     __slots__ = ("session_id", "messages", "token_ids", "mode", "expected_commit")
