@@ -58,7 +58,7 @@ def celery_config(settings: JobsSettings) -> dict:
         task_time_limit=settings.longest_job_seconds + 60,
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
-        beat_schedule={"reap": {"task": "jobs.reap", "schedule": max(5.0, settings.lease_seconds / 2),
+        beat_schedule={"reap": {"task": "jobs.reap", "schedule": settings.reap_every_seconds,
                                 "options": {"queue": DEFAULT_QUEUE}}},
     )
 

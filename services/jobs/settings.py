@@ -20,6 +20,8 @@ class JobsSettings(BaseSettings):
     lease_seconds: float = Field(60.0, gt=0, description="a running request's lease; renewed while it streams")
     requeue_after_seconds: float = Field(300.0, gt=0, description="a queued request not claimed by then is "
                                          "published again (its message may have been lost)")
+    reap_every_seconds: float = Field(15.0, gt=0, description="how often beat runs the reaper (expired leases, "
+                                      "lost messages, expiry, webhooks)")
     longest_job_seconds: int = Field(6 * 3600, gt=0, description="the longest a single request may run")
     visibility_timeout_seconds: int | None = Field(None, description="broker redelivery timeout; default: the "
                                                    "longest job plus an hour")

@@ -33,9 +33,10 @@ def request_line(custom_id: str, max_tokens: int, effort: str = "none", **body) 
 def setup(tmp_path_factory, database_url, broker_url, model_worker):
     root = tmp_path_factory.mktemp("jobs")
     target, _ = model_worker
+    # Short leases and a reaper every second so faults heal fast; every response is stored outside its row.
     settings = dict(database_url=database_url, broker_url=broker_url, worker_target=target,
-                    result_store=str(root / "results"), lease_seconds=4, requeue_after_seconds=5,
-                    longest_job_seconds=600)
+                    result_store=str(root / "results"), lease_seconds=3, requeue_after_seconds=2,
+                    reap_every_seconds=1, longest_job_seconds=600, inline_output_bytes=200)
     celery = start_celery(root, "w1", beat=True, **settings)
     celery_app.configure(JobsSettings(**settings))  # this process publishes to the same broker
     jobs = Jobs(JobStore(sessions(make_engine(database_url))), open_blobs(str(root / "results")))
@@ -72,6 +73,8 @@ def test_a_batch_completes_exactly_once_with_openai_shaped_results(setup):
     view = wait_until_ended(jobs, batch["id"])
     assert view["status"] == "completed" and view["request_counts"] == {"total": 6, "completed": 6, "failed": 0}
     assert ledger_rows(jobs, batch["id"]) == {"results": 6, "usage": 6, "attempts": 6}
+    with jobs.store.sessions() as s:  # stored outside the rows (over the inline limit), read back below
+        assert all(s.scalars(select(Result.output_ref).where(Result.batch_id == batch["id"])).all())
     results = list(jobs.results("acme", batch["id"]))
     assert [r["custom_id"] for r in results] == [f"r{i}" for i in range(6)]
     for result in results:

@@ -63,8 +63,8 @@ def world(tmp_path, database_url, broker_url):
     model_worker = start_model_worker(tmp_path, port)
     # A visibility timeout of seconds (and jobs no longer than that) so a lost worker's message comes back soon.
     settings = dict(database_url=database_url, broker_url=broker_url, worker_target=f"127.0.0.1:{port}",
-                    result_store=str(tmp_path / "results"), lease_seconds=3, requeue_after_seconds=4,
-                    longest_job_seconds=20, visibility_timeout_seconds=25)
+                    result_store=str(tmp_path / "results"), lease_seconds=3, requeue_after_seconds=2,
+                    reap_every_seconds=1, longest_job_seconds=20, visibility_timeout_seconds=25)
     celery_app.configure(JobsSettings(**settings))
     jobs = Jobs(JobStore(sessions(make_engine(database_url))))
     state = {"model_worker": model_worker, "port": port, "settings": settings, "root": tmp_path}
