@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from model_worker.client import (
@@ -16,7 +16,6 @@ from model_worker.client import (
     ResourceExhausted,
     Sampling,
     Tool,
-    ToolCall,
     Unavailable,
     WorkerClient,
     WorkerError,
@@ -32,14 +31,6 @@ class Progress:
     phase: str = "prefill"
     tokens: int = 0
     verdict: str = "ok"  # what the last renewal said: ok, cancel, lost
-
-
-@dataclass
-class Collected:
-    content: list[str] = field(default_factory=list)
-    reasoning: list[str] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    final: Final | None = None
 
 
 class Runner:
@@ -62,18 +53,17 @@ class Runner:
         heartbeat = threading.Thread(target=self._heartbeat, args=(request_id, call_id, progress, stop),
                                      name=f"lease-{request_id}", daemon=True)
         heartbeat.start()
+        error: WorkerError | None = None
         try:
             outcome = self._generate(job, call_id, progress)
-        except (Unavailable, ResourceExhausted):  # the worker is down or overloaded: back to the queue, retry later
-            stop.set()
-            heartbeat.join()
-            self.store.release(request_id, self.owner)
-            raise
-        except WorkerError as exc:  # the worker refused the request: it will not do better on a retry
-            outcome = Outcome(FAILED, error={"code": type(exc).__name__, "message": str(exc)})
+        except WorkerError as exc:  # refused: a retry will not do better (but see below)
+            error, outcome = exc, Outcome(FAILED, error={"code": type(exc).__name__, "message": str(exc)})
         finally:
             stop.set()
             heartbeat.join()
+        if isinstance(error, (Unavailable, ResourceExhausted)):  # down or overloaded: back to the queue, retry later
+            self.store.release(request_id, self.owner)
+            raise error
         if progress.verdict == "lost":
             return "lost"
         return "done" if self.store.finish(request_id, self.owner, outcome) else "lost"
@@ -93,7 +83,7 @@ class Runner:
     def _generate(self, job: JobRequest, call_id: str, progress: Progress) -> Outcome:
         session_id, built = self._job_session(job, call_id)
         tools = None if session_id else [_tool(t) for t in job.tools] or None  # a session has its own tools
-        got = Collected()
+        final = None
         for event in self.client.generate(
                 session_id=session_id, messages=job.messages, tools=tools, mode=job.mode,
                 sampling=Sampling(**job.sampling), tool_choice=job.tool_choice,
@@ -101,16 +91,14 @@ class Runner:
             if isinstance(event, Delta):
                 progress.phase = "decode"
                 progress.tokens += len(event.token_ids)
-                (got.reasoning if event.reasoning else got.content).append(event.text)
-            elif isinstance(event, ToolCall):
-                got.tool_calls.append(event)
-            elif isinstance(event, Final):
-                got.final = event
-        final = got.final
+            elif isinstance(event, Final):  # its content, reasoning and tool calls are the whole reply
+                final = event
         usage = {"prompt_tokens": final.usage.prompt_tokens, "prefilled_tokens": final.usage.prefilled_tokens + built,
                  "reused_tokens": final.usage.reused_tokens, "completion_tokens": final.usage.completion_tokens,
                  "reasoning_tokens": final.usage.reasoning_tokens}
         status = CANCELLED if final.finish_reason == "cancelled" else COMPLETED
+        if not self.model:
+            self.model = self.client.model_info().model
         response = chat_completion(call_id, self.model, final, usage)
         if session_id:
             response["session_id"] = session_id  # the job's own session: a caller may go on from its reply
