@@ -11,7 +11,7 @@ from typing import Any
 from opentelemetry import propagate
 
 from model_worker.sessions.blobs import BlobStore
-from services.jobs.celery_app import BATCH_PRIORITY, INTERACTIVE_PRIORITY, publish
+from services.jobs.celery_app import publish
 from services.jobs.models import Batch, Result
 from services.jobs.service import JobStore
 from services.jobs.spec import InvalidLine, JobRequest, parse_jsonl
@@ -42,7 +42,7 @@ class Jobs:
         propagate.inject(carrier)  # the batch keeps the submitter's trace for the requests the reaper publishes again
         batch, to_publish = self.store.submit(tenant, valid, invalid, completion_window_s or self.completion_window_s,
                                               metadata, webhook_url, carrier)
-        publish(to_publish, priority=INTERACTIVE_PRIORITY if interactive else BATCH_PRIORITY)
+        publish(to_publish, interactive=interactive)
         return self.view(batch)
 
     def get(self, tenant: str, batch_id: str) -> dict[str, Any]:

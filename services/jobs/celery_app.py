@@ -25,7 +25,14 @@ from services.jobs.spec import DEFAULT_QUEUE, THINK_MAX_QUEUE
 from services.jobs.views import deliver_webhooks
 
 TRACER = trace.get_tracer("dsv4.jobs")
-BATCH_PRIORITY, INTERACTIVE_PRIORITY = 3, 8  # single Think Max turns of an agent go before batch requests
+
+
+def priority(settings: JobsSettings, interactive: bool) -> int:
+    """An agent's own Think Max turn goes before batch requests. RabbitMQ serves the highest number first; Redis's
+    priority steps serve 0 first."""
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        return 0 if interactive else 6
+    return 9 if interactive else 3
 
 
 def transport_options(settings: JobsSettings) -> dict:
@@ -53,7 +60,7 @@ def celery_config(settings: JobsSettings) -> dict:
         task_ignore_result=True,  # SQL holds every outcome
         task_queues=queues,
         task_default_queue=DEFAULT_QUEUE,
-        task_default_priority=BATCH_PRIORITY,
+        task_default_priority=priority(settings, interactive=False),
         task_soft_time_limit=settings.longest_job_seconds,
         task_time_limit=settings.longest_job_seconds + 60,
         broker_connection_retry_on_startup=True,
@@ -84,13 +91,14 @@ def resources() -> tuple[JobStore, Runner]:
         store = JobStore(sessions(make_engine(settings.database_url)))
         client = WorkerClient(settings.worker_target, api_key=settings.worker_api_key, retries=2)
         runner = Runner(store, client, owner=f"{socket.gethostname()}:{pid}", lease_s=settings.lease_seconds,
-                        results=open_blobs(settings.result_store), inline_output_bytes=settings.inline_output_bytes)
+                        results=open_blobs(settings.result_store), inline_output_bytes=settings.inline_output_bytes,
+                        check_every_tokens=settings.progress_every_tokens)
         _resources[pid] = store, runner
     return _resources[pid]
 
 
-def publish(requests: Iterable[tuple[int, str]], priority: int = BATCH_PRIORITY,
-            headers: dict[str, str] | None = None) -> None:
+def publish(requests: Iterable[tuple[int, str]], interactive: bool = False, headers: dict[str, str] | None = None
+            ) -> None:
     """One message per request on its queue, over one connection to the configured broker; the submitter's trace
     context rides in the task headers."""
     carrier: dict[str, str] = dict(headers or {})
@@ -98,7 +106,8 @@ def publish(requests: Iterable[tuple[int, str]], priority: int = BATCH_PRIORITY,
     with app.connection_for_write(settings.broker_url) as connection:
         producer = app.amqp.Producer(connection)
         for request_id, queue in requests:
-            run_request.apply_async((request_id,), queue=queue, priority=priority, headers=carrier, producer=producer)
+            run_request.apply_async((request_id,), queue=queue, priority=priority(settings, interactive),
+                                    headers=carrier, producer=producer)
 
 
 @app.task(name="jobs.run_request", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)

@@ -35,8 +35,10 @@ class Progress:
 
 class Runner:
     def __init__(self, store: JobStore, client: WorkerClient, owner: str, lease_s: float = 60.0,
-                 results: BlobStore | None = None, inline_output_bytes: int = 64 << 10, model: str = "") -> None:
+                 results: BlobStore | None = None, inline_output_bytes: int = 64 << 10, model: str = "",
+                 check_every_tokens: int = 64) -> None:
         self.store, self.client, self.owner, self.lease_s = store, client, owner, lease_s
+        self.check_every_tokens = check_every_tokens
         self.results, self.inline_output_bytes, self.model = results, inline_output_bytes, model
 
     def run(self, request_id: int) -> str:
@@ -55,7 +57,7 @@ class Runner:
         heartbeat.start()
         error: WorkerError | None = None
         try:
-            outcome = self._generate(job, call_id, progress)
+            outcome = self._generate(job, request_id, call_id, progress)
         except WorkerError as exc:  # refused: a retry will not do better (but see below)
             error, outcome = exc, Outcome(FAILED, error={"code": type(exc).__name__, "message": str(exc)})
         finally:
@@ -70,20 +72,27 @@ class Runner:
 
     def _heartbeat(self, request_id: int, call_id: str, progress: Progress, stop: threading.Event) -> None:
         """Renew the lease a few times per lease period, also during a long prefill that streams nothing."""
-        while not stop.wait(self.lease_s / 4):
-            progress.verdict = self.store.renew(request_id, self.owner, self.lease_s, progress.phase,
-                                                progress.tokens)
-            if progress.verdict != "ok":
-                try:
-                    self.client.abort(call_id, timeout=10)
-                except WorkerError:
-                    pass  # the stream ends anyway once the worker is back, or its deadline passes
-                return
+        while not stop.wait(self.lease_s / 4) and self._check(request_id, call_id, progress):
+            pass
 
-    def _generate(self, job: JobRequest, call_id: str, progress: Progress) -> Outcome:
+    def _check(self, request_id: int, call_id: str, progress: Progress) -> bool:
+        """Renew the lease with the progress so far; when the batch is cancelled or the lease lost, abort the
+        generation (its partial output comes back in a cancelled final). Returns whether to go on."""
+        if progress.verdict != "ok":
+            return False
+        progress.verdict = self.store.renew(request_id, self.owner, self.lease_s, progress.phase, progress.tokens)
+        if progress.verdict == "ok":
+            return True
+        try:
+            self.client.abort(call_id, timeout=10)
+        except WorkerError:
+            pass  # the stream ends anyway once the worker is back, or its deadline passes
+        return False
+
+    def _generate(self, job: JobRequest, request_id: int, call_id: str, progress: Progress) -> Outcome:
         session_id, built = self._job_session(job, call_id)
         tools = None if session_id else [_tool(t) for t in job.tools] or None  # a session has its own tools
-        final = None
+        final, checked = None, 0
         for event in self.client.generate(
                 session_id=session_id, messages=job.messages, tools=tools, mode=job.mode,
                 sampling=Sampling(**job.sampling), tool_choice=job.tool_choice,
@@ -91,6 +100,9 @@ class Runner:
             if isinstance(event, Delta):
                 progress.phase = "decode"
                 progress.tokens += len(event.token_ids)
+                if progress.tokens - checked >= self.check_every_tokens:  # a cancel stops at the next decode chunk
+                    checked = progress.tokens
+                    self._check(request_id, call_id, progress)
             elif isinstance(event, Final):  # its content, reasoning and tool calls are the whole reply
                 final = event
         usage = {"prompt_tokens": final.usage.prompt_tokens, "prefilled_tokens": final.usage.prefilled_tokens + built,
