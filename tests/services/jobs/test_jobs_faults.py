@@ -64,7 +64,8 @@ def world(tmp_path, database_url, broker_url):
     # A visibility timeout of seconds (and jobs no longer than that) so a lost worker's message comes back soon.
     settings = dict(database_url=database_url, broker_url=broker_url, worker_target=f"127.0.0.1:{port}",
                     result_store=str(tmp_path / "results"), lease_seconds=3, requeue_after_seconds=2,
-                    reap_every_seconds=1, longest_job_seconds=20, visibility_timeout_seconds=25)
+                    reap_every_seconds=1, longest_job_seconds=20, visibility_timeout_seconds=25,
+                    progress_every_tokens=16)
     celery_app.configure(JobsSettings(**settings))
     jobs = Jobs(JobStore(sessions(make_engine(database_url))))
     state = {"model_worker": model_worker, "port": port, "settings": settings, "root": tmp_path}
@@ -79,7 +80,7 @@ def started(jobs: Jobs, batch_id: str) -> bool:
 def test_the_whole_celery_worker_killed_mid_job(world):
     jobs, state = world
     celery = start_celery(state["root"], "doomed", beat=True, **state["settings"])
-    batch = jobs.submit_jsonl("acme", line("victim", 300))
+    batch = jobs.submit_jsonl("acme", line("victim", 150))
     wait_for(lambda: started(jobs, batch["id"]), 60, "the request did not start")
     celery.kill()  # the main process, its pool and its beat, at once
     celery.stop()
@@ -98,7 +99,7 @@ def test_the_model_worker_restarted_mid_job(world):
     jobs, state = world
     celery = start_celery(state["root"], "steady", beat=True, **state["settings"])
     try:
-        batch = jobs.submit_jsonl("acme", line("interrupted", 300))
+        batch = jobs.submit_jsonl("acme", line("interrupted", 150))
         wait_for(lambda: started(jobs, batch["id"]), 60, "the request did not start")
         state["model_worker"].kill()
         state["model_worker"].stop()
@@ -152,7 +153,7 @@ def test_jobs_on_sessions_never_change_them_and_resume_without_re_prefill(world)
     celery = start_celery(state["root"], "sessions", beat=True, **state["settings"])
     try:
         lines = [json.dumps({"custom_id": custom_id, "body": {
-            "messages": [{"role": "user", "content": "go on"}], "session_id": session, "max_tokens": 200,
+            "messages": [{"role": "user", "content": "go on"}], "session_id": session, "max_tokens": 120,
             "temperature": 1.0, "seed": 2}}) for custom_id, session in (("copy", "agent"), ("fork", "agent-max"))]
         batch = jobs.submit_jsonl("acme", "\n".join(lines))
         wait_for(lambda: started(jobs, batch["id"]), 60, "nothing started")
