@@ -1,0 +1,177 @@
+"""A registry of JSON-schema tools the model may call. Every call ends in a `ToolResult`, never an exception: an unknown
+tool, arguments that are not an object or do not match the schema, a timeout, an error in the tool and an oversized
+output all become error results the model reads and can recover from.
+
+    tools = ToolRegistry()
+
+    @tools.tool(timeout_s=5)
+    def lookup(word: str) -> str:
+        "Look a word up."
+
+    results = await tools.run_calls([ToolCall("c1", "lookup", {"word": "cat"})])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jsonschema
+
+DEFAULT_TIMEOUT_S = 30.0
+DEFAULT_MAX_OUTPUT_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: Any  # as the model wrote them: usually a dict, anything when it erred
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    name: str
+    content: str  # what the model reads next
+    is_error: bool = False
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A callable with its JSON schema and how it may be run.
+
+    Attributes:
+        serial: run alone, never concurrently with other calls of the same assistant message.
+        idempotent: safe to run again after a crash left a call unfinished (it gets the same idempotency key).
+        requires_approval: a person approves or rejects each call before it runs.
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    fn: Callable[..., Any] | Callable[..., Awaitable[Any]]
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    serial: bool = False
+    idempotent: bool = False
+    requires_approval: bool = False
+    wants_idempotency_key: bool = field(default=False, repr=False)
+
+    def schema(self) -> dict[str, Any]:
+        """The OpenAI tool object given to the model worker."""
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+class ToolRegistry:
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def add(self, tool: Tool) -> Tool:
+        if tool.name in self._tools:
+            raise ValueError(f"a tool named {tool.name!r} is already registered")
+        jsonschema.Draft202012Validator.check_schema(tool.parameters)
+        if tool.parameters.get("type", "object") != "object":
+            raise ValueError(f"tool {tool.name!r}: parameters must be an object schema")
+        self._tools[tool.name] = tool
+        return tool
+
+    def tool(self, name: str | None = None, *, description: str | None = None,
+             parameters: dict[str, Any] | None = None, **options: Any) -> Callable:
+        """Register a function; its parameters schema comes from its signature unless given."""
+
+        def register(fn: Callable) -> Callable:
+            signature = inspect.signature(fn)
+            self.add(Tool(name or fn.__name__, description or inspect.getdoc(fn) or "",
+                          parameters or schema_from_signature(fn), fn,
+                          wants_idempotency_key="idempotency_key" in signature.parameters, **options))
+            return fn
+
+        return register
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def schemas(self) -> list[dict[str, Any]]:
+        return [tool.schema() for tool in self._tools.values()]
+
+    async def call(self, call: ToolCall, idempotency_key: str | None = None) -> ToolResult:
+        """Run one call; whatever happens, a result for the model."""
+        tool = self._tools.get(call.name)
+        if tool is None:
+            return _error(call, f"unknown tool {call.name!r}; the tools are: {', '.join(sorted(self._tools))}")
+        if not isinstance(call.arguments, dict):
+            return _error(call, f"arguments must be a JSON object, got {json.dumps(call.arguments)[:200]}")
+        problems = sorted(jsonschema.Draft202012Validator(tool.parameters).iter_errors(call.arguments),
+                          key=lambda e: list(e.path))
+        if problems:
+            return _error(call, "invalid arguments: " + "; ".join(
+                f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in problems[:5]))
+        arguments = dict(call.arguments)
+        if tool.wants_idempotency_key:
+            arguments["idempotency_key"] = idempotency_key or call.id
+        try:
+            if inspect.iscoroutinefunction(tool.fn):
+                output = await asyncio.wait_for(tool.fn(**arguments), tool.timeout_s)
+            else:
+                output = await asyncio.wait_for(asyncio.to_thread(tool.fn, **arguments), tool.timeout_s)
+        except TimeoutError:
+            return _error(call, f"timed out after {tool.timeout_s:g} s")
+        except Exception as exc:  # noqa: BLE001 - the tool's failure is the model's information
+            return _error(call, f"{type(exc).__name__}: {exc}")
+        return _limited(call, output if isinstance(output, str) else json.dumps(output, ensure_ascii=False,
+                                                                               default=str), tool.max_output_bytes)
+
+    async def run_calls(self, calls: Sequence[ToolCall], idempotency_keys: Sequence[str | None] | None = None
+                        ) -> list[ToolResult]:
+        """The calls of one assistant message, results in call order: concurrently, except serial tools, which
+        run one at a time after the others."""
+        keys = list(idempotency_keys or [None] * len(calls))
+        results: list[ToolResult | None] = [None] * len(calls)
+        concurrent = [i for i, c in enumerate(calls) if not (self._tools.get(c.name) and self._tools[c.name].serial)]
+        for i, result in zip(concurrent, await asyncio.gather(*(self.call(calls[i], keys[i]) for i in concurrent))):
+            results[i] = result
+        serial = sorted(set(range(len(calls))) - set(concurrent))
+        for i in serial:
+            results[i] = await self.call(calls[i], keys[i])
+        return results  # type: ignore[return-value] - every slot is filled above
+
+
+def _error(call: ToolCall, message: str) -> ToolResult:
+    return ToolResult(call.id, call.name, json.dumps({"error": message}, ensure_ascii=False), is_error=True)
+
+
+def _limited(call: ToolCall, text: str, max_bytes: int) -> ToolResult:
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return ToolResult(call.id, call.name, text)
+    kept = data[:max_bytes].decode("utf-8", errors="ignore")
+    note = f"\n[output truncated: {len(data):,} bytes, the first {len(kept.encode()):,} shown]"
+    return ToolResult(call.id, call.name, kept + note, truncated=True)
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", list: "array", dict: "object"}
+
+
+def schema_from_signature(fn: Callable) -> dict[str, Any]:
+    """An object schema from a function's annotated parameters (str, int, float, bool, list, dict; a default makes
+    a parameter optional). `idempotency_key` is the runtime's to give, not the model's."""
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    hints = inspect.get_annotations(fn, eval_str=True)
+    for name, parameter in inspect.signature(fn).parameters.items():
+        if name == "idempotency_key":
+            continue
+        kind = _JSON_TYPES.get(hints.get(name, str))
+        if kind is None:
+            raise ValueError(f"{fn.__name__}({name}): give a parameters schema for type {hints.get(name)!r}")
+        properties[name] = {"type": kind}
+        if parameter.default is inspect.Parameter.empty:
+            required.append(name)
+    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
