@@ -7,31 +7,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.types import TypeDecorator
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
-
-
-class Timestamp(TypeDecorator):
-    """Aware UTC datetimes everywhere: PostgreSQL keeps the zone; SQLite stores naive UTC text, which still
-    compares in order, and gets the zone back on reading."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("timestamps must carry a time zone")
-        value = value.astimezone(dt.timezone.utc)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
-        return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
+from services.sql import JSONType, Timestamp, utcnow
 
 # OpenAI Batch API statuses.
 VALIDATING, IN_PROGRESS, FINALIZING, COMPLETED, FAILED, EXPIRED, CANCELLING, CANCELLED = (
@@ -41,9 +20,6 @@ BATCH_DONE = (COMPLETED, FAILED, EXPIRED, CANCELLED)
 QUEUED, RUNNING = "queued", "running"
 REQUEST_DONE = (COMPLETED, FAILED, CANCELLED, EXPIRED)
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
 
 
 class Base(DeclarativeBase):

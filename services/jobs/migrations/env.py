@@ -6,18 +6,20 @@ from sqlalchemy import create_engine
 from services.jobs.models import Base
 
 config = context.config
+VERSION_TABLE = "jobs_alembic_version"  # its own, so the agent runtime's migrations can share the database
 
 
 def run() -> None:
     url = config.get_main_option("sqlalchemy.url")
     if context.is_offline_mode():
-        context.configure(url=url, target_metadata=Base.metadata, literal_binds=True)
+        context.configure(url=url, target_metadata=Base.metadata, literal_binds=True, version_table=VERSION_TABLE)
         with context.begin_transaction():
             context.run_migrations()
         return
     engine = create_engine(url)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
+        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
+                          version_table=VERSION_TABLE)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

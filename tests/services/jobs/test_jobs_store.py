@@ -126,7 +126,8 @@ def test_the_migrations_build_the_models_schema(store):
     from services.jobs.models import Base
 
     with store.sessions().connection() as connection:
-        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+        context = MigrationContext.configure(connection, opts={"version_table": "jobs_alembic_version"})
+        assert compare_metadata(context, Base.metadata) == []
 
 
 def test_a_webhook_is_posted_once_when_the_batch_ends_and_retried_until_answered(store):
