@@ -30,6 +30,7 @@ class AgentSession(Base):
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)  # OpenAI tool objects
     worker_session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the compressed KV
+    worker_commit: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=True)
     think_max: Mapped[bool] = mapped_column(default=False)
     next_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
     steps: Mapped[int] = mapped_column(Integer, default=0)
@@ -55,5 +56,6 @@ class TranscriptEntry(Base):
     is_error: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
-    # Unfinished tool calls are found without scanning the transcript.
-    __table_args__ = (Index("ix_transcript_open_calls", "session_id", "call_status"),)
+    # Unfinished tool calls, and one step's entries, are found without scanning the transcript.
+    __table_args__ = (Index("ix_transcript_open_calls", "session_id", "call_status"),
+                      Index("ix_transcript_step", "session_id", "step"))

@@ -87,9 +87,9 @@ class TranscriptStore:
         return session
 
     def append_step(self, tenant: str, session_id: str, entries: Sequence[Entry], *, new_step: bool = True,
-                    worker_session_id: str | None = None) -> list[int]:
-        """Append entries (a step's input, its reply and the calls it made, started) in one transaction; returns
-        their seqs."""
+                    worker_session_id: str | None = None, worker_commit: int | None = None) -> list[int]:
+        """Append entries (a step's input, its reply and the calls it made, started) in one transaction, with the
+        worker session's commit that holds them; returns their seqs."""
         with self.sessions.begin() as s:
             session = self._lock(s, tenant, session_id)
             step = session.steps + (1 if new_step else 0)
@@ -101,6 +101,8 @@ class TranscriptStore:
             session.steps, session.updated_at = step, utcnow()
             if worker_session_id is not None:
                 session.worker_session_id = worker_session_id
+            if worker_commit is not None:
+                session.worker_commit = worker_commit
         self._count("append_step", read=1, written=len(entries) + 1, statements=2)
         return seqs
 
@@ -129,6 +131,21 @@ class TranscriptStore:
                                   .order_by(TranscriptEntry.seq)))
         self._count("open_calls", read=len(rows))
         return rows
+
+    def step_entries(self, session_id: str, step: int) -> list[TranscriptEntry]:
+        """One step's entries (through an index), in order."""
+        with self.sessions() as s:
+            rows = list(s.scalars(select(TranscriptEntry).where(TranscriptEntry.session_id == session_id,
+                                                                TranscriptEntry.step == step)
+                                  .order_by(TranscriptEntry.seq)))
+        self._count("step_entries", read=len(rows))
+        return rows
+
+    def set_worker(self, tenant: str, session_id: str, worker_session_id: str, worker_commit: int) -> None:
+        with self.sessions.begin() as s:
+            session = self._lock(s, tenant, session_id)
+            session.worker_session_id, session.worker_commit = worker_session_id, worker_commit
+        self._count("set_worker", read=1, written=1, statements=2)
 
     def page(self, session_id: str, before: int | None = None, limit: int = 100) -> list[TranscriptEntry]:
         """Entries before `before` (the end when None), newest last: the tail, read in pages."""

@@ -16,6 +16,7 @@ import grpc
 
 from model_worker.chat import ChatMode, ChatSession, ContentDelta, ReasoningDelta, StreamingParser, ToolCallEvent
 from model_worker.chat.encoding import encode_prompt
+from model_worker.chat.errors import DSMLParseError
 from model_worker.chat.messages import attach_tools
 from model_worker.chat.protocol import THINK_START_ID
 from model_worker.engine import Finished, Request, TextDelta
@@ -158,7 +159,7 @@ def _run(runtime: WorkerRuntime, turn: Turn, state, request: pb.GenerateRequest,
 
 def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queue, request_id: str, mode,
             context: grpc.ServicerContext, span, logprobs: bool) -> Iterator[pb.GenerateResponse]:
-    parser, reasoning_tokens, tool_calls = StreamingParser(mode), 0, []
+    parser, reasoning_tokens, tool_calls = TolerantParser(mode), 0, []
     clock = RequestClock(runtime.metrics, time.perf_counter())
     yield pb.GenerateResponse(request_id=request_id)  # at once, so a caller can Abort by an ID the server chose
     while True:
@@ -183,7 +184,6 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
             runtime.settle(turn.session, turn.commits)  # the reply is final only once its commit is written
             if final.discard_state:
                 runtime.hot.discard(turn.session.tenant, turn.session.session_id)
-        parsed = parser.result
         usage = pb.Usage(prompt_tokens=turn.new_tokens, reused_tokens=turn.reused, prefilled_tokens=len(turn.prompt),
                          completion_tokens=final.completion_tokens, reasoning_tokens=reasoning_tokens,
                          session_tokens=final.sequence_tokens if turn.session else 0,
@@ -196,10 +196,44 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
         yield pb.GenerateResponse(request_id=request_id, final=pb.Final(
             finish_reason=finish_reason,
             matched_stop=final.stop_reason if isinstance(final.stop_reason, str) else "", usage=usage,
-            content=parsed.content or "", reasoning_content=parsed.reasoning_content or "", tool_calls=tool_calls))
+            content=parser.content, reasoning_content=parser.reasoning_content, tool_calls=tool_calls))
         if final.error:
             raise RuntimeError(final.error)
         return
+
+
+class TolerantParser:
+    """The stream's parser. Output that breaks the DSML grammar (cut off by max_tokens inside a tool call, or, without
+    a grammar, malformed) is the model's doing, not the caller's: from there on the text is passed on as content, so
+    nothing is lost and the request still ends with its finish reason."""
+
+    def __init__(self, mode: ChatMode) -> None:
+        self._parser = StreamingParser(mode)
+        self._raw: list[str] | None = None
+
+    def feed(self, text: str) -> list:
+        return self._parse(text, final=False)
+
+    def finish(self) -> list:
+        return self._parse("", final=True)
+
+    def _parse(self, text: str, final: bool) -> list:
+        if self._raw is not None:
+            self._raw.append(text)
+            return [ContentDelta(text)] if text else []
+        try:
+            return self._parser.finish() if final else self._parser.feed(text)
+        except DSMLParseError as exc:
+            self._raw = [exc.unparsed_text]
+            return [ContentDelta(exc.unparsed_text)] if exc.unparsed_text else []
+
+    @property
+    def content(self) -> str:
+        return self._parser.result.content + "".join(self._raw or [])
+
+    @property
+    def reasoning_content(self) -> str:
+        return self._parser.result.reasoning_content or ""
 
 
 def _responses(parsed, delta: TextDelta, request_id: str, tool_calls: list, logprobs: bool):

@@ -152,3 +152,11 @@ def test_a_speculative_worker_gives_the_same_replies_and_reports_its_drafts(tmp_
     finally:
         plain.stop()
         speculative.stop()
+
+
+def test_a_reply_cut_inside_a_tool_call_ends_with_length_not_an_error(worker):
+    _, final = run(worker.stub, pb.GenerateRequest(messages=user("look"), tools=[LOOKUP],
+                                                   tool_choice=pb.ToolChoice(required=True),
+                                                   sampling=sampled(1, max_tokens=8)))
+    assert final.finish_reason == pb.LENGTH and not final.tool_calls
+    assert "tool_calls" in final.content  # the partial block is passed on as text, nothing lost

@@ -24,6 +24,7 @@ def upgrade() -> None:
     sa.Column('system_prompt', sa.Text(), nullable=False),
     sa.Column('tools', JSON, nullable=False),
     sa.Column('worker_session_id', sa.String(length=128), nullable=True),
+    sa.Column('worker_commit', ID, nullable=True),
     sa.Column('think_max', sa.Boolean(), nullable=False),
     sa.Column('next_seq', ID, nullable=False),
     sa.Column('steps', sa.Integer(), nullable=False),
@@ -54,10 +55,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('transcript', schema=None) as batch_op:
         batch_op.create_index('ix_transcript_open_calls', ['session_id', 'call_status'], unique=False)
+        batch_op.create_index('ix_transcript_step', ['session_id', 'step'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('transcript', schema=None) as batch_op:
+        batch_op.drop_index('ix_transcript_step')
         batch_op.drop_index('ix_transcript_open_calls')
 
     op.drop_table('transcript')

@@ -1,0 +1,101 @@
+"""The turn loop against a real model worker (`tiny`, random weights) and SQLite: the first step is forced to call a
+tool through the worker's constrained decoding, the tool runs, its result goes back, and the transcript holds every
+step; a crash between the worker's commit and the transcript's is healed by rewinding the worker session, and an
+open call left by a crash ends interrupted or is re-run."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_runtime.loop import AgentLoop, Limits, ToolFinished, ToolStarted, TurnDone
+from agent_runtime.store.models import INTERRUPTED, TOOL_CALL
+from agent_runtime.store.transcript import Entry, TranscriptStore, upgrade
+from agent_runtime.tools import ToolRegistry
+from model_worker.client import Sampling, WorkerClient
+from services.sql import make_engine, sessions
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    """A real model worker on localhost (`tiny`, sessions on disk)."""
+    from grpc_health.v1 import health_pb2
+
+    from model_worker.chat import load_tokenizer
+    from model_worker.engine.loading import load_model
+    from model_worker.server.runtime import WorkerRuntime
+    from model_worker.server.serve import SERVICE_NAME, build_server
+    from model_worker.sessions import SessionStore, open_blobs
+
+    model = load_model(None, "tiny", numerics="official")
+    store = SessionStore(open_blobs(str(tmp_path_factory.mktemp("agent-worker"))), model.fingerprint, model.layout)
+    runtime = WorkerRuntime(model, load_tokenizer(), store, token_budget=256)
+    server, port, health = build_server(runtime, "127.0.0.1", 0, threads=8)
+    runtime.start()
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=2).wait()
+    runtime.stop()
+
+
+@pytest.fixture
+def loop(worker, tmp_path):
+    url = f"sqlite:///{tmp_path}/agent.db"
+    upgrade(url)
+    tools, ran = ToolRegistry(), []
+
+    @tools.tool(idempotent=False)
+    def pick(color: str) -> str:
+        """Pick a color."""
+        ran.append(color)
+        return f"picked {color}"
+
+    tools.get("pick").parameters["properties"]["color"]["enum"] = ["red", "blue"]
+    client = WorkerClient(worker, timeout=120)
+    agent = AgentLoop(TranscriptStore(sessions(make_engine(url))), client, tools)
+    agent.ran = ran
+    yield agent
+    client.close()
+
+
+SAMPLING = Sampling(temperature=0.0, max_tokens=60)  # room for a whole call
+
+
+def test_a_turn_calls_a_tool_and_records_every_step(loop):
+    loop.create_session("acme", "a1", system_prompt="use tools")
+    events = list(loop.run_turn("acme", "a1", [{"role": "user", "content": "pick one"}], sampling=SAMPLING,
+                                first_tool_choice="pick", limits=Limits(max_steps=2)))
+    started = [e for e in events if isinstance(e, ToolStarted)]
+    finished = [e for e in events if isinstance(e, ToolFinished)]
+    assert started and started[0].name == "pick" and started[0].arguments["color"] in ("red", "blue")
+    assert finished[0].content.startswith("picked ") and loop.ran
+    done = events[-1]
+    assert isinstance(done, TurnDone) and done.reason in ("answer", "step_limit")
+    session = loop.store.get("acme", "a1")
+    first = loop.store.step_entries("a1", 1)
+    assert [e.kind for e in first][:3] == ["user", "assistant", "tool_call"] and first[-1].kind == "tool_result"
+    assert session.worker_commit == loop.client.get_session(session.worker_session_id).commit
+
+
+def test_recovery_rewinds_the_worker_and_closes_open_calls(loop):
+    loop.create_session("acme", "a2")
+    list(loop.run_turn("acme", "a2", [{"role": "user", "content": "hi"}], sampling=SAMPLING,
+                       limits=Limits(max_steps=1)))
+    session = loop.store.get("acme", "a2")
+    recorded = session.worker_commit
+    # The runtime died after the worker committed a generation the transcript never recorded...
+    list(loop.client.generate(session_id=session.worker_session_id, messages=[{"role": "user", "content": "lost"}],
+                              sampling=SAMPLING))
+    assert loop.client.get_session(session.worker_session_id).commit != recorded
+    # ... and, in another life, while a non-idempotent call ran.
+    loop.store.append_step("acme", "a2", [Entry(TOOL_CALL, tool_call_id="c-open", tool_name="pick",
+                                                arguments={"color": "red"})], worker_commit=recorded)
+    events = list(loop.run_turn("acme", "a2", [{"role": "user", "content": "again"}], sampling=SAMPLING,
+                                limits=Limits(max_steps=1)))
+    interrupted = [e for e in events if isinstance(e, ToolFinished) and e.status == INTERRUPTED]
+    assert [e.call_id for e in interrupted] == ["c-open"] and loop.ran == []  # not re-run
+    assert loop.store.open_calls("a2") == []
+    # The worker session went back to the recorded commit before the new step (no "lost" turn in it).
+    worker = loop.client.get_session(session.worker_session_id)
+    assert worker.commit == loop.store.get("acme", "a2").worker_commit
