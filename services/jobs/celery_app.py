@@ -141,6 +141,7 @@ def _trace_headers(request) -> dict[str, str]:
 def reap() -> int:
     store, _ = resources()
     again = store.reap(settings.requeue_after_seconds)
-    publish(again)
+    for request_id, queue, trace_context in again:  # each joins its submitter's trace, as the first message did
+        publish([(request_id, queue)], headers=trace_context)
     deliver_webhooks(store)  # batches the reap ended, and retries of failed deliveries
     return len(again)

@@ -236,8 +236,9 @@ class JobStore:
 
     # -- housekeeping ----------------------------------------------------------------------------------------
 
-    def reap(self, requeue_after_s: float) -> list[tuple[int, str]]:
-        """Requests to publish again: running ones whose lease expired (their worker died) go back to queued, and
+    def reap(self, requeue_after_s: float) -> list[tuple[int, str, dict[str, str]]]:
+        """Requests to publish again, with their batch's trace context: running ones whose lease expired (their
+        worker died) go back to queued, and
         queued ones waiting longer than `requeue_after_s` (their message may be lost; a duplicate finds them
         claimed and does nothing). Batches past their window expire what has not started."""
         now = utcnow()
@@ -257,11 +258,12 @@ class JobStore:
                 self._finalize(s, batch)
         with self.sessions.begin() as s:
             stale = now - dt.timedelta(seconds=requeue_after_s)
-            rows = s.execute(select(BatchRequest.id, BatchRequest.queue).where(
-                BatchRequest.status == QUEUED, BatchRequest.enqueued_at <= stale))
-            again = [(request_id, queue) for request_id, queue in rows]
+            rows = s.execute(select(BatchRequest.id, BatchRequest.queue, Batch.trace_context)
+                             .join(Batch, Batch.id == BatchRequest.batch_id)
+                             .where(BatchRequest.status == QUEUED, BatchRequest.enqueued_at <= stale))
+            again = [(request_id, queue, trace or {}) for request_id, queue, trace in rows]
             if again:
-                s.execute(update(BatchRequest).where(BatchRequest.id.in_([i for i, _ in again]))
+                s.execute(update(BatchRequest).where(BatchRequest.id.in_([i for i, _, _ in again]))
                           .values(enqueued_at=now))
             return again
 

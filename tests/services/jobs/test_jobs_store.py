@@ -98,7 +98,7 @@ def test_expiry_and_lost_messages(store):
     import time
 
     time.sleep(1.1)
-    assert store.reap(requeue_after_s=60) == [(lost, queue)]  # published again; the expired one is not
+    assert store.reap(requeue_after_s=60) == [(lost, queue, {})]  # published again; the expired one is not
     assert store.get("acme", batch.id).status == "expired"
     assert store.reap(requeue_after_s=60) == []  # not again until it is stale again
 
