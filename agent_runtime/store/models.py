@@ -34,6 +34,7 @@ class AgentSession(Base):
     think_max: Mapped[bool] = mapped_column(default=False)
     next_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
     steps: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)  # tool calls that ended in an error, so far
     parent: Mapped[str | None] = mapped_column(String(160), nullable=True)  # "session@seq" it was forked from
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)

@@ -72,6 +72,7 @@ class TranscriptStore:
                ) -> AgentSession:
         session = AgentSession(id=session_id, tenant=tenant, system_prompt=system_prompt, tools=list(tools),
                                worker_session_id=worker_session_id, think_max=think_max, next_seq=0, steps=0,
+                               failures=0,
                                parent=parent, created_at=utcnow(), updated_at=utcnow())
         with self.sessions.begin() as s:
             s.add(session)
@@ -119,6 +120,7 @@ class TranscriptStore:
                 TranscriptEntry.kind == TOOL_CALL, TranscriptEntry.call_status == STARTED)
                 .values(call_status=status))
             session.next_seq, session.updated_at = seq + 1, utcnow()
+            session.failures += result.is_error
         self._count("finish_call", read=1, written=3, statements=3)
         return seq
 

@@ -8,7 +8,7 @@ import json
 import socket
 
 import pytest
-from conftest import start_celery
+from realparts import start_celery
 from test_jobs_faults import wait_for
 
 from services.jobs import celery_app

@@ -11,7 +11,7 @@ import signal
 import time
 
 import pytest
-from conftest import start_celery
+from realparts import start_celery
 from sqlalchemy import func, select
 
 from model_worker.sessions import open_blobs
@@ -165,7 +165,7 @@ def test_the_command_line(setup, tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT, child_env
+    from realparts import ROOT, child_env
 
     jobs, _ = setup
     env = child_env(**jobs.settings)

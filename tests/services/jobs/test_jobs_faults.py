@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import Process, child_env, start_celery
+from realparts import Process, child_env, start_celery
 from sqlalchemy import func, select
 
 from services.jobs import celery_app

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 
-from conftest import start_celery
+from realparts import start_celery
 from sqlalchemy import func, select
 from test_jobs_faults import wait_for
 

@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('think_max', sa.Boolean(), nullable=False),
     sa.Column('next_seq', ID, nullable=False),
     sa.Column('steps', sa.Integer(), nullable=False),
+    sa.Column('failures', sa.Integer(), nullable=False),
     sa.Column('parent', sa.String(length=160), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,60 @@
+"""A Think Max turn runs as an interactive job: real PostgreSQL (shared by the jobs service and the agent runtime,
+each with its own migrations), Redis, a Celery worker process, the jobs gRPC service and a model worker process. The
+agent's plain worker session becomes a Think Max copy the first time, and a fork costs nothing after that."""
+
+from __future__ import annotations
+
+from realparts import start_celery
+
+from agent_runtime.loop import AgentLoop, JobStatus, Limits, ModeChosen, TurnDone
+from agent_runtime.store.transcript import TranscriptStore
+from agent_runtime.store.transcript import upgrade as upgrade_agent
+from agent_runtime.tools import ToolRegistry
+from model_worker.client import Sampling, WorkerClient
+from services.jobs import celery_app
+from services.jobs.api import Jobs
+from services.jobs.client import JobsClient
+from services.jobs.server import build_server
+from services.jobs.service import JobStore
+from services.jobs.settings import JobsSettings
+from services.sql import make_engine, sessions
+
+
+def test_think_max_turns_go_through_the_jobs_service(tmp_path, database_url, broker_url, model_worker):
+    target, _ = model_worker
+    settings = dict(database_url=database_url, broker_url=broker_url, worker_target=target,
+                    result_store=str(tmp_path / "results"), lease_seconds=5)
+    celery_app.configure(JobsSettings(**settings))
+    celery = start_celery(tmp_path, "agent-jobs", **settings)
+    engine = make_engine(database_url)
+    server, port = build_server(Jobs(JobStore(sessions(engine))), "127.0.0.1", 0)
+    server.start()
+    upgrade_agent(database_url)  # the agent runtime's tables beside the jobs service's
+    tools = ToolRegistry()
+    tools.tool()(lambda: "ok")
+    worker, jobs = WorkerClient(target, timeout=120), JobsClient(f"127.0.0.1:{port}")
+    loop = AgentLoop(TranscriptStore(sessions(engine)), worker, tools, jobs=jobs)
+    try:
+        loop.create_session("acme", "deep", system_prompt="think")
+        plain = loop.store.get("acme", "deep").worker_session_id
+        sampling = Sampling(temperature=0.0, max_tokens=6)
+        events = list(loop.run_turn("acme", "deep", [{"role": "user", "content": "prove it"}], mode="think-max",
+                                    sampling=sampling, limits=Limits(max_steps=1)))
+        chosen = next(e for e in events if isinstance(e, ModeChosen))
+        assert chosen.mode == "think-max" and chosen.via_job and "Think Max copy" in chosen.reason
+        statuses = [e.status for e in events if isinstance(e, JobStatus)]
+        assert statuses[-1] == "completed"
+        assert isinstance(events[-1], TurnDone)
+        moved = loop.store.get("acme", "deep").worker_session_id
+        assert moved != plain and worker.get_session(moved).think_max  # the agent now lives on the Think Max copy
+        events = list(loop.run_turn("acme", "deep", [{"role": "user", "content": "again"}], difficulty="hard",
+                                    sampling=sampling, limits=Limits(max_steps=1)))
+        chosen = next(e for e in events if isinstance(e, ModeChosen))
+        assert chosen.via_job and "on the Think Max session" in chosen.reason  # no copy needed any more
+        assert [e.status for e in events if isinstance(e, JobStatus)][-1] == "completed"
+        assert loop.store.get("acme", "deep").steps == 2
+    finally:
+        worker.close()
+        jobs.close()
+        server.stop(grace=1).wait()
+        celery.stop()

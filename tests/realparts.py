@@ -1,0 +1,120 @@
+"""Real parts for integration tests: a fresh PostgreSQL database, a Redis database as the broker, a model worker
+(`tiny`) and Celery worker processes, all on this machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+
+
+def _available(probe) -> bool:
+    try:
+        probe()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means the service is not there
+        return False
+
+
+@pytest.fixture(scope="module")
+def database_url():
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    admin = sqlalchemy.create_engine(f"{PG}/test", isolation_level="AUTOCOMMIT")
+    if not _available(lambda: admin.connect().close()):
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
+    name = f"jobs_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    from services.jobs.db import upgrade
+
+    url = f"{PG}/{name}"
+    upgrade(url)
+    yield url
+    with admin.connect() as connection:
+        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def broker_url():
+    redis = pytest.importorskip("redis")
+    url = "redis://127.0.0.1:6379/13"
+    client = redis.Redis.from_url(url)
+    if not _available(client.ping):
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    client.flushdb()
+    yield url
+    client.flushdb()
+
+
+class Process:
+    """A child process whose output goes to a log file, stopped (and reaped) at the end."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self.handle = open(log, "w")
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.handle, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_for(self, pattern: str, timeout: float = 120) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.log.read_text())
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.proc.args[:4]} exited: {self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        raise TimeoutError(f"no {pattern!r} in {self.log}: {self.log.read_text()[-2000:]}")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)  # a warm shutdown of an idle worker takes ~1 s
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.handle.close()
+
+
+def child_env(**settings: str) -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env.update({f"DSV4_JOBS_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@pytest.fixture(scope="module")
+def model_worker(tmp_path_factory):
+    root = tmp_path_factory.mktemp("model-worker")
+    worker = Process([sys.executable, "-m", "model_worker", "serve", "--config", "tiny", "--port", "0",
+                      "--session-store", str(root / "sessions")], child_env(), root / "worker.log")
+    port = worker.wait_for(r"serving \S+ on 127\.0\.0\.1:(\d+)").group(1)
+    yield f"127.0.0.1:{port}", worker
+    worker.stop()
+
+
+def start_celery(root: Path, name: str, concurrency: int = 2, beat: bool = False, pool: str = "prefork",
+                 **settings: str) -> Process:
+    args = [sys.executable, "-m", "celery", "-A", "services.jobs.celery_app", "worker", "-Q", "think_max,default",
+            "-c", str(concurrency), "-P", pool, "-n", f"{name}@%h", "-l", "info", "--without-gossip",
+            "--without-mingle"]
+    if beat:
+        args += ["-B", "-s", str(root / f"{name}-beat")]
+    process = Process(args, child_env(**settings), root / f"{name}.log")
+    process.wait_for(r"ready\.")
+    return process
