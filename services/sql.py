@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from alembic import command
+from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import JSON, DateTime, Engine, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
@@ -66,3 +66,21 @@ def migrate(url: str, migrations: Path) -> None:
     config.set_main_option("script_location", str(migrations))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     command.upgrade(config, "head")
+
+
+def run_migrations(metadata, version_table: str) -> None:
+    """The body of an Alembic env.py: migrate the URL the caller configured (`migrate`), recording versions in the
+    store's own table so several stores can share one database."""
+    url = context.config.get_main_option("sqlalchemy.url")
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=metadata, literal_binds=True, version_table=version_table)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = create_engine(url)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True,
+                          version_table=version_table)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
