@@ -99,3 +99,26 @@ def test_recovery_rewinds_the_worker_and_closes_open_calls(loop):
     # The worker session went back to the recorded commit before the new step (no "lost" turn in it).
     worker = loop.client.get_session(session.worker_session_id)
     assert worker.commit == loop.store.get("acme", "a2").worker_commit
+
+
+def test_an_open_call_of_an_idempotent_tool_runs_again_with_its_key(loop):
+    keys = []
+
+    @loop.tools.tool(idempotent=True)
+    def charge(amount: int, idempotency_key: str) -> str:
+        """Charge once per key."""
+        keys.append(idempotency_key)
+        return "charged"
+
+    loop.create_session("acme", "a3")
+    list(loop.run_turn("acme", "a3", [{"role": "user", "content": "hi"}], sampling=SAMPLING,
+                       limits=Limits(max_steps=1)))
+    recorded = loop.store.get("acme", "a3").worker_commit
+    loop.store.append_step("acme", "a3", [Entry(TOOL_CALL, tool_call_id="c-pay", tool_name="charge",
+                                                arguments={"amount": 5}, idempotency_key="a3/2/c-pay")],
+                           worker_commit=recorded)
+    events = list(loop.run_turn("acme", "a3", [{"role": "user", "content": "done?"}], sampling=SAMPLING,
+                                limits=Limits(max_steps=1)))
+    rerun = [e for e in events if isinstance(e, ToolFinished)]
+    assert [(e.call_id, e.status, e.content) for e in rerun] == [("c-pay", "finished", "charged")]
+    assert keys == ["a3/2/c-pay"]  # the key it was started with, so the tool can refuse a double charge
