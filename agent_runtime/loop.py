@@ -127,8 +127,7 @@ class AgentLoop:
         limits = limits or Limits()
         session = self.store.get(tenant, session_id)
         self._align_worker(session)
-        inputs = [*self._pending_results(tenant, session, events := []), *messages]
-        yield from events
+        inputs = [*(yield from self._pending_results(tenant, session)), *messages]
         decision = self._decide(session, mode, difficulty, limits)
         yield ModeChosen(decision.mode, decision.reason, decision.via_job)
         usage = dict.fromkeys(_USAGE, 0)
@@ -233,9 +232,9 @@ class AgentLoop:
         if session.worker_commit is not None and info.commit != session.worker_commit:
             self.client.rewind(session.worker_session_id, session.worker_commit)
 
-    def _pending_results(self, tenant: str, session, events: list) -> list[dict[str, Any]]:
-        """The results the model has not seen: those of the last step's calls. Calls left open by a crash are
-        re-run (idempotent tools, same key) or end interrupted."""
+    def _pending_results(self, tenant: str, session):
+        """The results the model has not seen: those of the last step's calls (returned). Calls left open by a crash
+        are re-run (idempotent tools, same key) or end interrupted (streamed as they end)."""
         for call in self.store.open_calls(session.id):
             tool = self.tools.get(call.tool_name)
             if tool is not None and tool.idempotent:
@@ -248,7 +247,7 @@ class AgentLoop:
                 is_error, status = True, INTERRUPTED
             self.store.finish_call(tenant, session.id, call.tool_call_id, Entry(TOOL_RESULT, content,
                                                                                 is_error=is_error), status)
-            events.append(ToolFinished(call.tool_call_id, call.tool_name, content, is_error, status))
+            yield ToolFinished(call.tool_call_id, call.tool_name, content, is_error, status)
         if not session.steps:
             return []
         last = self.store.step_entries(session.id, session.steps)

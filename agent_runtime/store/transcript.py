@@ -48,7 +48,6 @@ class Entry:
 class StoreStats:
     rows_read: int = 0
     rows_written: int = 0
-    statements: int = 0
     by_operation: dict[str, int] = field(default_factory=dict)
 
 
@@ -61,10 +60,9 @@ class TranscriptStore:
         self.sessions = sessions
         self.stats = StoreStats()
 
-    def _count(self, operation: str, read: int = 0, written: int = 0, statements: int = 1) -> None:
+    def _count(self, operation: str, read: int = 0, written: int = 0) -> None:
         self.stats.rows_read += read
         self.stats.rows_written += written
-        self.stats.statements += statements
         self.stats.by_operation[operation] = self.stats.by_operation.get(operation, 0) + 1
 
     def create(self, tenant: str, session_id: str, system_prompt: str = "", tools: Sequence[dict] = (),
@@ -104,7 +102,7 @@ class TranscriptStore:
                 session.worker_session_id = worker_session_id
             if worker_commit is not None:
                 session.worker_commit = worker_commit
-        self._count("append_step", read=1, written=len(entries) + 1, statements=2)
+        self._count("append_step", read=1, written=len(entries) + 1)
         return seqs
 
     def finish_call(self, tenant: str, session_id: str, call_id: str, result: Entry,
@@ -121,7 +119,7 @@ class TranscriptStore:
                 .values(call_status=status))
             session.next_seq, session.updated_at = seq + 1, utcnow()
             session.failures += result.is_error
-        self._count("finish_call", read=1, written=3, statements=3)
+        self._count("finish_call", read=1, written=3)
         return seq
 
     def open_calls(self, session_id: str) -> list[TranscriptEntry]:
@@ -147,7 +145,7 @@ class TranscriptStore:
         with self.sessions.begin() as s:
             session = self._lock(s, tenant, session_id)
             session.worker_session_id, session.worker_commit = worker_session_id, worker_commit
-        self._count("set_worker", read=1, written=1, statements=2)
+        self._count("set_worker", read=1, written=1)
 
     def page(self, session_id: str, before: int | None = None, limit: int = 100) -> list[TranscriptEntry]:
         """Entries before `before` (the end when None), newest last: the tail, read in pages."""

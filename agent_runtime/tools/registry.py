@@ -49,7 +49,6 @@ class Tool:
     Attributes:
         serial: run alone, never concurrently with other calls of the same assistant message.
         idempotent: safe to run again after a crash left a call unfinished (it gets the same idempotency key).
-        requires_approval: a person approves or rejects each call before it runs.
     """
 
     name: str
@@ -60,7 +59,6 @@ class Tool:
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     serial: bool = False
     idempotent: bool = False
-    requires_approval: bool = False
     wants_idempotency_key: bool = field(default=False, repr=False)
 
     def schema(self) -> dict[str, Any]:

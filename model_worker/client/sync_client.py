@@ -1,19 +1,19 @@
-"""The blocking client: one grpc channel, typed methods over every RPC of the worker. Thread-safe (grpc channels
-are), so one client serves a whole process."""
+"""The blocking client of the model worker: typed methods over every RPC (the channel, deadlines and retries are
+SyncRpcClient's). Thread-safe, so one client serves a whole process."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Unpack
 
 import grpc
 
-from model_worker.client import convert, errors, policy, requests
+from model_worker.client import convert, errors, requests
+from model_worker.client.base import SyncRpcClient
 from model_worker.client.types import (
     Delta,
     Event,
@@ -32,7 +32,7 @@ from protos.dsv4.worker.v1 import worker_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2_grpc
 
 
-class WorkerClient:
+class WorkerClient(SyncRpcClient):
     """`timeout` is the default deadline of every call in seconds (None: none); each method takes its own. Failed
     calls raise `errors.WorkerError` subclasses; bad arguments raise ValueError/TypeError before sending."""
 
@@ -47,65 +47,11 @@ class WorkerClient:
         channel_options: Sequence[tuple[str, Any]] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        options = policy.channel_options(channel_options)
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
-        self._stub = worker_pb2_grpc.ModelWorkerStub(self._channel)
-        self._metadata = policy.auth_metadata(api_key)
-        self._timeout = timeout
-        self._retry = policy.RetryPolicy(retries, backoff)
-
-    def close(self) -> None:
-        self._channel.close()
+        super().__init__(target, worker_pb2_grpc.ModelWorkerStub, api_key=api_key, timeout=timeout, retries=retries,
+                         backoff=backoff, channel_options=channel_options, credentials=credentials)
 
     def __enter__(self) -> WorkerClient:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # -- calls ---------------------------------------------------------------------------------------------------
-
-    def _deadline(self, timeout: float | None) -> policy.Deadline:
-        return policy.Deadline(self._timeout if timeout is None else timeout)
-
-    def _unary(self, name: str, request: Any, timeout: float | None, *, retry: bool = True) -> Any:
-        method = getattr(self._stub, name)
-        deadline = self._deadline(timeout)
-        attempt = 0
-        while True:
-            try:
-                return method(request, timeout=deadline.remaining(), metadata=self._metadata)
-            except grpc.RpcError as error:
-                delay = self._retry.delay(error, attempt, deadline) if retry else None
-                if delay is None:
-                    raise errors.from_rpc_error(error) from error
-            time.sleep(delay)
-            attempt += 1
-
-    def _stream(self, name: str, request: Any, timeout: float | None) -> Iterator[Any]:
-        """The responses of a server stream, retried only while none has arrived; closing it cancels the call."""
-        method = getattr(self._stub, name)
-        deadline = self._deadline(timeout)
-        attempt = 0
-        while True:
-            call = method(request, timeout=deadline.remaining(), metadata=self._metadata)
-            started = False
-            try:
-                for response in call:
-                    started = True
-                    yield response
-                return
-            except grpc.RpcError as error:
-                delay = None if started else self._retry.delay(error, attempt, deadline)
-                if delay is None:
-                    raise errors.from_rpc_error(error) from error
-            finally:
-                call.cancel()  # a no-op once finished; stops the generation when the caller stops reading
-            time.sleep(delay)
-            attempt += 1
 
     # -- generation ----------------------------------------------------------------------------------------------
 

@@ -172,6 +172,7 @@ class Scheduler:
                 request.drafted += 1
                 if token == draft:
                     request.accepted += 1
+                    self.stats.accepted_draft_tokens += 1
                     accepted.add(request)
                 else:  # before the output can finish: the state must hold exactly the kept tokens
                     request.state.truncate(request.state.num_tokens - 1)
@@ -290,7 +291,6 @@ class Scheduler:
                                   len(request.prompt_token_ids), len(tokens), request.state.num_tokens,
                                   discard_state=discard, error=error, draft_tokens=request.drafted,
                                   accepted_draft_tokens=request.accepted))
-        self.stats.accepted_draft_tokens += request.accepted
         self.stats.finished += 1
         with self._lock:
             (self.running if request in self.running else self.waiting).remove(request)

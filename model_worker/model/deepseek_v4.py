@@ -109,7 +109,7 @@ class DeepseekV4(nn.Module):
             if first > state.mtp_pairs:  # older pairs can no longer reach the window: skip them
                 state.layers[c.n_layers].window.clear(first)
             hidden_rows.append(state.mtp_hidden.rows(first, pairs))
-            tokens = state.recent_tokens.rows(first + 1, min(pairs + 1, state.num_tokens))[:, 0]
+            tokens = state.recent_tokens.rows(first + 1, state.num_tokens)[:, 0]  # every fed one after `first`
             if next_token is not None:
                 tokens = torch.cat([tokens, torch.tensor([next_token], dtype=tokens.dtype, device=tokens.device)])
             token_rows.append(tokens)

@@ -48,12 +48,6 @@ class Jobs:
     def get(self, tenant: str, batch_id: str) -> dict[str, Any]:
         return self.view(self.store.get(tenant, batch_id))
 
-    def list(self, tenant: str, limit: int = 20, after: str | None = None) -> dict[str, Any]:
-        batches = self.store.list(tenant, limit + 1, after)
-        page = [self.view(b) for b in batches[:limit]]
-        return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
-                "last_id": page[-1]["id"] if page else None, "has_more": len(batches) > limit}
-
     def cancel(self, tenant: str, batch_id: str) -> dict[str, Any]:
         return self.view(self.store.cancel(tenant, batch_id))
 

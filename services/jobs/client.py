@@ -1,66 +1,41 @@
 """A typed client of the jobs service's gRPC API (protos/dsv4/jobs/v1/jobs.proto), for the agent runtime's Think Max
-turns and any caller that submits batches from code."""
+turns and any caller that submits batches from code. Channel, deadlines and retries are the platform's
+(model_worker.client.base.SyncRpcClient)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grpc
 
-from model_worker.client import policy
-from model_worker.client.errors import from_rpc_error
+from model_worker.client.base import SyncRpcClient
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.jobs.v1 import jobs_pb2_grpc
 
 
-class JobsClient:
+class JobsClient(SyncRpcClient):
     def __init__(self, target: str, *, api_key: str | None = None, timeout: float | None = 60.0,
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
-        options = policy.channel_options()
-        if credentials is None:
-            self._channel = grpc.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.secure_channel(target, credentials, options=options)
-        self._stub = jobs_pb2_grpc.JobsStub(self._channel)
-        self._metadata = policy.auth_metadata(api_key)
-        self._timeout = timeout
-
-    def close(self) -> None:
-        self._channel.close()
-
-    def __enter__(self) -> JobsClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _call(self, method: str, request):
-        try:
-            return getattr(self._stub, method)(request, metadata=self._metadata, timeout=self._timeout)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
+                 credentials: grpc.ChannelCredentials | None = None, **options: Any) -> None:
+        super().__init__(target, jobs_pb2_grpc.JobsStub, api_key=api_key, timeout=timeout, credentials=credentials,
+                         **options)
 
     def submit(self, requests: Sequence[pb.JobRequest], *, interactive: bool = False,
                metadata: dict[str, str] | None = None) -> pb.Batch:
-        return self._call("CreateBatch", pb.CreateBatchRequest(requests=pb.JobRequests(requests=list(requests)),
-                                                                interactive=interactive, metadata=metadata or {}))
+        """Not retried: a submit that reached the service before the connection failed would make a second batch."""
+        request = pb.CreateBatchRequest(requests=pb.JobRequests(requests=list(requests)), interactive=interactive,
+                                        metadata=metadata or {})
+        return self._unary("CreateBatch", request, None, retry=False)
 
     def get(self, batch_id: str) -> pb.Batch:
-        return self._call("GetBatch", pb.GetBatchRequest(batch_id=batch_id))
+        return self._unary("GetBatch", pb.GetBatchRequest(batch_id=batch_id), None)
 
     def progress(self, batch_id: str) -> pb.Progress:
-        return self._call("GetProgress", pb.GetProgressRequest(batch_id=batch_id))
+        return self._unary("GetProgress", pb.GetProgressRequest(batch_id=batch_id), None)
 
     def cancel(self, batch_id: str) -> pb.Batch:
-        return self._call("CancelBatch", pb.CancelBatchRequest(batch_id=batch_id))
+        return self._unary("CancelBatch", pb.CancelBatchRequest(batch_id=batch_id), None)
 
     def results(self, batch_id: str, *, follow: bool = False, timeout: float | None = None) -> Iterator[pb.ResultLine]:
         """Result lines as requests end; with `follow`, until the batch does."""
-        stream = self._stub.StreamResults(pb.StreamResultsRequest(batch_id=batch_id, follow=follow),
-                                          metadata=self._metadata, timeout=timeout)
-        try:
-            yield from stream
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
-        finally:
-            stream.cancel()
+        return self._stream("StreamResults", pb.StreamResultsRequest(batch_id=batch_id, follow=follow), timeout)

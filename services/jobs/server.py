@@ -27,7 +27,7 @@ from protos.dsv4.worker.v1 import worker_pb2
 from services.jobs.api import Jobs
 from services.jobs.models import BATCH_DONE, Batch
 from services.jobs.service import BatchNotFound
-from services.jobs.spec import MAX_CUSTOM_ID, InvalidLine, JobRequest
+from services.jobs.spec import MAX_CUSTOM_ID, InvalidLine, JobRequest, collect
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Jobs"].full_name
 _MODES = {worker_pb2.REASONING_MODE_UNSPECIFIED: "think-max", worker_pb2.NON_THINK: "non-think",
@@ -95,17 +95,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         if request.WhichOneof("input") == "jsonl":
             view = self.jobs.submit_jsonl(tenant, request.jsonl, **options)
         else:
-            valid, invalid, seen = [], [], set()
-            for line, message in enumerate(request.requests.requests, start=1):
-                try:
-                    job = job_request(message, line)
-                    if job.custom_id in seen:
-                        raise InvalidLine(line, f"custom_id {job.custom_id!r} repeats an earlier request")
-                except InvalidLine as exc:
-                    invalid.append(exc)
-                    continue
-                seen.add(job.custom_id)
-                valid.append((line, job))
+            valid, invalid = collect((line, job_request, message)
+                                     for line, message in enumerate(request.requests.requests, start=1))
             view = self.jobs.submit(tenant, valid, invalid, **options)
         return self._batch(tenant, view["id"])
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -133,21 +134,26 @@ def parse_line(raw: str | dict[str, Any], line: int) -> JobRequest:
 
 
 def parse_jsonl(text: str) -> tuple[list[tuple[int, JobRequest]], list[InvalidLine]]:
-    """(valid requests with their line numbers, invalid lines) of a JSONL file; blank lines are skipped and a
-    repeated custom_id is invalid from its second occurrence on."""
+    """(valid requests with their line numbers, invalid lines) of a JSONL file; blank lines are skipped."""
+    return collect((number, parse_line, raw) for number, raw in enumerate(text.splitlines(), start=1)
+                   if raw.strip())
+
+
+def collect(items: Iterable[tuple[int, Callable[[Any, int], JobRequest], Any]]
+            ) -> tuple[list[tuple[int, JobRequest]], list[InvalidLine]]:
+    """Validate (line, parser, raw) items, whatever their form (JSONL lines, typed requests): (valid requests with
+    their line numbers, invalid lines). A repeated custom_id is invalid from its second occurrence on."""
     valid: list[tuple[int, JobRequest]] = []
     invalid: list[InvalidLine] = []
     seen: set[str] = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
+    for number, parse, raw in items:
         try:
-            request = parse_line(raw, number)
+            request = parse(raw, number)
         except InvalidLine as exc:
             invalid.append(exc)
             continue
         if request.custom_id in seen:
-            invalid.append(InvalidLine(number, f"custom_id {request.custom_id!r} repeats an earlier line"))
+            invalid.append(InvalidLine(number, f"custom_id {request.custom_id!r} repeats an earlier request"))
             continue
         seen.add(request.custom_id)
         valid.append((number, request))
