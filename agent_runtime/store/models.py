@@ -1,6 +1,8 @@
 """The agent runtime's tables. The transcript is the source of truth: one append-only row per message, tool call and
 tool result, keyed by (session, seq), so a turn writes only its new rows and reads only what it needs (the open tool
-calls of the last step, the tail), never the whole history."""
+calls of the last step, the tail), never the whole history. A fork shares its parent's rows below its fork point
+instead of copying them. Steps record the worker commit that holds each one (what a fork starts from); turns record
+their mode, reason, status and the events a detached caller reattaches to."""
 
 from __future__ import annotations
 
@@ -14,8 +16,16 @@ from services.sql import JSONType, Timestamp, utcnow
 
 # Transcript entry kinds.
 USER, ASSISTANT, TOOL_CALL, TOOL_RESULT, SYSTEM_NOTE = "user", "assistant", "tool_call", "tool_result", "note"
-# A tool call's life.
+# A tool call's life: started then finished or interrupted; a tool that needs approval waits first (awaiting), then
+# is approved (and started) or rejected (and finished with a result saying so).
 STARTED, FINISHED, INTERRUPTED = "started", "finished", "interrupted"
+AWAITING, APPROVED, REJECTED = "awaiting", "approved", "rejected"
+OPEN_CALL = (STARTED, AWAITING, APPROVED, REJECTED)
+# A turn's life.
+RUNNING, AWAITING_APPROVAL = "running", "awaiting_approval"
+DONE, FAILED, CANCELLED, TURN_INTERRUPTED = "done", "failed", "cancelled", "interrupted"
+TURN_ACTIVE = (RUNNING, AWAITING_APPROVAL)
+ID = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -30,12 +40,16 @@ class AgentSession(Base):
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)  # OpenAI tool objects
     worker_session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the compressed KV
-    worker_commit: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), nullable=True)
+    worker_commit: Mapped[int | None] = mapped_column(ID, nullable=True)
     think_max: Mapped[bool] = mapped_column(default=False)
-    next_seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), default=0)
+    next_seq: Mapped[int] = mapped_column(ID, default=0)
     steps: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[int] = mapped_column(Integer, default=0)  # tool calls that ended in an error, so far
-    parent: Mapped[str | None] = mapped_column(String(160), nullable=True)  # "session@seq" it was forked from
+    # A fork reads its parent's rows with seq < fork_seq (the parent's are kept while a fork needs them).
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("agent_sessions.id"), nullable=True, index=True)
+    fork_seq: Mapped[int | None] = mapped_column(ID, nullable=True)
+    active_turn: Mapped[str | None] = mapped_column(String(64), nullable=True)  # one running turn at a time
+    deleted: Mapped[bool] = mapped_column(default=False)  # gone for callers; rows kept while forks read them
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
@@ -44,7 +58,7 @@ class TranscriptEntry(Base):
     __tablename__ = "transcript"
 
     session_id: Mapped[str] = mapped_column(ForeignKey("agent_sessions.id", ondelete="CASCADE"), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    seq: Mapped[int] = mapped_column(ID, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))
     step: Mapped[int] = mapped_column(Integer)  # the model step (one generation) it belongs to
     content: Mapped[str] = mapped_column(Text, default="")
@@ -60,3 +74,59 @@ class TranscriptEntry(Base):
     # Unfinished tool calls, and one step's entries, are found without scanning the transcript.
     __table_args__ = (Index("ix_transcript_open_calls", "session_id", "call_status"),
                       Index("ix_transcript_step", "session_id", "step"))
+
+
+class StepRecord(Base):
+    """One model step: the worker session and commit that hold it (a fork at this step starts there)."""
+
+    __tablename__ = "steps"
+
+    session_id: Mapped[str] = mapped_column(ForeignKey("agent_sessions.id", ondelete="CASCADE"), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer, primary_key=True)
+    turn_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    worker_session_id: Mapped[str] = mapped_column(String(128))
+    worker_commit: Mapped[int] = mapped_column(ID)
+    first_seq: Mapped[int] = mapped_column(ID)  # the step's first transcript entry
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class Turn(Base):
+    """A turn: the mode it runs in and why, its status and result. `owner` (a runtime process) renews heartbeat_at
+    while it runs; a turn whose heartbeat is stale was orphaned by a crash and ends interrupted."""
+
+    __tablename__ = "turns"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("agent_sessions.id", ondelete="CASCADE"))
+    tenant: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(24))
+    mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    mode_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    via_job: Mapped[bool] = mapped_column(default=False)
+    stop_reason: Mapped[str | None] = mapped_column(String(24), nullable=True)  # answer, step_limit, cancelled...
+    content: Mapped[str] = mapped_column(Text, default="")
+    usage: Mapped[dict[str, int]] = mapped_column(JSONType, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    next_event: Mapped[int] = mapped_column(ID, default=0)
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # what a continuation needs
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+
+    __table_args__ = (Index("ix_turns_session", "session_id", "created_at"),)
+
+
+class TurnEventRecord(Base):
+    """A turn's durable events (mode chosen, steps, tool calls, approvals, job status, the end), by seq. Text deltas
+    are not stored (the transcript has the text): their seqs are gaps here."""
+
+    __tablename__ = "turn_events"
+
+    turn_id: Mapped[str] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(ID, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(24))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)

@@ -1,7 +1,9 @@
 """Agent sessions and their transcripts in SQL. A step (one generation and the tool calls it made) is appended in one
 transaction, and a tool result in another as it arrives, so a crash leaves at most the calls of one step open.
 Nothing here reads the transcript whole: a turn reads the open calls (an index) and pages of the tail on demand, and
-`stats` counts the rows read and written, so tests can assert that a turn's work does not grow with the history."""
+`stats` counts the rows read and written, so tests can assert that a turn's work does not grow with the history.
+A fork copies only the entries of the step it forks at; older rows are read from its ancestors, below each fork
+point."""
 
 from __future__ import annotations
 
@@ -10,15 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent_runtime.store.models import (
+    APPROVED,
+    AWAITING,
     FINISHED,
+    OPEN_CALL,
+    REJECTED,
     STARTED,
     TOOL_CALL,
     TOOL_RESULT,
     AgentSession,
+    StepRecord,
     TranscriptEntry,
 )
 from services.sql import migrate, utcnow
@@ -28,6 +35,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 class AgentSessionNotFound(LookupError):
     """No such agent session for this tenant (NOT_FOUND)."""
+
+
+class AgentSessionExists(ValueError):
+    """An agent session with this ID exists (ALREADY_EXISTS)."""
+
+
+class NotDecidable(ValueError):
+    """The call does not wait for approval (FAILED_PRECONDITION)."""
 
 
 @dataclass
@@ -42,7 +57,7 @@ class Entry:
     arguments: Any = None
     idempotency_key: str | None = None
     is_error: bool = False
-
+    awaits_approval: bool = False  # tool calls: run only once approved
 
 @dataclass
 class StoreStats:
@@ -65,81 +80,146 @@ class TranscriptStore:
         self.stats.rows_written += written
         self.stats.by_operation[operation] = self.stats.by_operation.get(operation, 0) + 1
 
+    # -- sessions ------------------------------------------------------------------------------------------------
+
     def create(self, tenant: str, session_id: str, system_prompt: str = "", tools: Sequence[dict] = (),
-               worker_session_id: str | None = None, think_max: bool = False, parent: str | None = None
-               ) -> AgentSession:
-        session = AgentSession(id=session_id, tenant=tenant, system_prompt=system_prompt, tools=list(tools),
-                               worker_session_id=worker_session_id, think_max=think_max, next_seq=0, steps=0,
-                               failures=0,
-                               parent=parent, created_at=utcnow(), updated_at=utcnow())
+               worker_session_id: str | None = None, think_max: bool = False) -> AgentSession:
         with self.sessions.begin() as s:
-            s.add(session)
+            if s.get(AgentSession, session_id) is not None:
+                raise AgentSessionExists(f"agent session {session_id} exists")
+            s.add(AgentSession(id=session_id, tenant=tenant, system_prompt=system_prompt, tools=list(tools),
+                               worker_session_id=worker_session_id, think_max=think_max, next_seq=0, steps=0,
+                               failures=0, deleted=False, created_at=utcnow(), updated_at=utcnow()))
         self._count("create", written=1)
-        return session
+        return self.get(tenant, session_id)
 
     def get(self, tenant: str, session_id: str) -> AgentSession:
         with self.sessions() as s:
             session = s.get(AgentSession, session_id)
         self._count("get", read=1)
-        if session is None or session.tenant != tenant:
+        if session is None or session.tenant != tenant or session.deleted:
             raise AgentSessionNotFound(f"no agent session {session_id}")
         return session
 
-    def append_step(self, tenant: str, session_id: str, entries: Sequence[Entry], *, new_step: bool = True,
-                    worker_session_id: str | None = None, worker_commit: int | None = None) -> list[int]:
-        """Append entries (a step's input, its reply and the calls it made, started) in one transaction, with the
-        worker session's commit that holds them; returns their seqs."""
+    def list(self, tenant: str, limit: int, after: str | None = None) -> list[AgentSession]:
+        with self.sessions() as s:
+            query = select(AgentSession).where(AgentSession.tenant == tenant, AgentSession.deleted.is_(False))
+            if after:
+                query = query.where(AgentSession.id > after)
+            rows = list(s.scalars(query.order_by(AgentSession.id).limit(limit)))
+        self._count("list", read=len(rows))
+        return rows
+
+    def delete(self, tenant: str, session_id: str) -> None:
+        """Gone for callers at once; its rows go when no fork reads them any more (then its dead ancestors' too)."""
+        with self.sessions.begin() as s:
+            self._lock(s, tenant, session_id).deleted = True
+            current: str | None = session_id
+            while current is not None:
+                session = s.get(AgentSession, current)
+                children = s.scalar(select(exists().where(AgentSession.parent_id == current)))
+                if not session.deleted or children:
+                    break
+                current = session.parent_id
+                s.delete(session)
+                s.flush()
+        self._count("delete", read=1, written=1)
+
+    def fork(self, tenant: str, session_id: str, step: int, new_id: str, worker_session_id: str,
+             worker_commit: int) -> AgentSession:
+        """A new session whose history is `session_id`'s up to and including `step` (a committed step), on a
+        worker session forked at that step's commit. Only the step's own entries are copied."""
+        with self.sessions.begin() as s:
+            parent = self._lock(s, tenant, session_id)
+            if not 1 <= step <= parent.steps:
+                raise ValueError(f"step: between 1 and {parent.steps}")
+            if s.get(AgentSession, new_id) is not None:
+                raise AgentSessionExists(f"agent session {new_id} exists")
+            record = self._step_record(s, parent, step)
+            rows = self._step_rows(s, parent, step)
+            end = rows[-1].seq + 1 if rows else record.first_seq
+            s.add(AgentSession(
+                id=new_id, tenant=tenant, system_prompt=parent.system_prompt, tools=parent.tools,
+                worker_session_id=worker_session_id, worker_commit=worker_commit, think_max=parent.think_max,
+                next_seq=end, steps=step, failures=0, parent_id=parent.id, fork_seq=record.first_seq, deleted=False,
+                created_at=utcnow(), updated_at=utcnow()))
+            s.flush()
+            s.add_all(TranscriptEntry(**{c: getattr(row, c) for c in _ENTRY_COLUMNS}, session_id=new_id)
+                      for row in rows)
+            s.add(StepRecord(session_id=new_id, step=step, turn_id=None, mode=record.mode,
+                             worker_session_id=worker_session_id, worker_commit=worker_commit,
+                             first_seq=record.first_seq, created_at=utcnow()))
+        self._count("fork", read=len(rows) + 2, written=len(rows) + 2)
+        return self.get(tenant, new_id)
+
+    def step_record(self, tenant: str, session_id: str, step: int) -> StepRecord:
+        with self.sessions() as s:
+            record = self._step_record(s, self._visible(s, tenant, session_id), step)
+        self._count("step_record", read=2)
+        return record
+
+    # -- appending -----------------------------------------------------------------------------------------------
+
+    def append_step(self, tenant: str, session_id: str, entries: Sequence[Entry], *, worker_session_id: str,
+                    worker_commit: int, mode: str = "", turn_id: str | None = None) -> list[int]:
+        """Append a step (its input, its reply and the calls it made) in one transaction with the worker session's
+        commit that holds it; returns the entries' seqs."""
         with self.sessions.begin() as s:
             session = self._lock(s, tenant, session_id)
-            step = session.steps + (1 if new_step else 0)
+            step = session.steps + 1
             seqs = list(range(session.next_seq, session.next_seq + len(entries)))
-            s.add_all(TranscriptEntry(session_id=session_id, seq=seq, step=step, created_at=utcnow(),
-                                      call_status=STARTED if e.kind == TOOL_CALL else None, **vars(e))
-                      for seq, e in zip(seqs, entries))
+            s.add_all(_row(session_id, seq, step, e) for seq, e in zip(seqs, entries))
+            s.add(StepRecord(session_id=session_id, step=step, turn_id=turn_id, mode=mode,
+                             worker_session_id=worker_session_id, worker_commit=worker_commit,
+                             first_seq=session.next_seq, created_at=utcnow()))
             session.next_seq += len(entries)
             session.steps, session.updated_at = step, utcnow()
-            if worker_session_id is not None:
-                session.worker_session_id = worker_session_id
-            if worker_commit is not None:
-                session.worker_commit = worker_commit
-        self._count("append_step", read=1, written=len(entries) + 1)
+            session.worker_session_id, session.worker_commit = worker_session_id, worker_commit
+        self._count("append_step", read=1, written=len(entries) + 2)
         return seqs
 
-    def finish_call(self, tenant: str, session_id: str, call_id: str, result: Entry,
-                    status: str = FINISHED) -> int:
-        """The result of a started call: appended, and the call marked finished (or interrupted), together."""
+    def append_note(self, tenant: str, session_id: str, entry: Entry) -> int:
+        """An entry outside any model step (a compaction note): it belongs to the last step."""
         with self.sessions.begin() as s:
             session = self._lock(s, tenant, session_id)
             seq = session.next_seq
-            s.add(TranscriptEntry(session_id=session_id, seq=seq, step=session.steps, created_at=utcnow(),
-                                  **{**vars(result), "kind": TOOL_RESULT, "tool_call_id": call_id}))
-            s.execute(update(TranscriptEntry).where(
-                TranscriptEntry.session_id == session_id, TranscriptEntry.tool_call_id == call_id,
-                TranscriptEntry.kind == TOOL_CALL, TranscriptEntry.call_status == STARTED)
-                .values(call_status=status))
+            s.add(_row(session_id, seq, session.steps, entry))
+            session.next_seq, session.updated_at = seq + 1, utcnow()
+        self._count("append_note", read=1, written=2)
+        return seq
+
+    def finish_call(self, tenant: str, session_id: str, call_id: str, result: Entry,
+                    status: str = FINISHED) -> int:
+        """The result of an open call: appended, and the call marked finished (or interrupted), together."""
+        with self.sessions.begin() as s:
+            session = self._lock(s, tenant, session_id)
+            seq = session.next_seq
+            s.add(_row(session_id, seq, session.steps, Entry(**{**vars(result), "kind": TOOL_RESULT,
+                                                                 "tool_call_id": call_id})))
+            s.execute(_open_call(session_id, call_id).values(call_status=status))
             session.next_seq, session.updated_at = seq + 1, utcnow()
             session.failures += result.is_error
         self._count("finish_call", read=1, written=3)
         return seq
 
-    def open_calls(self, session_id: str) -> list[TranscriptEntry]:
-        """Tool calls started and not finished: after a crash, the ones to re-run (idempotent tools) or to answer
-        as interrupted. Found through an index, whatever the transcript's length."""
-        with self.sessions() as s:
-            rows = list(s.scalars(select(TranscriptEntry).where(TranscriptEntry.session_id == session_id,
-                                                                TranscriptEntry.call_status == STARTED)
-                                  .order_by(TranscriptEntry.seq)))
-        self._count("open_calls", read=len(rows))
-        return rows
+    def set_calls(self, session_id: str, call_ids: Sequence[str], status: str) -> None:
+        """Open calls to `status` (approved calls to started, just before they run)."""
+        with self.sessions.begin() as s:
+            s.execute(update(TranscriptEntry).where(
+                TranscriptEntry.session_id == session_id, TranscriptEntry.kind == TOOL_CALL,
+                TranscriptEntry.tool_call_id.in_(list(call_ids)), TranscriptEntry.call_status.in_(OPEN_CALL))
+                .values(call_status=status))
+        self._count("set_calls", written=len(call_ids))
 
-    def step_entries(self, session_id: str, step: int) -> list[TranscriptEntry]:
-        """One step's entries (through an index), in order."""
-        with self.sessions() as s:
-            rows = list(s.scalars(select(TranscriptEntry).where(TranscriptEntry.session_id == session_id,
-                                                                TranscriptEntry.step == step)
-                                  .order_by(TranscriptEntry.seq)))
-        self._count("step_entries", read=len(rows))
-        return rows
+    def decide(self, tenant: str, session_id: str, call_id: str, approve: bool) -> None:
+        """A human's decision on a call that awaits approval."""
+        with self.sessions.begin() as s:
+            self._lock(s, tenant, session_id)
+            done = s.execute(_open_call(session_id, call_id, AWAITING)
+                             .values(call_status=APPROVED if approve else REJECTED)).rowcount
+        self._count("decide", read=1, written=done)
+        if not done:
+            raise NotDecidable(f"tool call {call_id} does not await approval")
 
     def set_worker(self, tenant: str, session_id: str, worker_session_id: str, worker_commit: int) -> None:
         with self.sessions.begin() as s:
@@ -147,19 +227,95 @@ class TranscriptStore:
             session.worker_session_id, session.worker_commit = worker_session_id, worker_commit
         self._count("set_worker", read=1, written=1)
 
-    def page(self, session_id: str, before: int | None = None, limit: int = 100) -> list[TranscriptEntry]:
-        """Entries before `before` (the end when None), newest last: the tail, read in pages."""
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    def open_calls(self, session_id: str) -> list[TranscriptEntry]:
+        """Tool calls not finished: after a crash, the ones to re-run (idempotent tools) or to answer as
+        interrupted, and those waiting on or decided by a human. Found through an index, whatever the length."""
         with self.sessions() as s:
-            query = select(TranscriptEntry).where(TranscriptEntry.session_id == session_id)
-            if before is not None:
-                query = query.where(TranscriptEntry.seq < before)
-            rows = list(s.scalars(query.order_by(TranscriptEntry.seq.desc()).limit(limit)))
+            rows = list(s.scalars(select(TranscriptEntry).where(TranscriptEntry.session_id == session_id,
+                                                                TranscriptEntry.call_status.in_(OPEN_CALL))
+                                  .order_by(TranscriptEntry.seq)))
+        self._count("open_calls", read=len(rows))
+        return rows
+
+    def step_entries(self, session_id: str, step: int) -> list[TranscriptEntry]:
+        """One step's entries (through an index), in order; a fork's older steps from its ancestors."""
+        with self.sessions() as s:
+            rows = self._step_rows(s, s.get(AgentSession, session_id), step)
+        self._count("step_entries", read=len(rows) + 1)
+        return rows
+
+    def page(self, session_id: str, before: int | None = None, limit: int = 100) -> list[TranscriptEntry]:
+        """Entries before `before` (the end when None), newest last: the tail, read in pages, through forks."""
+        rows: list[TranscriptEntry] = []
+        with self.sessions() as s:
+            for owner, bound in self._lineage(s, s.get(AgentSession, session_id)):
+                upper = bound if before is None else min(bound, before) if bound is not None else before
+                query = select(TranscriptEntry).where(TranscriptEntry.session_id == owner)
+                if upper is not None:
+                    query = query.where(TranscriptEntry.seq < upper)
+                rows += s.scalars(query.order_by(TranscriptEntry.seq.desc()).limit(limit - len(rows)))
+                if len(rows) >= limit:
+                    break
         self._count("page", read=len(rows))
         return rows[::-1]
 
+    # -- helpers -------------------------------------------------------------------------------------------------
+
     def _lock(self, s: Session, tenant: str, session_id: str) -> AgentSession:
         session = s.get(AgentSession, session_id, with_for_update=True)
-        if session is None or session.tenant != tenant:
+        if session is None or session.tenant != tenant or session.deleted:
             raise AgentSessionNotFound(f"no agent session {session_id}")
         return session
 
+    def _visible(self, s: Session, tenant: str, session_id: str) -> AgentSession:
+        session = s.get(AgentSession, session_id)
+        if session is None or session.tenant != tenant or session.deleted:
+            raise AgentSessionNotFound(f"no agent session {session_id}")
+        return session
+
+    @staticmethod
+    def _lineage(s: Session, session: AgentSession) -> list[tuple[str, int | None]]:
+        """(session, seq bound) from the session up through its ancestors: each reads its rows below the bound."""
+        chain, bound = [], None
+        while session is not None:
+            chain.append((session.id, bound))
+            bound = session.fork_seq if bound is None else min(bound, session.fork_seq or bound)
+            session = s.get(AgentSession, session.parent_id) if session.parent_id else None
+        return chain
+
+    def _step_rows(self, s: Session, session: AgentSession, step: int) -> list[TranscriptEntry]:
+        for owner, bound in self._lineage(s, session):
+            query = select(TranscriptEntry).where(TranscriptEntry.session_id == owner, TranscriptEntry.step == step)
+            if bound is not None:
+                query = query.where(TranscriptEntry.seq < bound)
+            rows = list(s.scalars(query.order_by(TranscriptEntry.seq)))
+            if rows:
+                return rows
+        return []
+
+    def _step_record(self, s: Session, session: AgentSession, step: int) -> StepRecord:
+        for owner, _ in self._lineage(s, session):
+            record = s.get(StepRecord, (owner, step))
+            if record is not None:
+                return record
+        raise ValueError(f"step {step}: no record of it (steps before the runtime recorded them cannot be forked)")
+
+
+_ENTRY_COLUMNS = ("seq", "kind", "step", "content", "reasoning", "tool_call_id", "tool_name", "arguments",
+                  "call_status", "idempotency_key", "is_error", "created_at")
+
+
+def _row(session_id: str, seq: int, step: int, entry: Entry) -> TranscriptEntry:
+    fields = {k: v for k, v in vars(entry).items() if k != "awaits_approval"}
+    status = (AWAITING if entry.awaits_approval else STARTED) if entry.kind == TOOL_CALL else None
+    return TranscriptEntry(session_id=session_id, seq=seq, step=step, created_at=utcnow(), call_status=status,
+                           **fields)
+
+
+def _open_call(session_id: str, call_id: str, status: str | None = None):
+    statuses = [status] if status else list(OPEN_CALL)
+    return update(TranscriptEntry).where(
+        TranscriptEntry.session_id == session_id, TranscriptEntry.tool_call_id == call_id,
+        TranscriptEntry.kind == TOOL_CALL, TranscriptEntry.call_status.in_(statuses))

@@ -49,6 +49,7 @@ class Tool:
     Attributes:
         serial: run alone, never concurrently with other calls of the same assistant message.
         idempotent: safe to run again after a crash left a call unfinished (it gets the same idempotency key).
+        requires_approval: a human approves or rejects each call first (the turn pauses until then).
     """
 
     name: str
@@ -59,6 +60,7 @@ class Tool:
     max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
     serial: bool = False
     idempotent: bool = False
+    requires_approval: bool = False
     wants_idempotency_key: bool = field(default=False, repr=False)
 
     def schema(self) -> dict[str, Any]:

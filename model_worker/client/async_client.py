@@ -251,6 +251,12 @@ class AsyncWorkerClient:
     async def delete_session(self, session_id: str, *, timeout: float | None = None) -> None:
         await self._unary("DeleteSession", pb.DeleteSessionRequest(session_id=session_id), timeout)
 
+    async def hold_session(self, session_id: str, holder: str, seconds: float, *,
+                           timeout: float | None = None) -> None:
+        """Keep the session from expiring for `seconds` while `holder` needs it (renew by calling again); 0 releases."""
+        request = pb.HoldSessionRequest(session_id=session_id, holder=holder, seconds=seconds)
+        await self._unary("HoldSession", request, timeout)
+
     async def export_session(
         self, session_id: str, path: str | os.PathLike[str], *, timeout: float | None = None
     ) -> int:

@@ -197,6 +197,11 @@ class WorkerClient(SyncRpcClient):
     def delete_session(self, session_id: str, *, timeout: float | None = None) -> None:
         self._unary("DeleteSession", pb.DeleteSessionRequest(session_id=session_id), timeout)
 
+    def hold_session(self, session_id: str, holder: str, seconds: float, *, timeout: float | None = None) -> None:
+        """Keep the session from expiring for `seconds` while `holder` needs it (renew by calling again); 0 releases."""
+        request = pb.HoldSessionRequest(session_id=session_id, holder=holder, seconds=seconds)
+        self._unary("HoldSession", request, timeout)
+
     def export_session(self, session_id: str, path: str | os.PathLike[str], *, timeout: float | None = None) -> int:
         """Write the session's export file to `path`; returns its size. The file appears whole or not at all (the
         chunks go to a temporary file beside it, renamed at the end)."""

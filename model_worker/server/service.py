@@ -26,6 +26,7 @@ from protos.dsv4.worker.v1 import worker_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2_grpc
 
 _EXPORT_CHUNK = 1 << 20
+_MAX_HOLD_SECONDS = 7 * 24 * 3600.0  # a paused turn is renewed well before this; a forgotten hold still ends
 
 
 class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
@@ -147,6 +148,17 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             self.runtime.hot.discard(tenant, request.session_id)
             admin.delete(self.runtime.store, tenant, request.session_id)
         return pb.DeleteSessionResponse()
+
+    @rpc_errors
+    def HoldSession(self, request, context) -> pb.HoldSessionResponse:
+        tenant = self._tenant(context)
+        if not 0 <= request.seconds <= _MAX_HOLD_SECONDS:
+            raise ValueError(f"seconds: between 0 (release) and {_MAX_HOLD_SECONDS:.0f}")
+        if request.seconds:
+            admin.hold(self.runtime.store, tenant, request.session_id, request.holder, request.seconds)
+        else:
+            admin.release(self.runtime.store, tenant, request.session_id, request.holder)
+        return pb.HoldSessionResponse()
 
     @rpc_errors
     def ExportSession(self, request, context) -> Iterator[pb.ExportChunk]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from realparts import start_celery
 
-from agent_runtime.loop import AgentLoop, JobStatus, Limits, ModeChosen, TurnDone
+from agent_runtime.events import JobStatus, ModeChosen, TurnDone
+from agent_runtime.loop import AgentLoop, Limits
 from agent_runtime.store.transcript import TranscriptStore
 from agent_runtime.store.transcript import upgrade as upgrade_agent
 from agent_runtime.tools import ToolRegistry

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent_runtime.loop import AgentLoop, Limits, ToolFinished, ToolStarted, TurnDone
+from agent_runtime.events import ToolFinished, ToolStarted, TurnDone
+from agent_runtime.loop import AgentLoop, Limits
 from agent_runtime.store.models import INTERRUPTED, TOOL_CALL
 from agent_runtime.store.transcript import Entry, TranscriptStore, upgrade
 from agent_runtime.tools import ToolRegistry
@@ -90,7 +91,8 @@ def test_recovery_rewinds_the_worker_and_closes_open_calls(loop):
     assert loop.client.get_session(session.worker_session_id).commit != recorded
     # ... and, in another life, while a non-idempotent call ran.
     loop.store.append_step("acme", "a2", [Entry(TOOL_CALL, tool_call_id="c-open", tool_name="pick",
-                                                arguments={"color": "red"})], worker_commit=recorded)
+                                                arguments={"color": "red"})],
+                           worker_session_id=session.worker_session_id, worker_commit=recorded)
     events = list(loop.run_turn("acme", "a2", [{"role": "user", "content": "again"}], sampling=SAMPLING,
                                 limits=Limits(max_steps=1)))
     interrupted = [e for e in events if isinstance(e, ToolFinished) and e.status == INTERRUPTED]
@@ -113,10 +115,11 @@ def test_an_open_call_of_an_idempotent_tool_runs_again_with_its_key(loop):
     loop.create_session("acme", "a3")
     list(loop.run_turn("acme", "a3", [{"role": "user", "content": "hi"}], sampling=SAMPLING,
                        limits=Limits(max_steps=1)))
-    recorded = loop.store.get("acme", "a3").worker_commit
+    session = loop.store.get("acme", "a3")
+    recorded = session.worker_commit
     loop.store.append_step("acme", "a3", [Entry(TOOL_CALL, tool_call_id="c-pay", tool_name="charge",
                                                 arguments={"amount": 5}, idempotency_key="a3/2/c-pay")],
-                           worker_commit=recorded)
+                           worker_session_id=session.worker_session_id, worker_commit=recorded)
     events = list(loop.run_turn("acme", "a3", [{"role": "user", "content": "done?"}], sampling=SAMPLING,
                                 limits=Limits(max_steps=1)))
     rerun = [e for e in events if isinstance(e, ToolFinished)]

@@ -4,13 +4,15 @@ history as at none."""
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import pytest
 import sqlalchemy
 
-from agent_runtime.store.models import ASSISTANT, INTERRUPTED, TOOL_CALL, USER, TranscriptEntry
-from agent_runtime.store.transcript import AgentSessionNotFound, Entry, TranscriptStore, upgrade
+from agent_runtime.store.models import ASSISTANT, INTERRUPTED, TOOL_CALL, USER, TranscriptEntry, Turn
+from agent_runtime.store.transcript import AgentSessionNotFound, Entry, NotDecidable, TranscriptStore, upgrade
+from agent_runtime.store.turns import TurnActive, TurnNotFound, TurnStore
 from services.sql import make_engine, sessions, utcnow
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -39,8 +41,12 @@ def store(request, tmp_path):
         connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+def append(store: TranscriptStore, session: str, entries: list[Entry], tenant: str = "acme") -> list[int]:
+    return store.append_step(tenant, session, entries, worker_session_id=f"w-{session}", worker_commit=len(entries))
+
+
 def a_step(store: TranscriptStore, session: str, n: int) -> None:
-    store.append_step("acme", session, [Entry(USER, f"question {n}"), Entry(ASSISTANT, "let me look", "hmm"),
+    append(store, session, [Entry(USER, f"question {n}"), Entry(ASSISTANT, "let me look", "hmm"),
                                         Entry(TOOL_CALL, tool_call_id=f"c{n}", tool_name="lookup",
                                               arguments={"q": n}, idempotency_key=f"{session}/c{n}")])
     store.finish_call("acme", session, f"c{n}", Entry("tool_result", content=f"answer {n}"))
@@ -49,8 +55,8 @@ def a_step(store: TranscriptStore, session: str, n: int) -> None:
 def test_steps_calls_and_pages(store):
     store.create("acme", "s1", system_prompt="be brief", tools=[{"type": "function", "function": {"name": "x"}}])
     a_step(store, "s1", 1)
-    seqs = store.append_step("acme", "s1", [Entry(USER, "and?"), Entry(TOOL_CALL, tool_call_id="c2",
-                                                                       tool_name="lookup", arguments={})])
+    seqs = append(store, "s1", [Entry(USER, "and?"), Entry(TOOL_CALL, tool_call_id="c2", tool_name="lookup",
+                                                         arguments={})])
     assert seqs == [4, 5]
     assert [e.tool_call_id for e in store.open_calls("s1")] == ["c2"]  # started, not finished: a crash here
     store.finish_call("acme", "s1", "c2", Entry("tool_result", content="interrupted", is_error=True),
@@ -63,7 +69,83 @@ def test_steps_calls_and_pages(store):
     with pytest.raises(AgentSessionNotFound):
         store.get("other", "s1")
     with pytest.raises(AgentSessionNotFound):
-        store.append_step("other", "s1", [Entry(USER, "x")])
+        append(store, "s1", [Entry(USER, "x")], tenant="other")
+
+
+def test_a_fork_shares_its_parents_rows_below_the_fork_step(store):
+    store.create("acme", "p")
+    for n in (1, 2, 3):
+        a_step(store, "p", n)
+    fork = store.fork("acme", "p", 2, "f", worker_session_id="w-f", worker_commit=7)
+    assert (fork.steps, fork.next_seq, fork.parent_id, fork.fork_seq) == (2, 8, "p", 4)
+    assert [e.content for e in store.step_entries("f", 2)] == ["question 2", "let me look", "", "answer 2"]
+    assert [e.content for e in store.step_entries("f", 1)][0] == "question 1"  # from the parent
+    a_step(store, "f", 9)
+    assert [e.content for e in store.page("f", limit=100)] == [
+        "question 1", "let me look", "", "answer 1", "question 2", "let me look", "", "answer 2",
+        "question 9", "let me look", "", "answer 9"]
+    assert [e.seq for e in store.page("f", before=9, limit=3)] == [6, 7, 8]
+    record = store.step_record("acme", "f", 2)
+    assert (record.worker_session_id, record.worker_commit) == ("w-f", 7)
+    assert store.step_record("acme", "f", 1).worker_session_id == "w-p"
+    grandchild = store.fork("acme", "f", 1, "g", worker_session_id="w-g", worker_commit=1)
+    assert [e.content for e in store.page("g")] == ["question 1", "let me look", "", "answer 1"]
+    assert grandchild.fork_seq == 0
+    with pytest.raises(ValueError):
+        store.fork("acme", "p", 4, "x", worker_session_id="w", worker_commit=0)
+    # A deleted parent is gone for callers; its rows stay while a fork reads them.
+    store.delete("acme", "p")
+    with pytest.raises(AgentSessionNotFound):
+        store.get("acme", "p")
+    assert store.step_entries("f", 1)[0].content == "question 1"
+    assert [s.id for s in store.list("acme", 10)] == ["f", "g"]
+    store.delete("acme", "g")
+    store.delete("acme", "f")  # the last reader: the parent's rows go too
+    with store.sessions() as s:
+        assert s.scalar(sqlalchemy.select(sqlalchemy.func.count()).select_from(TranscriptEntry)) == 0
+
+
+def test_a_call_that_needs_approval_waits_for_a_decision(store):
+    store.create("acme", "s")
+    append(store, "s", [Entry(ASSISTANT, "deleting"), Entry(TOOL_CALL, tool_call_id="c1", tool_name="rm",
+                                                            arguments={}, awaits_approval=True)])
+    assert [(c.tool_call_id, c.call_status) for c in store.open_calls("s")] == [("c1", "awaiting")]
+    store.decide("acme", "s", "c1", approve=False)
+    assert store.open_calls("s")[0].call_status == "rejected"
+    with pytest.raises(NotDecidable):
+        store.decide("acme", "s", "c1", approve=True)  # decided already
+    with pytest.raises(AgentSessionNotFound):
+        store.decide("other", "s", "c1", approve=True)
+
+
+def test_turns_one_at_a_time_with_heartbeats_cancels_and_events(store):
+    turns = TurnStore(store.sessions, stale_after_s=30)
+    store.create("acme", "s")
+    turn = turns.start("acme", "s", "t1", owner="runtime-a", request={"messages": []})
+    assert turn.status == "running"
+    with pytest.raises(TurnActive):
+        turns.start("acme", "s", "t2", owner="runtime-b", request={})
+    turns.choose_mode("t1", "think-high", "declared normal", False)
+    turns.add_events("t1", [(0, "mode_chosen", {"mode": "think-high"}), (2, "step_started", {"step": 1})])
+    assert [e.seq for e in turns.events("acme", "t1", after=0)] == [2]
+    assert not turns.heartbeat("t1", "runtime-a", status="awaiting_approval")
+    assert turns.cancel("acme", "t1").cancel_requested and turns.heartbeat("t1", "runtime-a")
+    assert not turns.finish("t1", "runtime-b", "done")  # not its owner
+    assert turns.finish("t1", "runtime-a", "cancelled", stop_reason="cancelled", usage={"completion_tokens": 3})
+    assert turns.get("acme", "t1").status == "cancelled"
+    with pytest.raises(TurnNotFound):
+        turns.get("other", "t1")
+    # A turn whose runtime died (stale heartbeat) ends interrupted, and the session takes a new turn.
+    turns.start("acme", "s", "t3", owner="runtime-a", request={})
+    with store.sessions.begin() as s:
+        s.execute(sqlalchemy.update(Turn).values(heartbeat_at=utcnow() - dt.timedelta(minutes=5)))
+    assert turns.get("acme", "t3").status == "interrupted"
+    turns.start("acme", "s", "t4", owner="runtime-b", request={})
+    with store.sessions.begin() as s:
+        s.execute(sqlalchemy.update(Turn).where(Turn.id == "t4").values(
+            heartbeat_at=utcnow() - dt.timedelta(minutes=5)))
+    assert turns.resume("acme", "t4", owner="runtime-c").owner == "runtime-c"  # taken over after a restart
+    assert [t.id for t in turns.list("acme", "s")] == ["t4", "t3", "t1"]
 
 
 def test_a_steps_database_work_does_not_grow_with_the_history(store):

@@ -184,6 +184,26 @@ def test_session_rpcs(worker) -> None:
     assert not stub.Abort(pb.AbortRequest(request_id="nothing")).aborted
 
 
+def test_a_held_session_outlives_its_ttl_until_released(worker) -> None:
+    import time
+
+    from model_worker.sessions import admin
+
+    stub, store = worker.stub, worker.runtime.store
+    stub.CreateSession(pb.CreateSessionRequest(session_id="paused", system_prompt="s"))
+    stub.HoldSession(pb.HoldSessionRequest(session_id="paused", holder="turn-1", seconds=3600))
+    later = time.time() + 600
+    assert admin.expire(store, "default", ttl_seconds=60, now=later) == []
+    stub.HoldSession(pb.HoldSessionRequest(session_id="paused", holder="turn-1", seconds=0))
+    assert admin.expire(store, "default", ttl_seconds=60, now=later) == ["paused"]
+    with pytest.raises(grpc.RpcError) as error:
+        stub.HoldSession(pb.HoldSessionRequest(session_id="paused", holder="turn-1", seconds=60))
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as error:
+        stub.HoldSession(pb.HoldSessionRequest(session_id="x", holder="turn-1", seconds=-1))
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 def test_append_then_generate_the_reply_without_new_input(worker) -> None:
     stub = worker.stub
     session = stub.CreateSession(pb.CreateSessionRequest(system_prompt="s"))

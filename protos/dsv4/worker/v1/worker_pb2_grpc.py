@@ -74,6 +74,11 @@ class ModelWorkerStub:
                 request_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.HoldSession = channel.unary_unary(
+                '/dsv4.worker.v1.ModelWorker/HoldSession',
+                request_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.HoldSessionRequest.SerializeToString,
+                response_deserializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.HoldSessionResponse.FromString,
+                _registered_method=True)
         self.ExportSession = channel.unary_stream(
                 '/dsv4.worker.v1.ModelWorker/ExportSession',
                 request_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.ExportSessionRequest.SerializeToString,
@@ -165,6 +170,14 @@ class ModelWorkerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HoldSession(self, request, context):
+        """Keep a session from expiring while `holder` (a paused agent turn, a queued job) needs it, for `seconds` from now
+        (call again to renew); seconds = 0 releases the hold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ExportSession(self, request, context):
         """The session as one file (docs/session-format.md, export), in chunks.
         """
@@ -251,6 +264,11 @@ def add_ModelWorkerServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.DeleteSessionRequest.FromString,
                     response_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'HoldSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.HoldSession,
+                    request_deserializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.HoldSessionRequest.FromString,
+                    response_serializer=protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.HoldSessionResponse.SerializeToString,
             ),
             'ExportSession': grpc.unary_stream_rpc_method_handler(
                     servicer.ExportSession,
@@ -504,6 +522,33 @@ class ModelWorker:
             '/dsv4.worker.v1.ModelWorker/DeleteSession',
             protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.DeleteSessionRequest.SerializeToString,
             protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HoldSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dsv4.worker.v1.ModelWorker/HoldSession',
+            protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.HoldSessionRequest.SerializeToString,
+            protos_dot_dsv4_dot_worker_dot_v1_dot_worker__pb2.HoldSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

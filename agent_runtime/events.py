@@ -1,0 +1,102 @@
+"""What a turn streams to its caller, in order. Every event but a text delta is durable: stored with the turn, so a
+caller that reattaches from a cursor, in any runtime process, sees it again."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class ModeChosen:
+    mode: str
+    reason: str
+    via_job: bool
+
+
+@dataclass
+class JobStatus:
+    batch_id: str
+    status: str  # queued, running, completed, failed...
+    tokens: int
+
+
+@dataclass
+class StepStarted:
+    step: int
+    mode: str
+
+
+@dataclass
+class TextDelta:
+    text: str
+    reasoning: bool
+
+
+@dataclass
+class ToolStarted:
+    call_id: str
+    name: str
+    arguments: Any
+
+
+@dataclass
+class ApprovalRequested:
+    """The call waits for a human's decision (AgentService.Decide); the turn is paused until then."""
+
+    call_id: str
+    name: str
+    arguments: Any
+
+
+@dataclass
+class ToolFinished:
+    call_id: str
+    name: str
+    content: str
+    is_error: bool
+    status: str  # finished, interrupted, rejected
+
+
+@dataclass
+class Compacted:
+    """The worker session was rebuilt from a compacted history; the transcript keeps everything."""
+
+    policy: str
+    tokens_before: int
+    tokens_after: int
+    worker_session_id: str
+
+
+@dataclass
+class TurnDone:
+    reason: str  # answer, step_limit, token_budget, time_budget, cancelled
+    content: str
+    reasoning: str
+    steps: int
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+TurnEvent = (ModeChosen | JobStatus | StepStarted | TextDelta | ToolStarted | ApprovalRequested | ToolFinished
+             | Compacted | TurnDone)
+EVENT_KINDS: dict[str, type] = {
+    "mode_chosen": ModeChosen, "job_status": JobStatus, "step_started": StepStarted, "text_delta": TextDelta,
+    "tool_started": ToolStarted, "approval_requested": ApprovalRequested, "tool_finished": ToolFinished,
+    "compacted": Compacted, "turn_done": TurnDone}
+_KIND_OF = {cls: kind for kind, cls in EVENT_KINDS.items()}
+
+
+def kind_of(event: TurnEvent) -> str:
+    return _KIND_OF[type(event)]
+
+
+def durable(event: TurnEvent) -> bool:
+    return not isinstance(event, TextDelta)
+
+
+def to_payload(event: TurnEvent) -> dict[str, Any]:
+    return asdict(event)
+
+
+def from_payload(kind: str, payload: dict[str, Any]) -> TurnEvent:
+    return EVENT_KINDS[kind](**payload)
