@@ -77,12 +77,20 @@ class TurnDone:
     usage: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass
+class TurnFailed:
+    """The turn stopped on an error (its status code name and message); the transcript keeps its finished steps."""
+
+    code: str
+    message: str
+
+
 TurnEvent = (ModeChosen | JobStatus | StepStarted | TextDelta | ToolStarted | ApprovalRequested | ToolFinished
-             | Compacted | TurnDone)
+             | Compacted | TurnDone | TurnFailed)
 EVENT_KINDS: dict[str, type] = {
     "mode_chosen": ModeChosen, "job_status": JobStatus, "step_started": StepStarted, "text_delta": TextDelta,
     "tool_started": ToolStarted, "approval_requested": ApprovalRequested, "tool_finished": ToolFinished,
-    "compacted": Compacted, "turn_done": TurnDone}
+    "compacted": Compacted, "turn_done": TurnDone, "turn_failed": TurnFailed}
 _KIND_OF = {cls: kind for kind, cls in EVENT_KINDS.items()}
 
 

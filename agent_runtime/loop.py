@@ -13,43 +13,22 @@ and loop until an answer, the step limit, a budget or a cancel. SQL is the sourc
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from opentelemetry import trace
 
-from agent_runtime.events import (
-    ApprovalRequested,
-    Compacted,
-    ModeChosen,
-    StepStarted,
-    TextDelta,
-    ToolFinished,
-    ToolStarted,
-    TurnDone,
-    TurnEvent,
-)
+from agent_runtime.calls import OpenCall, TurnContext, TurnControl, open_calls, settle_calls
+from agent_runtime.events import Compacted, ModeChosen, StepStarted, TextDelta, TurnDone, TurnEvent
 from agent_runtime.policy import THINK_HIGH, DefaultPolicy, ModeDecision, ModePolicy, OperatorLimits, TurnSignals
-from agent_runtime.store.models import (
-    APPROVED,
-    ASSISTANT,
-    AWAITING,
-    FINISHED,
-    INTERRUPTED,
-    REJECTED,
-    STARTED,
-    TOOL_CALL,
-    TOOL_RESULT,
-    USER,
-    AgentSession,
-)
+from agent_runtime.store.models import ASSISTANT, AWAITING, STARTED, TOOL_CALL, TOOL_RESULT, USER, AgentSession
 from agent_runtime.store.transcript import Entry, TranscriptStore
 from agent_runtime.think_max import job_step
 from agent_runtime.tools import ToolCall, ToolRegistry
+from agent_runtime.workers import WorkerPool
 from model_worker.client import Delta, Final, Sampling, WorkerClient
 from model_worker.client import Tool as WorkerTool
 from services.jobs.client import JobsClient
@@ -65,49 +44,48 @@ class Limits:
     max_seconds: float | None = None
 
 
-@dataclass
-class TurnControl:
-    """How a runner steers a turn from outside: cancellation (polled between tokens, tool batches and approval
-    polls) and the worker-session hold while the turn waits for a human."""
-
-    turn_id: str = "turn"
-    cancelled: Callable[[], bool] = lambda: False
-    poll_s: float = 0.2
-    hold_s: float = 3600.0
-
-
 class Compactor(Protocol):
     def maybe_compact(self, tenant: str, session: AgentSession, context_tokens: int) -> Compacted | None: ...
 
 
-@dataclass
-class _Call:
-    """An open call as the settling code sees it, fresh from a reply or found open in the transcript."""
-
-    id: str
-    name: str
-    arguments: Any
-    status: str
-    key: str
+# The tools offered to a session: one registry for all, or one built per session (tenant, session ID), e.g. with
+# its own memory namespace. A session uses those it chose at creation.
+ToolSource = ToolRegistry | Callable[[str, str], ToolRegistry]
 
 
 class AgentLoop:
-    def __init__(self, store: TranscriptStore, client: WorkerClient, tools: ToolRegistry,
+    def __init__(self, store: TranscriptStore, workers: WorkerPool | WorkerClient, tools: ToolSource,
                  jobs: JobsClient | None = None, policy: ModePolicy | None = None,
                  operator: OperatorLimits | None = None, compactor: Compactor | None = None,
                  job_poll_s: float = 0.2) -> None:
-        self.store, self.client, self.tools, self.jobs = store, client, tools, jobs
+        self.workers = workers if isinstance(workers, WorkerPool) else WorkerPool.of(workers)
+        self.store, self.tools, self.jobs = store, tools, jobs
         self.policy, self.operator, self.compactor = policy or DefaultPolicy(), operator or OperatorLimits(), compactor
         self.job_poll_s = job_poll_s
 
-    def create_session(self, tenant: str, session_id: str, system_prompt: str = "",
-                       think_max: bool = False) -> AgentSession:
-        """An agent session and its worker session (system prompt and tools fixed there, prefilled once)."""
-        tools = [WorkerTool(t.name, t.description, t.parameters) for t in self.tools.all()]
-        info = self.client.create_session(system_prompt=system_prompt, tools=tools, think_max=think_max,
-                                          session_id=f"agent-{session_id}")
-        self.store.create(tenant, session_id, system_prompt, self.tools.schemas(), info.session_id, think_max)
-        self.store.set_worker(tenant, session_id, info.session_id, info.commit)
+    @property
+    def client(self) -> WorkerClient:
+        """The first worker's client (a runtime of one worker, tests)."""
+        return next(iter(self.workers.clients.values()))
+
+    def offered_tools(self, tenant: str, session_id: str) -> ToolRegistry:
+        return self.tools(tenant, session_id) if callable(self.tools) else self.tools
+
+    def session_tools(self, session: AgentSession) -> ToolRegistry:
+        return self.offered_tools(session.tenant, session.id).only([t["function"]["name"] for t in session.tools])
+
+    def create_session(self, tenant: str, session_id: str, system_prompt: str = "", think_max: bool = False,
+                       tools: Sequence[str] | None = None) -> AgentSession:
+        """An agent session and its worker session (system prompt and tools fixed there, prefilled once), on the
+        least loaded worker. `tools` names those of the offered tools it uses (all when None)."""
+        offered = self.offered_tools(tenant, session_id)
+        chosen = offered.only([t.name for t in offered.all()] if tools is None else tools)
+        address = self.workers.pick()
+        info = self.workers.client(address).create_session(
+            system_prompt=system_prompt, tools=[WorkerTool(t.name, t.description, t.parameters) for t in chosen.all()],
+            think_max=think_max, session_id=worker_session_name())
+        self.store.create(tenant, session_id, system_prompt, chosen.schemas(), info.session_id, think_max)
+        self.store.set_worker(tenant, session_id, info.session_id, info.commit, address)
         return self.store.get(tenant, session_id)
 
     def run_turn(self, tenant: str, session_id: str, messages: Sequence[dict[str, Any]], *, mode: str | None = None,
@@ -131,17 +109,18 @@ class AgentLoop:
 
     def _turn(self, tenant, session_id, messages, mode, difficulty, limits, sampling, tool_choice, control, span):
         session = self.store.get(tenant, session_id)
-        self._align_worker(session)
-        if not (yield from self._settle(tenant, session, self._open_calls(session), control, recovering=True)):
-            return (yield from self._done(TurnDone("cancelled", "", "", 0)))
+        turn = TurnContext(tenant, self.workers.client(session.worker_address), self.session_tools(session), control)
+        self._align_worker(turn, session)
+        if not (yield from settle_calls(self.store, turn, session, open_calls(self.store, session), True)):
+            return (yield from _done(TurnDone("cancelled", "", "", 0)))
         inputs = [*self._last_results(session), *messages]
         if self.compactor is not None:
-            compacted = self.compactor.maybe_compact(tenant, session, self.client.get_session(
-                session.worker_session_id).tokens)
+            tokens = turn.client.get_session(session.worker_session_id).tokens
+            compacted = self.compactor.maybe_compact(tenant, session, tokens)
             if compacted is not None:
                 yield compacted
                 session = self.store.get(tenant, session_id)
-        decision = self._decide(session, mode, difficulty, limits)
+        decision = self._decide(turn, session, mode, difficulty, limits)
         span.set_attributes({"agent.mode": decision.mode, "agent.mode_reason": decision.reason,
                              "agent.via_job": decision.via_job})
         yield ModeChosen(decision.mode, decision.reason, decision.via_job)
@@ -149,60 +128,51 @@ class AgentLoop:
         started, via_job = time.monotonic(), decision.via_job
         for number in range(1, limits.max_steps + 1):
             if control.cancelled():
-                return (yield from self._done(TurnDone("cancelled", "", "", number - 1, usage)))
+                return (yield from _done(TurnDone("cancelled", "", "", number - 1, usage)))
             yield StepStarted(session.steps + 1, decision.mode)
             if via_job:
                 reply = yield from job_step(self.jobs, session.worker_session_id, inputs, sampling,
                                             control.cancelled, self.job_poll_s)
                 via_job = False  # the rest of the turn runs on the Think Max session the job left
             else:
-                reply = yield from self._step(session, inputs, decision.mode, sampling, tool_choice, control)
+                reply = yield from self._step(turn, session, inputs, decision.mode, sampling, tool_choice)
             if reply is None:
-                return (yield from self._done(TurnDone("cancelled", "", "", number - 1, usage)))
+                return (yield from _done(TurnDone("cancelled", "", "", number - 1, usage)))
             content, reasoning, calls, step_usage, job_session = reply
             for name in _USAGE:
                 usage[name] += step_usage.get(name, 0)
-            session = self._record_step(tenant, session, inputs, content, reasoning, calls, job_session,
-                                        decision.mode, control.turn_id)
+            session = self._record_step(turn, session, inputs, content, reasoning, calls, job_session,
+                                        decision.mode)
             if not calls:
-                return (yield from self._done(TurnDone("answer", content, reasoning, number, usage)))
-            step = session.steps
-            fresh = [_Call(c.id, c.name, c.arguments, AWAITING if self._needs_approval(c.name) else STARTED,
-                           f"{session_id}/{step}/{c.id}") for c in calls]
-            if not (yield from self._settle(tenant, session, fresh, control, recovering=False)):
-                return (yield from self._done(TurnDone("cancelled", "", "", number, usage)))
+                return (yield from _done(TurnDone("answer", content, reasoning, number, usage)))
+            fresh = [OpenCall(c.id, c.name, c.arguments, AWAITING if turn.needs_approval(c.name) else STARTED,
+                              f"{session_id}/{session.steps}/{c.id}") for c in calls]
+            if not (yield from settle_calls(self.store, turn, session, fresh, False)):
+                return (yield from _done(TurnDone("cancelled", "", "", number, usage)))
             inputs, tool_choice = self._last_results(session), None
             over = _over_budget(limits, usage, started)
             if over:
-                return (yield from self._done(TurnDone(over, "", "", number, usage)))
-        return (yield from self._done(TurnDone("step_limit", "", "", limits.max_steps, usage)))
+                return (yield from _done(TurnDone(over, "", "", number, usage)))
+        return (yield from _done(TurnDone("step_limit", "", "", limits.max_steps, usage)))
 
-    @staticmethod
-    def _done(done: TurnDone):
-        yield done
-        return done
-
-    def _record_step(self, tenant, session, inputs, content, reasoning, calls, job_session, mode, turn_id):
+    def _record_step(self, turn: TurnContext, session, inputs, content, reasoning, calls, job_session, mode):
         worker_session_id = job_session or session.worker_session_id
-        info = self.client.get_session(worker_session_id)
+        info = turn.client.get_session(worker_session_id)
         step = session.steps + 1
         entries = [Entry(USER, m.get("content") or "") for m in inputs if m.get("role") == "user"]
         entries.append(Entry(ASSISTANT, content, reasoning or None))
         entries += [Entry(TOOL_CALL, tool_call_id=c.id, tool_name=c.name, arguments=c.arguments,
-                          idempotency_key=f"{session.id}/{step}/{c.id}", awaits_approval=self._needs_approval(c.name))
+                          idempotency_key=f"{session.id}/{step}/{c.id}", awaits_approval=turn.needs_approval(c.name))
                     for c in calls]
-        self.store.append_step(tenant, session.id, entries, worker_session_id=worker_session_id,
-                               worker_commit=info.commit, mode=mode, turn_id=turn_id)
-        return self.store.get(tenant, session.id)
+        self.store.append_step(turn.tenant, session.id, entries, worker_session_id=worker_session_id,
+                               worker_commit=info.commit, mode=mode, turn_id=turn.control.turn_id)
+        return self.store.get(turn.tenant, session.id)
 
-    def _needs_approval(self, name: str) -> bool:
-        tool = self.tools.get(name)
-        return tool is not None and tool.requires_approval
-
-    def _decide(self, session, mode: str | None, difficulty: str | None, limits: Limits) -> ModeDecision:
-        info = self.client.get_session(session.worker_session_id)
+    def _decide(self, turn: TurnContext, session, mode: str | None, difficulty: str | None,
+                limits: Limits) -> ModeDecision:
+        info = turn.client.get_session(session.worker_session_id)
         decision = self.policy.choose(TurnSignals(
-            requested_mode=mode, difficulty=difficulty, tool_count=len(self.tools.all()),
+            requested_mode=mode, difficulty=difficulty, tool_count=len(turn.tools.all()),
             prior_failures=session.failures, remaining_tokens=limits.max_completion_tokens,
             context_tokens=info.tokens, session_think_max=info.think_max), self.operator)
         if decision.via_job and self.jobs is None:  # no queue to run it on
@@ -211,16 +181,16 @@ class AgentLoop:
             return ModeDecision(THINK_HIGH, decision.reason + "; but there is no jobs service to run Think Max")
         return decision
 
-    def _step(self, session, inputs: list[dict], mode: str, sampling: Sampling | None, tool_choice: str | None,
-              control: TurnControl):
+    def _step(self, turn: TurnContext, session, inputs: list[dict], mode: str, sampling: Sampling | None,
+              tool_choice: str | None):
         """A step on the agent's worker session: streams its text; returns the reply, or None when cancelled
         (closing the stream cancels the generation)."""
         final = None
-        events = self.client.generate(session_id=session.worker_session_id, messages=list(inputs), mode=mode,
+        events = turn.client.generate(session_id=session.worker_session_id, messages=list(inputs), mode=mode,
                                       sampling=sampling, tool_choice=tool_choice)
         try:
             for event in events:
-                if control.cancelled():
+                if turn.control.cancelled():
                     return None
                 if isinstance(event, Delta) and event.text:
                     yield TextDelta(event.text, event.reasoning)
@@ -232,80 +202,12 @@ class AgentLoop:
         return (final.content, final.reasoning_content, calls, {name: getattr(final.usage, name) for name in _USAGE},
                 None)
 
-    def _align_worker(self, session) -> None:
+    @staticmethod
+    def _align_worker(turn: TurnContext, session) -> None:
         """SQL decides: a worker session that committed past the last recorded step is rewound to it."""
-        info = self.client.get_session(session.worker_session_id)
+        info = turn.client.get_session(session.worker_session_id)
         if session.worker_commit is not None and info.commit != session.worker_commit:
-            self.client.rewind(session.worker_session_id, session.worker_commit)
-
-    def _open_calls(self, session) -> list[_Call]:
-        return [_Call(r.tool_call_id, r.tool_name, r.arguments, r.call_status, r.idempotency_key)
-                for r in self.store.open_calls(session.id)]
-
-    def _settle(self, tenant: str, session, calls: list[_Call], control: TurnControl, recovering: bool):
-        """Bring open calls to an end: wait for the decisions on those that await approval, answer the rejected,
-        end interrupted the non-idempotent ones a crash left started (when `recovering`), and run the rest
-        concurrently. Returns False when the turn was cancelled first."""
-        awaiting = [c for c in calls if c.status == AWAITING]
-        for call in awaiting:
-            yield ApprovalRequested(call.id, call.name, call.arguments)
-        if awaiting:
-            decided = self._await_decisions(session, {c.id for c in awaiting}, control)
-            if decided is None:
-                for call in awaiting:
-                    content = json.dumps({"error": "not run: the turn was cancelled before this call was approved"})
-                    self.store.finish_call(tenant, session.id, call.id, Entry(TOOL_RESULT, content, is_error=True),
-                                           INTERRUPTED)
-                    yield ToolFinished(call.id, call.name, content, True, INTERRUPTED)
-                return False
-            for call in awaiting:
-                call.status = decided[call.id]
-        runnable = []
-        for call in calls:
-            tool = self.tools.get(call.name)
-            if call.status == REJECTED:
-                content, status = json.dumps({"error": "rejected: a human did not approve this call"}), REJECTED
-            elif call.status == STARTED and recovering and not (tool is not None and tool.idempotent):
-                content = json.dumps({"error": "interrupted: the runtime stopped while this call ran, and it was "
-                                               "not run again (the tool is not idempotent)"})
-                status = INTERRUPTED
-            else:
-                runnable.append(call)
-                continue
-            self.store.finish_call(tenant, session.id, call.id, Entry(TOOL_RESULT, content, is_error=True), status)
-            yield ToolFinished(call.id, call.name, content, True, status)
-        approved = [c.id for c in runnable if c.status == APPROVED]
-        if approved:
-            self.store.set_calls(session.id, approved, STARTED)
-        for call in runnable:
-            yield ToolStarted(call.id, call.name, call.arguments)
-        results = asyncio.run(self.tools.run_calls([ToolCall(c.id, c.name, c.arguments) for c in runnable],
-                                                   [c.key for c in runnable])) if runnable else []
-        for call, result in zip(runnable, results):
-            self.store.finish_call(tenant, session.id, call.id, Entry(TOOL_RESULT, result.content,
-                                                                      is_error=result.is_error))
-            yield ToolFinished(call.id, call.name, result.content, result.is_error, FINISHED)
-        return True
-
-    def _await_decisions(self, session, call_ids: set[str], control: TurnControl) -> dict[str, str] | None:
-        """Poll the transcript's open calls (an index) until every one in call_ids is decided, holding the worker
-        session meanwhile; None when the turn is cancelled first."""
-        holder, held_until = f"turn-{control.turn_id}", 0.0
-        try:
-            while True:
-                if time.monotonic() > held_until - control.hold_s / 2:
-                    self.client.hold_session(session.worker_session_id, holder, control.hold_s)
-                    held_until = time.monotonic() + control.hold_s
-                statuses = {r.tool_call_id: r.call_status for r in self.store.open_calls(session.id)
-                            if r.tool_call_id in call_ids}
-                if all(status != AWAITING for status in statuses.values()):
-                    return statuses
-                if control.cancelled():
-                    return None
-                time.sleep(control.poll_s)
-        finally:
-            if held_until:
-                self.client.hold_session(session.worker_session_id, holder, 0)
+            turn.client.rewind(session.worker_session_id, session.worker_commit)
 
     def _last_results(self, session) -> list[dict[str, Any]]:
         """The results of the last step's calls: what the model reads next."""
@@ -317,6 +219,17 @@ class AgentLoop:
             return []
         return [{"role": "tool", "tool_call_id": e.tool_call_id, "content": e.content}
                 for e in last if e.kind == TOOL_RESULT]
+
+
+def worker_session_name() -> str:
+    """A fresh worker session ID: not derived from the agent session's, whose IDs (and the suffixes compaction
+    adds) could then collide, or run past the worker's 128 characters."""
+    return f"agent-{uuid.uuid4().hex}"
+
+
+def _done(done: TurnDone):
+    yield done
+    return done
 
 
 def _over_budget(limits: Limits, usage: dict[str, int], started: float) -> str | None:

@@ -41,6 +41,7 @@ class AgentSession(Base):
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)  # OpenAI tool objects
     worker_session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the compressed KV
     worker_commit: Mapped[int | None] = mapped_column(ID, nullable=True)
+    worker_address: Mapped[str | None] = mapped_column(String(256), nullable=True)  # the worker that serves it
     think_max: Mapped[bool] = mapped_column(default=False)
     next_seq: Mapped[int] = mapped_column(ID, default=0)
     steps: Mapped[int] = mapped_column(Integer, default=0)
@@ -112,11 +113,14 @@ class Turn(Base):
     heartbeat_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     next_event: Mapped[int] = mapped_column(ID, default=0)
+    first_step: Mapped[int] = mapped_column(Integer, default=1)  # the session's step its first model step is
     request: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # what a continuation needs
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     ended_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
-    __table_args__ = (Index("ix_turns_session", "session_id", "created_at"),)
+    # A session's turns newest first; active turns whose heartbeat went stale (orphans to adopt).
+    __table_args__ = (Index("ix_turns_session", "session_id", "created_at"),
+                      Index("ix_turns_active", "status", "heartbeat_at"))
 
 
 class TurnEventRecord(Base):
@@ -130,3 +134,13 @@ class TurnEventRecord(Base):
     kind: Mapped[str] = mapped_column(String(24))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+
+class MemoryItem(Base):
+    """The key-value memory tool's values, one namespace per agent session: they outlive the runtime process."""
+
+    __tablename__ = "agent_memory"
+
+    namespace: Mapped[str] = mapped_column(String(300), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -211,20 +211,26 @@ class TranscriptStore:
                 .values(call_status=status))
         self._count("set_calls", written=len(call_ids))
 
-    def decide(self, tenant: str, session_id: str, call_id: str, approve: bool) -> None:
-        """A human's decision on a call that awaits approval."""
+    def decide(self, tenant: str, session_id: str, call_id: str, approve: bool) -> int:
+        """A human's decision on a call that awaits approval; returns the call's step."""
         with self.sessions.begin() as s:
             self._lock(s, tenant, session_id)
-            done = s.execute(_open_call(session_id, call_id, AWAITING)
-                             .values(call_status=APPROVED if approve else REJECTED)).rowcount
-        self._count("decide", read=1, written=done)
-        if not done:
-            raise NotDecidable(f"tool call {call_id} does not await approval")
+            step = s.scalar(select(TranscriptEntry.step).where(
+                TranscriptEntry.session_id == session_id, TranscriptEntry.tool_call_id == call_id,
+                TranscriptEntry.kind == TOOL_CALL, TranscriptEntry.call_status == AWAITING))
+            if step is None:
+                raise NotDecidable(f"tool call {call_id} does not await approval")
+            s.execute(_open_call(session_id, call_id, AWAITING).values(call_status=APPROVED if approve else REJECTED))
+        self._count("decide", read=2, written=1)
+        return step
 
-    def set_worker(self, tenant: str, session_id: str, worker_session_id: str, worker_commit: int) -> None:
+    def set_worker(self, tenant: str, session_id: str, worker_session_id: str, worker_commit: int,
+                   worker_address: str | None = None) -> None:
         with self.sessions.begin() as s:
             session = self._lock(s, tenant, session_id)
             session.worker_session_id, session.worker_commit = worker_session_id, worker_commit
+            if worker_address is not None:
+                session.worker_address = worker_address
         self._count("set_worker", read=1, written=1)
 
     # -- reading -------------------------------------------------------------------------------------------------

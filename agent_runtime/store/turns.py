@@ -46,7 +46,7 @@ class TurnStore:
             now = utcnow()
             s.add(Turn(id=turn_id, session_id=session_id, tenant=tenant, status=RUNNING, via_job=False, content="",
                        usage={}, owner=owner, heartbeat_at=now, cancel_requested=False, next_event=0,
-                       request=request, created_at=now))
+                       first_step=session.steps + 1, request=request, created_at=now))
             session.active_turn = turn_id
         return self.get(tenant, turn_id)
 
@@ -64,13 +64,16 @@ class TurnStore:
             session.active_turn = turn_id
         return self.get(tenant, turn_id)
 
+    def orphans(self, limit: int = 16) -> list[Turn]:
+        """Active turns whose runtime stopped renewing them (through an index): any runtime may adopt them."""
+        with self.sessions() as s:
+            return list(s.scalars(select(Turn).where(Turn.status.in_(TURN_ACTIVE),
+                                                     Turn.heartbeat_at < utcnow() - self.stale_after)
+                                  .order_by(Turn.heartbeat_at).limit(limit)))
+
     def get(self, tenant: str, turn_id: str) -> Turn:
         with self.sessions() as s:
-            turn = self._turn(s, tenant, turn_id)
-        if turn.status in TURN_ACTIVE and self._stale(turn):
-            self.finish(turn_id, turn.owner, TURN_INTERRUPTED, error="its runtime stopped while it ran")
-            return self.get(tenant, turn_id)
-        return turn
+            return self._turn(s, tenant, turn_id)
 
     def list(self, tenant: str, session_id: str, limit: int = 20) -> list[Turn]:
         with self.sessions() as s:
@@ -142,6 +145,10 @@ class TurnStore:
             raise TurnActive(f"agent session {session.id} runs turn {active.id}; wait for it, attach or cancel it")
         active.status, active.ended_at = TURN_INTERRUPTED, utcnow()
         active.error = "its runtime stopped while it ran"
+
+    def orphaned(self, turn: Turn) -> bool:
+        """Active, but its runtime stopped renewing it: a runtime will adopt it, or a new turn interrupts it."""
+        return turn.status in TURN_ACTIVE and self._stale(turn)
 
     def _stale(self, turn: Turn) -> bool:
         return utcnow() - turn.heartbeat_at > self.stale_after

@@ -7,13 +7,13 @@ from pathlib import Path
 
 from agent_runtime.tools.calculator import calculate
 from agent_runtime.tools.files import Workspace
-from agent_runtime.tools.memory import KeyValueMemory
+from agent_runtime.tools.memory import Memory
 from agent_runtime.tools.registry import Tool, ToolRegistry, schema_from_signature
 
 STRING = {"type": "string"}
 
 
-def add_builtins(registry: ToolRegistry, namespace: str, memory: KeyValueMemory | None = None,
+def add_builtins(registry: ToolRegistry, namespace: str, memory: Memory | None = None,
                  workspace: str | Path | None = None) -> ToolRegistry:
     """Register the built-ins for one agent session (`namespace` keys its memory)."""
     registry.add(Tool("calculator", calculate.__doc__ or "", schema_from_signature(calculate), calculate,

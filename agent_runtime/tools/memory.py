@@ -3,22 +3,34 @@
 from __future__ import annotations
 
 import threading
+from typing import Protocol
 
 MAX_KEY = 128
 MAX_VALUE = 16 << 10
 MAX_KEYS = 1000
 
 
+class Memory(Protocol):
+    def set(self, namespace: str, key: str, value: str) -> str: ...
+    def get(self, namespace: str, key: str) -> str: ...
+    def delete(self, namespace: str, key: str) -> str: ...
+    def keys(self, namespace: str, prefix: str = "") -> list[str]: ...
+
+
+def check(key: str, value: str) -> None:
+    if not 0 < len(key) <= MAX_KEY or len(value.encode()) > MAX_VALUE:
+        raise ValueError(f"keys of 1 to {MAX_KEY} characters, values up to {MAX_VALUE} bytes")
+
+
 class KeyValueMemory:
-    """In process; the agent runtime's SQL store keeps it with the session (same interface)."""
+    """In process (tests, embedding); agent_runtime.store.memory.SqlMemory keeps it in the runtime's database."""
 
     def __init__(self) -> None:
         self._data: dict[str, dict[str, str]] = {}
         self._lock = threading.Lock()
 
     def set(self, namespace: str, key: str, value: str) -> str:
-        if not 0 < len(key) <= MAX_KEY or len(value.encode()) > MAX_VALUE:
-            raise ValueError(f"keys of 1 to {MAX_KEY} characters, values up to {MAX_VALUE} bytes")
+        check(key, value)
         with self._lock:
             space = self._data.setdefault(namespace, {})
             if key not in space and len(space) >= MAX_KEYS:

@@ -17,7 +17,7 @@ import asyncio
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jsonschema
@@ -94,6 +94,24 @@ class ToolRegistry:
             return fn
 
         return register
+
+    def only(self, names: Sequence[str]) -> ToolRegistry:
+        """The registry of just these tools (an agent session's own choice among those offered)."""
+        unknown = set(names) - set(self._tools)
+        if unknown:
+            raise ValueError(f"no such tools: {', '.join(sorted(unknown))}; offered: {', '.join(sorted(self._tools))}")
+        subset = ToolRegistry()
+        subset._tools = {name: tool for name, tool in self._tools.items() if name in names}
+        return subset
+
+    def require_approval(self, names: Sequence[str]) -> ToolRegistry:
+        """Each call of these tools waits for a human's approval."""
+        unknown = set(names) - set(self._tools)
+        if unknown:
+            raise ValueError(f"require_approval: no such tools: {', '.join(sorted(unknown))}")
+        for name in names:
+            self._tools[name] = replace(self._tools[name], requires_approval=True)
+        return self
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)

@@ -29,6 +29,7 @@ class SyncRpcClient:
         channel_options: Sequence[tuple[str, Any]] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        self.target = target
         options = policy.channel_options(channel_options)
         if credentials is None:
             self._channel = grpc.insecure_channel(target, options=options)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import grpc
 
 from model_worker.chat import ChatFormatError
+from model_worker.client.errors import WorkerError
 from model_worker.engine import Overloaded
 from model_worker.sampling.params import InvalidSamplingParams
 from model_worker.server.auth import Unauthenticated
@@ -50,6 +51,8 @@ RETRY_AFTER_SECONDS = "1"
 
 def status_of(error: BaseException, extra: Sequence[tuple[type[BaseException], grpc.StatusCode]] = ()
               ) -> grpc.StatusCode:
+    if isinstance(error, WorkerError):  # a service calling a worker passes the worker's status on
+        return error.code
     return next((code for kind, code in (*extra, *_CODES) if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
 
 

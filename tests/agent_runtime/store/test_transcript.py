@@ -135,16 +135,19 @@ def test_turns_one_at_a_time_with_heartbeats_cancels_and_events(store):
     assert turns.get("acme", "t1").status == "cancelled"
     with pytest.raises(TurnNotFound):
         turns.get("other", "t1")
-    # A turn whose runtime died (stale heartbeat) ends interrupted, and the session takes a new turn.
+    # A turn whose runtime died (stale heartbeat) is an orphan; a new turn on its session interrupts it.
     turns.start("acme", "s", "t3", owner="runtime-a", request={})
     with store.sessions.begin() as s:
         s.execute(sqlalchemy.update(Turn).values(heartbeat_at=utcnow() - dt.timedelta(minutes=5)))
-    assert turns.get("acme", "t3").status == "interrupted"
+    assert [t.id for t in turns.orphans()] == ["t3"] and turns.orphaned(turns.get("acme", "t3"))
     turns.start("acme", "s", "t4", owner="runtime-b", request={})
+    assert turns.get("acme", "t3").status == "interrupted" and turns.orphans() == []
     with store.sessions.begin() as s:
         s.execute(sqlalchemy.update(Turn).where(Turn.id == "t4").values(
             heartbeat_at=utcnow() - dt.timedelta(minutes=5)))
-    assert turns.resume("acme", "t4", owner="runtime-c").owner == "runtime-c"  # taken over after a restart
+    assert turns.resume("acme", "t4", owner="runtime-c").owner == "runtime-c"  # adopted after a restart
+    with pytest.raises(TurnActive):
+        turns.resume("acme", "t4", owner="runtime-d")  # its new owner is alive
     assert [t.id for t in turns.list("acme", "s")] == ["t4", "t3", "t1"]
 
 

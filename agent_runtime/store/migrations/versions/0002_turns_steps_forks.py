@@ -1,4 +1,5 @@
-"""turns and their events, steps with their worker commits, forks sharing their parent's rows, approvals
+"""turns and their events, steps with their worker commits, forks sharing their parent's rows, the worker serving
+each session, the memory tool's values
 
 Revision ID: 0002
 Revises: 0001
@@ -24,11 +25,18 @@ def upgrade() -> None:
         batch.add_column(sa.Column('parent_id', sa.String(length=128), nullable=True))
         batch.add_column(sa.Column('fork_seq', ID, nullable=True))
         batch.add_column(sa.Column('active_turn', sa.String(length=64), nullable=True))
+        batch.add_column(sa.Column('worker_address', sa.String(length=256), nullable=True))
         batch.add_column(sa.Column('deleted', sa.Boolean(), nullable=False, server_default=sa.false()))
         batch.create_foreign_key('fk_agent_sessions_parent', 'agent_sessions', ['parent_id'], ['id'])
         batch.create_index('ix_agent_sessions_parent_id', ['parent_id'])
     with op.batch_alter_table('agent_sessions') as batch:
         batch.alter_column('deleted', server_default=None)
+    op.create_table('agent_memory',
+    sa.Column('namespace', sa.String(length=300), nullable=False),
+    sa.Column('key', sa.String(length=128), nullable=False),
+    sa.Column('value', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('namespace', 'key')
+    )
     op.create_table('steps',
     sa.Column('session_id', sa.String(length=128), nullable=False),
     sa.Column('step', sa.Integer(), nullable=False),
@@ -57,6 +65,7 @@ def upgrade() -> None:
     sa.Column('heartbeat_at', STAMP, nullable=False),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
     sa.Column('next_event', ID, nullable=False),
+    sa.Column('first_step', sa.Integer(), nullable=False),
     sa.Column('request', JSON, nullable=False),
     sa.Column('created_at', STAMP, nullable=False),
     sa.Column('ended_at', STAMP, nullable=True),
@@ -64,6 +73,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     op.create_index('ix_turns_session', 'turns', ['session_id', 'created_at'], unique=False)
+    op.create_index('ix_turns_active', 'turns', ['status', 'heartbeat_at'], unique=False)
     op.create_table('turn_events',
     sa.Column('turn_id', sa.String(length=64), nullable=False),
     sa.Column('seq', ID, nullable=False),
@@ -77,13 +87,16 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table('turn_events')
+    op.drop_index('ix_turns_active', table_name='turns')
     op.drop_index('ix_turns_session', table_name='turns')
     op.drop_table('turns')
     op.drop_table('steps')
+    op.drop_table('agent_memory')
     with op.batch_alter_table('agent_sessions') as batch:
         batch.drop_index('ix_agent_sessions_parent_id')
         batch.drop_constraint('fk_agent_sessions_parent', type_='foreignkey')
         batch.drop_column('deleted')
+        batch.drop_column('worker_address')
         batch.drop_column('active_turn')
         batch.drop_column('fork_seq')
         batch.drop_column('parent_id')

@@ -1,0 +1,140 @@
+"""`python -m agent_runtime serve`: the agent service on a gRPC port, with health (grpc.health.v1), reflection and
+SIGTERM draining (health flips to NOT_SERVING, running turns get a grace period, then the process exits; a turn
+still running ends interrupted and continues from SQL)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import threading
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agent_runtime.compaction import ClearToolResults, Compaction, Compactor
+from agent_runtime.loop import AgentLoop
+from agent_runtime.service.runs import TurnRunner
+from agent_runtime.service.server import SERVICE_NAME, AgentServicer
+from agent_runtime.settings import AgentSettings
+from agent_runtime.store.memory import SqlMemory
+from agent_runtime.store.transcript import TranscriptStore, upgrade
+from agent_runtime.store.turns import TurnStore
+from agent_runtime.tools import ToolRegistry, add_builtins
+from agent_runtime.workers import WorkerPool
+from model_worker.server.limits import TokenRates
+from model_worker.server.serve import CHANNEL_OPTIONS
+from protos.dsv4.agent.v1 import agent_pb2_grpc
+from services.sql import make_engine, sessions
+
+
+def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("serve", help="run the agent service (gRPC); flags override DSV4_AGENT_* settings")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int, help="0: any free port (printed)")
+    p.add_argument("--worker", dest="workers", help="model worker addresses HOST:PORT[,HOST:PORT...]")
+    p.add_argument("--database", dest="database_url", help="SQLAlchemy URL (PostgreSQL, or sqlite:///FILE)")
+    p.add_argument("--jobs", dest="jobs_target", help="the jobs service's address, for Think Max turns")
+    p.add_argument("--api-keys", dest="api_keys_file", help="JSON file {key: tenant}")
+    p.add_argument("--workspace", help="directory the file tools may read")
+    p.add_argument("--tool-plugins", help="more tools: package.module:function entries, comma-separated")
+    p.add_argument("--require-approval", help="tools whose calls need a human's approval, comma-separated")
+    p.add_argument("--max-turns-per-tenant", type=int)
+    p.set_defaults(func=run_serve)
+
+
+class Runtime:
+    """The parts of one agent runtime process, built from its settings."""
+
+    def __init__(self, settings: AgentSettings) -> None:
+        upgrade(settings.database_url)
+        db = sessions(make_engine(settings.database_url))
+        self.store, self.memory = TranscriptStore(db), SqlMemory(db)
+        self.workers = WorkerPool.connect([a.strip() for a in settings.workers.split(",") if a.strip()],
+                                          api_key=settings.worker_api_key)
+        self.jobs = None
+        if settings.jobs_target:
+            from services.jobs.client import JobsClient
+
+            self.jobs = JobsClient(settings.jobs_target, api_key=settings.jobs_api_key)
+        approval, workspace = _names(settings.require_approval), settings.workspace
+        plugins = [_plugin(entry) for entry in _names(settings.tool_plugins)]
+
+        def tools(tenant: str, session_id: str) -> ToolRegistry:
+            namespace = f"{tenant}/{session_id}"
+            registry = add_builtins(ToolRegistry(), namespace, self.memory, workspace)
+            for plugin in plugins:
+                plugin(registry, namespace)
+            return registry.require_approval(approval)
+
+        tools("check", "settings")  # a wrong plugin or tool name fails at start, not at a turn
+        compactor = Compactor(self.store, self.workers, Compaction(ClearToolResults(settings.compact_keep_last),
+                                                                   trigger_fraction=settings.compact_at_fraction))
+        self.loop = AgentLoop(self.store, self.workers, tools, jobs=self.jobs, compactor=compactor)
+        self.runner = TurnRunner(self.loop, TurnStore(db, settings.stale_after_seconds),
+                                 heartbeat_s=settings.heartbeat_seconds,
+                                 max_turns_per_tenant=settings.max_turns_per_tenant)
+        api_keys = json.loads(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else None
+        rates = (TokenRates(settings.tokens_per_second_per_tenant) if settings.tokens_per_second_per_tenant
+                 else None)
+        if rates is not None:
+            self.runner.on_turn_end = lambda tenant, usage: rates.charge(tenant, usage.get("completion_tokens", 0))
+        self.servicer = AgentServicer(self.loop, self.runner, api_keys, rates)
+
+    def close(self) -> None:
+        self.workers.close()
+        if self.jobs is not None:
+            self.jobs.close()
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _plugin(entry: str):
+    module, _, function = entry.partition(":")
+    if not function:
+        raise SystemExit(f"tool plugin {entry!r}: expected package.module:function")
+    return getattr(importlib.import_module(module), function)
+
+
+def build_server(runtime: Runtime, host: str, port: int, threads: int = 32
+                 ) -> tuple[grpc.Server, int, health.HealthServicer]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(runtime.servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, bound, health_servicer
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in AgentSettings.model_fields and v is not None}
+    settings = AgentSettings(**overrides)
+    runtime = Runtime(settings)
+    server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads)
+    server.start()
+    print(f"agent service on {settings.host}:{port} (workers {settings.workers}, database "
+          f"{settings.database_url.split('@')[-1]})", flush=True)
+    stopping = threading.Event()
+
+    def drain(*_: object) -> None:
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+    stopping.wait()
+    runtime.runner.stop(grace_s=30)
+    server.stop(grace=5).wait()
+    runtime.close()
+    return 0

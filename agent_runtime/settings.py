@@ -1,0 +1,36 @@
+"""The agent runtime's settings: environment variables `DSV4_AGENT_*` (or a `.env`-style file), command-line flags
+over them; every one has a default that runs embedded (SQLite under data/, one local model worker)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DSV4_AGENT_", env_file=None, extra="ignore")
+
+    database_url: str = Field("sqlite:///data/agent.db", description="SQLAlchemy URL: PostgreSQL in deployment")
+    workers: str = Field("127.0.0.1:50051", description="model worker gRPC addresses, comma-separated")
+    worker_api_key: str | None = Field(None, description="API key for the model workers, if they require one")
+    jobs_target: str | None = Field(None, description="the jobs service's gRPC address: Think Max turns run there "
+                                    "(without it, Think Max runs directly on Think Max sessions only)")
+    jobs_api_key: str | None = Field(None, description="API key for the jobs service")
+    host: str = Field("127.0.0.1", description="address to serve on")
+    port: int = Field(50071, description="gRPC port; 0: any free port (printed)")
+    api_keys_file: str | None = Field(None, description="JSON file {key: tenant}; without it every caller is the "
+                                      "default tenant")
+    workspace: str | None = Field(None, description="directory the read_file / list_files tools may read")
+    tool_plugins: str = Field("", description="more tools: `package.module:function` entries, comma-separated; "
+                              "each function(registry, namespace) adds tools to an agent session's registry")
+    require_approval: str = Field("", description="tools whose calls a human approves, comma-separated")
+    max_turns_per_tenant: int | None = Field(None, gt=0, description="turns a tenant may run at once")
+    tokens_per_second_per_tenant: float | None = Field(None, gt=0, description="token bucket per tenant "
+                                                       "(10 s of burst)")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="how often a running turn's heartbeat is renewed")
+    stale_after_seconds: float = Field(30.0, gt=0, description="a turn whose heartbeat is older than this was "
+                                       "orphaned by a crash (it ends interrupted, or is continued on a decision)")
+    threads: int = Field(32, gt=0, description="gRPC handler threads (each attached caller holds one)")
+    compact_keep_last: int = Field(8, ge=0, description="compaction keeps this many recent tool results verbatim")
+    compact_at_fraction: float = Field(0.85, gt=0, le=1, description="compact a session's worker history when it "
+                                       "passes this fraction of the model's context")

@@ -1,0 +1,22 @@
+"""Tools the service tests plug in (`--tool-plugins`): closed parameter sets, so a call forced through a random-weight
+model's constrained decoding ends within a few tokens."""
+
+from __future__ import annotations
+
+from agent_runtime.tools import ToolRegistry
+
+
+def register(registry: ToolRegistry, namespace: str) -> None:
+    @registry.tool(idempotent=True, parameters={
+        "type": "object", "properties": {"color": {"type": "string", "enum": ["red", "blue"]}},
+        "required": ["color"], "additionalProperties": False})
+    def pick(color: str) -> str:
+        """Pick a color."""
+        return f"picked {color}"
+
+    @registry.tool(parameters={
+        "type": "object", "properties": {"amount": {"type": "integer", "enum": [5, 10]}},
+        "required": ["amount"], "additionalProperties": False})
+    def charge(amount: int) -> str:
+        """Charge the customer."""
+        return f"charged {amount} to {namespace}"
