@@ -125,3 +125,12 @@ def test_an_open_call_of_an_idempotent_tool_runs_again_with_its_key(loop):
     rerun = [e for e in events if isinstance(e, ToolFinished)]
     assert [(e.call_id, e.status, e.content) for e in rerun] == [("c-pay", "finished", "charged")]
     assert keys == ["a3/2/c-pay"]  # the key it was started with, so the tool can refuse a double charge
+
+
+def test_the_chosen_mode_and_its_reason_are_span_attributes(loop, spans):
+    loop.create_session("acme", "a4")
+    list(loop.run_turn("acme", "a4", [{"role": "user", "content": "hi"}], difficulty="easy", sampling=SAMPLING,
+                       limits=Limits(max_steps=1)))
+    [turn] = [s for s in spans.get_finished_spans() if s.name == "agent.turn"]
+    assert turn.attributes["agent.mode"] == "non-think" and turn.attributes["agent.mode_reason"] == "declared easy"
+    assert turn.attributes["agent.stop_reason"] == "answer" and turn.attributes["agent.session_id"] == "a4"

@@ -121,3 +121,14 @@ def test_registration_is_checked():
         registry.add(Tool("b", "", {"type": "array"}, lambda: 1))
     with pytest.raises(Exception, match="is not valid"):
         registry.add(Tool("c", "", {"type": "object", "properties": {"x": {"type": "nonsense"}}}, lambda: 1))
+
+
+def test_a_sessions_subset_and_tools_that_need_approval(tools):
+    subset = tools.only(["lookup"])
+    assert [t.name for t in subset.all()] == ["lookup"] and tools.get("charge") is not None
+    with pytest.raises(ValueError, match="no such tools: rm"):
+        tools.only(["lookup", "rm"])
+    tools.require_approval(["charge"])
+    assert tools.get("charge").requires_approval and not tools.get("lookup").requires_approval
+    with pytest.raises(ValueError, match="no such tools: rm"):
+        tools.require_approval(["rm"])
