@@ -20,6 +20,9 @@ class AgentSettings(BaseSettings):
     port: int = Field(50071, description="gRPC port; 0: any free port (printed)")
     api_keys_file: str | None = Field(None, description="JSON file {key: tenant}; without it every caller is the "
                                       "default tenant")
+    tls_cert: str | None = Field(None, description="PEM certificate chain: serve TLS (with tls_key)")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: str | None = Field(None, description="PEM CA bundle: require client certificates it signed")
     workspace: str | None = Field(None, description="directory the read_file / list_files tools may read")
     tool_plugins: str = Field("", description="more tools: `package.module:function` entries, comma-separated; "
                               "each function(registry, namespace) adds tools to an agent session's registry")

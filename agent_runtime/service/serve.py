@@ -27,7 +27,7 @@ from agent_runtime.store.turns import TurnStore
 from agent_runtime.tools import ToolRegistry, add_builtins
 from agent_runtime.workers import WorkerPool
 from model_worker.server.limits import TokenRates
-from model_worker.server.serve import CHANNEL_OPTIONS
+from model_worker.server.serve import CHANNEL_OPTIONS, TlsFiles, tls_files
 from protos.dsv4.agent.v1 import agent_pb2_grpc
 from services.sql import make_engine, sessions
 
@@ -44,6 +44,9 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tool-plugins", help="more tools: package.module:function entries, comma-separated")
     p.add_argument("--require-approval", help="tools whose calls need a human's approval, comma-separated")
     p.add_argument("--max-turns-per-tenant", type=int)
+    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
     p.set_defaults(func=run_serve)
 
 
@@ -102,14 +105,15 @@ def _plugin(entry: str):
     return getattr(importlib.import_module(module), function)
 
 
-def build_server(runtime: Runtime, host: str, port: int, threads: int = 32
+def build_server(runtime: Runtime, host: str, port: int, threads: int = 32, tls: TlsFiles | None = None
                  ) -> tuple[grpc.Server, int, health.HealthServicer]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(runtime.servicer, server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    address = f"{host}:{port}"
+    bound = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, bound, health_servicer
@@ -120,7 +124,9 @@ def run_serve(args: argparse.Namespace) -> int:
                  if k in AgentSettings.model_fields and v is not None}
     settings = AgentSettings(**overrides)
     runtime = Runtime(settings)
-    server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads)
+    tls = tls_files(argparse.Namespace(tls_cert=settings.tls_cert, tls_key=settings.tls_key,
+                                       tls_client_ca=settings.tls_client_ca))
+    server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads, tls)
     server.start()
     print(f"agent service on {settings.host}:{port} (workers {settings.workers}, database "
           f"{settings.database_url.split('@')[-1]})", flush=True)
