@@ -14,6 +14,7 @@ from kernels.ref import fp4_experts as ref_fp4_experts
 from kernels.ref import fp8_linear as ref_fp8_linear
 from kernels.ref import hadamard as ref_hadamard
 from kernels.ref import indexer_topk as ref_indexer_topk
+from kernels.ref import indexer_topk_sharded as ref_indexer_topk_sharded
 from kernels.ref import kv_codec as ref_kv_codec
 from kernels.ref import mhc as ref_mhc
 from kernels.ref import rms_norm as ref_rms_norm
@@ -26,6 +27,7 @@ from kernels.ref.formats import dequantize as dequantize_weight
 fp8_linear = op(ref_fp8_linear.fp8_linear, cpu.fp8_linear.fp8_linear, "fp8_linear")
 fp4_expert_ffn = op(ref_fp4_experts.fp4_expert_ffn, cpu.fp4_experts.fp4_expert_ffn, "fp4_experts")
 indexer_topk = op(ref_indexer_topk.indexer_topk, cpu.indexer_topk.indexer_topk, "indexer_topk")
+indexer_topk_sharded = op(ref_indexer_topk_sharded.indexer_topk_sharded, None, None)
 sparse_attention = op(ref_sparse_attention.sparse_attention, cpu.sparse_attention.sparse_attention,
                       "sparse_attention")
 compressor_pool = op(ref_compressor_pool.compressor_pool, None, "compressor_pool")
@@ -60,6 +62,7 @@ __all__ = [
     "hc_post",
     "hc_pre",
     "indexer_topk",
+    "indexer_topk_sharded",
     "rms_norm",
     "sinkhorn",
     "sparse_attention",

@@ -1,4 +1,5 @@
-"""`python -m model_worker <command>`: chat, logits, init-checkpoint, render, parse, sessions, serve."""
+"""`python -m model_worker <command>`: chat, logits, init-checkpoint, checkpoint-split, render, parse, sessions,
+serve."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import sys
 
 from model_worker.chat.cli import add_parse_parser, add_render_parser
-from model_worker.checkpoint.cli import add_init_checkpoint_parser
+from model_worker.checkpoint.cli import add_checkpoint_split_parser, add_init_checkpoint_parser
 from model_worker.cli_chat import add_chat_parser
 from model_worker.cli_logits import add_logits_parser
 from model_worker.server.serve import add_serve_parser
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     add_chat_parser(commands)
     add_logits_parser(commands)
     add_init_checkpoint_parser(commands)
+    add_checkpoint_split_parser(commands)
     add_render_parser(commands)
     add_parse_parser(commands)
     add_sessions_parser(commands)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model_worker.engine.loading import load_model
 from model_worker.model import ForwardBatch
+from model_worker.parallel.launch import ModelSpec, open_replica
 from model_worker.sessions import SessionNotFound
 from model_worker.sessions.cli import add_store_arguments, open_store
 
@@ -27,6 +27,8 @@ def add_logits_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--positions", default="all", help="all | last | A:B (half-open), of the ids given")
     add_store_arguments(p, required=False)
     p.add_argument("--session", help="append the ids to this stored session (created if absent), then commit")
+    p.add_argument("--tensor-parallel", type=int, default=1, help="split the model over N local ranks (the logits are "
+                   "the same as one rank's, within float rounding)")
     p.set_defaults(func=run_logits)
 
 
@@ -48,7 +50,16 @@ def run_logits(args: argparse.Namespace) -> int:
     ids = json.loads(Path(args.input_ids).read_text())
     if not isinstance(ids, list) or not ids or not all(isinstance(i, int) for i in ids):
         raise ValueError("--input-ids must hold a non-empty JSON list of ints")
-    model = load_model(args.checkpoint, numerics=args.numerics)
+    replica = open_replica(ModelSpec(args.checkpoint, "tiny", 0, args.numerics), args.tensor_parallel)
+    if replica is None:
+        return 0  # a rank other than 0 of a launcher-started replica: it followed rank 0 to the end
+    try:
+        return _write_logits(args, ids, replica.model)
+    finally:
+        replica.close()
+
+
+def _write_logits(args: argparse.Namespace, ids: list[int], model) -> int:
     if max(ids) >= model.config.vocab_size or min(ids) < 0:
         raise ValueError(f"token ids must lie in [0, {model.config.vocab_size})")
     selected = parse_positions(args.positions, len(ids))

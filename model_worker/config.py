@@ -117,10 +117,11 @@ PRO = ModelConfig(
     q_lora_rank=1536, o_groups=16, index_topk=1024, compress_ratios=(128, 128) + (4, 128) * 29 + (4, 0),
 )
 # The embedded default: every layer kind (window-only, CSA, HCA), hash-routed layers, mHC, MoE and MTP at a size a
-# laptop decodes quickly. Real vocabulary so the official tokenizer and chat encoding work end to end.
+# laptop decodes quickly, splitting over 1, 2 or 4 tensor-parallel ranks. Real vocabulary so the official tokenizer and
+# chat encoding work end to end.
 TINY = ModelConfig(
     dim=256, moe_inter_dim=128, n_layers=4, n_hash_layers=2, n_heads=4, n_routed_experts=8, n_activated_experts=2,
-    q_lora_rank=128, head_dim=128, o_groups=2, o_lora_rank=64, index_n_heads=8, index_head_dim=128, index_topk=32,
+    q_lora_rank=128, head_dim=128, o_groups=4, o_lora_rank=64, index_n_heads=8, index_head_dim=128, index_topk=32,
     compress_ratios=(0, 4, 128, 4, 0),
 )
 NAMED_CONFIGS = {"flash": FLASH, "pro": PRO, "tiny": TINY}

@@ -44,7 +44,7 @@ def indexer_topk(
     for first in range(0, n, KEY_BLOCK):
         block = keys[first : first + KEY_BLOCK]
         if block.dtype == torch.uint8:
-            logits = _fp4_key_logits(qf, block, dim).relu_()
+            logits = fp4_key_logits(qf, block, dim).relu_()
         else:
             logits = torch.einsum("thc,nc->thn", qf, block.float()).relu_()
         # + 0.0 turns -0.0 into 0.0: the two must rank as one score.
@@ -76,7 +76,7 @@ def ranked_ids(best: torch.Tensor) -> torch.Tensor:
     return torch.where(best <= _NONE, -1, _ID_MASK - (best & _ID_MASK))
 
 
-def _fp4_key_logits(q: torch.Tensor, stored: torch.Tensor, dim: int) -> torch.Tensor:
+def fp4_key_logits(q: torch.Tensor, stored: torch.Tensor, dim: int) -> torch.Tensor:
     """q [T, H, c] against stored FP4 keys [N, c/2 + c/32] -> [T, H, N] float32.
 
     A byte holds dims 2i (low nibble) and 2i+1 (high nibble): the even and the odd dims are decoded separately and

@@ -1,6 +1,8 @@
 """A checkpoint directory: its shards (with or without `model.safetensors.index.json`), which shard holds each
 tensor, its layout and its config. Opening one parses and cross-checks every header and the index; it reads no
 weight bytes, so a broken checkpoint fails before any memory is spent on it.
+
+A directory split per rank by DeepSeek's convert.py (`model{rank}-mp{N}.safetensors`) opens one rank's file only.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import torch
 
 from model_worker.checkpoint.errors import CheckpointConfigError, CheckpointError
 from model_worker.checkpoint.layouts import OFFICIAL, detect_layout, layout_config
+from model_worker.checkpoint.mp_split import find_split_size, rank_file_name
 from model_worker.checkpoint.safetensors_io import SafetensorsFile, TensorEntry
 from model_worker.config import ConfigError, ModelConfig, config_from_dict
+from model_worker.parallel import TensorParallel
 
 INDEX_FILE = "model.safetensors.index.json"
 ROOT_CONFIG = "config.json"
@@ -23,7 +27,10 @@ INFERENCE_CONFIG = "inference/config.json"
 
 @dataclass
 class CheckpointDir:
-    """An opened checkpoint. `locations` maps each tensor name to the shard file (relative name) holding it."""
+    """An opened checkpoint. `locations` maps each tensor name to the shard file (relative name) holding it.
+
+    For a per-rank split, `split_size` is N and `files` holds rank `rank`'s file only; opened without a rank it holds
+    no file (its config and fingerprint are still there)."""
 
     path: Path
     files: dict[str, SafetensorsFile]
@@ -31,6 +38,8 @@ class CheckpointDir:
     layout: str
     config: ModelConfig
     config_source: str
+    split_size: int | None = None
+    rank: int | None = None
 
     def entry(self, key: str) -> TensorEntry:
         return self.files[self.locations[key]].entries[key]
@@ -40,11 +49,15 @@ class CheckpointDir:
         return self.files[self.locations[key]].tensor(key)
 
 
-def open_checkpoint_dir(path: str | Path) -> CheckpointDir:
-    """Open and validate the checkpoint at `path` (a directory)."""
+def open_checkpoint_dir(path: str | Path, tp: TensorParallel | None = None) -> CheckpointDir:
+    """Open and validate the checkpoint at `path` (a directory); of a per-rank split, the file of rank `tp.rank`
+    (which needs `tp.size` to be the split's size)."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: not a checkpoint directory")
+    split_size = find_split_size(path)
+    if split_size is not None:
+        return _open_split(path, split_size, tp)
     files, locations = _read_shards(path)
     layout = detect_layout(set(locations))
     if layout is None:
@@ -52,6 +65,24 @@ def open_checkpoint_dir(path: str | Path) -> CheckpointDir:
                               f"`model.embed_tokens.weight` (transformers) tensor")
     config, source = _read_config(path, layout)
     return CheckpointDir(path, files, locations, layout, config, source)
+
+
+def _open_split(path: Path, size: int, tp: TensorParallel | None) -> CheckpointDir:
+    # convert.py writes official names only, so the layout is known before any header is read.
+    config, source = _read_config(path, OFFICIAL)
+    if tp is None:
+        return CheckpointDir(path, {}, {}, OFFICIAL, config, source, split_size=size)
+    if tp.size != size:
+        raise CheckpointError(
+            f"{path}: these files are split for {size} tensor-parallel ranks ({rank_file_name(0, size)} ...), "
+            f"not {tp.size}; run with --tensor-parallel {size}, load the original checkpoint, or re-split it with "
+            f"`python -m model_worker checkpoint-split SRC DST --tensor-parallel {tp.size}`")
+    name = rank_file_name(tp.rank, size)
+    file = SafetensorsFile(path / name)
+    if detect_layout(set(file.entries)) != OFFICIAL:
+        raise CheckpointError(f"{path / name}: no `embed.weight`; per-rank files carry the official tensor names")
+    return CheckpointDir(path, {name: file}, dict.fromkeys(file.entries, name), OFFICIAL, config, source,
+                         split_size=size, rank=tp.rank)
 
 
 def _read_shards(path: Path) -> tuple[dict[str, SafetensorsFile], dict[str, str]]:

@@ -1,7 +1,8 @@
-"""`init-checkpoint` subcommand (wired into `python -m model_worker` by the lead):
+"""Checkpoint subcommands of `python -m model_worker`:
 
 init-checkpoint --config NAME_OR_JSON --format official|hf --seed S --out DIR [--num-shards N]
                 [--dtype float32|bfloat16]   (--dtype: hf only)
+checkpoint-split SRC DST --tensor-parallel N   (official checkpoint -> convert.py's model{rank}-mp{N} files)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from model_worker.checkpoint.fingerprint import model_fingerprint
 from model_worker.checkpoint.layouts import LAYOUTS, OFFICIAL
+from model_worker.checkpoint.split_writer import split_checkpoint
 from model_worker.checkpoint.writer import write_random_checkpoint
 from model_worker.config import load_config
 
@@ -47,4 +49,21 @@ def add_init_checkpoint_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     init_checkpoint_command(args.config, args.fmt, args.seed, args.out, args.num_shards, args.dtype)
+    return 0
+
+
+def add_checkpoint_split_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `checkpoint-split`; the parsed namespace's `func(args)` runs it."""
+    p = subparsers.add_parser("checkpoint-split", help="split an official checkpoint into per-rank files "
+                              "(model{rank}-mp{N}.safetensors, as DeepSeek's convert.py writes them)")
+    p.add_argument("src", help="official-layout checkpoint directory")
+    p.add_argument("dst", help="output directory (new or empty)")
+    p.add_argument("--tensor-parallel", type=int, required=True, help="number of ranks (one file each)")
+    p.set_defaults(func=_run_split)
+    return p
+
+
+def _run_split(args: argparse.Namespace) -> int:
+    out = split_checkpoint(args.src, args.dst, args.tensor_parallel)
+    print(f"wrote {args.tensor_parallel} per-rank files to {out} (fingerprint {model_fingerprint(out)}, the source's)")
     return 0

@@ -7,13 +7,15 @@ tensors), "hf-native" (the module names of `DeepseekV4ForCausalLM`, stacked `gat
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 
 from model_worker.checkpoint.names import to_hf_name
 from model_worker.config import ModelConfig
+from model_worker.parallel import TensorParallel
+from model_worker.parallel.shard import is_block_scale, local_range, split_dim
 
 OFFICIAL, HF = "official", "hf"
 LAYOUTS = (OFFICIAL, HF)
@@ -102,6 +104,18 @@ def part_shape(param_shape: tuple[int, ...], source: ParamSource) -> tuple[int, 
         return param_shape
     parts = len(source.keys[0])
     return (param_shape[1] // parts, *param_shape[2:])
+
+
+def rank_parts(full: Mapping[str, torch.Tensor], tp: TensorParallel) -> dict[str, tuple[int, int, int] | None]:
+    """(dim, start, end) of rank `tp.rank`'s part of each parameter of the full model `full` (None: all of it).
+    Raises ValueError where a split would cut an FP8 scale block unaligned."""
+    parts = {}
+    for name, param in full.items():
+        dim = split_dim(name)
+        weight = full.get(name[: -len("scale")] + "weight") if is_block_scale(name) else None
+        parts[name] = local_range(name, tuple(param.shape), tp,
+                                  None if weight is None or dim is None else weight.shape[dim])
+    return parts
 
 
 def allowed_dtypes(param: str, dtype: torch.dtype, layout: str) -> tuple[str, ...]:

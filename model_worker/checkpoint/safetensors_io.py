@@ -1,7 +1,9 @@
 """Safetensors read and write without pickle: headers are parsed and validated here, and tensors are zero-copy views
 into a private (copy-on-write) memory map of the file, so loading never holds a second copy of the weights.
 
-F8_E8M0 (ue8m0 scales) reads as raw uint8 exponent bytes, which every torch version can hold.
+F8_E8M0 (ue8m0 scales) reads as raw uint8 exponent bytes, which every torch version can hold. F4 (e2m1 pairs, what
+`safetensors` writes for torch.float4_e2m1fn_x2, as DeepSeek's convert.py does for routed experts) reads as the same
+packed uint8 bytes; its header shape counts FP4 values, so the last dim is twice the stored one.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
     "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "F8_E8M0": torch.uint8,
+    "F4": torch.uint8,
 }
-_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items() if name != "F8_E8M0"}
+PACKED_PAIRS = "F4"  # two values per byte along the last dim
+_NAMES: dict[torch.dtype, str] = {dtype: name for name, dtype in DTYPES.items() if name not in ("F8_E8M0", "F4")}
 if hasattr(torch, "float8_e8m0fnu"):
     _NAMES[torch.float8_e8m0fnu] = "F8_E8M0"
 _HEADER_LIMIT = 100 * 1024 * 1024  # the format's own cap; a larger length means a corrupt or foreign file
@@ -49,6 +53,15 @@ class TensorEntry:
     @property
     def nbytes(self) -> int:
         return self.end - self.begin
+
+    @property
+    def storage_shape(self) -> tuple[int, ...]:
+        """The shape of the stored elements (for F4, of the packed bytes)."""
+        return _storage_shape(self.dtype, self.shape)
+
+
+def _storage_shape(dtype: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (*shape[:-1], shape[-1] // 2) if dtype == PACKED_PAIRS else shape
 
 
 class SafetensorsFile:
@@ -103,8 +116,10 @@ class SafetensorsFile:
             raise CheckpointError(f"{self.path}: malformed header entry for {name!r}: {raw!r}") from exc
         if dtype not in DTYPES:
             raise CheckpointError(f"{self.path}: tensor {name!r} has unsupported dtype {dtype!r}")
+        if dtype == PACKED_PAIRS and (not shape or shape[-1] % 2):
+            raise CheckpointError(f"{self.path}: F4 tensor {name!r} {list(shape)} must have an even last dim")
         numel = 1
-        for dim in shape:
+        for dim in _storage_shape(dtype, shape):
             numel *= dim
         expected = numel * DTYPES[dtype].itemsize
         if not 0 <= begin <= end or end - begin != expected or any(d < 0 for d in shape):
@@ -126,17 +141,18 @@ class SafetensorsFile:
         entry = self.entries[name]
         dtype = DTYPES[entry.dtype]
         if entry.nbytes == 0:
-            return torch.empty(entry.shape, dtype=dtype)
+            return torch.empty(entry.storage_shape, dtype=dtype)
         raw = self.base[entry.begin : entry.end]
         if entry.begin % dtype.itemsize:
             raw = raw.clone()
-        return raw.view(dtype).view(entry.shape)
+        return raw.view(dtype).view(entry.storage_shape)
 
 
 def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], dtypes: Mapping[str, str] | None = None,
                       metadata: Mapping[str, str] | None = None) -> int:
-    """Write `tensors` to `path`; `dtypes` overrides the header dtype of raw-byte tensors (uint8 stored as "I8" or
-    "F8_E8M0"). Returns the file size. Tensors are laid out widest dtype first so every offset stays aligned."""
+    """Write `tensors` to `path`; `dtypes` overrides the header dtype of raw-byte tensors (uint8 stored as "I8",
+    "F8_E8M0" or packed "F4"). Returns the file size. Tensors are laid out widest dtype first so every offset stays
+    aligned."""
     dtypes = dtypes or {}
     order = sorted(tensors, key=lambda n: -tensors[n].element_size())
     header: dict[str, object] = {"__metadata__": dict(metadata or {"format": "pt"})}
@@ -147,7 +163,10 @@ def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], dty
         if DTYPES[dtype].itemsize != tensor.element_size():
             raise CheckpointError(f"cannot store {name!r} ({tensor.dtype}) as {dtype}")
         nbytes = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": dtype, "shape": list(tensor.shape), "data_offsets": [offset, offset + nbytes]}
+        shape = list(tensor.shape)
+        if dtype == PACKED_PAIRS:
+            shape[-1] *= 2
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)

@@ -176,8 +176,11 @@ class WorkerClient(SyncRpcClient):
         request = pb.RewindSessionRequest(session_id=session_id, commit=commit)
         return convert.session_from_proto(self._unary("RewindSession", request, timeout))
 
-    def get_session(self, session_id: str, *, timeout: float | None = None) -> SessionInfo:
-        request = pb.GetSessionRequest(session_id=session_id)
+    def get_session(self, session_id: str, *, include_bytes: bool = False,
+                    timeout: float | None = None) -> SessionInfo:
+        """The session's length, commits and head; `include_bytes` also sizes its stored values per tier (work
+        proportional to its length)."""
+        request = pb.GetSessionRequest(session_id=session_id, include_bytes=include_bytes)
         return convert.session_from_proto(self._unary("GetSession", request, timeout))
 
     def list_sessions(self, *, page_size: int | None = None, timeout: float | None = None) -> list[str]:

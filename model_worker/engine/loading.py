@@ -10,22 +10,27 @@ import torch
 from model_worker.config import ModelConfig, load_config
 from model_worker.model import DeepseekV4
 from model_worker.numerics import get_numerics
+from model_worker.parallel import SINGLE, TensorParallel
+from model_worker.parallel.shard import shard_state_dict
 
 
 def load_model(checkpoint: str | None, config: str = "tiny", seed: int = 0, numerics: str = "official",
-               device: str = "cpu") -> DeepseekV4:
-    """The model, with `model.fingerprint` naming its weights (what stored sessions are tied to)."""
+               device: str = "cpu", tp: TensorParallel = SINGLE) -> DeepseekV4:
+    """The model (this rank's share of it under tensor parallelism), with `model.fingerprint` naming its weights
+    (what stored sessions are tied to: the same at any parallel size)."""
     if checkpoint:
         from model_worker.checkpoint.loader import load_checkpoint
 
-        model, info = load_checkpoint(checkpoint, numerics=get_numerics(numerics), device=device)
+        model, info = load_checkpoint(checkpoint, numerics=get_numerics(numerics), device=device, tp=tp)
         model.fingerprint = info.fingerprint
         return model
     from model_worker.checkpoint.random_init import random_state_dict
 
     model_config, fingerprint = model_identity(None, config, seed)
-    model = DeepseekV4(model_config, quantized=True, numerics=get_numerics(numerics))
-    model.load_state_dict(random_state_dict(model, seed), assign=True, strict=True)
+    weights = random_state_dict(DeepseekV4(model_config, quantized=True, numerics=get_numerics(numerics)), seed)
+    # Random weights are drawn whole and then split (small configs only; checkpoints load per rank).
+    model = DeepseekV4(model_config, quantized=True, numerics=get_numerics(numerics), tp=tp)
+    model.load_state_dict(shard_state_dict(weights, tp), assign=True, strict=True)
     model.fingerprint = fingerprint
     return model.to(torch.device(device))
 

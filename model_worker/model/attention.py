@@ -3,6 +3,9 @@
 Low-rank queries (wq_a -> q_norm -> wq_b, per-head RMS norm), one shared 512-d K=V head (wkv -> kv_norm), partial RoPE,
 one softmax over the query's 128-token window plus its compressed entries with a per-head sink, inverse RoPE on the
 output, and a grouped low-rank output projection (wo_a per group, then wo_b).
+
+Tensor parallel: each rank runs its share of the heads (and their output groups and sinks); the K=V head and the
+compressors are replicated, so every rank keeps the same state; wo_b's partial sums are added over ranks.
 """
 
 from __future__ import annotations
@@ -18,29 +21,33 @@ from model_worker.model.indexer import Indexer
 from model_worker.model.layers import Linear, RMSNorm, frozen_param
 from model_worker.model.rope import inv_freq
 from model_worker.numerics import Numerics
+from model_worker.parallel import SINGLE, TensorParallel
 from model_worker.state import LayerState, StateLayout
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool) -> None:
+    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
-        self.config, self.layer_id = config, layer_id
+        self.config, self.layer_id, self.tp = config, layer_id, tp
         self.kind = config.layer_type(layer_id)
         self.ratio = config.compress_ratios[layer_id]
         c = config
+        heads = tp.split(c.n_heads, "n_heads")
+        groups = tp.split(c.o_groups, "o_groups")
+        self.n_local_heads, self.n_local_groups = heads[1] - heads[0], groups[1] - groups[0]
         self.wq_a = Linear(c.dim, c.q_lora_rank, role="fp8", quantized=quantized)
         self.q_norm = RMSNorm(c.q_lora_rank, c.norm_eps)
-        self.wq_b = Linear(c.q_lora_rank, c.n_heads * c.head_dim, role="fp8", quantized=quantized)
+        self.wq_b = Linear(c.q_lora_rank, self.n_local_heads * c.head_dim, role="fp8", quantized=quantized)
         self.wkv = Linear(c.dim, c.head_dim, role="fp8", quantized=quantized)
         self.kv_norm = RMSNorm(c.head_dim, c.norm_eps)
-        self.wo_a = Linear(c.n_heads * c.head_dim // c.o_groups, c.o_groups * c.o_lora_rank, role="bf16",
+        self.wo_a = Linear(c.n_heads * c.head_dim // c.o_groups, self.n_local_groups * c.o_lora_rank, role="bf16",
                            quantized=quantized)
-        self.wo_b = Linear(c.o_groups * c.o_lora_rank, c.dim, role="fp8", quantized=quantized)
-        self.attn_sink = frozen_param(c.n_heads)
+        self.wo_b = Linear(self.n_local_groups * c.o_lora_rank, c.dim, role="fp8", quantized=quantized)
+        self.attn_sink = frozen_param(self.n_local_heads)
         if self.kind != WINDOW:
             self.compressor = Compressor(c.dim, c.head_dim, self.ratio, overlap=self.kind == CSA, norm_eps=c.norm_eps)
         if self.kind == CSA:
-            self.indexer = Indexer(c, quantized)
+            self.indexer = Indexer(c, quantized, tp)
         self.register_buffer("freqs", inv_freq(c, compressed=self.kind != WINDOW), persistent=False)
 
     def forward(
@@ -50,7 +57,7 @@ class Attention(nn.Module):
         """x [T, dim] (normed block input) -> [T, dim]; extends each segment's state for this layer."""
         c = self.config
         qr = self.q_norm(self.wq_a(x, numerics))
-        q = self.wq_b(qr, numerics).view(-1, c.n_heads, c.head_dim)
+        q = self.wq_b(qr, numerics).view(-1, self.n_local_heads, c.head_dim)
         q = kernels.apply_rope(kernels.rms_norm(q, None, c.norm_eps), positions, self.freqs)
         kv = kernels.apply_rope(self.kv_norm(self.wkv(x, numerics)), positions, self.freqs)
         # Every projection runs once over all tokens; only the state-dependent work runs per sequence.
@@ -64,7 +71,7 @@ class Attention(nn.Module):
                                      None if index_inputs is None else tuple(t[rows] for t in index_inputs),
                                      seg.start_position, seg.state.layers[self.layer_id], layout, numerics)
         o = kernels.apply_rope(out.to(numerics.act_dtype), positions, self.freqs, inverse=True)
-        return self.wo_b(self._grouped_wo_a(o, numerics), numerics)
+        return self.tp.all_reduce(self.wo_b(self._grouped_wo_a(o, numerics), numerics))
 
     def _attend(
         self, q: torch.Tensor, stored_kv: torch.Tensor, comp_features: torch.Tensor | None,
@@ -105,4 +112,4 @@ class Attention(nn.Module):
     def _grouped_wo_a(self, o: torch.Tensor, numerics: Numerics) -> torch.Tensor:
         """o [T, H, D] -> [T, groups * o_lora_rank]: each group of heads through its own slice of wo_a."""
         return kernels.fp8_linear(o.flatten(1), self.wo_a.weight, self.wo_a.scale, False, numerics.act_dtype,
-                                  groups=self.config.o_groups)
+                                  groups=self.n_local_groups)

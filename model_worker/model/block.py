@@ -13,11 +13,12 @@ from model_worker.model.layers import RMSNorm
 from model_worker.model.mhc import add_hc_params
 from model_worker.model.moe import MoE
 from model_worker.numerics import Numerics
+from model_worker.parallel import SINGLE, TensorParallel
 from model_worker.state import StateLayout
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool) -> None:
+    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
         self.config = config
         n = config.hc_mult
@@ -26,8 +27,8 @@ class Block(nn.Module):
         add_hc_params(self, "hc_ffn", mix, flat, 3)
         self.attn_norm = RMSNorm(config.dim, config.norm_eps)
         self.ffn_norm = RMSNorm(config.dim, config.norm_eps)
-        self.attn = Attention(config, layer_id, quantized)
-        self.ffn = MoE(config, layer_id, quantized)
+        self.attn = Attention(config, layer_id, quantized, tp)
+        self.ffn = MoE(config, layer_id, quantized, tp)
 
     def forward(
         self, streams: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor, segments: list[Segment],

@@ -5,7 +5,9 @@
     logits = head(norm(hc_head(h)))                            [T, vocab]
     mtp: draft logits for token i+2 from (h_i, embed(token_{i+1}))       draft(): for the token after a sampled one
 
-All per-sequence state lives in `SequenceState`s passed with the batch; the modules hold weights only.
+All per-sequence state lives in `SequenceState`s passed with the batch; the modules hold weights only. Under
+tensor parallelism (`tp`) each rank holds its share of the heads, experts and vocabulary, and its states are the same
+as every other rank's (the K=V head and the compressors are replicated).
 """
 
 from __future__ import annotations
@@ -21,23 +23,27 @@ from model_worker.model.layers import Embedding, Linear, RMSNorm
 from model_worker.model.mhc import add_hc_params
 from model_worker.model.mtp import MTPBlock
 from model_worker.numerics import OFFICIAL, Numerics
+from model_worker.parallel import SINGLE, TensorParallel
 from model_worker.state import SequenceState, StateLayout
 
 
 class DeepseekV4(nn.Module):
-    def __init__(self, config: ModelConfig, quantized: bool = True, numerics: Numerics = OFFICIAL) -> None:
+    def __init__(self, config: ModelConfig, quantized: bool = True, numerics: Numerics = OFFICIAL,
+                 tp: TensorParallel = SINGLE) -> None:
         """quantized: FP8 block-scaled linears and packed FP4 experts (official layout) vs dense weights (HF layout).
         Parameters are created on the meta device; a checkpoint loader assigns them."""
         super().__init__()
-        self.config, self.numerics = config, numerics
+        self.config, self.numerics, self.tp = config, numerics, tp
         self.fingerprint: str | None = None  # names the weights once loaded (sessions are tied to it)
         n = config.hc_mult
-        self.embed = Embedding(config.vocab_size, config.dim)
-        self.layers = nn.ModuleList(Block(config, i, quantized) for i in range(config.n_layers))
+        self.embed = Embedding(config.vocab_size, config.dim, tp)
+        self.layers = nn.ModuleList(Block(config, i, quantized, tp) for i in range(config.n_layers))
         self.norm = RMSNorm(config.dim, config.norm_eps)
-        self.head = Linear(config.dim, config.vocab_size, role="head")
+        vocab = tp.split(config.vocab_size, "vocab_size")
+        self.head = Linear(config.dim, vocab[1] - vocab[0], role="head")
         add_hc_params(self, "hc_head", n, n * config.dim, 1)
-        self.mtp = nn.ModuleList(MTPBlock(config, config.n_layers + k, quantized) for k in range(config.n_mtp_layers))
+        self.mtp = nn.ModuleList(MTPBlock(config, config.n_layers + k, quantized, tp)
+                                 for k in range(config.n_mtp_layers))
 
     @property
     def layout(self) -> StateLayout:
@@ -93,7 +99,7 @@ class DeepseekV4(nn.Module):
     def _logits(self, streams: torch.Tensor, fn: torch.Tensor, base: torch.Tensor, scale: torch.Tensor,
                 norm: RMSNorm) -> torch.Tensor:
         x = norm(kernels.hc_head(streams, fn, base, scale, self.config.norm_eps, self.config.hc_eps))
-        return self.head(x, self.numerics)
+        return self.tp.all_gather(self.head(x, self.numerics))  # each rank computes its vocabulary's logits
 
     def _advance_mtp(self, states: list[SequenceState], next_tokens: list[int | None]
                      ) -> tuple[torch.Tensor | None, list[int]]:

@@ -1,5 +1,6 @@
 """Lightning Indexer (CSA layers): its own compressor makes one small key per 4 tokens; each query scores the visible
-keys with Σ_h w_h · ReLU(q_h · k) and keeps the top k for sparse attention.
+keys with Σ_h w_h · ReLU(q_h · k) and keeps the top k for sparse attention. Tensor parallel: each rank scores with
+its share of the heads and the partial scores are added over ranks before the top k.
 
 Official numerics rotate queries and keys with a Hadamard transform and round both through FP4 (the QK path the model
 was trained with); keys are stored in that FP4 form. The rotation is orthogonal, so reference numerics skip it.
@@ -15,23 +16,26 @@ from model_worker.config import ModelConfig
 from model_worker.model.compressor import Compressor
 from model_worker.model.layers import Linear
 from model_worker.numerics import Numerics
+from model_worker.parallel import SINGLE, TensorParallel
 from model_worker.state import LayerState, StateLayout
 
 
 class Indexer(nn.Module):
-    def __init__(self, config: ModelConfig, quantized: bool) -> None:
+    def __init__(self, config: ModelConfig, quantized: bool, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
         self.n_heads, self.head_dim, self.topk = config.index_n_heads, config.index_head_dim, config.index_topk
-        self.ratio = config.csa_ratio
-        self.wq_b = Linear(config.q_lora_rank, self.n_heads * self.head_dim, role="fp8", quantized=quantized)
-        self.weights_proj = Linear(config.dim, self.n_heads, role="bf16")
+        self.ratio, self.tp = config.csa_ratio, tp
+        heads = tp.split(self.n_heads, "index_n_heads")
+        self.n_local_heads = heads[1] - heads[0]
+        self.wq_b = Linear(config.q_lora_rank, self.n_local_heads * self.head_dim, role="fp8", quantized=quantized)
+        self.weights_proj = Linear(config.dim, self.n_local_heads, role="bf16")
         self.compressor = Compressor(config.dim, self.head_dim, self.ratio, overlap=True, norm_eps=config.norm_eps)
 
     def queries(self, qr: torch.Tensor, x: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor,
                 numerics: Numerics) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Batched over all tokens: queries [T, H, c], head weights [T, H] float32 (scales folded in) and the key
         compressor's features [T, 4c]."""
-        q = self.wq_b(qr, numerics).view(-1, self.n_heads, self.head_dim)
+        q = self.wq_b(qr, numerics).view(-1, self.n_local_heads, self.head_dim)
         q = kernels.apply_rope(q, positions, freqs)
         if numerics.quantize:
             q = kernels.fp4_round_trip(kernels.hadamard(q))
@@ -49,5 +53,8 @@ class Indexer(nn.Module):
             state.index_keys.append(layout.encode_index_keys(kernels.hadamard(keys) if numerics.quantize else keys))
         positions = torch.arange(start, start + q.shape[0], device=q.device)
         visible = (positions + 1) // self.ratio
-        return kernels.indexer_topk(q, weights, state.index_keys.view(), visible, self.topk,
-                                    numerics.index_score_dtype)
+        if self.tp.size == 1:
+            return kernels.indexer_topk(q, weights, state.index_keys.view(), visible, self.topk,
+                                        numerics.index_score_dtype)
+        return kernels.indexer_topk_sharded(q, weights, state.index_keys.view(), visible, self.topk,
+                                            numerics.index_score_dtype, self.tp.all_reduce)

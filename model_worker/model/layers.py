@@ -14,6 +14,7 @@ from torch import nn
 
 import kernels
 from model_worker.numerics import Numerics
+from model_worker.parallel import SINGLE, TensorParallel
 
 
 def _frozen(tensor: torch.Tensor) -> nn.Parameter:
@@ -62,9 +63,18 @@ def frozen_param(*shape: int, dtype: torch.dtype = torch.float32) -> nn.Paramete
 
 
 class Embedding(nn.Module):
-    def __init__(self, vocab_size: int, dim: int) -> None:
+    """Tensor parallel: each rank holds a slice of the vocabulary; a token's row comes from the rank holding it."""
+
+    def __init__(self, vocab_size: int, dim: int, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
-        self.weight = _frozen(torch.empty(vocab_size, dim, dtype=torch.bfloat16, device="meta"))
+        self.first, last = tp.split(vocab_size, "vocab_size")
+        self.tp = tp
+        self.weight = _frozen(torch.empty(last - self.first, dim, dtype=torch.bfloat16, device="meta"))
 
     def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return self.weight[token_ids]
+        if self.tp.size == 1:
+            return self.weight[token_ids]
+        local = token_ids - self.first
+        here = (local >= 0) & (local < self.weight.shape[0])
+        rows = self.weight[local.clamp(0, self.weight.shape[0] - 1)] * here[:, None]
+        return self.tp.all_reduce(rows)

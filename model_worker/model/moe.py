@@ -3,6 +3,10 @@
 Router scores are sqrt(softplus(logits)); selection adds the per-expert balancing bias, mixing weights use the
 unbiased scores of the chosen experts, normalized and scaled by route_scale. The first n_hash_layers pick experts by
 token id (tid2eid) instead. SwiGLU clamps up to [-limit, limit] and gate to <= limit, shared expert included.
+
+Expert parallel (within tensor parallel): each rank holds its share of the routed experts and runs only the slots
+routed to them; their partial outputs are added over ranks. The shared expert is replicated (each rank adds it after
+the sum, so it counts once).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import kernels
 from model_worker.config import ModelConfig
 from model_worker.model.layers import Linear, frozen_param
 from model_worker.numerics import Numerics
+from model_worker.parallel import SINGLE, TensorParallel
 
 
 class Gate(nn.Module):
@@ -50,9 +55,11 @@ class Gate(nn.Module):
 class Experts(nn.Module):
     """All routed experts stacked: w13 = [w1 rows; w3 rows] per expert, w2 separately; packed FP4 or dense."""
 
-    def __init__(self, config: ModelConfig, quantized: bool) -> None:
+    def __init__(self, config: ModelConfig, quantized: bool, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
-        e, inter, dim = config.n_routed_experts, config.moe_inter_dim, config.dim
+        first, last = tp.split(config.n_routed_experts, "n_routed_experts")
+        self.first, self.tp = first, tp
+        e, inter, dim = last - first, config.moe_inter_dim, config.dim
         fp4 = quantized and config.expert_dtype == "fp4"
         self.w13 = frozen_param(e, 2 * inter, dim // 2 if fp4 else dim, dtype=torch.uint8 if fp4 else torch.bfloat16)
         self.w2 = frozen_param(e, dim, inter // 2 if fp4 else inter, dtype=torch.uint8 if fp4 else torch.bfloat16)
@@ -61,8 +68,15 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor, limit: float,
                 numerics: Numerics) -> torch.Tensor:
-        return kernels.fp4_expert_ffn(x, ids, weights, self.w13, self.w13_scale, self.w2, self.w2_scale, limit,
-                                      numerics.quantize)
+        """[T, dim] float32: this rank's experts' share of the routed output."""
+        if self.tp.size == 1:
+            return kernels.fp4_expert_ffn(x, ids, weights, self.w13, self.w13_scale, self.w2, self.w2_scale, limit,
+                                          numerics.quantize)
+        local = ids - self.first
+        token, slot = ((local >= 0) & (local < self.w13.shape[0])).nonzero(as_tuple=True)
+        out = kernels.fp4_expert_ffn(x[token], local[token, slot, None], weights[token, slot, None], self.w13,
+                                     self.w13_scale, self.w2, self.w2_scale, limit, numerics.quantize)
+        return torch.zeros(x.shape[0], out.shape[1], dtype=out.dtype, device=out.device).index_add_(0, token, out)
 
 
 class SharedExpert(nn.Module):
@@ -81,15 +95,15 @@ class SharedExpert(nn.Module):
 
 
 class MoE(nn.Module):
-    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool) -> None:
+    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool, tp: TensorParallel = SINGLE) -> None:
         super().__init__()
-        self.limit = config.swiglu_limit
+        self.limit, self.tp = config.swiglu_limit, tp
         self.gate = Gate(config, hashed=layer_id < config.n_hash_layers)
-        self.experts = Experts(config, quantized)
+        self.experts = Experts(config, quantized, tp)
         self.shared_experts = SharedExpert(config, quantized)
 
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor, numerics: Numerics) -> torch.Tensor:
         """x [T, dim] -> [T, dim] in the activation dtype."""
         ids, weights = self.gate(x, token_ids)
         routed = self.experts(x, ids, weights, self.limit, numerics)
-        return (routed + self.shared_experts(x, numerics).float()).to(numerics.act_dtype)
+        return (self.tp.all_reduce(routed) + self.shared_experts(x, numerics).float()).to(numerics.act_dtype)

@@ -13,11 +13,12 @@ from model_worker.model.block import Block
 from model_worker.model.layers import Linear, RMSNorm
 from model_worker.model.mhc import add_hc_params
 from model_worker.numerics import Numerics
+from model_worker.parallel import SINGLE, TensorParallel
 
 
 class MTPBlock(Block):
-    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool) -> None:
-        super().__init__(config, layer_id, quantized)
+    def __init__(self, config: ModelConfig, layer_id: int, quantized: bool, tp: TensorParallel = SINGLE) -> None:
+        super().__init__(config, layer_id, quantized, tp)
         n = config.hc_mult
         self.e_proj = Linear(config.dim, config.dim, role="fp8", quantized=quantized)
         self.h_proj = Linear(config.dim, config.dim, role="fp8", quantized=quantized)

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from model_worker.chat import load_tokenizer
+from model_worker.parallel.launch import KEEPALIVE_S, ModelSpec, open_replica
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.service import WorkerService
 from model_worker.sessions import BlobCodec, SessionStore
@@ -52,6 +53,8 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens-per-second-per-tenant", type=float, help="token bucket per tenant (10 s of burst)")
     p.add_argument("--speculative", action="store_true", help="MTP speculative decoding: the MTP layer drafts each "
                    "next token and the main model verifies it in the same pass (replies unchanged)")
+    p.add_argument("--tensor-parallel", type=int, default=1, help="split the model over N local ranks (gloo on CPU, "
+                   "NCCL on GPUs); across machines, start every rank with torch.distributed's env:// variables")
     p.add_argument("--threads", type=int, default=32, help="gRPC handler threads")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
     p.add_argument("--trace-console", action="store_true", help="print OpenTelemetry spans (no collector needed)")
@@ -98,9 +101,10 @@ def build_server(runtime: WorkerRuntime, host: str, port: int, threads: int = 32
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from model_worker.engine.loading import load_model
-
-    model = load_model(args.checkpoint, args.config, args.seed, args.numerics)
+    replica = open_replica(ModelSpec(args.checkpoint, args.config, args.seed, args.numerics), args.tensor_parallel)
+    if replica is None:
+        return 0  # a rank other than 0 of a launcher-started replica: it followed rank 0 to the end
+    model = replica.model
     key = os.environ.get(KEY_ENV)
     store = SessionStore(open_tiered(args.session_store, args.warm_store), model.fingerprint, model.layout,
                          codec=BlobCodec(bytes.fromhex(key)) if key else BlobCodec())
@@ -133,16 +137,42 @@ def run_serve(args: argparse.Namespace) -> int:
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     security = "" if tls is None else " (mutual TLS)" if tls.client_ca else " (TLS)"
     print(f"model worker serving {runtime.model_name} on {args.host}:{port}{security}", flush=True)
-    stopping = threading.Event()
+    stopping, rank_lost = threading.Event(), threading.Event()
 
     def drain(*_: object) -> None:
         for name in ("", SERVICE_NAME):
             health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         stopping.set()
 
+    def lost(rank: int, code: int | None) -> None:
+        if rank_lost.is_set():
+            return
+        what = f"rank {rank} of the replica exited ({code})" if rank >= 0 else "a rank of the replica is gone"
+        print(f"{what}: not serving, shutting down", flush=True)
+        rank_lost.set()
+        drain()
+
+    if replica.ranks is not None:
+        print(f"tensor parallel over {replica.tp.size} ranks (pids {replica.ranks.pids()})", flush=True)
+        replica.ranks.watch(lost)
+    if replica.tp.size > 1:
+        replica.model.keep_alive(lambda reason: lost(-1, None), KEEPALIVE_S)
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
     stopping.wait()
+    if rank_lost.is_set():
+        return _abandon(server, runtime)
     server.stop(grace=60).wait()  # refuses new calls, lets running ones finish (and commit)
     runtime.stop()
+    replica.close()
     return 0
+
+
+def _abandon(server: grpc.Server, runtime: WorkerRuntime) -> int:
+    """A rank died: the replica cannot run a forward pass any more. Calls in flight fail (their collectives break),
+    written commits stay; the process exits with an error status rather than wait on a group that cannot finish."""
+    server.stop(grace=2).wait()
+    stopped = threading.Thread(target=runtime.stop, daemon=True)
+    stopped.start()
+    stopped.join(timeout=10)
+    os._exit(1)

@@ -20,7 +20,7 @@ from model_worker.server.errors import rpc_errors
 from model_worker.server.generate import check_expected_commit, generate, session_input
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.sessions import Head, admin
-from model_worker.sessions.manifest import tenant_key
+from model_worker.sessions.manifest import check_session_id, tenant_key
 from model_worker.structured import ReplySpec
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2_grpc
@@ -131,7 +131,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
 
     @rpc_errors
     def GetSession(self, request, context) -> pb.Session:
-        return self._session(self._tenant(context), request.session_id)
+        return self._session(self._tenant(context), request.session_id, include_bytes=request.include_bytes)
 
     @rpc_errors
     def ListSessions(self, request, context) -> pb.ListSessionsResponse:
@@ -222,12 +222,13 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         return pb.Load(waiting_requests=load["waiting"], running_requests=load["running"],
                        kv_bytes_by_tier={"hot": self.runtime.hot.nbytes})
 
-    def _session(self, tenant: str, session_id: str, reused: int = 0) -> pb.Session:
-        store = self.runtime.store
-        info = admin.stats(store, tenant, session_id)
-        commit = store.read_commit(tenant_key(tenant), session_id, None)
-        return pb.Session(session_id=session_id, tokens=info["tokens"], commit=info["seq"],
-                          commits_retained=info["commits_retained"], think_max=commit.head.think_max,
-                          reused_prefix_tokens=reused, bytes_by_tier=info["bytes_by_tier"],
-                          parent=commit.parent or "")
+    def _session(self, tenant: str, session_id: str, reused: int = 0, include_bytes: bool = False) -> pb.Session:
+        """From the newest commit record (constant work, whatever the session's length); sizing every stored value
+        is asked for explicitly."""
+        store, tk = self.runtime.store, tenant_key(tenant)
+        commit = store.read_commit(tk, check_session_id(session_id), None)
+        sizes = admin.stats(store, tenant, session_id)["bytes_by_tier"] if include_bytes else {}
+        return pb.Session(session_id=session_id, tokens=commit.num_tokens, commit=commit.seq,
+                          commits_retained=store.commit_seqs(tk, session_id), think_max=commit.head.think_max,
+                          reused_prefix_tokens=reused, bytes_by_tier=sizes, parent=commit.parent or "")
 

@@ -26,6 +26,17 @@ def test_logits_are_the_same_in_one_pass_and_in_chunks(small_checkpoint: Path, t
     assert np.abs(tail - full[30:45]).max() <= 1e-4 * np.abs(full).max()
 
 
+def test_logits_on_two_tensor_parallel_ranks_equal_one_ranks(small_checkpoint: Path, tmp_path: Path) -> None:
+    ids = np.random.default_rng(1).integers(0, 512, 45).tolist()
+    (tmp_path / "ids.json").write_text(json.dumps(ids))
+    common = ["--checkpoint", str(small_checkpoint), "--input-ids", str(tmp_path / "ids.json"),
+              "--numerics", "reference", "--prefill-chunk", "16"]
+    run("logits", *common, "--out", str(tmp_path / "one.npy"))
+    run("logits", *common, "--out", str(tmp_path / "two.npy"), "--tensor-parallel", "2")
+    one, two = (np.load(tmp_path / f"{n}.npy", mmap_mode="r") for n in ("one", "two"))
+    assert (np.linalg.norm(two - one, axis=1) / np.linalg.norm(one, axis=1)).max() <= 1e-4
+
+
 def test_logits_rejects_bad_input(small_checkpoint: Path, tmp_path: Path) -> None:
     (tmp_path / "ids.json").write_text(json.dumps([1, 2, 9999]))
     proc = run("logits", "--checkpoint", str(small_checkpoint), "--input-ids", str(tmp_path / "ids.json"), "--out",

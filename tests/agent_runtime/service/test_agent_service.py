@@ -214,3 +214,33 @@ def test_auth_tenants_and_bad_input(agent):
     assert response.status == health_pb2.HealthCheckResponse.SERVING
     for c in (stranger, anonymous):
         c.close()
+
+
+def test_a_restarted_model_worker_resumes_the_agent_session_from_the_store(agent, tmp_path):
+    """The worker is killed (-9) between turns and comes back on its address: the next turn resumes the session's
+    state from the store, prefilling only the new message."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [sys.executable, "-m", "model_worker", "serve", "--config", "tiny", "--port", str(port),
+            "--session-store", str(tmp_path / "sessions")]
+    worker = Process(args, child_env(), tmp_path / "worker-1.log")
+    worker.wait_for(r"serving \S+ on")
+    runtime = AgentProcess(agent.root, f"127.0.0.1:{port}", agent.database_url, "agent-own-worker")
+    try:
+        client = runtime.client
+        client.create_session("s-worker", tools=["pick"])
+        list(client.run_turn("s-worker", "hello", mode="non-think", max_steps=1, sampling=SAMPLING))
+        with WorkerClient(f"127.0.0.1:{port}") as direct:
+            before = direct.get_session(client.get_session("s-worker").worker_session_id).tokens
+        worker.kill()
+        worker = Process(args, child_env(), tmp_path / "worker-2.log")
+        worker.wait_for(r"serving \S+ on")
+        events = list(client.run_turn("s-worker", "again", mode="non-think", max_steps=1, sampling=SAMPLING))
+        usage = events[-1].turn_done.usage
+        assert usage.reused_tokens == before and usage.prefilled_tokens <= usage.prompt_tokens + 2
+    finally:
+        runtime.stop()
+        worker.stop()

@@ -169,6 +169,9 @@ def test_session_rpcs(worker) -> None:
     assert appended.tokens == session.tokens + 2  # the last appended token waits to be fed by the next Generate
     fork = stub.ForkSession(pb.ForkSessionRequest(session_id="base", new_session_id="child"))
     assert fork.tokens == appended.tokens and fork.parent.startswith("base@")
+    assert not stub.GetSession(pb.GetSessionRequest(session_id="base")).bytes_by_tier  # asked for explicitly
+    sized = stub.GetSession(pb.GetSessionRequest(session_id="base", include_bytes=True)).bytes_by_tier
+    assert list(sized.values()) and all(size > 0 for size in sized.values())
     rewound = stub.RewindSession(pb.RewindSessionRequest(session_id="base", commit=session.commit))
     assert rewound.tokens == session.tokens
     listed = stub.ListSessions(pb.ListSessionsRequest(page_size=1))

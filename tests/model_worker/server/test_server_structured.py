@@ -41,16 +41,19 @@ def sampled(seed: int, max_tokens: int = 120, **fields) -> pb.SamplingParams:
 
 
 def assert_valid_reply(final: pb.Final) -> None:
-    """With tools and a response format, `auto` lets the model call a tool or answer in the format."""
-    if final.finish_reason == pb.TOOL_CALLS:
-        assert_valid_calls(final)
+    """With tools and a response format, `auto` lets the model call a tool or answer in the format. Random weights
+    may go on adding calls until max_tokens: every call made by then still matches its schema."""
+    if final.tool_calls:
+        assert_valid_calls(final, finish=(pb.TOOL_CALLS, pb.LENGTH))
     else:
         assert final.finish_reason == pb.STOP
         jsonschema.validate(json.loads(final.content), VERDICT)
 
 
-def assert_valid_calls(final: pb.Final, names=SCHEMAS) -> None:
-    assert final.finish_reason == pb.TOOL_CALLS and final.tool_calls and final.content == ""
+def assert_valid_calls(final: pb.Final, names=SCHEMAS, finish=(pb.TOOL_CALLS,)) -> None:
+    assert final.finish_reason in finish and final.tool_calls
+    if final.finish_reason == pb.TOOL_CALLS:  # a block cut by max_tokens comes back as text
+        assert final.content == ""
     for call in final.tool_calls:
         assert call.name in names
         jsonschema.validate(json.loads(call.arguments_json), SCHEMAS[call.name])

@@ -304,10 +304,12 @@ class RewindSessionRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., commit: _Optional[int] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "include_bytes")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_BYTES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    include_bytes: bool
+    def __init__(self, session_id: _Optional[str] = ..., include_bytes: _Optional[bool] = ...) -> None: ...
 
 class Session(_message.Message):
     __slots__ = ("session_id", "tokens", "commit", "commits_retained", "think_max", "reused_prefix_tokens", "bytes_by_tier", "parent")
