@@ -13,7 +13,6 @@ from typing import Any
 
 import sqlalchemy
 import torch
-from grpc_health.v1 import health_pb2
 
 from agent_runtime.loop import AgentLoop, Limits
 from agent_runtime.store.models import ASSISTANT, FINISHED, TOOL_CALL, TOOL_RESULT, USER, AgentSession, StepRecord
@@ -21,12 +20,10 @@ from agent_runtime.store.models import TranscriptEntry as Row
 from agent_runtime.store.transcript import TranscriptStore
 from agent_runtime.tools import ToolRegistry
 from bench.synthetic_state import fill_synthetic
-from model_worker.chat import load_tokenizer
 from model_worker.client import Sampling
 from model_worker.engine.loading import load_model
-from model_worker.server.runtime import WorkerRuntime
-from model_worker.server.serve import SERVICE_NAME, build_server
-from model_worker.sessions import BlobStore, OpenSession, SessionStore, open_blobs
+from model_worker.server.serve import serve_in_process
+from model_worker.sessions import BlobStore, OpenSession, open_blobs
 from services.sql import utcnow
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -233,17 +230,6 @@ def measure_turn(loop: AgentLoop, blobs: CountingBlobs, session_id: str) -> Turn
 def start_worker(root: str):
     """A real model worker on localhost (`tiny`), its session store in `root` behind counters: (runtime, blobs,
     address, stop)."""
-    model = load_model(None, "tiny", numerics="official")
     blobs = CountingBlobs(open_blobs(root))
-    runtime = WorkerRuntime(model, load_tokenizer(), SessionStore(blobs, model.fingerprint, model.layout),
-                            token_budget=256)
-    server, port, health = build_server(runtime, "127.0.0.1", 0, threads=8)
-    runtime.start()
-    server.start()
-    for name in ("", SERVICE_NAME):
-        health.set(name, health_pb2.HealthCheckResponse.SERVING)
-
-    def stop() -> None:
-        server.stop(grace=2).wait()
-        runtime.stop()
-    return runtime, blobs, f"127.0.0.1:{port}", stop
+    worker = serve_in_process(load_model(None, "tiny", numerics="official"), blobs, token_budget=256)
+    return worker.runtime, blobs, worker.address, worker.stop

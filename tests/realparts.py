@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -118,3 +119,17 @@ def start_celery(root: Path, name: str, concurrency: int = 2, beat: bool = False
     process = Process(args, child_env(**settings), root / f"{name}.log")
     process.wait_for(r"ready\.")
     return process
+
+
+@contextlib.contextmanager
+def tiny_worker_in_process(root: Path):
+    """A real model worker (`tiny`, official numerics) on a port of the test process, sessions on disk at `root`."""
+    from model_worker.engine.loading import load_model
+    from model_worker.server.serve import serve_in_process
+    from model_worker.sessions import open_blobs
+
+    worker = serve_in_process(load_model(None, "tiny", numerics="official"), open_blobs(str(root)), token_budget=256)
+    try:
+        yield worker
+    finally:
+        worker.stop()

@@ -13,8 +13,7 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
 from agent_runtime.compaction import ClearToolResults, Compaction, Compactor
 from agent_runtime.loop import AgentLoop
@@ -26,6 +25,7 @@ from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnStore
 from agent_runtime.tools import ToolRegistry, add_builtins
 from agent_runtime.workers import WorkerPool
+from model_worker.server.health import add_health_and_reflection, set_serving
 from model_worker.server.limits import TokenRates
 from model_worker.server.serve import CHANNEL_OPTIONS, TlsFiles, tls_files
 from protos.dsv4.agent.v1 import agent_pb2_grpc
@@ -109,13 +109,9 @@ def build_server(runtime: Runtime, host: str, port: int, threads: int = 32, tls:
                  ) -> tuple[grpc.Server, int, health.HealthServicer]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(runtime.servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME, serving=True)
     address = f"{host}:{port}"
     bound = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, bound, health_servicer
 
 
@@ -133,8 +129,7 @@ def run_serve(args: argparse.Namespace) -> int:
     stopping = threading.Event()
 
     def drain(*_: object) -> None:
-        for name in ("", SERVICE_NAME):
-            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        set_serving(health_servicer, SERVICE_NAME, False)
         stopping.set()
 
     signal.signal(signal.SIGTERM, drain)

@@ -6,6 +6,8 @@ context and FP4 keys are decoded one block at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from kernels.ref.formats import FP4_NIBBLE_SCALE, e8m0_to_float, fp4_nibbles
@@ -35,6 +37,14 @@ def indexer_topk(
         [T, min(k, N)] int64 entry indices, best first (equal scores: lower index first), -1 where fewer than k
         entries are visible.
     """
+    return blockwise_topk(q, head_weights, keys, num_visible, topk, score_dtype, lambda scores: scores)
+
+
+def blockwise_topk(q: torch.Tensor, head_weights: torch.Tensor, keys: torch.Tensor, num_visible: torch.Tensor,
+                   topk: int, score_dtype: torch.dtype, combine: Callable[[torch.Tensor], torch.Tensor]
+                   ) -> torch.Tensor:
+    """The selection loop: each key block's float32 scores over q's heads go through `combine` (identity, or a sum
+    over the ranks holding the other heads), are rounded to score_dtype and merged into a running top k."""
     n, dim = keys.shape[0], q.shape[-1]
     k = min(topk, n)
     if k == 0 or q.shape[0] == 0:
@@ -48,7 +58,7 @@ def indexer_topk(
         else:
             logits = torch.einsum("thc,nc->thn", qf, block.float()).relu_()
         # + 0.0 turns -0.0 into 0.0: the two must rank as one score.
-        scores = torch.einsum("thn,th->tn", logits, wf).to(score_dtype).float().add_(0.0)
+        scores = combine(torch.einsum("thn,th->tn", logits, wf)).to(score_dtype).float().add_(0.0)
         ids = torch.arange(first, first + block.shape[0], device=q.device)
         scores.masked_fill_(ids[None, :] >= num_visible[:, None], float("-inf"))
         merged = torch.cat((best, rank_keys(scores, ids)), dim=1)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_health.v1 import health
 
 from model_worker.chat import load_tokenizer
 from model_worker.parallel.launch import KEEPALIVE_S, ModelSpec, open_replica
+from model_worker.server.health import add_health_and_reflection, set_serving
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.service import WorkerService
 from model_worker.sessions import BlobCodec, SessionStore
@@ -90,14 +90,35 @@ def build_server(runtime: WorkerRuntime, host: str, port: int, threads: int = 32
                  ) -> tuple[grpc.Server, int, health.HealthServicer]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS)
     worker_pb2_grpc.add_ModelWorkerServicer_to_server(WorkerService(runtime), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME, serving=False)
     address = f"{host}:{port}"
     bound = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     return server, bound, health_servicer
+
+
+@dataclass
+class InProcessWorker:
+    """A model worker serving on a port of this process (embedding, tests, benchmarks)."""
+
+    runtime: WorkerRuntime
+    address: str
+    server: grpc.Server
+
+    def stop(self) -> None:
+        self.server.stop(grace=2).wait()
+        self.runtime.stop()
+
+
+def serve_in_process(model, blobs, *, host: str = "127.0.0.1", port: int = 0, threads: int = 8,
+                     **runtime_options) -> InProcessWorker:
+    """Start a worker for `model` over the session values in `blobs` (a BlobStore); SERVING once it returns."""
+    runtime = WorkerRuntime(model, load_tokenizer(), SessionStore(blobs, model.fingerprint, model.layout),
+                            **runtime_options)
+    server, bound, health_servicer = build_server(runtime, host, port, threads)
+    runtime.start()
+    server.start()
+    set_serving(health_servicer, SERVICE_NAME, True)
+    return InProcessWorker(runtime, f"{host}:{bound}", server)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -133,15 +154,13 @@ def run_serve(args: argparse.Namespace) -> int:
         trace.set_tracer_provider(provider)
     runtime.start()
     server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    set_serving(health_servicer, SERVICE_NAME, True)
     security = "" if tls is None else " (mutual TLS)" if tls.client_ca else " (TLS)"
     print(f"model worker serving {runtime.model_name} on {args.host}:{port}{security}", flush=True)
     stopping, rank_lost = threading.Event(), threading.Event()
 
     def drain(*_: object) -> None:
-        for name in ("", SERVICE_NAME):
-            health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        set_serving(health_servicer, SERVICE_NAME, False)
         stopping.set()
 
     def lost(rank: int, code: int | None) -> None:

@@ -13,14 +13,13 @@ from concurrent import futures
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from model_worker.chat import ChatFormatError
 from model_worker.chat.messages import prepare_messages
 from model_worker.server import convert
 from model_worker.server.auth import tenant_for
 from model_worker.server.errors import error_codes
+from model_worker.server.health import add_health_and_reflection
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.jobs.v1 import jobs_pb2_grpc
 from protos.dsv4.worker.v1 import worker_pb2
@@ -162,10 +161,6 @@ def build_server(jobs: Jobs, host: str, port: int, api_keys: dict[str, str] | No
                  ) -> tuple[grpc.Server, int]:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
     jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(jobs, api_keys), server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    add_health_and_reflection(server, SERVICE_NAME, serving=True)
     return server, server.add_insecure_port(f"{host}:{port}")
 

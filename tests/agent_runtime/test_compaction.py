@@ -6,6 +6,7 @@ renderer (so a message list the worker would refuse fails here too); one test ru
 from __future__ import annotations
 
 import pytest
+from realparts import tiny_worker_in_process
 
 from agent_runtime.compaction import ClearToolResults, Compaction, Compactor, Summarize
 from agent_runtime.events import Compacted, ModeChosen, TurnDone
@@ -207,26 +208,8 @@ def test_a_taken_worker_session_id_is_skipped_never_deleted(store, worker):
 
 @pytest.fixture(scope="module")
 def real_worker(tmp_path_factory):
-    """A real model worker on localhost (`tiny`, sessions on disk)."""
-    from grpc_health.v1 import health_pb2
-
-    from model_worker.engine.loading import load_model
-    from model_worker.server.runtime import WorkerRuntime
-    from model_worker.server.serve import SERVICE_NAME, build_server
-    from model_worker.sessions import SessionStore, open_blobs
-
-    model = load_model(None, "tiny", numerics="official")
-    blobs = open_blobs(str(tmp_path_factory.mktemp("compaction-worker")))
-    runtime = WorkerRuntime(model, load_tokenizer(), SessionStore(blobs, model.fingerprint, model.layout),
-                            token_budget=256)
-    server, port, health = build_server(runtime, "127.0.0.1", 0, threads=8)
-    runtime.start()
-    server.start()
-    for name in ("", SERVICE_NAME):
-        health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    yield f"127.0.0.1:{port}"
-    server.stop(grace=2).wait()
-    runtime.stop()
+    with tiny_worker_in_process(tmp_path_factory.mktemp("compaction-worker")) as worker:
+        yield worker.address
 
 
 def test_the_loop_compacts_on_a_real_worker_and_runs_on_the_new_session(real_worker, store):

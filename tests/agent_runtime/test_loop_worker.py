@@ -6,6 +6,7 @@ open call left by a crash ends interrupted or is re-run."""
 from __future__ import annotations
 
 import pytest
+from realparts import tiny_worker_in_process
 
 from agent_runtime.events import ToolFinished, ToolStarted, TurnDone
 from agent_runtime.loop import AgentLoop, Limits
@@ -18,26 +19,8 @@ from services.sql import make_engine, sessions
 
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
-    """A real model worker on localhost (`tiny`, sessions on disk)."""
-    from grpc_health.v1 import health_pb2
-
-    from model_worker.chat import load_tokenizer
-    from model_worker.engine.loading import load_model
-    from model_worker.server.runtime import WorkerRuntime
-    from model_worker.server.serve import SERVICE_NAME, build_server
-    from model_worker.sessions import SessionStore, open_blobs
-
-    model = load_model(None, "tiny", numerics="official")
-    store = SessionStore(open_blobs(str(tmp_path_factory.mktemp("agent-worker"))), model.fingerprint, model.layout)
-    runtime = WorkerRuntime(model, load_tokenizer(), store, token_budget=256)
-    server, port, health = build_server(runtime, "127.0.0.1", 0, threads=8)
-    runtime.start()
-    server.start()
-    for name in ("", SERVICE_NAME):
-        health.set(name, health_pb2.HealthCheckResponse.SERVING)
-    yield f"127.0.0.1:{port}"
-    server.stop(grace=2).wait()
-    runtime.stop()
+    with tiny_worker_in_process(tmp_path_factory.mktemp("agent-worker")) as worker:
+        yield worker.address
 
 
 @pytest.fixture
