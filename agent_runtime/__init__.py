@@ -1,2 +1,2 @@
-"""The agent runtime: tool loops over persistent model-worker sessions (in progress: the tool registry and its
-built-in tools so far)."""
+"""The agent runtime: tool loops over persistent model-worker sessions, with the transcript in SQL, as a gRPC service
+(`python -m agent_runtime serve`, `agent_runtime.client.AgentClient`) or a library (`agent_runtime.loop.AgentLoop`)."""

@@ -25,7 +25,7 @@ from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnStore
 from agent_runtime.tools import ToolRegistry, add_builtins
 from agent_runtime.workers import WorkerPool
-from model_worker.server.health import add_health_and_reflection, set_serving
+from model_worker.server.common import add_health_and_reflection, set_serving
 from model_worker.server.limits import TokenRates
 from model_worker.server.serve import CHANNEL_OPTIONS, TlsFiles, tls_files
 from protos.dsv4.agent.v1 import agent_pb2_grpc

@@ -17,7 +17,7 @@ from grpc_health.v1 import health
 
 from model_worker.chat import load_tokenizer
 from model_worker.parallel.launch import KEEPALIVE_S, ModelSpec, open_replica
-from model_worker.server.health import add_health_and_reflection, set_serving
+from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection, set_serving
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.service import WorkerService
 from model_worker.sessions import BlobCodec, SessionStore
@@ -26,10 +26,6 @@ from model_worker.sessions.cli import KEY_ENV
 from protos.dsv4.worker.v1 import worker_pb2, worker_pb2_grpc
 
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["ModelWorker"].full_name
-# Million-token inputs: 1M ids are ~5 MB on the wire; exports stream in 1 MiB chunks.
-CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
-                   ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
-                   ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:

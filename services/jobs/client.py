@@ -27,6 +27,17 @@ class JobsClient(SyncRpcClient):
                                         metadata=metadata or {})
         return self._unary("CreateBatch", request, None, retry=False)
 
+    def submit_jsonl(self, jsonl: str, *, completion_window_s: int = 0,
+                     metadata: dict[str, str] | None = None) -> pb.Batch:
+        """OpenAI batch-input lines, validated per line by the service (invalid ones come back in the batch's errors).
+        Not retried, as `submit`."""
+        request = pb.CreateBatchRequest(jsonl=jsonl, completion_window_seconds=completion_window_s,
+                                        metadata=metadata or {})
+        return self._unary("CreateBatch", request, None, retry=False)
+
+    def list(self, limit: int = 20, after: str = "") -> pb.ListBatchesResponse:
+        return self._unary("ListBatches", pb.ListBatchesRequest(limit=limit, after=after), None)
+
     def get(self, batch_id: str) -> pb.Batch:
         return self._unary("GetBatch", pb.GetBatchRequest(batch_id=batch_id), None)
 

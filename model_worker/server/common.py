@@ -1,11 +1,16 @@
-"""Health (grpc.health.v1) and reflection, as every gRPC service of the platform answers them: the whole server ("")
-and the service by name flip together."""
+"""What every gRPC server of the platform shares: its channel options, and health (grpc.health.v1) and reflection
+(the whole server ("") and the service by name flip together)."""
 
 from __future__ import annotations
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+# Million-token inputs: 1M ids are ~5 MB on the wire; exports stream in 1 MiB chunks.
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
+                   ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
+                   ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
 
 
 def add_health_and_reflection(server: grpc.Server, service_name: str, serving: bool) -> health.HealthServicer:

@@ -1,0 +1,166 @@
+"""The gateway's ASGI app: OpenAI's HTTP API over the platform. One `Gateway` holds the clients every route shares
+(the async model worker client, the jobs client, the gateway's tables); routes get it and the caller's tenant through
+FastAPI dependencies."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from sqlalchemy.orm import sessionmaker
+
+from model_worker.client import AsyncWorkerClient
+from model_worker.server.auth import tenant_for
+from model_worker.server.limits import TokenRates
+from services.gateway import errors
+from services.gateway.settings import GatewaySettings
+from services.jobs.client import JobsClient
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("gateway_requests", "HTTP requests by route and status", ["route", "status"],
+                                registry=self.registry)
+        self.seconds = Histogram("gateway_request_seconds", "time to the response's first byte", ["route"],
+                                 registry=self.registry)
+        self.tokens = Counter("gateway_tokens", "tokens by kind (prompt, cached, completion)", ["kind"],
+                              registry=self.registry)
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    jobs: JobsClient | None
+    db: sessionmaker
+    api_keys: dict[str, str] = field(default_factory=dict)
+    model_name: str = ""
+    rates: TokenRates | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    in_flight: dict[str, int] = field(default_factory=dict)
+    workers: dict[str, AsyncWorkerClient] = field(default_factory=dict)  # connected on the app's event loop
+    _turn: int = 0
+
+    def connect(self) -> None:
+        addresses = [a.strip() for a in self.settings.workers.split(",") if a.strip()]
+        self.workers = {a: AsyncWorkerClient(a, api_key=self.settings.worker_api_key) for a in addresses}
+
+    def pick(self) -> str:
+        """The worker a new session or a stateless request goes to (in turn); a session stays on its worker."""
+        self._turn += 1
+        return list(self.workers)[self._turn % len(self.workers)]
+
+    def worker(self, address: str | None = None) -> AsyncWorkerClient:
+        return self.workers.get(address) or self.workers[self.pick()]
+
+    def need_jobs(self) -> JobsClient:
+        if self.jobs is None:
+            raise errors.ApiError(503, "this gateway has no jobs service (DSV4_GATEWAY_JOBS_TARGET)",
+                                  code="jobs_unavailable", retry_after=30)
+        return self.jobs
+
+    def count_usage(self, tenant: str, usage) -> None:
+        """A finished generation's tokens: in the metrics, and charged to the tenant's rate."""
+        for kind, tokens in (("prompt", usage.prompt_tokens), ("cached", usage.reused_tokens),
+                             ("completion", usage.completion_tokens)):
+            self.metrics.tokens.labels(kind).inc(tokens)
+        if self.rates is not None:
+            self.rates.charge(tenant, usage.completion_tokens)
+
+    def acquire(self, tenant: str) -> None:
+        """One of the tenant's generations running at once, within its limit (release it when it ends)."""
+        limit = self.settings.max_requests_per_tenant
+        if limit is not None and self.in_flight.get(tenant, 0) >= limit:
+            raise errors.ApiError(429, f"tenant {tenant} runs {limit} requests at once, its limit",
+                                  code="too_many_requests", retry_after=1)
+        self.in_flight[tenant] = self.in_flight.get(tenant, 0) + 1
+
+    def release(self, tenant: str) -> None:
+        self.in_flight[tenant] -= 1
+
+    @contextlib.contextmanager
+    def slot(self, tenant: str):
+        self.acquire(tenant)
+        try:
+            yield
+        finally:
+            self.release(tenant)
+
+
+def gateway(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
+def tenant(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> str:
+    return tenant_for(request.headers, gw.api_keys)
+
+
+GatewayDep = Annotated[Gateway, Depends(gateway)]
+TenantDep = Annotated[str, Depends(tenant)]
+
+
+def create_app(gw: Gateway) -> FastAPI:
+    from services.gateway import batches, chat, models, responses
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI):
+        gw.connect()  # grpc.aio channels belong to the loop that serves
+        if not gw.model_name:
+            gw.model_name = (await gw.worker().model_info(timeout=30)).model
+        yield
+        for client in gw.workers.values():
+            await client.close()
+
+    app = FastAPI(title="DeepSeek-V4 platform gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app.state.gateway = gw
+    errors.install(app)
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next):
+        size = int(request.headers.get("content-length") or 0)
+        limit = gw.settings.max_file_bytes + (1 << 20) if request.url.path == "/v1/files" else \
+            gw.settings.max_request_bytes  # an upload's own limit is the file limit (plus its form fields)
+        if size > limit:
+            return errors.response(errors.ApiError(413, f"the request is over {limit} bytes",
+                                                   code="request_too_large"))
+        route = request.url.path.split("/")[2] if request.url.path.startswith("/v1/") else request.url.path
+        with gw.metrics.seconds.labels(route).time():
+            result = await call_next(request)
+        gw.metrics.requests.labels(route, str(result.status_code)).inc()
+        return result
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        try:
+            for client in gw.workers.values():
+                await client.model_info(timeout=5)
+        except Exception as error:  # noqa: BLE001 - any failure means not ready
+            return JSONResponse({"status": "unavailable", "error": str(error)}, 503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(gw.metrics.registry), media_type="text/plain; version=0.0.4")
+
+    for module in (models, chat, responses, batches):
+        app.include_router(module.router, prefix="/v1")
+    return app
+
+
+def build(settings: GatewaySettings) -> Gateway:
+    """The gateway's parts from its settings (tables migrated, clients connected)."""
+    from services.gateway.store import upgrade
+    from services.sql import make_engine, sessions
+
+    upgrade(settings.database_url)
+    jobs = JobsClient(settings.jobs_target, api_key=settings.jobs_api_key) if settings.jobs_target else None
+    keys = json.loads(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else {}
+    rates = TokenRates(settings.tokens_per_second_per_tenant) if settings.tokens_per_second_per_tenant else None
+    Path(settings.files_dir).mkdir(parents=True, exist_ok=True)
+    return Gateway(settings, jobs, sessions(make_engine(settings.database_url)), keys, settings.model_name or "", rates)

@@ -1,0 +1,27 @@
+"""`GET /v1/models`: the model this gateway serves, as OpenAI lists models."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from services.gateway.app import GatewayDep, TenantDep
+from services.gateway.errors import ApiError
+
+router = APIRouter()
+
+
+def model_object(name: str) -> dict:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "deepseek-v4-platform"}
+
+
+@router.get("/models")
+async def list_models(gw: GatewayDep, _: TenantDep) -> dict:
+    return {"object": "list", "data": [model_object(gw.model_name)]}
+
+
+@router.get("/models/{model_id:path}")
+async def get_model(model_id: str, gw: GatewayDep, _: TenantDep) -> dict:
+    if model_id != gw.model_name:
+        raise ApiError(404, f"the model {model_id!r} does not exist; this gateway serves {gw.model_name!r}",
+                       param="model", code="model_not_found")
+    return model_object(model_id)

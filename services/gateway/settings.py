@@ -1,0 +1,32 @@
+"""The gateway's settings: environment variables `DSV4_GATEWAY_*` (or a `.env`-style file), command-line flags over
+them; every one has a default that runs embedded (SQLite and files under data/, one local model worker)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DSV4_GATEWAY_", env_file=None, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address to serve HTTP on")
+    port: int = Field(8000, description="HTTP port; 0: any free port (printed)")
+    workers: str = Field("127.0.0.1:50051", description="model worker gRPC addresses, comma-separated")
+    worker_api_key: str | None = Field(None, description="API key for the model workers, if they require one")
+    jobs_target: str | None = Field(None, description="the jobs service's gRPC address (batches, background "
+                                    "responses); without it those endpoints answer 503")
+    jobs_api_key: str | None = Field(None, description="API key for the jobs service")
+    database_url: str = Field("sqlite:///data/gateway.db", description="SQLAlchemy URL of the gateway's tables "
+                              "(stored responses, files)")
+    files_dir: str = Field("data/gateway-files", description="where uploaded files' bytes are kept")
+    api_keys_file: str | None = Field(None, description="JSON file {key: tenant}; without it every caller is the "
+                                      "default tenant")
+    model_name: str | None = Field(None, description="the model name clients use (default: the worker's)")
+    max_request_bytes: int = Field(32 << 20, gt=0, description="largest request body accepted")
+    max_file_bytes: int = Field(200 << 20, gt=0, description="largest uploaded file")
+    max_requests_per_tenant: int | None = Field(None, gt=0, description="generations a tenant may run at once")
+    tokens_per_second_per_tenant: float | None = Field(None, gt=0, description="token bucket per tenant "
+                                                       "(10 s of burst)")
+    background_poll_seconds: float = Field(0.5, gt=0, description="how often a background response's job is "
+                                           "checked while a caller polls it")

@@ -1,0 +1,91 @@
+"""Chat completions through the official `openai` SDK: a streamed reply with a forced tool call (constrained decoding
+on the worker), a plain completion with usage, OpenAI-shaped errors for bad input, auth and models; health and
+metrics."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import openai
+import pytest
+
+PICK = {"type": "function", "function": {"name": "pick", "description": "Pick a color.", "parameters": {
+    "type": "object", "properties": {"color": {"type": "string", "enum": ["red", "blue"]}}, "required": ["color"],
+    "additionalProperties": False}}}
+
+
+def test_a_streamed_chat_completion_with_a_forced_tool_call(gateway):
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "pick a color"}], tools=[PICK],
+        tool_choice={"type": "function", "function": {"name": "pick"}}, stream=True, temperature=0, max_tokens=60,
+        stream_options={"include_usage": True})
+    chunks = list(stream)
+    calls = [c for chunk in chunks if chunk.choices for c in chunk.choices[0].delta.tool_calls or []]
+    assert [c.function.name for c in calls] == ["pick"]
+    assert json.loads(calls[0].function.arguments)["color"] in ("red", "blue")
+    assert [chunk.choices[0].finish_reason for chunk in chunks if chunk.choices][-1] == "tool_calls"
+    usage = chunks[-1].usage
+    assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
+
+
+def test_a_completion_with_usage_and_reasoning(gateway):
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                           temperature=0, max_tokens=8, reasoning_effort="high")
+    assert reply.object == "chat.completion" and reply.choices[0].finish_reason in ("stop", "length")
+    message = reply.choices[0].message.model_dump()
+    assert "reasoning_content" in message  # DeepSeek's field, beside content
+    assert reply.usage.completion_tokens <= 8 and reply.usage.prompt_tokens_details is not None
+
+
+def test_errors_are_openai_shaped(gateway):
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    with pytest.raises(openai.AuthenticationError):
+        gateway.client("wrong-key").models.list()
+    with pytest.raises(openai.NotFoundError) as error:
+        client.chat.completions.create(model="gpt-nothing", messages=[{"role": "user", "content": "hi"}])
+    assert error.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], n=2)
+    assert "n=1" in error.value.body["message"]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                       tool_choice="sometimes")
+
+
+def test_health_and_metrics(gateway):
+    root = gateway.base_url.removesuffix("/v1")
+    with urllib.request.urlopen(f"{root}/healthz") as health:
+        assert json.loads(health.read()) == {"status": "ok"}
+    with urllib.request.urlopen(f"{root}/metrics") as metrics:
+        assert "gateway_requests_total" in metrics.read().decode()
+
+
+def test_the_migrations_build_the_models_schema(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from services.gateway.store import Base, upgrade
+    from services.sql import make_engine
+
+    url = f"sqlite:///{tmp_path}/gateway.db"
+    upgrade(url)
+    with make_engine(url).connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": "gateway_alembic_version"})
+        assert compare_metadata(context, Base.metadata) == []
+
+
+def test_response_format_is_enforced(gateway):
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    schema = {"type": "object", "properties": {"verdict": {"type": "string", "enum": ["yes", "no"]}},
+              "required": ["verdict"], "additionalProperties": False}
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "yes or no?"}], temperature=0, max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}})
+    assert json.loads(reply.choices[0].message.content)["verdict"] in ("yes", "no")

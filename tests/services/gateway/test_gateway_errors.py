@@ -1,0 +1,25 @@
+"""Worker and jobs status codes become OpenAI's HTTP statuses and error bodies (no processes needed)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from model_worker.client.errors import ResourceExhausted, WorkerError
+from services.gateway import errors
+
+
+@pytest.mark.parametrize(("code", "status"), [
+    (grpc.StatusCode.INVALID_ARGUMENT, 400), (grpc.StatusCode.UNAUTHENTICATED, 401),
+    (grpc.StatusCode.PERMISSION_DENIED, 403), (grpc.StatusCode.NOT_FOUND, 404),
+    (grpc.StatusCode.FAILED_PRECONDITION, 409), (grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    (grpc.StatusCode.UNAVAILABLE, 503), (grpc.StatusCode.INTERNAL, 502)])
+def test_status_codes(code, status):
+    assert errors.from_worker(WorkerError("details", code=code)).status == status
+
+
+def test_rate_limits_carry_retry_after_and_an_openai_body():
+    failure = errors.from_worker(ResourceExhausted("over the tenant's rate", metadata={"retry-after": "2.4"}))
+    reply = errors.response(failure)
+    assert reply.status_code == 429 and reply.headers["retry-after"] == "2"
+    assert reply.body.startswith(b'{"error":{"message":"over the tenant\'s rate","type":"rate_limit_error"')
