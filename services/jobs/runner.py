@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +23,7 @@ from model_worker.sessions.blobs import BlobStore
 from services.jobs.models import CANCELLED, COMPLETED, FAILED
 from services.jobs.service import JobStore, Outcome
 from services.jobs.spec import JobRequest
+from services.openai_shapes import chat_completion
 
 
 @dataclass
@@ -111,7 +111,11 @@ class Runner:
         status = CANCELLED if final.finish_reason == "cancelled" else COMPLETED
         if not self.model:
             self.model = self.client.model_info().model
-        response = chat_completion(call_id, self.model, final, usage)
+        response = chat_completion(call_id, self.model, final, {
+            "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+            "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
+            "prompt_tokens_details": {"cached_tokens": usage["reused_tokens"]},
+            "completion_tokens_details": {"reasoning_tokens": usage["reasoning_tokens"]}})
         if session_id:
             response["session_id"] = session_id  # the job's own session: a caller may go on from its reply
         return self._store_large(Outcome(status, response=response, usage=usage,
@@ -147,19 +151,3 @@ class Runner:
 def _tool(tool: dict[str, Any]) -> Tool:
     function = tool.get("function", tool)
     return Tool(function["name"], function.get("description", ""), function.get("parameters") or {})
-
-
-def chat_completion(call_id: str, model: str, final: Final, usage: dict[str, int]) -> dict[str, Any]:
-    """The response body as OpenAI's chat.completion object (with DeepSeek's reasoning_content)."""
-    message: dict[str, Any] = {"role": "assistant", "content": final.content,
-                               "reasoning_content": final.reasoning_content or None}
-    if final.tool_calls:
-        message["tool_calls"] = [{"id": c.id, "type": "function",
-                                  "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
-                                 for c in final.tool_calls]
-    return {"id": call_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": final.finish_reason or "stop"}],
-            "usage": {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-                      "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
-                      "prompt_tokens_details": {"cached_tokens": usage["reused_tokens"]},
-                      "completion_tokens_details": {"reasoning_tokens": usage["reasoning_tokens"]}}}
