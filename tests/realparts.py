@@ -133,3 +133,29 @@ def tiny_worker_in_process(root: Path):
         yield worker
     finally:
         worker.stop()
+
+
+@contextlib.contextmanager
+def jobs_service(root: Path, database_url: str, broker_url: str, worker_target: str):
+    """The jobs service for real: its gRPC server in this process, a Celery worker process, PostgreSQL and Redis;
+    yields the server's address."""
+    from services.jobs import celery_app
+    from services.jobs.api import Jobs
+    from services.jobs.server import build_server
+    from services.jobs.service import JobStore
+    from services.jobs.settings import JobsSettings
+    from services.sql import make_engine, sessions
+
+    settings = dict(database_url=database_url, broker_url=broker_url, worker_target=worker_target,
+                    result_store=str(root / "results"), lease_seconds=5)
+    celery_app.configure(JobsSettings(**settings))
+    celery = start_celery(root, "jobs-service", **settings)
+    engine = make_engine(database_url)
+    server, port = build_server(Jobs(JobStore(sessions(engine))), "127.0.0.1", 0)
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=1).wait()
+        celery.stop()
+        engine.dispose()

@@ -4,7 +4,7 @@ agent's plain worker session becomes a Think Max copy the first time, and a fork
 
 from __future__ import annotations
 
-from realparts import start_celery
+from realparts import jobs_service
 
 from agent_runtime.events import JobStatus, ModeChosen, TurnDone
 from agent_runtime.loop import AgentLoop, Limits
@@ -12,28 +12,22 @@ from agent_runtime.store.transcript import TranscriptStore
 from agent_runtime.store.transcript import upgrade as upgrade_agent
 from agent_runtime.tools import ToolRegistry
 from model_worker.client import Sampling, WorkerClient
-from services.jobs import celery_app
-from services.jobs.api import Jobs
 from services.jobs.client import JobsClient
-from services.jobs.server import build_server
-from services.jobs.service import JobStore
-from services.jobs.settings import JobsSettings
 from services.sql import make_engine, sessions
 
 
 def test_think_max_turns_go_through_the_jobs_service(tmp_path, database_url, broker_url, model_worker):
     target, _ = model_worker
-    settings = dict(database_url=database_url, broker_url=broker_url, worker_target=target,
-                    result_store=str(tmp_path / "results"), lease_seconds=5)
-    celery_app.configure(JobsSettings(**settings))
-    celery = start_celery(tmp_path, "agent-jobs", **settings)
+    with jobs_service(tmp_path, database_url, broker_url, target) as jobs_target:
+        think_max_turns(database_url, target, jobs_target)
+
+
+def think_max_turns(database_url: str, target: str, jobs_target: str) -> None:
     engine = make_engine(database_url)
-    server, port = build_server(Jobs(JobStore(sessions(engine))), "127.0.0.1", 0)
-    server.start()
     upgrade_agent(database_url)  # the agent runtime's tables beside the jobs service's
     tools = ToolRegistry()
     tools.tool()(lambda: "ok")
-    worker, jobs = WorkerClient(target, timeout=120), JobsClient(f"127.0.0.1:{port}")
+    worker, jobs = WorkerClient(target, timeout=120), JobsClient(jobs_target)
     loop = AgentLoop(TranscriptStore(sessions(engine)), worker, tools, jobs=jobs)
     try:
         loop.create_session("acme", "deep", system_prompt="think")
@@ -57,5 +51,4 @@ def test_think_max_turns_go_through_the_jobs_service(tmp_path, database_url, bro
     finally:
         worker.close()
         jobs.close()
-        server.stop(grace=1).wait()
-        celery.stop()
+        engine.dispose()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from realparts import Process, broker_url, child_env, database_url, model_worker, start_celery  # noqa: F401
+from realparts import Process, broker_url, child_env, database_url, jobs_service, model_worker  # noqa: F401
 
 KEYS = {"key-acme": "acme", "key-other": "other"}
 
@@ -30,34 +30,17 @@ class LiveGateway:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory, database_url, broker_url, model_worker):  # noqa: F811 - fixtures
-    from services.jobs import celery_app
-    from services.jobs.api import Jobs
-    from services.jobs.server import build_server
-    from services.jobs.service import JobStore
-    from services.jobs.settings import JobsSettings
-    from services.sql import make_engine, sessions
-
     root = tmp_path_factory.mktemp("gateway")
     target, _ = model_worker
-    settings = dict(database_url=database_url, broker_url=broker_url, worker_target=target,
-                    result_store=str(root / "results"), lease_seconds=5)
-    celery_app.configure(JobsSettings(**settings))
-    celery = start_celery(root, "gateway-jobs", **settings)
-    engine = make_engine(database_url)
-    jobs_server, jobs_port = build_server(Jobs(JobStore(sessions(engine))), "127.0.0.1", 0)
-    jobs_server.start()
     (root / "keys.json").write_text(json.dumps(KEYS))
     env = child_env()
     env.update({"DSV4_GATEWAY_DATABASE_URL": database_url, "DSV4_GATEWAY_FILES_DIR": str(root / "files"),
                 "DSV4_GATEWAY_BACKGROUND_POLL_SECONDS": "0.2"})
-    process = Process([sys.executable, "-m", "services.gateway", "--port", "0", "--worker", target,
-                       "--jobs", f"127.0.0.1:{jobs_port}", "--api-keys", str(root / "keys.json")],
-                      env, root / "gateway.log")
-    port = process.wait_for(r"gateway on http://127\.0\.0\.1:(\d+)/v1").group(1)
-    try:
-        yield LiveGateway(f"http://127.0.0.1:{port}/v1", target, process, root)
-    finally:
-        process.stop()
-        jobs_server.stop(grace=1).wait()
-        celery.stop()
-        engine.dispose()
+    with jobs_service(root, database_url, broker_url, target) as jobs:
+        process = Process([sys.executable, "-m", "services.gateway", "--port", "0", "--worker", target,
+                           "--jobs", jobs, "--api-keys", str(root / "keys.json")], env, root / "gateway.log")
+        try:
+            port = process.wait_for(r"gateway on http://127\.0\.0\.1:(\d+)/v1").group(1)
+            yield LiveGateway(f"http://127.0.0.1:{port}/v1", target, process, root)
+        finally:
+            process.stop()
