@@ -28,6 +28,7 @@ from agent_runtime.workers import WorkerPool
 from model_worker.server.common import add_health_and_reflection, set_serving
 from model_worker.server.limits import TokenRates
 from model_worker.server.serve import CHANNEL_OPTIONS, TlsFiles, tls_files
+from model_worker.server.tracing import configure_tracing
 from protos.dsv4.agent.v1 import agent_pb2_grpc
 from services.sql import make_engine, sessions
 
@@ -119,6 +120,7 @@ def run_serve(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in vars(args).items()
                  if k in AgentSettings.model_fields and v is not None}
     settings = AgentSettings(**overrides)
+    configure_tracing("dsv4-agent")
     runtime = Runtime(settings)
     tls = tls_files(argparse.Namespace(tls_cert=settings.tls_cert, tls_key=settings.tls_key,
                                        tls_client_ca=settings.tls_client_ca))

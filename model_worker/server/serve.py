@@ -20,6 +20,7 @@ from model_worker.parallel.launch import KEEPALIVE_S, ModelSpec, open_replica
 from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection, set_serving
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.service import WorkerService
+from model_worker.server.tracing import configure_tracing
 from model_worker.sessions import BlobCodec, SessionStore
 from model_worker.sessions.blobs import open_tiered
 from model_worker.sessions.cli import KEY_ENV
@@ -140,14 +141,7 @@ def run_serve(args: argparse.Namespace) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port, addr=args.host, registry=runtime.metrics.registry)
-    if args.trace_console:
-        from opentelemetry import trace
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-
-        provider = TracerProvider()
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-        trace.set_tracer_provider(provider)
+    configure_tracing("dsv4-model-worker", console=args.trace_console)
     runtime.start()
     server.start()
     set_serving(health_servicer, SERVICE_NAME, True)

@@ -29,8 +29,10 @@ def serve(settings: GatewaySettings) -> int:
 
     import uvicorn
 
+    from model_worker.server.tracing import configure_tracing
     from services.gateway.app import build, create_app
 
+    configure_tracing("dsv4-gateway")
     app = create_app(build(settings))
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

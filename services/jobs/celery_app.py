@@ -12,10 +12,12 @@ import socket
 from collections.abc import Iterable
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Exchange, Queue
 from opentelemetry import propagate, trace
 
 from model_worker.client import ResourceExhausted, Unavailable, WorkerClient
+from model_worker.server.tracing import configure_tracing
 from model_worker.sessions import open_blobs
 from services.jobs.db import make_engine, sessions
 from services.jobs.runner import Runner
@@ -74,6 +76,13 @@ settings = JobsSettings()
 app = Celery("dsv4_jobs")
 app.conf.update(celery_config(settings))
 _resources: dict[int, tuple[JobStore, Runner]] = {}
+
+
+@worker_init.connect
+def _export_spans(**_: object) -> None:
+    """A Celery worker exports its spans where the environment says (prefork children keep the provider: the SDK
+    restarts its export thread after a fork)."""
+    configure_tracing("dsv4-jobs-worker")
 
 
 def configure(new: JobsSettings) -> None:

@@ -97,8 +97,10 @@ def serve(jobs: Jobs, args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from model_worker.server.tracing import configure_tracing
     from services.jobs.server import build_server
 
+    configure_tracing("dsv4-jobs")
     api_keys = json.loads(Path(args.api_keys).read_text()) if args.api_keys else None
     server, port = build_server(jobs, args.host, args.port, api_keys)
     server.start()
