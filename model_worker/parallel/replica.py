@@ -121,7 +121,7 @@ class ReplicaLeader:
                 mirror = self._next_id
                 self._next_id += 1
                 self._ids[state] = mirror
-                weakref.finalize(state, self._dropped.append, mirror)
+                weakref.finalize(state, self._drop, mirror)
                 ops.append(("load", mirror, state.snapshot()))
                 continue
             seen, now = self._seen[mirror], _Seen.of(state)
@@ -136,6 +136,11 @@ class ReplicaLeader:
     def _saw(self, states: list[SequenceState]) -> None:
         for state in states:
             self._seen[self._ids[state]] = _Seen.of(state)
+
+    def _drop(self, mirror: int) -> None:
+        # Through the attribute at call time: `_take_dropped` swaps the list, and an append bound to the old one
+        # would be lost (the other ranks would keep that mirror for ever).
+        self._dropped.append(mirror)
 
     def _take_dropped(self) -> list[int]:
         dropped, self._dropped = self._dropped, []

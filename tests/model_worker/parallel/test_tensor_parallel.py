@@ -61,3 +61,33 @@ def test_logits_equal_one_ranks(single, size):
     for ours, theirs in zip(got, expected):
         assert rel_err(ours, theirs) <= 1e-4
     assert all(p.exitcode == 0 for p in replica.ranks.processes)
+
+
+class RecordingGroup:
+    """A group of one that keeps what rank 0 would send (a unit-test stand-in for the collectives)."""
+
+    size, rank = 2, 0
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+
+    def broadcast(self, value=None):
+        self.sent.append(value)
+        return value
+
+
+def test_every_dropped_sequence_is_announced_once(single):
+    import gc
+
+    group = RecordingGroup()
+    leader = ReplicaLeader(single, group)
+    first, second = single.new_state(), single.new_state()
+    leader(ForwardBatch.single([1, 2], first))
+    leader(ForwardBatch.single([3], second))  # this pass takes the (empty) drop list: later drops must still count
+    del first
+    gc.collect()
+    third = single.new_state()
+    leader(ForwardBatch.single([4], third))
+    assert group.sent[-1][3] == [0]  # the first sequence's mirror, freed on the other ranks
+    leader(ForwardBatch.single([5], third))
+    assert group.sent[-1][3] == []
