@@ -59,6 +59,11 @@ class Gateway:
     def worker(self, address: str | None = None) -> AsyncWorkerClient:
         return self.workers.get(address) or self.workers[self.pick()]
 
+    def check_model(self, model: str, param: str = "model") -> None:
+        if model != self.model_name:
+            raise errors.ApiError(404, f"the model {model!r} does not exist; this gateway serves {self.model_name!r}",
+                                  param=param, code="model_not_found")
+
     def need_jobs(self) -> JobsClient:
         if self.jobs is None:
             raise errors.ApiError(503, "this gateway has no jobs service (DSV4_GATEWAY_JOBS_TARGET)",
@@ -91,6 +96,15 @@ class Gateway:
             yield
         finally:
             self.release(tenant)
+
+
+async def first_event(events):
+    """A generation's first event, awaited before a streamed response starts: errors up to there (bad input,
+    overload) answer with an HTTP status instead of breaking a stream already sent as 200."""
+    try:
+        return await events.__anext__()
+    except StopAsyncIteration:
+        raise errors.ApiError(502, "the model worker ended the stream without a reply") from None
 
 
 def gateway(request: Request) -> Gateway:

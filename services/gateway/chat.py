@@ -16,22 +16,16 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from model_worker.client import Delta, Final, ToolCall
 from model_worker.client.errors import WorkerError
 from services.gateway import errors
-from services.gateway.app import Gateway, GatewayDep, TenantDep
+from services.gateway.app import Gateway, GatewayDep, TenantDep, first_event
 from services.gateway.openai_types import ChatCompletionRequest
 from services.openai_shapes import chat_completion, tool_call_objects, usage_object
 
 router = APIRouter()
 
 
-def check_model(gw: Gateway, model: str) -> None:
-    if model != gw.model_name:
-        raise errors.ApiError(404, f"the model {model!r} does not exist; this gateway serves {gw.model_name!r}",
-                              param="model", code="model_not_found")
-
-
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, gw: GatewayDep, tenant: TenantDep):
-    check_model(gw, body.model)
+    gw.check_model(body.model)
     arguments = dict(messages=body.worker_messages(), tools=body.worker_tools(), mode=body.mode(),
                      tool_choice=body.worker_tool_choice(), response_format=body.schema(),
                      sampling=body.sampling(body.max_completion_tokens or body.max_tokens))
@@ -50,19 +44,12 @@ async def chat_completions(body: ChatCompletionRequest, gw: GatewayDep, tenant: 
     gw.acquire(tenant)  # here, so that a refusal is an HTTP status rather than a broken stream; _sse releases
     events = client.generate(**arguments)
     try:
-        first = await _first(events)  # errors before the first event (bad input, overload) answer with a status
+        first = await first_event(events)
     except BaseException:
         gw.release(tenant)
         raise
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(_sse(gw, tenant, call_id, first, events, include_usage), media_type="text/event-stream")
-
-
-async def _first(events):
-    try:
-        return await events.__anext__()
-    except StopAsyncIteration:
-        raise errors.ApiError(502, "the model worker ended the stream without a reply") from None
 
 
 async def _sse(gw: Gateway, tenant: str, call_id: str, first, events, include_usage: bool) -> AsyncIterator[str]:

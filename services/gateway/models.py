@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.gateway.app import GatewayDep, TenantDep
-from services.gateway.errors import ApiError
 
 router = APIRouter()
 
@@ -21,7 +20,5 @@ async def list_models(gw: GatewayDep, _: TenantDep) -> dict:
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, gw: GatewayDep, _: TenantDep) -> dict:
-    if model_id != gw.model_name:
-        raise ApiError(404, f"the model {model_id!r} does not exist; this gateway serves {gw.model_name!r}",
-                       param="model", code="model_not_found")
+    gw.check_model(model_id)
     return model_object(model_id)

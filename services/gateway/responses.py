@@ -24,8 +24,7 @@ from model_worker.client import AsyncWorkerClient, FailedPrecondition, Final, Me
 from services.gateway import errors
 from services.gateway import responses_rows as rows
 from services.gateway import responses_shapes as shapes
-from services.gateway.app import Gateway, GatewayDep, TenantDep
-from services.gateway.chat import check_model
+from services.gateway.app import Gateway, GatewayDep, TenantDep, first_event
 from services.gateway.responses_rows import ENDED
 from services.gateway.responses_shapes import EventStream, ResponsesRequest
 from services.gateway.store import StoredResponse
@@ -68,7 +67,7 @@ class Turn:
 
 @router.post("/responses")
 async def create_response(body: ResponsesRequest, gw: GatewayDep, tenant: TenantDep):
-    check_model(gw, body.model)
+    gw.check_model(body.model)
     body.refuse_unsupported()
     response_id = f"resp_{uuid.uuid4().hex}"
     previous = await _continuable(gw, tenant, body.previous_response_id) if body.previous_response_id else None
@@ -171,13 +170,13 @@ async def _start(gw: Gateway, turn: Turn) -> tuple[Target, Any, AsyncIterator]:
     try:
         try:
             events = _generate(gw, turn, target)
-            return target, await _first(events), events
+            return target, await first_event(events), events
         except FailedPrecondition:
             if not target.in_place:
                 raise
         target = await _fork(gw, previous, turn.row.id)
         events = _generate(gw, turn, target)
-        return target, await _first(events), events
+        return target, await first_event(events), events
     except NotFound:
         if previous is None:
             raise
@@ -219,13 +218,6 @@ def _generate(gw: Gateway, turn: Turn, target: Target) -> AsyncIterator:
         return client.generate(messages=system + turn.messages, tools=body.worker_tools(), **common)
     return client.generate(session_id=target.session_id, expected_commit=target.commit, messages=turn.messages,
                            **common)
-
-
-async def _first(events: AsyncIterator):
-    try:
-        return await events.__anext__()
-    except StopAsyncIteration:
-        raise errors.ApiError(502, "the model worker ended the stream without a reply") from None
 
 
 def _client(gw: Gateway, address: str) -> AsyncWorkerClient:
