@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agent_runtime.events import ApprovalRequested, ToolFinished, ToolStarted
@@ -38,6 +38,8 @@ class TurnContext:
     client: WorkerClient
     tools: ToolRegistry
     control: TurnControl
+    address: str = ""  # the worker's, for routing away from it when it is lost
+    tried: set[str] = field(default_factory=set)  # workers this turn lost
 
     def needs_approval(self, name: str) -> bool:
         tool = self.tools.get(name)

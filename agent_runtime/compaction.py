@@ -22,8 +22,8 @@ from agent_runtime.store.models import (
     TranscriptEntry,
 )
 from agent_runtime.store.transcript import Entry, TranscriptStore
-from agent_runtime.workers import WorkerPool
 from model_worker.client import AlreadyExists, Sampling, SessionInfo, Tool, WorkerClient
+from model_worker.registry import WorkerPool
 
 Message = dict[str, Any]  # an OpenAI-style chat message, as the worker takes it
 _MAX_ID, _ID_ATTEMPTS = 128, 8  # the worker's longest session ID; taken IDs skipped before giving up
@@ -153,15 +153,14 @@ class Compactor:
     """The loop's compaction hook: rebuilds an agent's worker session from a compacted history once it is longer
     than the trigger, on the worker that serves it, and points the agent session at the new one."""
 
-    def __init__(self, store: TranscriptStore, workers: WorkerPool | WorkerClient, settings: Compaction | None = None,
-                 page_size: int = 500) -> None:
+    def __init__(self, store: TranscriptStore, workers: WorkerPool[WorkerClient] | WorkerClient,
+                 settings: Compaction | None = None, page_size: int = 500) -> None:
         self.store, self.settings, self.page_size = store, settings or Compaction(), page_size
         self.workers = workers if isinstance(workers, WorkerPool) else WorkerPool.of(workers)
         self._trigger = self.settings.trigger_tokens
 
     def maybe_compact(self, tenant: str, session: AgentSession, context_tokens: int) -> Compacted | None:
-        address = session.worker_address if session.worker_address in self.workers.clients else self.workers.pick()
-        client = self.workers.client(address)
+        address, client = self.workers.connect(session.worker_session_id, hint=session.worker_address)
         if self._trigger is None:
             self._trigger = int(self.settings.trigger_fraction * client.model_info().max_context)
         if context_tokens <= self._trigger:
@@ -186,6 +185,7 @@ class Compactor:
         info = client.append(created.session_id, [*compacted.messages, notice], mode="non-think",
                              expected_commit=created.commit)
         # The old worker session is left in place: forks and recovery of earlier steps still start from it.
+        self.workers.placed(info.session_id, address)
         self.store.set_worker(tenant, session.id, info.session_id, info.commit, address)
         details = {"compaction": number, "id_base": base, "policy": policy.name,
                    "tokens_before": context_tokens, "tokens_after": info.tokens, "worker_session_id": info.session_id,

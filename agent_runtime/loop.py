@@ -13,6 +13,7 @@ and loop until an answer, the step limit, a budget or a cancel. SQL is the sourc
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,12 +29,14 @@ from agent_runtime.store.models import ASSISTANT, AWAITING, STARTED, TOOL_CALL, 
 from agent_runtime.store.transcript import Entry, TranscriptStore
 from agent_runtime.think_max import job_step
 from agent_runtime.tools import ToolCall, ToolRegistry
-from agent_runtime.workers import WorkerPool
 from model_worker.client import Delta, Final, Sampling, WorkerClient
 from model_worker.client import Tool as WorkerTool
+from model_worker.client.errors import Unavailable
+from model_worker.registry import WorkerPool
 from services.jobs.client import JobsClient
 
 tracer = trace.get_tracer("agent_runtime")
+log = logging.getLogger(__name__)
 _USAGE = ("prompt_tokens", "prefilled_tokens", "reused_tokens", "completion_tokens", "reasoning_tokens")
 
 
@@ -54,7 +57,7 @@ ToolSource = ToolRegistry | Callable[[str, str], ToolRegistry]
 
 
 class AgentLoop:
-    def __init__(self, store: TranscriptStore, workers: WorkerPool | WorkerClient, tools: ToolSource,
+    def __init__(self, store: TranscriptStore, workers: WorkerPool[WorkerClient] | WorkerClient, tools: ToolSource,
                  jobs: JobsClient | None = None, policy: ModePolicy | None = None,
                  operator: OperatorLimits | None = None, compactor: Compactor | None = None,
                  job_poll_s: float = 0.2) -> None:
@@ -80,10 +83,11 @@ class AgentLoop:
         least loaded worker. `tools` names those of the offered tools it uses (all when None)."""
         offered = self.offered_tools(tenant, session_id)
         chosen = offered.only([t.name for t in offered.all()] if tools is None else tools)
-        address = self.workers.pick()
-        info = self.workers.client(address).create_session(
+        address, client = self.workers.connect()
+        info = client.create_session(
             system_prompt=system_prompt, tools=[WorkerTool(t.name, t.description, t.parameters) for t in chosen.all()],
             think_max=think_max, session_id=worker_session_name())
+        self.workers.placed(info.session_id, address)
         self.store.create(tenant, session_id, system_prompt, chosen.schemas(), info.session_id, think_max)
         self.store.set_worker(tenant, session_id, info.session_id, info.commit, address)
         return self.store.get(tenant, session_id)
@@ -98,8 +102,11 @@ class AgentLoop:
         span = tracer.start_span("agent.turn", attributes={"agent.session_id": session_id,
                                                            "agent.turn_id": control.turn_id})
         try:
-            done = yield from self._turn(tenant, session_id, messages, mode, difficulty, limits, sampling,
-                                         first_tool_choice, control, span)
+            # Current while the turn runs (its caller drives this generator on one thread): the worker and jobs
+            # calls it makes are the turn's children.
+            with trace.use_span(span, end_on_exit=False):
+                done = yield from self._turn(tenant, session_id, messages, mode, difficulty, limits, sampling,
+                                             first_tool_choice, control, span)
             span.set_attributes({"agent.stop_reason": done.reason, "agent.steps": done.steps})
         except BaseException as error:
             span.record_exception(error)
@@ -109,8 +116,9 @@ class AgentLoop:
 
     def _turn(self, tenant, session_id, messages, mode, difficulty, limits, sampling, tool_choice, control, span):
         session = self.store.get(tenant, session_id)
-        turn = TurnContext(tenant, self.workers.client(session.worker_address), self.session_tools(session), control)
-        self._align_worker(turn, session)
+        address, client = self.workers.connect(session.worker_session_id, hint=session.worker_address)
+        turn = TurnContext(tenant, client, self.session_tools(session), control, address)
+        self._attach(turn, session)
         if not (yield from settle_calls(self.store, turn, session, open_calls(self.store, session), True)):
             return (yield from _done(TurnDone("cancelled", "", "", 0)))
         inputs = [*self._last_results(session), *messages]
@@ -135,7 +143,7 @@ class AgentLoop:
                                             control.cancelled, self.job_poll_s)
                 via_job = False  # the rest of the turn runs on the Think Max session the job left
             else:
-                reply = yield from self._step(turn, session, inputs, decision.mode, sampling, tool_choice)
+                reply = yield from self._step_anywhere(turn, session, inputs, decision.mode, sampling, tool_choice)
             if reply is None:
                 return (yield from _done(TurnDone("cancelled", "", "", number - 1, usage)))
             content, reasoning, calls, step_usage, job_session = reply
@@ -201,6 +209,36 @@ class AgentLoop:
         calls = [ToolCall(c.id, c.name, c.arguments) for c in final.tool_calls]
         return (final.content, final.reasoning_content, calls, {name: getattr(final.usage, name) for name in _USAGE},
                 None)
+
+    def _step_anywhere(self, turn: TurnContext, session, inputs: list[dict], mode: str, sampling: Sampling | None,
+                       tool_choice: str | None):
+        """The step on the session's worker; if that worker is lost mid-step, again from the last commit on another
+        (StepStarted is sent again: the text streamed since the last one is void)."""
+        while True:
+            try:
+                return (yield from self._step(turn, session, inputs, mode, sampling, tool_choice))
+            except Unavailable:
+                self._move(turn, session)
+                self._attach(turn, session)
+                yield StepStarted(session.steps + 1, mode)
+
+    def _attach(self, turn: TurnContext, session) -> None:
+        """Bring the worker session to the last recorded commit, on another worker if this one is gone."""
+        while True:
+            try:
+                return self._align_worker(turn, session)
+            except Unavailable:
+                self._move(turn, session)
+
+    def _move(self, turn: TurnContext, session) -> None:
+        """The turn's worker failed UNAVAILABLE: route the session to another live worker (NoWorker when none is
+        left), which resumes it from the shared warm or cold tier."""
+        self.workers.lost(turn.address)
+        turn.tried.add(turn.address)
+        log.warning("worker %s lost during a turn of %s; moving it", turn.address, session.id)
+        turn.address, turn.client = self.workers.connect(session.worker_session_id, exclude=turn.tried)
+        self.store.set_worker(turn.tenant, session.id, session.worker_session_id, session.worker_commit,
+                              turn.address)
 
     @staticmethod
     def _align_worker(turn: TurnContext, session) -> None:

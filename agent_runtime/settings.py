@@ -11,7 +11,11 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DSV4_AGENT_", env_file=None, extra="ignore")
 
     database_url: str = Field("sqlite:///data/agent.db", description="SQLAlchemy URL: PostgreSQL in deployment")
-    workers: str = Field("127.0.0.1:50051", description="model worker gRPC addresses, comma-separated")
+    workers: str = Field("127.0.0.1:50051", description="model worker gRPC addresses, comma-separated (with a "
+                         "registry, the workers it lists instead)")
+    worker_registry: str | None = Field(None, description="worker registry, redis://HOST:PORT/DB: live workers, "
+                                        "their loads and hot sessions (then `workers` may be empty); none: the "
+                                        "`workers` addresses")
     worker_api_key: str | None = Field(None, description="API key for the model workers, if they require one")
     jobs_target: str | None = Field(None, description="the jobs service's gRPC address: Think Max turns run there "
                                     "(without it, Think Max runs directly on Think Max sessions only)")
@@ -34,6 +38,8 @@ class AgentSettings(BaseSettings):
     stale_after_seconds: float = Field(30.0, gt=0, description="a turn whose heartbeat is older than this was "
                                        "orphaned by a crash (it ends interrupted, or is continued on a decision)")
     threads: int = Field(32, gt=0, description="gRPC handler threads (each attached caller holds one)")
+    metrics_port: int | None = Field(None, ge=0, description="serve Prometheus metrics (turns, steps, tool calls, "
+                                     "tokens) over HTTP on this port at `host`; 0: any free port (printed)")
     compact_keep_last: int = Field(8, ge=0, description="compaction keeps this many recent tool results verbatim")
     compact_at_fraction: float = Field(0.85, gt=0, le=1, description="compact a session's worker history when it "
                                        "passes this fraction of the model's context")

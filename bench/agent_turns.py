@@ -24,7 +24,6 @@ import sqlalchemy
 
 from agent_runtime.loop import AgentLoop, worker_session_name
 from agent_runtime.store.transcript import TranscriptStore, upgrade
-from agent_runtime.workers import WorkerPool
 from bench.agent_history import (
     CONTEXT_EDGE,
     PG,
@@ -40,6 +39,7 @@ from bench.agent_history import (
     synthetic_worker_session,
 )
 from model_worker.client import WorkerClient
+from model_worker.registry import WorkerPool
 from services.sql import make_engine, sessions
 
 
@@ -100,7 +100,7 @@ def main() -> None:
     engine = make_engine(url)
     runtime, blobs, address, stop = start_worker(root.name)
     client = Timed(WorkerClient(address, timeout=600))
-    loop = AgentLoop(Timed(TranscriptStore(sessions(engine))), WorkerPool({address: client}), pick_tools())
+    loop = AgentLoop(Timed(TranscriptStore(sessions(engine))), WorkerPool.of(client), pick_tools())
     try:
         loop.create_session(TENANT, "like", system_prompt="use tools")
         measure_turn(loop, blobs, "like")

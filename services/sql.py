@@ -51,6 +51,14 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            # pysqlite would open a transaction only at the first write, after the reads it depends on: two
+            # read-modify-writes (a batch's counters) then both commit and one update is lost. SQLite has no
+            # SELECT ... FOR UPDATE; a transaction that takes the write lock when it begins is the equivalent.
+            connection.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _begin_immediate(connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -1,11 +1,13 @@
 """Turns running in this runtime process, detached from their callers. Each turn runs on its own thread; its events
 get seqs and go to an in-memory log that callers follow, and (all but text deltas) to SQL, so a caller can reattach
 from a cursor here or through any other runtime process. A heartbeat thread renews the turns this process owns and
-picks up cancels asked for elsewhere."""
+picks up cancels asked for elsewhere. A turn's thread runs in the context of the call that started it, so its spans
+join that caller's trace."""
 
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import re
 import threading
@@ -28,6 +30,7 @@ from agent_runtime.events import (
     to_payload,
 )
 from agent_runtime.loop import AgentLoop, Limits
+from agent_runtime.service.metrics import AgentMetrics
 from agent_runtime.store.models import AWAITING_APPROVAL, CANCELLED, DONE, FAILED, RUNNING, TURN_ACTIVE
 from agent_runtime.store.transcript import AgentSessionNotFound
 from agent_runtime.store.turns import TurnActive, TurnNotFound, TurnStore
@@ -77,9 +80,9 @@ class TurnRun:
 class TurnRunner:
     def __init__(self, loop: AgentLoop, turns: TurnStore, owner: str | None = None, heartbeat_s: float = 5.0,
                  poll_s: float = 0.2, keep_ended: int = 256, max_turns_per_tenant: int | None = None,
-                 on_turn_end: Callable[[str, dict[str, int]], None] | None = None, adopt_orphans: bool = True
-                 ) -> None:
-        self.loop, self.turns = loop, turns
+                 on_turn_end: Callable[[str, dict[str, int]], None] | None = None, adopt_orphans: bool = True,
+                 metrics: AgentMetrics | None = None) -> None:
+        self.loop, self.turns, self.metrics = loop, turns, metrics or AgentMetrics()
         self.owner = owner or f"runtime-{uuid.uuid4().hex[:12]}"
         self.heartbeat_s, self.poll_s, self.keep_ended = heartbeat_s, poll_s, keep_ended
         self.max_turns_per_tenant, self.on_turn_end = max_turns_per_tenant, on_turn_end
@@ -127,7 +130,8 @@ class TurnRunner:
     def _launch(self, run: TurnRun, request: TurnRequest) -> None:
         with self._lock:
             self.live[run.turn_id] = run
-        threading.Thread(target=self._run, args=(run, request), name=run.turn_id, daemon=True).start()
+        caller = contextvars.copy_context()  # the starting RPC's span: the turn's spans and calls are its children
+        threading.Thread(target=caller.run, args=(self._run, run, request), name=run.turn_id, daemon=True).start()
 
     def _existing(self, tenant: str, turn_id: str):
         try:
@@ -147,6 +151,8 @@ class TurnRunner:
 
     def _run(self, run: TurnRun, request: TurnRequest) -> None:
         control = TurnControl(run.turn_id, cancelled=run.cancel.is_set, poll_s=self.poll_s)
+        self.metrics.turns_started.inc()
+        started, reason = time.monotonic(), "failed"
         try:
             for event in self.loop.run_turn(run.tenant, run.session_id, request.messages, mode=request.mode,
                                             difficulty=request.difficulty, limits=request.limits,
@@ -154,6 +160,7 @@ class TurnRunner:
                                             control=control):
                 self._emit(run, event)
                 if isinstance(event, TurnDone):
+                    reason = event.reason
                     status = CANCELLED if event.reason == "cancelled" else DONE
                     self.turns.finish(run.turn_id, self.owner, status, stop_reason=event.reason,
                                       content=event.content, usage=event.usage)
@@ -166,6 +173,7 @@ class TurnRunner:
             self._emit(run, TurnFailed(code, f"{type(error).__name__}: {error}"))
             self.turns.finish(run.turn_id, self.owner, FAILED, error=f"{type(error).__name__}: {error}")
         finally:
+            self.metrics.turn_ended(reason, time.monotonic() - started)
             with run.changed:
                 run.ended = True
                 run.changed.notify_all()
@@ -176,6 +184,7 @@ class TurnRunner:
                     self.ended.popitem(last=False)
 
     def _emit(self, run: TurnRun, event: TurnEvent) -> None:
+        self.metrics.observe(event)
         seq = run.next_seq
         if durable(event):
             self.turns.add_events(run.turn_id, [(seq, kind_of(event), to_payload(event))])

@@ -17,6 +17,7 @@ from grpc_health.v1 import health
 
 from agent_runtime.compaction import ClearToolResults, Compaction, Compactor
 from agent_runtime.loop import AgentLoop
+from agent_runtime.service.metrics import AgentMetrics
 from agent_runtime.service.runs import TurnRunner
 from agent_runtime.service.server import SERVICE_NAME, AgentServicer
 from agent_runtime.settings import AgentSettings
@@ -24,30 +25,21 @@ from agent_runtime.store.memory import SqlMemory
 from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnStore
 from agent_runtime.tools import ToolRegistry, add_builtins
-from agent_runtime.workers import WorkerPool
+from model_worker.client import WorkerClient
+from model_worker.registry import WorkerPool
 from model_worker.server.common import add_health_and_reflection, set_serving
 from model_worker.server.limits import TokenRates
 from model_worker.server.serve import CHANNEL_OPTIONS, TlsFiles, tls_files
-from model_worker.server.tracing import configure_tracing
+from model_worker.server.settings import add_settings_flags, settings_from
+from model_worker.server.tracing import configure_tracing, grpc_server_interceptors
 from protos.dsv4.agent.v1 import agent_pb2_grpc
 from services.sql import make_engine, sessions
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="run the agent service (gRPC); flags override DSV4_AGENT_* settings")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int, help="0: any free port (printed)")
-    p.add_argument("--worker", dest="workers", help="model worker addresses HOST:PORT[,HOST:PORT...]")
-    p.add_argument("--database", dest="database_url", help="SQLAlchemy URL (PostgreSQL, or sqlite:///FILE)")
-    p.add_argument("--jobs", dest="jobs_target", help="the jobs service's address, for Think Max turns")
-    p.add_argument("--api-keys", dest="api_keys_file", help="JSON file {key: tenant}")
-    p.add_argument("--workspace", help="directory the file tools may read")
-    p.add_argument("--tool-plugins", help="more tools: package.module:function entries, comma-separated")
-    p.add_argument("--require-approval", help="tools whose calls need a human's approval, comma-separated")
-    p.add_argument("--max-turns-per-tenant", type=int)
-    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
-    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    p.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
+    add_settings_flags(p, AgentSettings, {"workers": "--worker", "database_url": "--database",
+                                          "jobs_target": "--jobs", "api_keys_file": "--api-keys"})
     p.set_defaults(func=run_serve)
 
 
@@ -58,8 +50,8 @@ class Runtime:
         upgrade(settings.database_url)
         db = sessions(make_engine(settings.database_url))
         self.store, self.memory = TranscriptStore(db), SqlMemory(db)
-        self.workers = WorkerPool.connect([a.strip() for a in settings.workers.split(",") if a.strip()],
-                                          api_key=settings.worker_api_key)
+        self.workers = WorkerPool.open(settings.worker_registry, settings.workers,
+                                       lambda address: WorkerClient(address, api_key=settings.worker_api_key))
         self.jobs = None
         if settings.jobs_target:
             from services.jobs.client import JobsClient
@@ -79,9 +71,10 @@ class Runtime:
         compactor = Compactor(self.store, self.workers, Compaction(ClearToolResults(settings.compact_keep_last),
                                                                    trigger_fraction=settings.compact_at_fraction))
         self.loop = AgentLoop(self.store, self.workers, tools, jobs=self.jobs, compactor=compactor)
+        self.metrics = AgentMetrics()
         self.runner = TurnRunner(self.loop, TurnStore(db, settings.stale_after_seconds),
                                  heartbeat_s=settings.heartbeat_seconds,
-                                 max_turns_per_tenant=settings.max_turns_per_tenant)
+                                 max_turns_per_tenant=settings.max_turns_per_tenant, metrics=self.metrics)
         api_keys = json.loads(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else None
         rates = (TokenRates(settings.tokens_per_second_per_tenant) if settings.tokens_per_second_per_tenant
                  else None)
@@ -108,7 +101,8 @@ def _plugin(entry: str):
 
 def build_server(runtime: Runtime, host: str, port: int, threads: int = 32, tls: TlsFiles | None = None
                  ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS,
+                         interceptors=grpc_server_interceptors())
     agent_pb2_grpc.add_AgentServiceServicer_to_server(runtime.servicer, server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAME, serving=True)
     address = f"{host}:{port}"
@@ -117,15 +111,17 @@ def build_server(runtime: Runtime, host: str, port: int, threads: int = 32, tls:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    overrides = {k: v for k, v in vars(args).items()
-                 if k in AgentSettings.model_fields and v is not None}
-    settings = AgentSettings(**overrides)
+    settings = settings_from(AgentSettings, args)
     configure_tracing("dsv4-agent")
     runtime = Runtime(settings)
-    tls = tls_files(argparse.Namespace(tls_cert=settings.tls_cert, tls_key=settings.tls_key,
-                                       tls_client_ca=settings.tls_client_ca))
+    tls = tls_files(settings)
     server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads, tls)
     server.start()
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        metrics, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=runtime.metrics.registry)
+        print(f"agent metrics on http://{settings.host}:{metrics.server_port}/metrics", flush=True)
     print(f"agent service on {settings.host}:{port} (workers {settings.workers}, database "
           f"{settings.database_url.split('@')[-1]})", flush=True)
     stopping = threading.Event()

@@ -83,7 +83,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.store.delete(tenant, request.session_id)
         if row.worker_session_id:
             try:
-                self.loop.workers.client(row.worker_address).delete_session(row.worker_session_id)
+                _, client = self.loop.workers.connect(row.worker_session_id, hint=row.worker_address)
+                client.delete_session(row.worker_session_id)
             except WorkerError:
                 pass  # already gone (or its worker is): the agent session is deleted either way
         return pb.DeleteSessionResponse()
@@ -97,10 +98,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise ValueError(f"step: between 1 and {parent.steps} (the session's committed steps)")
         new_id = check_session_id(request.new_session_id or uuid.uuid4().hex)
         record = self.store.step_record(tenant, parent.id, step)
-        client = self.loop.workers.client(parent.worker_address)
+        address, client = self.loop.workers.connect(record.worker_session_id, hint=parent.worker_address)
         info = client.fork(record.worker_session_id, record.worker_commit, worker_session_name())
+        self.loop.workers.placed(info.session_id, address)
         row = self.store.fork(tenant, parent.id, step, new_id, info.session_id, info.commit)
-        self.store.set_worker(tenant, new_id, info.session_id, info.commit, parent.worker_address)
+        self.store.set_worker(tenant, new_id, info.session_id, info.commit, address)
         return convert.session(self.store.get(tenant, row.id))
 
     @rpc

@@ -73,11 +73,11 @@ class AsyncWorkerClient:
 
     async def _unary(self, name: str, request: Any, timeout: float | None, *, retry: bool = True) -> Any:
         method = getattr(self._stub, name)
-        deadline = self._deadline(timeout)
+        deadline, metadata = self._deadline(timeout), policy.call_metadata(self._metadata)
         attempt = 0
         while True:
             try:
-                return await method(request, timeout=deadline.remaining(), metadata=self._metadata)
+                return await method(request, timeout=deadline.remaining(), metadata=metadata)
             except grpc.RpcError as error:
                 delay = self._retry.delay(error, attempt, deadline) if retry else None
                 if delay is None:
@@ -88,10 +88,10 @@ class AsyncWorkerClient:
     async def _stream(self, name: str, request: Any, timeout: float | None) -> AsyncIterator[Any]:
         """The responses of a server stream, retried only while none has arrived; closing it cancels the call."""
         method = getattr(self._stub, name)
-        deadline = self._deadline(timeout)
+        deadline, metadata = self._deadline(timeout), policy.call_metadata(self._metadata)
         attempt = 0
         while True:
-            call = method(request, timeout=deadline.remaining(), metadata=self._metadata)
+            call = method(request, timeout=deadline.remaining(), metadata=metadata)
             started = False
             try:
                 async for response in call:

@@ -1,6 +1,6 @@
-"""The blocking side of every typed gRPC client of the platform: one channel, the bearer metadata, deadlines, and calls
-retried on UNAVAILABLE where repeating them cannot duplicate an effect (policy.py). Thread-safe (grpc channels are),
-so one client serves a whole process."""
+"""The blocking side of every typed gRPC client of the platform: one channel, the metadata (bearer key, the caller's
+trace context), deadlines, and calls retried on UNAVAILABLE where repeating them cannot duplicate an effect
+(policy.py). Thread-safe (grpc channels are), so one client serves a whole process."""
 
 from __future__ import annotations
 
@@ -56,11 +56,11 @@ class SyncRpcClient:
 
     def _unary(self, name: str, request: Any, timeout: float | None, *, retry: bool = True) -> Any:
         method = getattr(self._stub, name)
-        deadline = self._deadline(timeout)
+        deadline, metadata = self._deadline(timeout), policy.call_metadata(self._metadata)
         attempt = 0
         while True:
             try:
-                return method(request, timeout=deadline.remaining(), metadata=self._metadata)
+                return method(request, timeout=deadline.remaining(), metadata=metadata)
             except grpc.RpcError as error:
                 delay = self._retry.delay(error, attempt, deadline) if retry else None
                 if delay is None:
@@ -71,10 +71,10 @@ class SyncRpcClient:
     def _stream(self, name: str, request: Any, timeout: float | None) -> Iterator[Any]:
         """The responses of a server stream, retried only while none has arrived; closing it cancels the call."""
         method = getattr(self._stub, name)
-        deadline = self._deadline(timeout)
+        deadline, metadata = self._deadline(timeout), policy.call_metadata(self._metadata)
         attempt = 0
         while True:
-            call = method(request, timeout=deadline.remaining(), metadata=self._metadata)
+            call = method(request, timeout=deadline.remaining(), metadata=metadata)
             started = False
             try:
                 for response in call:

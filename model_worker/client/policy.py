@@ -1,4 +1,4 @@
-"""How both clients call the worker: channel options, the bearer metadata, deadlines and retries.
+"""How both clients call the worker: channel options, the metadata (bearer key, trace context), deadlines and retries.
 
 Retries happen only on UNAVAILABLE (the call most likely never reached a live server) and only where repeating the
 call cannot duplicate an effect the caller saw: a unary call, or a stream before its first response. A call's
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from opentelemetry import propagate
 
 MIB = 1 << 20
 MAX_MESSAGE_BYTES = 256 * MIB  # a million-token prompt is a few MiB of ids or text; exports arrive in chunks
@@ -43,6 +44,14 @@ def channel_options(extra: Sequence[tuple[str, Any]] | None = None) -> list[tupl
 
 def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+def call_metadata(auth: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+    """A call's metadata: the bearer key and the caller's current trace context (W3C `traceparent`), read when the
+    call starts, so the server's span continues the caller's trace. Without a current trace only the key goes."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return auth + tuple(carrier.items())
 
 
 class Deadline:

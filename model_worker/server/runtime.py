@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from model_worker.chat import ChatSession, SessionHead, Tokenizer
 from model_worker.engine import MtpDrafter, Scheduler
 from model_worker.model import DeepseekV4
+from model_worker.registry.records import WorkerRecord
 from model_worker.server.auth import tenant_for
 from model_worker.server.limits import TokenRates
 from model_worker.server.telemetry import Metrics
@@ -58,6 +59,12 @@ class WorkerRuntime:
         self._busy_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.scheduler.run, args=(self._stop,), name="engine", daemon=True)
+
+    def registry_record(self, address: str) -> tuple[WorkerRecord, list[str]]:
+        """This worker as the registry lists it, and the sessions it holds hot."""
+        load, hot = self.scheduler.load, self.hot.session_ids()
+        return WorkerRecord(address, self.model_name, self.model.fingerprint, load["running"], load["waiting"],
+                            self.scheduler.max_running, len(hot), self.hot.nbytes), hot
 
     def start(self) -> None:
         self._thread.start()

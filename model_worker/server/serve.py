@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass
@@ -17,9 +18,11 @@ from grpc_health.v1 import health
 
 from model_worker.chat import load_tokenizer
 from model_worker.parallel.launch import KEEPALIVE_S, ModelSpec, open_replica
+from model_worker.registry import Heartbeat, open_registry
 from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection, set_serving
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.service import WorkerService
+from model_worker.server.settings import WorkerSettings, add_settings_flags, settings_from
 from model_worker.server.tracing import configure_tracing
 from model_worker.sessions import BlobCodec, SessionStore
 from model_worker.sessions.blobs import open_tiered
@@ -31,33 +34,7 @@ SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["ModelWorker"].full_name
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="run a model worker (gRPC)")
-    p.add_argument("--checkpoint", help="checkpoint directory (default: random weights of --config)")
-    p.add_argument("--config", default="tiny")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--numerics", default="official", choices=["official", "reference"])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=50051, help="0: any free port (printed)")
-    p.add_argument("--session-store", default="sessions", help="cold tier: file://DIR, a directory, any fsspec URL, "
-                   "or redis://")
-    p.add_argument("--warm-store", help="warm tier in front of it, e.g. redis://127.0.0.1:6379/0")
-    p.add_argument("--api-keys", help="JSON file {key: tenant}; without it every caller is the default tenant")
-    p.add_argument("--hot-budget-gb", type=float, default=4.0)
-    p.add_argument("--token-budget", type=int, default=512, help="tokens per engine step")
-    p.add_argument("--max-running", type=int, default=64)
-    p.add_argument("--max-waiting", type=int, default=1024)
-    p.add_argument("--kv-budget-gb", type=float, help="admit requests while their KV state fits in this many GiB")
-    p.add_argument("--max-requests-per-tenant", type=int)
-    p.add_argument("--tokens-per-second-per-tenant", type=float, help="token bucket per tenant (10 s of burst)")
-    p.add_argument("--speculative", action="store_true", help="MTP speculative decoding: the MTP layer drafts each "
-                   "next token and the main model verifies it in the same pass (replies unchanged)")
-    p.add_argument("--tensor-parallel", type=int, default=1, help="split the model over N local ranks (gloo on CPU, "
-                   "NCCL on GPUs); across machines, start every rank with torch.distributed's env:// variables")
-    p.add_argument("--threads", type=int, default=32, help="gRPC handler threads")
-    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics over HTTP on this port")
-    p.add_argument("--trace-console", action="store_true", help="print OpenTelemetry spans (no collector needed)")
-    p.add_argument("--tls-cert", help="PEM certificate chain: serve TLS (with --tls-key)")
-    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
-    p.add_argument("--tls-client-ca", help="PEM CA bundle: require client certificates it signed (mutual TLS)")
+    add_settings_flags(p, WorkerSettings, {"api_keys_file": "--api-keys"})
     p.set_defaults(func=run_serve)
 
 
@@ -75,7 +52,8 @@ class TlsFiles:
                                            root_certificates=client_ca, require_client_auth=client_ca is not None)
 
 
-def tls_files(args: argparse.Namespace) -> TlsFiles | None:
+def tls_files(args) -> TlsFiles | None:
+    """From anything with tls_cert, tls_key and tls_client_ca (flags or settings)."""
     if not (args.tls_cert or args.tls_key or args.tls_client_ca):
         return None
     if not (args.tls_cert and args.tls_key):
@@ -119,38 +97,48 @@ def serve_in_process(model, blobs, *, host: str = "127.0.0.1", port: int = 0, th
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    replica = open_replica(ModelSpec(args.checkpoint, args.config, args.seed, args.numerics), args.tensor_parallel)
+    settings: WorkerSettings = settings_from(WorkerSettings, args)
+    replica = open_replica(ModelSpec(settings.checkpoint, settings.config, settings.seed, settings.numerics),
+                           settings.tensor_parallel)
     if replica is None:
         return 0  # a rank other than 0 of a launcher-started replica: it followed rank 0 to the end
     model = replica.model
     key = os.environ.get(KEY_ENV)
-    store = SessionStore(open_tiered(args.session_store, args.warm_store), model.fingerprint, model.layout,
+    store = SessionStore(open_tiered(settings.session_store, settings.warm_store), model.fingerprint, model.layout,
                          codec=BlobCodec(bytes.fromhex(key)) if key else BlobCodec())
-    api_keys = json.loads(Path(args.api_keys).read_text()) if args.api_keys else None
-    runtime = WorkerRuntime(model, load_tokenizer(), store, model_name=args.checkpoint or args.config,
-                            api_keys=api_keys, hot_budget_bytes=int(args.hot_budget_gb * (1 << 30)),
-                            token_budget=args.token_budget, max_running=args.max_running,
-                            max_waiting=args.max_waiting,
-                            kv_budget_bytes=int(args.kv_budget_gb * (1 << 30)) if args.kv_budget_gb else None,
-                            max_requests_per_tenant=args.max_requests_per_tenant,
-                            tokens_per_second_per_tenant=args.tokens_per_second_per_tenant,
-                            speculative=args.speculative)
-    tls = tls_files(args)
-    server, port, health_servicer = build_server(runtime, args.host, args.port, args.threads, tls)
-    if args.metrics_port is not None:
+    api_keys = json.loads(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else None
+    gib = 1 << 30
+    runtime = WorkerRuntime(model, load_tokenizer(), store, model_name=settings.checkpoint or settings.config,
+                            api_keys=api_keys, hot_budget_bytes=int(settings.hot_budget_gb * gib),
+                            token_budget=settings.token_budget, max_running=settings.max_running,
+                            max_waiting=settings.max_waiting,
+                            kv_budget_bytes=int(settings.kv_budget_gb * gib) if settings.kv_budget_gb else None,
+                            max_requests_per_tenant=settings.max_requests_per_tenant,
+                            tokens_per_second_per_tenant=settings.tokens_per_second_per_tenant,
+                            speculative=settings.speculative)
+    tls = tls_files(settings)
+    server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads, tls)
+    if settings.metrics_port is not None:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr=args.host, registry=runtime.metrics.registry)
-    configure_tracing("dsv4-model-worker", console=args.trace_console)
+        start_http_server(settings.metrics_port, addr=settings.host, registry=runtime.metrics.registry)
+    configure_tracing("dsv4-model-worker", console=settings.trace_console)
     runtime.start()
     server.start()
+    heartbeat = None
+    if settings.registry:
+        address = settings.advertise or f"{_reachable_host(settings.host)}:{port}"
+        heartbeat = Heartbeat(open_registry(settings.registry), lambda: runtime.registry_record(address),
+                              settings.heartbeat_seconds).start()
     set_serving(health_servicer, SERVICE_NAME, True)
     security = "" if tls is None else " (mutual TLS)" if tls.client_ca else " (TLS)"
-    print(f"model worker serving {runtime.model_name} on {args.host}:{port}{security}", flush=True)
+    print(f"model worker serving {runtime.model_name} on {settings.host}:{port}{security}", flush=True)
     stopping, rank_lost = threading.Event(), threading.Event()
 
     def drain(*_: object) -> None:
         set_serving(health_servicer, SERVICE_NAME, False)
+        if heartbeat is not None:
+            threading.Thread(target=heartbeat.stop, daemon=True).start()  # clients route elsewhere at once
         stopping.set()
 
     def lost(rank: int, code: int | None) -> None:
@@ -175,6 +163,11 @@ def run_serve(args: argparse.Namespace) -> int:
     runtime.stop()
     replica.close()
     return 0
+
+
+def _reachable_host(host: str) -> str:
+    """The name other machines reach a worker bound to every interface by (in containers, the hostname)."""
+    return socket.gethostname() if host in ("0.0.0.0", "::", "") else host
 
 
 def _abandon(server: grpc.Server, runtime: WorkerRuntime) -> int:

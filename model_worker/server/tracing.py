@@ -1,11 +1,13 @@
 """Where every service's spans go: OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the OpenTelemetry SDK's standard
 variables: OTEL_EXPORTER_OTLP_PROTOCOL grpc (default) or http/protobuf, OTEL_SERVICE_NAME), and/or the console.
-Without either, spans are not exported (the API's no-op provider stays)."""
+Without either, spans are not exported (the API's no-op provider stays). And how a gRPC service continues its
+callers' traces (the clients send them: model_worker.client.policy.call_metadata)."""
 
 from __future__ import annotations
 
 import os
 
+import grpc
 from opentelemetry import trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -39,3 +41,13 @@ def configure_tracing(service: str, console: bool = False) -> None:
     provider = tracer_provider(service, console)
     if provider is not None:
         trace.set_tracer_provider(provider)
+
+
+def grpc_server_interceptors() -> list[grpc.ServerInterceptor]:
+    """A SERVER span per RPC that continues the caller's trace (its `traceparent` metadata) and stays current while
+    the handler runs, a streaming one's too, so what the handler calls and starts are its children. Health checks
+    and reflection get none: probes every few seconds would bury the traces."""
+    from opentelemetry.instrumentation.grpc import filters, server_interceptor
+
+    probes = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection."))
+    return [server_interceptor(filter_=filters.negate(probes))]

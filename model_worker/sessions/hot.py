@@ -41,6 +41,11 @@ class HotSessions:
     def __contains__(self, key: tuple[str, str]) -> bool:
         return key in self._sessions
 
+    def session_ids(self) -> list[str]:
+        """The sessions held now (what the worker registry routes to this worker)."""
+        with self._lock:
+            return [session_id for _, session_id in self._sessions]
+
     @contextlib.contextmanager
     def acquire(self, tenant: str, session_id: str) -> Iterator[OpenSession]:
         """The session, hot or opened from the store, pinned for the duration. The caller commits before leaving;

@@ -6,21 +6,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from model_worker.server.settings import add_settings_flags, settings_from
 from services.gateway.settings import GatewaySettings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.gateway")
-    parser.add_argument("--host")
-    parser.add_argument("--port", type=int, help="0: any free port (printed)")
-    parser.add_argument("--worker", dest="workers", help="model worker addresses HOST:PORT[,HOST:PORT...]")
-    parser.add_argument("--jobs", dest="jobs_target", help="the jobs service's gRPC address")
-    parser.add_argument("--database", dest="database_url", help="SQLAlchemy URL (PostgreSQL, or sqlite:///FILE)")
-    parser.add_argument("--files-dir", help="where uploaded files are kept")
-    parser.add_argument("--api-keys", dest="api_keys_file", help="JSON file {key: tenant}")
-    parser.add_argument("--model-name", help="the model name clients use (default: the worker's)")
-    args = parser.parse_args(argv)
-    settings = GatewaySettings(**{k: v for k, v in vars(args).items() if v is not None})
+    add_settings_flags(parser, GatewaySettings, {"workers": "--worker", "jobs_target": "--jobs",
+                                                 "database_url": "--database", "api_keys_file": "--api-keys"})
+    settings = settings_from(GatewaySettings, parser.parse_args(argv))
     return serve(settings)
 
 

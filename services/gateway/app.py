@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy.orm import sessionmaker
 
-from model_worker.client import AsyncWorkerClient
+from model_worker.client import AsyncWorkerClient, Unavailable
+from model_worker.registry import WorkerPool
 from model_worker.server.auth import tenant_for
 from model_worker.server.limits import TokenRates
 from services.gateway import errors
@@ -44,20 +47,46 @@ class Gateway:
     rates: TokenRates | None = None
     metrics: Metrics = field(default_factory=Metrics)
     in_flight: dict[str, int] = field(default_factory=dict)
-    workers: dict[str, AsyncWorkerClient] = field(default_factory=dict)  # connected on the app's event loop
-    _turn: int = 0
+    workers: WorkerPool[AsyncWorkerClient] | None = None  # connected on the app's event loop
 
     def connect(self) -> None:
-        addresses = [a.strip() for a in self.settings.workers.split(",") if a.strip()]
-        self.workers = {a: AsyncWorkerClient(a, api_key=self.settings.worker_api_key) for a in addresses}
+        self.workers = WorkerPool.open(self.settings.worker_registry, self.settings.workers,
+                                       lambda a: AsyncWorkerClient(a, api_key=self.settings.worker_api_key))
 
     def pick(self) -> str:
-        """The worker a new session or a stateless request goes to (in turn); a session stays on its worker."""
-        self._turn += 1
-        return list(self.workers)[self._turn % len(self.workers)]
+        """The worker a new session or a stateless request goes to: the least loaded."""
+        return self.workers.route()
+
+    def place(self, session_id: str, hint: str) -> str:
+        """The worker a stored conversation's session goes to: where it is hot, else another that resumes it."""
+        return self.workers.route(session_id, hint=hint)
 
     def worker(self, address: str | None = None) -> AsyncWorkerClient:
-        return self.workers.get(address) or self.workers[self.pick()]
+        return self.workers.client(address or self.pick())
+
+    async def model_info(self, timeout: float = 30):
+        """The model's description from any live worker (one that is unreachable is skipped for the next)."""
+        tried: set[str] = set()
+        while True:
+            address = self.workers.route(exclude=tried)
+            try:
+                return await self.workers.client(address).model_info(timeout=timeout)
+            except Unavailable:
+                self.workers.lost(address)
+                tried.add(address)
+
+    async def start_stateless(self, **arguments) -> tuple[AsyncIterator, object]:
+        """A generation that needs no session, on the least loaded worker; one that is unreachable before the first
+        event is skipped for the next (nothing ran there yet). Returns the stream and its first event."""
+        tried: set[str] = set()
+        while True:
+            address = self.workers.route(exclude=tried)
+            events = self.workers.client(address).generate(**arguments)
+            try:
+                return events, await first_event(events)
+            except Unavailable:
+                self.workers.lost(address)
+                tried.add(address)
 
     def check_model(self, model: str, param: str = "model") -> None:
         if model != self.model_name:
@@ -126,14 +155,18 @@ def create_app(gw: Gateway) -> FastAPI:
     async def lifespan(_: FastAPI):
         gw.connect()  # grpc.aio channels belong to the loop that serves
         if not gw.model_name:
-            gw.model_name = (await gw.worker().model_info(timeout=30)).model
+            gw.model_name = (await gw.model_info()).model
         yield
-        for client in gw.workers.values():
+        for client in gw.workers.clients.values():
             await client.close()
+        gw.workers.registry.close()
 
     app = FastAPI(title="DeepSeek-V4 platform gateway", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.gateway = gw
     errors.install(app)
+    # A server span per request (continuing a `traceparent` header), current while its route runs: the worker and
+    # jobs calls it makes are its children. Probes and scrapes get none; ASGI send/receive spans are noise.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/metrics", exclude_spans=["receive", "send"])
 
     @app.middleware("http")
     async def limits_and_metrics(request: Request, call_next):
@@ -152,8 +185,7 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         try:
-            for client in gw.workers.values():
-                await client.model_info(timeout=5)
+            await gw.model_info(timeout=5)
         except Exception as error:  # noqa: BLE001 - any failure means not ready
             return JSONResponse({"status": "unavailable", "error": str(error)}, 503)
         return JSONResponse({"status": "ok"})

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from model_worker.client import Delta, Final, ToolCall
 from model_worker.client.errors import WorkerError
 from services.gateway import errors
-from services.gateway.app import Gateway, GatewayDep, TenantDep, first_event
+from services.gateway.app import Gateway, GatewayDep, TenantDep
 from services.gateway.openai_types import ChatCompletionRequest
 from services.openai_shapes import chat_completion, tool_call_objects, usage_object
 
@@ -32,19 +32,18 @@ async def chat_completions(body: ChatCompletionRequest, gw: GatewayDep, tenant: 
     if gw.rates is not None:
         gw.rates.admit(tenant, sum(len(m.content) for m in arguments["messages"]) // 4 + 1)
     call_id = f"chatcmpl-{uuid.uuid4().hex}"
-    client = gw.worker()
     if not body.stream:
         with gw.slot(tenant):
-            final = None
-            async for event in client.generate(**arguments):
+            events, event = await gw.start_stateless(**arguments)
+            final = event if isinstance(event, Final) else None
+            async for event in events:
                 if isinstance(event, Final):
                     final = event
         gw.count_usage(tenant, final.usage)
         return JSONResponse(chat_completion(call_id, gw.model_name, final, usage_object(final.usage)))
     gw.acquire(tenant)  # here, so that a refusal is an HTTP status rather than a broken stream; _sse releases
-    events = client.generate(**arguments)
     try:
-        first = await first_event(events)
+        events, first = await gw.start_stateless(**arguments)
     except BaseException:
         gw.release(tenant)
         raise

@@ -20,7 +20,7 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from model_worker.client import AsyncWorkerClient, FailedPrecondition, Final, Message, NotFound, Tool, WorkerError
+from model_worker.client import FailedPrecondition, Final, Message, NotFound, Tool, WorkerError
 from services.gateway import errors
 from services.gateway import responses_rows as rows
 from services.gateway import responses_shapes as shapes
@@ -162,7 +162,8 @@ async def _start(gw: Gateway, turn: Turn) -> tuple[Target, Any, AsyncIterator]:
     the session has moved past the response (or another turn is on it), the worker refuses and it forks."""
     previous, body = turn.previous, turn.body
     if previous is not None:
-        target = Target(previous.worker_address, previous.worker_session_id, previous.worker_commit, in_place=True)
+        target = Target(gw.place(previous.worker_session_id, previous.worker_address), previous.worker_session_id,
+                        previous.worker_commit, in_place=True)
     elif body.store:
         target = await _new_session(gw, turn)
     else:
@@ -186,19 +187,21 @@ async def _start(gw: Gateway, turn: Turn) -> tuple[Target, Any, AsyncIterator]:
 async def _new_session(gw: Gateway, turn: Turn) -> Target:
     address = gw.pick()
     tools = [Tool(**tool) for tool in turn.conversation["tools"]] or None
-    info = await _client(gw, address).create_session(session_id=turn.row.id, tools=tools,
+    info = await gw.worker(address).create_session(session_id=turn.row.id, tools=tools,
                                                      system_prompt=turn.conversation["instructions"],
                                                      think_max=turn.body.mode() == "think-max")
+    gw.workers.placed(info.session_id, address)
     return Target(address, info.session_id, info.commit, fresh_tokens=info.tokens - info.reused_prefix_tokens)
 
 
 async def _fork(gw: Gateway, previous: StoredResponse, session_id: str) -> Target:
+    address = gw.place(previous.worker_session_id, previous.worker_address)
     try:
-        info = await _client(gw, previous.worker_address).fork(previous.worker_session_id, previous.worker_commit,
-                                                               session_id)
+        info = await gw.worker(address).fork(previous.worker_session_id, previous.worker_commit, session_id)
     except NotFound:
         raise _state_gone(previous) from None
-    return Target(previous.worker_address, info.session_id, info.commit)
+    gw.workers.placed(info.session_id, address)
+    return Target(address, info.session_id, info.commit)
 
 
 def _state_gone(previous: StoredResponse) -> errors.ApiError:
@@ -211,20 +214,13 @@ def _generate(gw: Gateway, turn: Turn, target: Target) -> AsyncIterator:
     body = turn.body
     common = dict(mode=body.mode(), sampling=body.sampling(body.max_output_tokens),
                   tool_choice=body.worker_tool_choice(), response_format=body.schema())
-    client = _client(gw, target.address)
+    client = gw.worker(target.address)
     if target.session_id is None:  # stateless: the instructions and tools go with the request
         instructions = turn.conversation["instructions"]
         system = [Message("system", instructions)] if instructions else []
         return client.generate(messages=system + turn.messages, tools=body.worker_tools(), **common)
     return client.generate(session_id=target.session_id, expected_commit=target.commit, messages=turn.messages,
                            **common)
-
-
-def _client(gw: Gateway, address: str) -> AsyncWorkerClient:
-    if address not in gw.workers:
-        raise errors.ApiError(503, f"the model worker {address} that holds this conversation is not one of this "
-                                   "gateway's workers", code="worker_unavailable", retry_after=30)
-    return gw.workers[address]
 
 
 async def _finish(gw: Gateway, turn: Turn, target: Target, output: list[dict], final: Final) -> dict[str, Any]:
@@ -237,7 +233,7 @@ async def _finish(gw: Gateway, turn: Turn, target: Target, output: list[dict], f
         usage.reused_tokens + usage.prefilled_tokens, usage.reused_tokens - target.fresh_tokens,
         usage.completion_tokens, usage.reasoning_tokens), int(time.time()))
     if turn.body.store:
-        commit = (await _client(gw, target.address).get_session(target.session_id)).commit
+        commit = (await gw.worker(target.address).get_session(target.session_id)).commit
         await rows.save(gw, turn.row, response, **target.columns(commit))
     return response
 
@@ -309,7 +305,8 @@ async def _refresh(gw: Gateway, row: StoredResponse) -> StoredResponse:
                                       row.request.get("fresh_tokens", 0), now)
     session, commit = completion.get("session_id"), None
     try:
-        commit = (await _client(gw, row.worker_address).get_session(session)).commit if session else None
+        if session:
+            commit = (await gw.worker(gw.place(session, row.worker_address)).get_session(session)).commit
     except NotFound:  # the jobs service ran it on a worker (or worker tenant) this gateway does not reach
         session = None  # its reply is shown, but not continued from
     return await rows.save(gw, row, response, worker_session_id=session, worker_commit=commit)

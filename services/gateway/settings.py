@@ -13,6 +13,8 @@ class GatewaySettings(BaseSettings):
     host: str = Field("127.0.0.1", description="address to serve HTTP on")
     port: int = Field(8000, description="HTTP port; 0: any free port (printed)")
     workers: str = Field("127.0.0.1:50051", description="model worker gRPC addresses, comma-separated")
+    worker_registry: str | None = Field(None, description="worker registry, redis://HOST:PORT/DB: live workers, "
+                                        "their loads and hot sessions; none: the `workers` addresses")
     worker_api_key: str | None = Field(None, description="API key for the model workers, if they require one")
     jobs_target: str | None = Field(None, description="the jobs service's gRPC address (batches, background "
                                     "responses); without it those endpoints answer 503")

@@ -12,6 +12,7 @@ from opentelemetry import propagate
 
 from model_worker.sessions.blobs import BlobStore
 from services.jobs.celery_app import publish
+from services.jobs.metrics import SubmitMetrics
 from services.jobs.models import Batch, Result
 from services.jobs.service import JobStore
 from services.jobs.spec import InvalidLine, JobRequest, parse_jsonl
@@ -19,9 +20,10 @@ from services.jobs.views import batch_view
 
 
 class Jobs:
-    def __init__(self, store: JobStore, outputs: BlobStore | None = None, completion_window_s: int = 24 * 3600
-                 ) -> None:
+    def __init__(self, store: JobStore, outputs: BlobStore | None = None, completion_window_s: int = 24 * 3600,
+                 metrics: SubmitMetrics | None = None) -> None:
         self.store, self.outputs, self.completion_window_s = store, outputs, completion_window_s
+        self.metrics = metrics or SubmitMetrics()
 
     def submit_jsonl(self, tenant: str, text: str, *, completion_window_s: int | None = None,
                      metadata: dict[str, str] | None = None, webhook_url: str | None = None,
@@ -43,6 +45,7 @@ class Jobs:
         batch, to_publish = self.store.submit(tenant, valid, invalid, completion_window_s or self.completion_window_s,
                                               metadata, webhook_url, carrier)
         publish(to_publish, interactive=interactive)
+        self.metrics.submitted(len(valid), len(invalid), interactive)
         return self.view(batch)
 
     def get(self, tenant: str, batch_id: str) -> dict[str, Any]:

@@ -12,14 +12,18 @@ import socket
 from collections.abc import Iterable
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.concurrency import get_implementation
+from celery.signals import worker_init, worker_shutdown
 from kombu import Exchange, Queue
 from opentelemetry import propagate, trace
+from prometheus_client import start_http_server
 
 from model_worker.client import ResourceExhausted, Unavailable, WorkerClient
+from model_worker.registry import WorkerPool
 from model_worker.server.tracing import configure_tracing
 from model_worker.sessions import open_blobs
 from services.jobs.db import make_engine, sessions
+from services.jobs.metrics import RunMetrics, worker_registry
 from services.jobs.runner import Runner
 from services.jobs.service import JobStore
 from services.jobs.settings import JobsSettings
@@ -76,13 +80,33 @@ settings = JobsSettings()
 app = Celery("dsv4_jobs")
 app.conf.update(celery_config(settings))
 _resources: dict[int, tuple[JobStore, Runner]] = {}
+run_metrics = RunMetrics()  # what this process's runs count (prefork children: each its own, summed at the endpoint)
+metrics_endpoint = None  # the worker's metrics HTTP server, while it runs
 
 
 @worker_init.connect
-def _export_spans(**_: object) -> None:
+def _export_telemetry(sender, **_: object) -> None:
     """A Celery worker exports its spans where the environment says (prefork children keep the provider: the SDK
-    restarts its export thread after a fork)."""
+    restarts its export thread after a fork), and serves its metrics on `metrics_port`."""
+    global metrics_endpoint
     configure_tracing("dsv4-jobs-worker")
+    if settings.metrics_port is not None and metrics_endpoint is None:
+        from celery.concurrency.prefork import TaskPool as PreforkPool
+
+        try:
+            registry = worker_registry(run_metrics, forks=issubclass(get_implementation(sender.pool_cls), PreforkPool))
+        except RuntimeError as error:
+            raise SystemExit(f"metrics_port: {error}") from error  # Celery would log an Exception and start anyway
+        metrics_endpoint, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+
+
+@worker_shutdown.connect
+def _stop_metrics(**_: object) -> None:
+    global metrics_endpoint
+    if metrics_endpoint is not None:
+        metrics_endpoint.shutdown()
+        metrics_endpoint.server_close()
+        metrics_endpoint = None
 
 
 def configure(new: JobsSettings) -> None:
@@ -98,10 +122,11 @@ def resources() -> tuple[JobStore, Runner]:
     pid = os.getpid()
     if pid not in _resources:
         store = JobStore(sessions(make_engine(settings.database_url)))
-        client = WorkerClient(settings.worker_target, api_key=settings.worker_api_key, retries=2)
-        runner = Runner(store, client, owner=f"{socket.gethostname()}:{pid}", lease_s=settings.lease_seconds,
+        workers = WorkerPool.open(settings.worker_registry, settings.worker_target,
+                                  lambda address: WorkerClient(address, api_key=settings.worker_api_key, retries=2))
+        runner = Runner(store, workers, owner=f"{socket.gethostname()}:{pid}", lease_s=settings.lease_seconds,
                         results=open_blobs(settings.result_store), inline_output_bytes=settings.inline_output_bytes,
-                        check_every_tokens=settings.progress_every_tokens)
+                        check_every_tokens=settings.progress_every_tokens, metrics=run_metrics)
         _resources[pid] = store, runner
     return _resources[pid]
 

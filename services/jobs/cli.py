@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from model_worker.server.settings import add_settings_flags, settings_from
 from model_worker.sessions import open_blobs
 from services.jobs.api import Jobs
 from services.jobs.db import make_engine, sessions, upgrade
@@ -28,28 +29,26 @@ def main(argv: list[str] | None = None) -> int:
                        ("watch", "show progress until the batch ends")):
         commands.add_parser(name, help=text).add_argument("batch_id")
     serve = commands.add_parser("serve", help="the jobs gRPC service (protos/dsv4/jobs/v1/jobs.proto)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=50061, help="0: any free port (printed)")
-    serve.add_argument("--api-keys", help="JSON file {key: tenant}; without it every caller is the default tenant")
+    add_settings_flags(serve, JobsSettings, {"api_keys_file": "--api-keys"})
     results = commands.add_parser("results", help="the batch's results as JSONL")
     results.add_argument("batch_id")
     results.add_argument("--out", help="file to write (default: standard output)")
     args = parser.parse_args(argv)
 
-    settings = JobsSettings()
+    settings = settings_from(JobsSettings, args)
     upgrade(settings.database_url)
     jobs = Jobs(JobStore(sessions(make_engine(settings.database_url))), open_blobs(settings.result_store),
                 settings.completion_window_seconds)
     try:
-        return run(jobs, args)
+        return run(jobs, args, settings)
     except (BatchNotFound, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
 
-def run(jobs: Jobs, args: argparse.Namespace) -> int:
+def run(jobs: Jobs, args: argparse.Namespace, settings: JobsSettings) -> int:
     if args.command == "serve":
-        return serve(jobs, args)
+        return serve(jobs, settings)
     if args.command == "submit":
         batch = jobs.submit_jsonl(args.tenant, Path(args.file).read_text(encoding="utf-8"),
                                   completion_window_s=args.window)
@@ -93,7 +92,7 @@ def watch(jobs: Jobs, tenant: str, batch_id: str, every: float = 1.0, width: int
         time.sleep(every)
 
 
-def serve(jobs: Jobs, args: argparse.Namespace) -> int:
+def serve(jobs: Jobs, settings: JobsSettings) -> int:
     import signal
     import threading
 
@@ -101,10 +100,15 @@ def serve(jobs: Jobs, args: argparse.Namespace) -> int:
     from services.jobs.server import build_server
 
     configure_tracing("dsv4-jobs")
-    api_keys = json.loads(Path(args.api_keys).read_text()) if args.api_keys else None
-    server, port = build_server(jobs, args.host, args.port, api_keys)
+    api_keys = json.loads(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else None
+    server, port = build_server(jobs, settings.host, settings.port, api_keys)
     server.start()
-    print(f"jobs service on {args.host}:{port}", flush=True)
+    if settings.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        metrics, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=jobs.metrics.registry)
+        print(f"jobs metrics on http://{settings.host}:{metrics.server_port}/metrics", flush=True)
+    print(f"jobs service on {settings.host}:{port}", flush=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,9 @@ from model_worker.client import (
     WorkerClient,
     WorkerError,
 )
+from model_worker.registry import WorkerPool
 from model_worker.sessions.blobs import BlobStore
+from services.jobs.metrics import RunMetrics
 from services.jobs.models import CANCELLED, COMPLETED, FAILED
 from services.jobs.service import JobStore, Outcome
 from services.jobs.spec import JobRequest
@@ -34,10 +37,12 @@ class Progress:
 
 
 class Runner:
-    def __init__(self, store: JobStore, client: WorkerClient, owner: str, lease_s: float = 60.0,
-                 results: BlobStore | None = None, inline_output_bytes: int = 64 << 10, model: str = "",
-                 check_every_tokens: int = 64) -> None:
-        self.store, self.client, self.owner, self.lease_s = store, client, owner, lease_s
+    def __init__(self, store: JobStore, workers: WorkerPool[WorkerClient] | WorkerClient, owner: str,
+                 lease_s: float = 60.0, results: BlobStore | None = None, inline_output_bytes: int = 64 << 10,
+                 model: str = "", check_every_tokens: int = 64, metrics: RunMetrics | None = None) -> None:
+        self.workers = workers if isinstance(workers, WorkerPool) else WorkerPool.of(workers)
+        self.metrics = metrics or RunMetrics()
+        self.store, self.owner, self.lease_s = store, owner, lease_s
         self.check_every_tokens = check_every_tokens
         self.results, self.inline_output_bytes, self.model = results, inline_output_bytes, model
 
@@ -50,32 +55,43 @@ class Runner:
         request, batch = claimed
         job = JobRequest.from_json(request.body)
         call_id = f"job-{request_id}-{request.attempts}"
-        progress = Progress()
+        progress, started = Progress(), time.monotonic()
+        try:  # the worker holding the job's session hot, else the least loaded
+            address, client = self.workers.connect(job.session_id)
+        except Unavailable:
+            self.store.release(request_id, self.owner)
+            raise
         stop = threading.Event()
-        heartbeat = threading.Thread(target=self._heartbeat, args=(request_id, call_id, progress, stop),
+        heartbeat = threading.Thread(target=self._heartbeat, args=(client, request_id, call_id, progress, stop),
                                      name=f"lease-{request_id}", daemon=True)
         heartbeat.start()
         error: WorkerError | None = None
         try:
-            outcome = self._generate(job, request_id, call_id, progress)
+            outcome = self._generate(client, job, request_id, call_id, progress)
         except WorkerError as exc:  # refused: a retry will not do better (but see below)
             error, outcome = exc, Outcome(FAILED, error={"code": type(exc).__name__, "message": str(exc)})
         finally:
             stop.set()
             heartbeat.join()
         if isinstance(error, (Unavailable, ResourceExhausted)):  # down or overloaded: back to the queue, retry later
+            if isinstance(error, Unavailable):
+                self.workers.lost(address)  # the retry goes to another worker, which resumes the session
             self.store.release(request_id, self.owner)
             raise error
         if progress.verdict == "lost":
             return "lost"
-        return "done" if self.store.finish(request_id, self.owner, outcome) else "lost"
+        if not self.store.finish(request_id, self.owner, outcome):
+            return "lost"
+        self.metrics.ended(outcome, time.monotonic() - started)
+        return "done"
 
-    def _heartbeat(self, request_id: int, call_id: str, progress: Progress, stop: threading.Event) -> None:
+    def _heartbeat(self, client: WorkerClient, request_id: int, call_id: str, progress: Progress,
+                   stop: threading.Event) -> None:
         """Renew the lease a few times per lease period, also during a long prefill that streams nothing."""
-        while not stop.wait(self.lease_s / 4) and self._check(request_id, call_id, progress):
+        while not stop.wait(self.lease_s / 4) and self._check(client, request_id, call_id, progress):
             pass
 
-    def _check(self, request_id: int, call_id: str, progress: Progress) -> bool:
+    def _check(self, client: WorkerClient, request_id: int, call_id: str, progress: Progress) -> bool:
         """Renew the lease with the progress so far; when the batch is cancelled or the lease lost, abort the
         generation (its partial output comes back in a cancelled final). Returns whether to go on."""
         if progress.verdict != "ok":
@@ -84,16 +100,17 @@ class Runner:
         if progress.verdict == "ok":
             return True
         try:
-            self.client.abort(call_id, timeout=10)
+            client.abort(call_id, timeout=10)
         except WorkerError:
             pass  # the stream ends anyway once the worker is back, or its deadline passes
         return False
 
-    def _generate(self, job: JobRequest, request_id: int, call_id: str, progress: Progress) -> Outcome:
-        session_id, built = self._job_session(job, call_id)
+    def _generate(self, client: WorkerClient, job: JobRequest, request_id: int, call_id: str,
+                  progress: Progress) -> Outcome:
+        session_id, built = self._job_session(client, job, call_id)
         tools = None if session_id else [_tool(t) for t in job.tools] or None  # a session has its own tools
         final, checked = None, 0
-        for event in self.client.generate(
+        for event in client.generate(
                 session_id=session_id, messages=job.messages, tools=tools, mode=job.mode,
                 sampling=Sampling(**job.sampling), tool_choice=job.tool_choice,
                 response_format=job.response_format, priority="batch", request_id=call_id):
@@ -102,7 +119,7 @@ class Runner:
                 progress.tokens += len(event.token_ids)
                 if progress.tokens - checked >= self.check_every_tokens:  # a cancel stops at the next decode chunk
                     checked = progress.tokens
-                    self._check(request_id, call_id, progress)
+                    self._check(client, request_id, call_id, progress)
             elif isinstance(event, Final):  # its content, reasoning and tool calls are the whole reply
                 final = event
         usage = {"prompt_tokens": final.usage.prompt_tokens, "prefilled_tokens": final.usage.prefilled_tokens + built,
@@ -110,7 +127,7 @@ class Runner:
                  "reasoning_tokens": final.usage.reasoning_tokens}
         status = CANCELLED if final.finish_reason == "cancelled" else COMPLETED
         if not self.model:
-            self.model = self.client.model_info().model
+            self.model = client.model_info().model
         response = chat_completion(call_id, self.model, final, {
             "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
             "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
@@ -122,18 +139,18 @@ class Runner:
                                          error={"code": "batch_cancelled", "message": "cancelled while running; "
                                                 "the partial output is kept"} if status == CANCELLED else None))
 
-    def _job_session(self, job: JobRequest, call_id: str) -> tuple[str | None, int]:
+    def _job_session(self, client: WorkerClient, job: JobRequest, call_id: str) -> tuple[str | None, int]:
         """(the session the job runs on, tokens prefilled to make it). A job never changes the caller's session: it
         runs on a fork of its last commit (free: the stored state is shared), or, for a Think Max job on a session
         that is not Think Max, on a Think Max copy of its transcript (prefilled). Each attempt makes its own, named
         after the attempt."""
         if job.session_id is None:
             return None, 0
-        info = self.client.get_session(job.session_id)
+        info = client.get_session(job.session_id)
         if job.mode == "think-max" and not info.think_max:
-            copy = self.client.create_session(session_id=call_id, think_max=True, from_session=job.session_id)
+            copy = client.create_session(session_id=call_id, think_max=True, from_session=job.session_id)
             return copy.session_id, copy.tokens - copy.reused_prefix_tokens
-        return self.client.fork(job.session_id, new_session_id=call_id).session_id, 0
+        return client.fork(job.session_id, new_session_id=call_id).session_id, 0
 
     def _store_large(self, outcome: Outcome) -> Outcome:
         """Outputs over the inline limit go to the result store; the row keeps their address."""

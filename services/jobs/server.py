@@ -20,6 +20,7 @@ from model_worker.server import convert
 from model_worker.server.auth import tenant_for
 from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection
 from model_worker.server.errors import error_codes
+from model_worker.server.tracing import grpc_server_interceptors
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.jobs.v1 import jobs_pb2_grpc
 from protos.dsv4.worker.v1 import worker_pb2
@@ -159,7 +160,8 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
 
 def build_server(jobs: Jobs, host: str, port: int, api_keys: dict[str, str] | None = None, threads: int = 16
                  ) -> tuple[grpc.Server, int]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS)  # large JSONL
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS,  # large JSONL
+                         interceptors=grpc_server_interceptors())
     jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(jobs, api_keys), server)
     add_health_and_reflection(server, SERVICE_NAME, serving=True)
     return server, server.add_insecure_port(f"{host}:{port}")

@@ -13,7 +13,13 @@ class JobsSettings(BaseSettings):
     database_url: str = Field("sqlite:///data/jobs.db", description="SQLAlchemy URL: PostgreSQL in deployment")
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker: redis://, amqp:// or "
                             "sqla+sqlite:///... (embedded)")
-    worker_target: str = Field("127.0.0.1:50051", description="the model worker's gRPC address")
+    worker_target: str = Field("127.0.0.1:50051", description="model worker gRPC addresses, comma-separated")
+    worker_registry: str | None = Field(None, description="worker registry, redis://HOST:PORT/DB: live workers, "
+                                        "their loads and hot sessions; none: the `worker_target` addresses")
+    host: str = Field("127.0.0.1", description="address the jobs gRPC service serves on")
+    port: int = Field(50061, description="the jobs gRPC port; 0: any free port (printed)")
+    api_keys_file: str | None = Field(None, description="JSON file {key: tenant}; without it every caller is the "
+                                      "default tenant")
     worker_api_key: str | None = Field(None, description="API key for the model worker, if it requires one")
     result_store: str = Field("data/job-results", description="directory for outputs over the inline limit")
     inline_output_bytes: int = Field(64 << 10, description="outputs larger than this are stored outside the row")
@@ -28,6 +34,9 @@ class JobsSettings(BaseSettings):
     completion_window_seconds: int = Field(24 * 3600, gt=0, description="default expiry window of a batch")
     progress_every_tokens: int = Field(64, gt=0, description="tokens between progress and lease updates")
     worker_retries: int = Field(20, ge=0, description="retries of a request while the model worker is unavailable")
+    metrics_port: int | None = Field(None, ge=0, description="serve Prometheus metrics over HTTP on this port at "
+                                     "`host`: the gRPC service's (batches submitted) or a Celery worker's (requests "
+                                     "run; a prefork pool needs PROMETHEUS_MULTIPROC_DIR); 0: any free port")
 
     @model_validator(mode="after")
     def _visibility_outlasts_jobs(self) -> JobsSettings:

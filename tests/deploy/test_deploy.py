@@ -23,6 +23,7 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent_runtime.settings import AgentSettings
+from model_worker.server.settings import WorkerSettings
 from model_worker.sessions.cli import KEY_ENV
 from services.gateway.settings import GatewaySettings
 from services.jobs.settings import JobsSettings
@@ -30,17 +31,20 @@ from services.jobs.settings import JobsSettings
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.31.0"
-SETTINGS = {"DSV4_AGENT_": AgentSettings, "DSV4_JOBS_": JobsSettings, "DSV4_GATEWAY_": GatewaySettings}
+SETTINGS = {"DSV4_AGENT_": AgentSettings, "DSV4_JOBS_": JobsSettings, "DSV4_GATEWAY_": GatewaySettings,
+            "DSV4_WORKER_": WorkerSettings}
 # Read straight from os.environ by the code (not a settings model).
 DIRECT_ENV = {KEY_ENV: ROOT / "model_worker/sessions/cli.py",
               "DSV4_GROUP_TIMEOUT_S": ROOT / "model_worker/parallel/launch.py"}
-# Read by the OpenTelemetry SDK, not by our code (the services do not configure an OTLP exporter yet).
-OTEL_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME"}
+# Read by the libraries (the OpenTelemetry SDK; prometheus_client's multiprocess mode), not by a settings model.
+OTEL_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME",
+            "PROMETHEUS_MULTIPROC_DIR"}
 # `python -m X`: the module whose main() builds X's parser.
 MAIN_MODULES = {"model_worker": "model_worker.__main__", "services.jobs": "services.jobs.cli",
                 "agent_runtime": "agent_runtime.__main__", "services.gateway": "services.gateway.__main__"}
 # Where each service's listening port, host and address settings come from.
-PORT_ENV = {"agent_runtime": "DSV4_AGENT_", "services.gateway": "DSV4_GATEWAY_"}
+PORT_ENV = {"agent_runtime": "DSV4_AGENT_", "services.gateway": "DSV4_GATEWAY_", "model_worker": "DSV4_WORKER_",
+            "services.jobs": "DSV4_JOBS_"}
 ADDRESS_FIELDS = ("WORKERS", "WORKER_TARGET", "JOBS_TARGET")
 LWS_ENV = {"LWS_GROUP_SIZE": "2", "LWS_WORKER_INDEX": "0", "LWS_LEADER_ADDRESS": "model-worker-pro-0"}
 PLATFORM_IMAGES = ("dsv4-platform:cpu", "dsv4-worker:gpu")
@@ -300,9 +304,13 @@ def test_manifests_commands_ports_probes_and_env_exist_in_the_code():
                 env = {e["name"]: e.get("value") for e in container.get("env", [])}
                 if not container["image"].startswith(PLATFORM_IMAGES):
                     continue
-                check_env(env, name)
-                full = {**config, **{k: v for k, v in env.items() if v is not None}}
+                # The downward API (a pod's own name): only for the arguments that name it as $(NAME).
+                downward = {e["name"] for e in container.get("env", []) if "fieldRef" in e.get("valueFrom", {})}
+                check_env({k: v for k, v in env.items() if k not in downward}, name)
+                full = {**config, **{k: v for k, v in env.items() if v is not None},
+                        **{k: f"{k.lower()}-0" for k in downward}}
                 argv = [*container.get("command", []), *container.get("args", [])]
+                assert all(f"$({k})" in " ".join(argv) for k in downward), (name, downward)
                 argv = [re.sub(r"\$\((\w+)\)", lambda m: LWS_ENV.get(m.group(1)) or full[m.group(1)], a) for a in argv]
                 if argv[0] == "celery":
                     seen_celery.add(check_celery(argv))

@@ -178,3 +178,27 @@ def test_jobs_on_sessions_never_change_them_and_resume_without_re_prefill(world)
     finally:
         celery.stop()
         client.close()
+
+
+def test_a_killed_model_worker_hands_its_job_to_another(world):
+    jobs, state = world
+    other_port = free_port()
+    other = start_model_worker(state["root"], other_port)
+    addresses = sorted([f"127.0.0.1:{state['port']}", f"127.0.0.1:{other_port}"])
+    settings = {**state["settings"], "worker_target": ",".join(addresses)}
+    celery = start_celery(state["root"], "routed", beat=True, **settings)
+    workers = {f"127.0.0.1:{state['port']}": state["model_worker"], f"127.0.0.1:{other_port}": other}
+    try:
+        batch = jobs.submit_jsonl("acme", line("moved", 150))
+        wait_for(lambda: started(jobs, batch["id"]), 60, "the request did not start")
+        first = workers[addresses[0]]  # equal loads: a pool's first pick is the first address
+        first.kill()
+        first.stop()
+        wait_for(lambda: jobs.get("acme", batch["id"])["status"] == "completed", 120,
+                 "the batch did not complete on the other model worker")
+        results, usage, attempts = once(jobs, batch["id"])
+        assert results == usage == 1 and attempts >= 2
+    finally:
+        celery.stop()
+        for process in workers.values():
+            process.stop()

@@ -1,0 +1,92 @@
+"""The model worker's settings (environment variables `DSV4_WORKER_*`, an optional settings file, command-line flags
+over both), and how every platform service turns a pydantic-settings model into its flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import types
+import typing
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SETTINGS_FILE_ENV = "DSV4_SETTINGS_FILE"
+
+
+class WorkerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DSV4_WORKER_", env_file=None, extra="ignore")
+
+    checkpoint: str | None = Field(None, description="checkpoint directory (default: random weights of `config`)")
+    config: str = Field("tiny", description="named config (tiny, flash, pro) or a config.json")
+    seed: int = Field(0, description="seed of the random weights when there is no checkpoint")
+    numerics: Literal["official", "reference"] = Field("official", description="official (bf16, FP8 KV) or "
+                                                       "reference (float32)")
+    host: str = Field("127.0.0.1", description="address to serve on")
+    port: int = Field(50051, description="gRPC port; 0: any free port (printed)")
+    advertise: str | None = Field(None, description="the HOST:PORT clients reach this worker at, as announced to "
+                                  "the registry (default: host:port; this machine's hostname when host is 0.0.0.0)")
+    registry: str | None = Field(None, description="worker registry: redis://HOST:PORT/DB (heartbeats, loads and "
+                                 "hot sessions); none: clients use their configured addresses")
+    heartbeat_seconds: float = Field(2.0, gt=0, description="registry heartbeat; a worker silent for three is gone")
+    session_store: str = Field("sessions", description="cold tier: file://DIR, a directory, any fsspec URL, or "
+                               "redis://")
+    warm_store: str | None = Field(None, description="warm tier in front of it, e.g. redis://127.0.0.1:6379/0")
+    api_keys_file: str | None = Field(None, description="JSON file {key: tenant}; without it every caller is the "
+                                      "default tenant")
+    hot_budget_gb: float = Field(4.0, gt=0, description="GiB of session state kept hot in this process")
+    token_budget: int = Field(512, gt=0, description="tokens per engine step")
+    max_running: int = Field(64, gt=0, description="requests in the engine's batch at once")
+    max_waiting: int = Field(1024, ge=0, description="requests queued for admission before RESOURCE_EXHAUSTED")
+    kv_budget_gb: float | None = Field(None, gt=0, description="admit requests while their KV state fits in this "
+                                       "many GiB")
+    max_requests_per_tenant: int | None = Field(None, gt=0, description="requests a tenant may run at once")
+    tokens_per_second_per_tenant: float | None = Field(None, gt=0, description="token bucket per tenant (10 s of "
+                                                       "burst)")
+    speculative: bool = Field(False, description="MTP speculative decoding: the MTP layer drafts each next token and "
+                              "the main model verifies it in the same pass (replies unchanged)")
+    tensor_parallel: int = Field(1, gt=0, description="split the model over N local ranks (gloo on CPU, NCCL on "
+                                 "GPUs); across machines, start every rank with torch.distributed's env:// variables")
+    threads: int = Field(32, gt=0, description="gRPC handler threads")
+    metrics_port: int | None = Field(None, description="serve Prometheus metrics over HTTP on this port")
+    trace_console: bool = Field(False, description="print OpenTelemetry spans (no collector needed)")
+    tls_cert: str | None = Field(None, description="PEM certificate chain: serve TLS (with tls_key)")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: str | None = Field(None, description="PEM CA bundle: require client certificates it signed "
+                                      "(mutual TLS)")
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, settings: type[BaseSettings],
+                       flags: dict[str, str] | None = None) -> None:
+    """A flag per setting (`--name-with-dashes`, or as `flags` renames it), help from its description, default
+    None so that unset flags leave the environment and the file in force; and `--settings-file`."""
+    flags = flags or {}
+    for name, field in settings.model_fields.items():
+        flag = flags.get(name, "--" + name.replace("_", "-"))
+        kind = _scalar(field.annotation)
+        default = field.default if field.default is not None else "none"
+        help_text = f"{field.description} (default {default}; env {settings.model_config['env_prefix']}" \
+                    f"{name.upper()})"
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(kind) is Literal:
+            parser.add_argument(flag, dest=name, choices=typing.get_args(kind), default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
+    parser.add_argument("--settings-file", help=f"a .env-style file of settings (or ${SETTINGS_FILE_ENV}); the "
+                        "environment wins over it, flags over both")
+
+
+def settings_from(settings: type[BaseSettings], args: argparse.Namespace):
+    """The settings: flags given, then the environment, then the settings file, then the defaults."""
+    overrides = {k: v for k, v in vars(args).items() if k in settings.model_fields and v is not None}
+    env_file = getattr(args, "settings_file", None) or os.environ.get(SETTINGS_FILE_ENV)
+    return settings(_env_file=env_file, **overrides)
+
+
+def _scalar(annotation):
+    """`int | None` -> int: what a flag's text converts to."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation
