@@ -36,17 +36,15 @@ def registry():
 @pytest.fixture(scope="module")
 def platform(registry, database_url, tmp_path_factory):
     root = tmp_path_factory.mktemp("failover")
-    workers = {}
-    for name in ("w1", "w2"):
-        process = Process([sys.executable, "-m", "model_worker", "serve", "--config", "tiny", "--port", "0",
-                           "--session-store", str(root / "sessions"), "--registry", REGISTRY,
-                           "--heartbeat-seconds", "0.5"], child_env(), root / f"{name}.log")
-        port = process.wait_for(r"serving \S+ on 127\.0\.0\.1:(\d+)").group(1)
-        workers[f"127.0.0.1:{port}"] = process
+    started = [Process([sys.executable, "-m", "model_worker", "serve", "--config", "tiny", "--port", "0",
+                        "--session-store", str(root / "sessions"), "--registry", REGISTRY,
+                        "--heartbeat-seconds", "0.5"], child_env(), root / f"{name}.log") for name in ("w1", "w2")]
     env = child_env()
     env.update({"DSV4_AGENT_WORKER_REGISTRY": REGISTRY, "DSV4_AGENT_WORKERS": ""})
     agent = Process([sys.executable, "-m", "agent_runtime", "serve", "--port", "0", "--database", database_url],
-                    env, root / "agent.log")
+                    env, root / "agent.log")  # it finds the workers in the registry as they come up
+    ready = r"serving \S+ on (127\.0\.0\.1:\d+)"
+    workers = {p.wait_for(ready).group(1): p for p in started}
     port = agent.wait_for(r"agent service on 127\.0\.0\.1:(\d+)").group(1)
     client = AgentClient(f"127.0.0.1:{port}", timeout=120)
     yield client, workers
