@@ -31,6 +31,7 @@ def serve(settings: GatewaySettings) -> int:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.host, settings.port))
+    sock.listen(2048)  # from the line below on, connections wait in the backlog until the app has started
     config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=30)
     server = uvicorn.Server(config)
     print(f"gateway on http://{settings.host}:{sock.getsockname()[1]}/v1 (workers {settings.workers})", flush=True)
