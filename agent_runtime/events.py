@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# The usage a turn reports (TurnDone.usage), summed over its steps: the worker's counters of the same names.
+USAGE_NAMES = ("prompt_tokens", "prefilled_tokens", "reused_tokens", "completion_tokens", "reasoning_tokens")
+
 
 @dataclass
 class ModeChosen:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from opentelemetry import trace
 
 from agent_runtime.calls import OpenCall, TurnContext, TurnControl, open_calls, settle_calls
-from agent_runtime.events import Compacted, ModeChosen, StepStarted, TextDelta, TurnDone, TurnEvent
+from agent_runtime.events import USAGE_NAMES, Compacted, ModeChosen, StepStarted, TextDelta, TurnDone, TurnEvent
 from agent_runtime.policy import THINK_HIGH, DefaultPolicy, ModeDecision, ModePolicy, OperatorLimits, TurnSignals
 from agent_runtime.store.models import ASSISTANT, AWAITING, STARTED, TOOL_CALL, TOOL_RESULT, USER, AgentSession
 from agent_runtime.store.transcript import Entry, TranscriptStore
@@ -37,7 +37,6 @@ from services.jobs.client import JobsClient
 
 tracer = trace.get_tracer("agent_runtime")
 log = logging.getLogger(__name__)
-_USAGE = ("prompt_tokens", "prefilled_tokens", "reused_tokens", "completion_tokens", "reasoning_tokens")
 
 
 @dataclass
@@ -132,7 +131,7 @@ class AgentLoop:
         span.set_attributes({"agent.mode": decision.mode, "agent.mode_reason": decision.reason,
                              "agent.via_job": decision.via_job})
         yield ModeChosen(decision.mode, decision.reason, decision.via_job)
-        usage = dict.fromkeys(_USAGE, 0)
+        usage = dict.fromkeys(USAGE_NAMES, 0)
         started, via_job = time.monotonic(), decision.via_job
         for number in range(1, limits.max_steps + 1):
             if control.cancelled():
@@ -147,7 +146,7 @@ class AgentLoop:
             if reply is None:
                 return (yield from _done(TurnDone("cancelled", "", "", number - 1, usage)))
             content, reasoning, calls, step_usage, job_session = reply
-            for name in _USAGE:
+            for name in USAGE_NAMES:
                 usage[name] += step_usage.get(name, 0)
             session = self._record_step(turn, session, inputs, content, reasoning, calls, job_session,
                                         decision.mode)
@@ -207,8 +206,8 @@ class AgentLoop:
         finally:
             events.close()
         calls = [ToolCall(c.id, c.name, c.arguments) for c in final.tool_calls]
-        return (final.content, final.reasoning_content, calls, {name: getattr(final.usage, name) for name in _USAGE},
-                None)
+        usage = {name: getattr(final.usage, name) for name in USAGE_NAMES}
+        return final.content, final.reasoning_content, calls, usage, None
 
     def _step_anywhere(self, turn: TurnContext, session, inputs: list[dict], mode: str, sampling: Sampling | None,
                        tool_choice: str | None):

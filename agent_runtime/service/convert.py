@@ -10,15 +10,13 @@ from agent_runtime.store.models import AgentSession, TranscriptEntry, Turn
 from protos.dsv4.agent.v1 import agent_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2
 
-_USAGE = ("prompt_tokens", "prefilled_tokens", "reused_tokens", "completion_tokens", "reasoning_tokens")
-
 
 def stamp(value) -> int:
     return int(value.timestamp()) if value is not None else 0
 
 
 def usage(values: dict[str, int] | None) -> worker_pb2.Usage:
-    return worker_pb2.Usage(**{name: int((values or {}).get(name, 0)) for name in _USAGE})
+    return worker_pb2.Usage(**{name: int((values or {}).get(name, 0)) for name in ev.USAGE_NAMES})
 
 
 def session(row: AgentSession) -> pb.AgentSession:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from agent_runtime.events import StepStarted, ToolFinished, TurnDone, TurnEvent
+from agent_runtime.events import USAGE_NAMES, StepStarted, ToolFinished, TurnDone, TurnEvent
 
 # A turn spans seconds (one short answer) to hours (Think Max, or waiting on a human's approval).
 _TURN_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 4 * 3600)
-TOKEN_KINDS = ("prompt_tokens", "prefilled_tokens", "reused_tokens", "completion_tokens", "reasoning_tokens")
 
 
 class AgentMetrics:
@@ -37,7 +36,7 @@ class AgentMetrics:
         elif isinstance(event, ToolFinished):
             self.tool_calls.labels(event.name, tool_outcome(event)).inc()
         elif isinstance(event, TurnDone):
-            for kind in TOKEN_KINDS:
+            for kind in USAGE_NAMES:
                 self.tokens.labels(kind.removesuffix("_tokens")).inc(event.usage.get(kind, 0))
 
     def turn_ended(self, reason: str, seconds: float) -> None:

@@ -12,12 +12,11 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from services.jobs.service import Outcome
+from services.jobs.service import USAGE_FIELDS, Outcome
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # A request runs for a second (a short non-thinking answer) to hours (a long Think Max job).
 _RUN_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600)
-TOKEN_KINDS = ("prompt_tokens", "prefilled_tokens", "reused_tokens", "completion_tokens", "reasoning_tokens")
 
 
 class SubmitMetrics:
@@ -53,7 +52,7 @@ class RunMetrics:
     def ended(self, outcome: Outcome, seconds: float) -> None:
         self.requests.labels(outcome.status).inc()
         self.run_seconds.observe(seconds)
-        for kind in TOKEN_KINDS:
+        for kind in USAGE_FIELDS:
             self.tokens.labels(kind.removesuffix("_tokens")).inc((outcome.usage or {}).get(kind, 0))
 
 
