@@ -23,7 +23,7 @@ from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflectio
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.service import WorkerService
 from model_worker.server.settings import WorkerSettings, add_settings_flags, settings_from
-from model_worker.server.tracing import configure_tracing
+from model_worker.server.tracing import configure_tracing, grpc_server_interceptors
 from model_worker.sessions import BlobCodec, SessionStore
 from model_worker.sessions.blobs import open_tiered
 from model_worker.sessions.cli import KEY_ENV
@@ -63,7 +63,8 @@ def tls_files(args) -> TlsFiles | None:
 
 def build_server(runtime: WorkerRuntime, host: str, port: int, threads: int = 32, tls: TlsFiles | None = None
                  ) -> tuple[grpc.Server, int, health.HealthServicer]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS,
+                         interceptors=grpc_server_interceptors(own_spans=(f"/{SERVICE_NAME}/Generate",)))
     worker_pb2_grpc.add_ModelWorkerServicer_to_server(WorkerService(runtime), server)
     health_servicer = add_health_and_reflection(server, SERVICE_NAME, serving=False)
     address = f"{host}:{port}"

@@ -43,11 +43,13 @@ def configure_tracing(service: str, console: bool = False) -> None:
         trace.set_tracer_provider(provider)
 
 
-def grpc_server_interceptors() -> list[grpc.ServerInterceptor]:
+def grpc_server_interceptors(own_spans: tuple[str, ...] = ()) -> list[grpc.ServerInterceptor]:
     """A SERVER span per RPC that continues the caller's trace (its `traceparent` metadata) and stays current while
     the handler runs, a streaming one's too, so what the handler calls and starts are its children. Health checks
-    and reflection get none: probes every few seconds would bury the traces."""
+    and reflection get none: probes every few seconds would bury the traces. Neither do the methods in `own_spans`
+    (full names), which open their own server span (the worker's Generate, with its GenAI attributes)."""
     from opentelemetry.instrumentation.grpc import filters, server_interceptor
 
-    probes = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection."))
-    return [server_interceptor(filter_=filters.negate(probes))]
+    skipped = filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection."),
+                             *(filters.full_method_name(name) for name in own_spans))
+    return [server_interceptor(filter_=filters.negate(skipped))]

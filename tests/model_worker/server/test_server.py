@@ -267,10 +267,13 @@ def test_spans_join_the_callers_trace_and_metrics_count(worker, spans) -> None:
         pb.GenerateRequest(session_id=session.session_id, messages=user("hi"), sampling=greedy(2)),
         metadata=[("traceparent", f"00-{trace_id}-b7ad6b7169203331-01")], timeout=60))
     usage = responses[-1].final.usage
-    spans = [s for s in exporter.get_finished_spans() if s.name.startswith("chat ")]
-    assert len(spans) == 1
+    worker.stub.GetSession(pb.GetSessionRequest(session_id=session.session_id),
+                           metadata=[("traceparent", f"00-{trace_id}-b7ad6b7169203331-01")], timeout=60)
+    traced = [s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id]
+    assert sorted(s.name for s in traced) == ["/dsv4.worker.v1.ModelWorker/GetSession", "chat tiny"]  # one each
+    assert all(s.parent.span_id == 0xb7ad6b7169203331 for s in traced)  # children of the caller's span
+    spans = [s for s in traced if s.name.startswith("chat ")]
     span = spans[0]
-    assert format(span.context.trace_id, "032x") == trace_id  # a child of the caller's span
     assert span.attributes["gen_ai.conversation.id"] == session.session_id
     assert span.attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens == 2
     assert span.attributes["gen_ai.usage.cache_read.input_tokens"] == usage.reused_tokens > 0
