@@ -21,6 +21,11 @@ class TextDelta:
     top_logprobs: list[list[tuple[int, float]]] = field(default_factory=list)  # per token, when asked for
 
 
+class EngineUnavailable(RuntimeError):
+    """The engine can run no more passes (a rank of its replica is gone): its requests fail UNAVAILABLE, and callers
+    go on elsewhere (another worker resumes their sessions from the store)."""
+
+
 @dataclass
 class Finished:
     finish_reason: FinishReason
@@ -33,6 +38,13 @@ class Finished:
     error: str | None = None
     draft_tokens: int = 0
     accepted_draft_tokens: int = 0
+    unavailable: bool = False  # the error is the engine's own (EngineUnavailable), not this request's
+
+    def failure(self) -> Exception | None:
+        """What a failed request raises to its caller."""
+        if not self.error:
+            return None
+        return EngineUnavailable(self.error) if self.unavailable else RuntimeError(self.error)
 
 
 class Phase(enum.Enum):

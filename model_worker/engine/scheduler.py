@@ -22,7 +22,7 @@ import torch
 
 from model_worker.chat import Tokenizer
 from model_worker.engine.output import RequestOutput
-from model_worker.engine.request import INTERACTIVE, Finished, Phase, Request, TextDelta
+from model_worker.engine.request import INTERACTIVE, EngineUnavailable, Finished, Phase, Request, TextDelta
 from model_worker.engine.speculative import Drafter
 from model_worker.engine.threads import threads_for
 from model_worker.model import DeepseekV4, ForwardBatch
@@ -123,7 +123,8 @@ class Scheduler:
                 logits = self.model(batch).logits
         except Exception as exc:  # a failed pass fails its requests, never the worker
             for request, _ in segments:
-                self._finish(request, error=f"{type(exc).__name__}: {exc}")
+                self._finish(request, error=f"{type(exc).__name__}: {exc}",
+                             unavailable=isinstance(exc, EngineUnavailable))
             return True
         self.stats.steps += 1
         ready, decoding, offset = [], [], 0
@@ -267,7 +268,8 @@ class Scheduler:
             self._finish(request, error=f"commit failed: {type(exc).__name__}: {exc}")
             return False
 
-    def _finish(self, request: Request, cancelled: bool = False, error: str | None = None) -> None:
+    def _finish(self, request: Request, cancelled: bool = False, error: str | None = None,
+                unavailable: bool = False) -> None:
         output = request.output
         held_back, committed = "", []
         if output is not None and not cancelled and error is None:
@@ -290,7 +292,7 @@ class Scheduler:
         request.on_event(Finished(reason, output.check.stop_reason if output else None, list(tokens),
                                   len(request.prompt_token_ids), len(tokens), request.state.num_tokens,
                                   discard_state=discard, error=error, draft_tokens=request.drafted,
-                                  accepted_draft_tokens=request.accepted))
+                                  accepted_draft_tokens=request.accepted, unavailable=unavailable))
         self.stats.finished += 1
         with self._lock:
             (self.running if request in self.running else self.waiting).remove(request)

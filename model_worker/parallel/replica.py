@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from model_worker.engine.request import EngineUnavailable
 from model_worker.model import DeepseekV4
 from model_worker.model.batch import ForwardBatch, ForwardOutput
 from model_worker.parallel.group import TensorParallel
@@ -38,7 +39,7 @@ class _Seen:
         return cls(state.num_tokens, state.committed, state.mtp_pairs)
 
 
-class ReplicaBroken(RuntimeError):
+class ReplicaBroken(EngineUnavailable):
     """A collective failed: a rank is gone, and this replica cannot run another pass (UNAVAILABLE)."""
 
 

@@ -12,7 +12,7 @@ import grpc
 
 from model_worker.chat import ChatFormatError
 from model_worker.client.errors import WorkerError
-from model_worker.engine import Overloaded
+from model_worker.engine import EngineUnavailable, Overloaded
 from model_worker.sampling.params import InvalidSamplingParams
 from model_worker.server.auth import Unauthenticated
 from model_worker.server.limits import RateLimited
@@ -37,6 +37,7 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (IncompatibleSession, grpc.StatusCode.FAILED_PRECONDITION),
     (CorruptSession, grpc.StatusCode.DATA_LOSS),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (EngineUnavailable, grpc.StatusCode.UNAVAILABLE),
     (TenantLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),

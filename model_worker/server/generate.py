@@ -198,7 +198,7 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
             matched_stop=final.stop_reason if isinstance(final.stop_reason, str) else "", usage=usage,
             content=parser.content, reasoning_content=parser.reasoning_content, tool_calls=tool_calls))
         if final.error:
-            raise RuntimeError(final.error)
+            raise final.failure()
         return
 
 

@@ -112,7 +112,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         self.runtime.settle(session, commits)
         if finished.error or finished.discard_state:
             self.runtime.hot.discard(session.tenant, session.session_id)
-            raise RuntimeError(finished.error or "the append was cancelled")
+            raise finished.failure() or RuntimeError("the append was cancelled")
 
     @rpc_errors
     def ForkSession(self, request, context) -> pb.Session:

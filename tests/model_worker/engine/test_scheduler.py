@@ -6,16 +6,19 @@ from __future__ import annotations
 import dataclasses
 import threading
 
+import grpc
 import pytest
 import torch
 from small_config import SMALL
 
 from model_worker.chat import load_tokenizer
 from model_worker.checkpoint.random_init import random_state_dict
-from model_worker.engine import BATCH, Finished, Overloaded, Request, Scheduler, TextDelta
+from model_worker.engine import BATCH, EngineUnavailable, Finished, Overloaded, Request, Scheduler, TextDelta
 from model_worker.model import DeepseekV4, ForwardBatch
 from model_worker.numerics import REFERENCE
+from model_worker.parallel.replica import ReplicaBroken
 from model_worker.sampling import FinishReason, SamplingParams
+from model_worker.server.errors import status_of
 
 PROMPTS = [torch.randint(1, 500, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in (700, 50, 5)]
 
@@ -145,6 +148,15 @@ def test_bad_requests_are_refused_at_the_door_and_a_failing_pass_fails_only_its_
     monkeypatch.setattr(model, "forward", real_forward)
     assert doomed_events.final.finish_reason == FinishReason.ERROR and doomed_events.final.discard_state
     assert "device lost" in doomed_events.final.error
+    assert isinstance(doomed_events.final.failure(), RuntimeError) and not doomed_events.final.unavailable
+    # The engine's own failure (a rank of the replica gone) fails its requests as unavailable: retry elsewhere.
+    lost, lost_events = request(model, "lost", PROMPTS[2], forced([6], max_tokens=3))
+    scheduler.submit(lost)
+    monkeypatch.setattr(model, "forward", lambda batch: (_ for _ in ()).throw(ReplicaBroken("rank 1 is gone")))
+    scheduler.step()
+    monkeypatch.setattr(model, "forward", real_forward)
+    assert lost_events.final.unavailable and isinstance(lost_events.final.failure(), EngineUnavailable)
+    assert status_of(lost_events.final.failure()) == grpc.StatusCode.UNAVAILABLE
     good, good_events = request(model, "good", PROMPTS[2], forced([6], max_tokens=3))
     scheduler.submit(good)
     drain(scheduler)

@@ -4,6 +4,7 @@ and with the replies a 1-rank worker gives); and a rank that dies takes the repl
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -11,7 +12,7 @@ import time
 import pytest
 from realparts import Process, child_env
 
-from model_worker.client import Sampling, WorkerClient
+from model_worker.client import Delta, Sampling, Unavailable, WorkerClient
 
 GREEDY = Sampling(temperature=0.0, max_tokens=8)
 TURNS = ["Tell me a story.", "And then?", "How does it end?"]
@@ -61,10 +62,15 @@ def test_sessions_move_between_parallel_layouts_and_a_dead_rank_stops_the_replic
         assert reply == expected[2] and usage.reused_tokens == length
 
         follower = int(again.wait_for(r"pids \[(\d+)\]").group(1))
-        import os
-
+        in_flight = pair.generate(session_id="mix", messages=[{"role": "user", "content": "Go on."}],
+                                  sampling=Sampling(temperature=0.0, max_tokens=400, ignore_eos=True))
+        next(event for event in in_flight if isinstance(event, Delta))
         os.kill(follower, signal.SIGKILL)
-        again.wait_for(r"rank 1 of the replica exited", timeout=30)
+        # The generation in flight fails UNAVAILABLE (go on elsewhere), not INTERNAL.
+        with pytest.raises(Unavailable):
+            list(in_flight)
+        # Whichever notices first: the watch on the child rank, or the failed collective of the pass in flight.
+        again.wait_for(r"rank 1 of the replica exited|a rank of the replica is gone", timeout=30)
         assert again.proc.wait(timeout=30) == 1  # down, not hanging
         pair.close()
         again.stop()
