@@ -74,7 +74,7 @@ def agent_in_process(root: Path, worker: str, jobs: str) -> Iterator[tuple[str, 
     from agent_runtime.settings import AgentSettings
 
     runtime = Runtime(AgentSettings(database_url=f"sqlite:///{root}/agent.db", workers=worker, jobs_target=jobs,
-                                    tool_plugins="telemetry_plugin_tools:register"))
+                                    tool_plugins="services.embedded.tools:register"))
     server, port, _ = build_server(runtime, "127.0.0.1", 0, threads=8)
     server.start()
     try:

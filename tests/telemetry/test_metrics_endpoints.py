@@ -61,11 +61,11 @@ def test_the_agent_service_counts_a_turn_its_step_tool_call_and_tokens(platform)
     ended = total(url, "dsv4_agent_turns_ended_total", reason="step_limit")
     timed = total(url, "dsv4_agent_turn_seconds_count")
     steps = total(url, "dsv4_agent_steps_total", mode="non-think")
-    calls = total(url, "dsv4_agent_tool_calls_total", tool="pick", outcome="ok")
+    calls = total(url, "dsv4_agent_tool_calls_total", tool="clock", outcome="ok")
     tokens = total(url, "dsv4_agent_tokens_total", kind="completion")
     with AgentClient(platform.agent, timeout=120) as agent:
-        agent.create_session("counted", tools=["pick"])
-        events = list(agent.run_turn("counted", "pick a color", mode="non-think", first_tool_choice="pick",
+        agent.create_session("counted", tools=["clock"])
+        events = list(agent.run_turn("counted", "what time is it?", mode="non-think", first_tool_choice="clock",
                                      max_steps=1, sampling=Sampling(temperature=0.0, max_tokens=48)))
     done = events[-1].turn_done
     assert done.reason == "step_limit"  # its one step called the tool
@@ -73,5 +73,5 @@ def test_the_agent_service_counts_a_turn_its_step_tool_call_and_tokens(platform)
     moved(url, "dsv4_agent_turns_ended_total", ended, reason="step_limit")
     moved(url, "dsv4_agent_turn_seconds_count", timed)
     moved(url, "dsv4_agent_steps_total", steps, mode="non-think")
-    moved(url, "dsv4_agent_tool_calls_total", calls, tool="pick", outcome="ok")
+    moved(url, "dsv4_agent_tool_calls_total", calls, tool="clock", outcome="ok")
     moved(url, "dsv4_agent_tokens_total", tokens, by=done.usage.completion_tokens, kind="completion")
