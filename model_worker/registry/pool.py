@@ -8,6 +8,7 @@ state read). New sessions and stateless requests go to the least loaded worker, 
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import threading
 import time
@@ -87,10 +88,10 @@ class WorkerPool(Generic[C]):
             self._down[address] = time.monotonic() + self.cooldown_s
 
     def close(self) -> None:
+        """Close the registry and the blocking clients (an async pool's owner awaits its clients' close)."""
         for client in self.clients.values():
-            close = getattr(client, "close", None)
-            if close is not None and not _is_coroutine_function(close):
-                close()
+            if not inspect.iscoroutinefunction(client.close):
+                client.close()
         self.registry.close()
 
     def _live(self, exclude: Collection[str]) -> list[WorkerRecord]:
@@ -103,9 +104,3 @@ class WorkerPool(Generic[C]):
         lowest = min(w.load for w in workers)
         tied = sorted((w for w in workers if w.load == lowest), key=lambda w: w.address)
         return tied[next(self._turn) % len(tied)]
-
-
-def _is_coroutine_function(function) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(function)

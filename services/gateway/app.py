@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -65,25 +65,25 @@ class Gateway:
         return self.workers.client(address or self.pick())
 
     async def model_info(self, timeout: float = 30):
-        """The model's description from any live worker (one that is unreachable is skipped for the next)."""
-        tried: set[str] = set()
-        while True:
-            address = self.workers.route(exclude=tried)
-            try:
-                return await self.workers.client(address).model_info(timeout=timeout)
-            except Unavailable:
-                self.workers.lost(address)
-                tried.add(address)
+        """The model's description from any live worker."""
+        return await self._on_any_worker(lambda client: client.model_info(timeout=timeout))
 
     async def start_stateless(self, **arguments) -> tuple[AsyncIterator, object]:
-        """A generation that needs no session, on the least loaded worker; one that is unreachable before the first
-        event is skipped for the next (nothing ran there yet). Returns the stream and its first event."""
+        """A generation that needs no session, on the least loaded worker: its stream and its first event."""
+        async def start(client: AsyncWorkerClient):
+            events = client.generate(**arguments)
+            return events, await first_event(events)
+
+        return await self._on_any_worker(start)
+
+    async def _on_any_worker(self, call: Callable[[AsyncWorkerClient], Awaitable]):
+        """`call` on the least loaded live worker; one that is unreachable (before anything ran there) is skipped
+        for the next."""
         tried: set[str] = set()
         while True:
             address = self.workers.route(exclude=tried)
-            events = self.workers.client(address).generate(**arguments)
             try:
-                return events, await first_event(events)
+                return await call(self.workers.client(address))
             except Unavailable:
                 self.workers.lost(address)
                 tried.add(address)
