@@ -46,16 +46,54 @@ def database_url():
     admin.dispose()
 
 
-@pytest.fixture(scope="module")
-def broker_url():
+def require_redis(url: str):
+    """A client of the Redis database at `url`; the test is skipped when there is none."""
     redis = pytest.importorskip("redis")
-    url = "redis://127.0.0.1:6379/13"
     client = redis.Redis.from_url(url)
     if not _available(client.ping):
-        pytest.skip("no Redis at 127.0.0.1:6379")
+        pytest.skip(f"no Redis at {url}")
+    return client
+
+
+@contextlib.contextmanager
+def redis_registry(url: str, prefix: str = "dsv4:registry"):
+    """The worker registry on a real Redis, its keys cleared before and after."""
+    from model_worker.registry import RedisRegistry
+
+    require_redis(url)
+    registry = RedisRegistry(url, prefix=prefix)
+
+    def clear() -> None:
+        keys = list(registry.redis.scan_iter(f"{prefix}:*"))
+        if keys:
+            registry.redis.delete(*keys)
+
+    clear()
+    try:
+        yield registry
+    finally:
+        clear()
+        registry.close()
+
+
+@pytest.fixture(scope="module")
+def broker_url():
+    url = "redis://127.0.0.1:6379/13"
+    client = require_redis(url)
     client.flushdb()
     yield url
     client.flushdb()
+
+
+def wait_for(predicate, timeout: float, what: str, every: float = 0.05):
+    """The predicate's first truthy value within `timeout` seconds; TimeoutError saying `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(what)
 
 
 class Process:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import signal
 import threading
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
@@ -27,7 +25,8 @@ from agent_runtime.store.turns import TurnStore
 from agent_runtime.tools import ToolRegistry, add_builtins
 from model_worker.client import WorkerClient
 from model_worker.registry import WorkerPool
-from model_worker.server.common import add_health_and_reflection, set_serving
+from model_worker.server.auth import load_api_keys
+from model_worker.server.common import add_health_and_reflection, serve_metrics, set_serving
 from model_worker.server.limits import TokenRates
 from model_worker.server.serve import CHANNEL_OPTIONS, TlsFiles, tls_files
 from model_worker.server.settings import add_settings_flags, settings_from
@@ -75,7 +74,7 @@ class Runtime:
         self.runner = TurnRunner(self.loop, TurnStore(db, settings.stale_after_seconds),
                                  heartbeat_s=settings.heartbeat_seconds,
                                  max_turns_per_tenant=settings.max_turns_per_tenant, metrics=self.metrics)
-        api_keys = json.loads(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else None
+        api_keys = load_api_keys(settings.api_keys_file)
         rates = (TokenRates(settings.tokens_per_second_per_tenant) if settings.tokens_per_second_per_tenant
                  else None)
         if rates is not None:
@@ -118,10 +117,7 @@ def run_serve(args: argparse.Namespace) -> int:
     server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads, tls)
     server.start()
     if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        metrics, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=runtime.metrics.registry)
-        print(f"agent metrics on http://{settings.host}:{metrics.server_port}/metrics", flush=True)
+        serve_metrics(runtime.metrics.registry, settings.metrics_port, settings.host, "agent")
     print(f"agent service on {settings.host}:{port} (workers {settings.workers}, database "
           f"{settings.database_url.split('@')[-1]})", flush=True)
     stopping = threading.Event()

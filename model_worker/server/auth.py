@@ -3,11 +3,18 @@ mapped by a configured table (never hard-coded keys); without a table every call
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 
 
 class Unauthenticated(PermissionError):
     """No or unknown API key (UNAUTHENTICATED)."""
+
+
+def load_api_keys(path: str | None) -> dict[str, str]:
+    """The {key: tenant} table of a service's `api_keys_file` setting (empty without one)."""
+    return json.loads(Path(path).read_text()) if path else {}
 
 
 def tenant_for(metadata: Mapping[str, str], api_keys: Mapping[str, str], default: str = "default") -> str:

@@ -13,6 +13,16 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_se
                    ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
 
 
+def serve_metrics(registry, port: int, host: str, what: str):
+    """A service's Prometheus endpoint (`metrics_port`) on a thread; returns the HTTP server (its port is the one
+    bound, for a port of 0)."""
+    from prometheus_client import start_http_server
+
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    print(f"{what} metrics on http://{host}:{server.server_port}/metrics", flush=True)
+    return server
+
+
 def add_health_and_reflection(server: grpc.Server, service_name: str, serving: bool) -> health.HealthServicer:
     """grpc.health.v1 for the whole server ("") and the service, and reflection: what every platform service
     answers."""

@@ -4,7 +4,6 @@ SIGTERM draining (health flips to NOT_SERVING, in-flight requests finish and com
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -19,7 +18,8 @@ from grpc_health.v1 import health
 from model_worker.chat import load_tokenizer
 from model_worker.parallel.launch import KEEPALIVE_S, ModelSpec, open_replica
 from model_worker.registry import Heartbeat, open_registry
-from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection, set_serving
+from model_worker.server.auth import load_api_keys
+from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection, serve_metrics, set_serving
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.service import WorkerService
 from model_worker.server.settings import WorkerSettings, add_settings_flags, settings_from
@@ -107,7 +107,7 @@ def run_serve(args: argparse.Namespace) -> int:
     key = os.environ.get(KEY_ENV)
     store = SessionStore(open_tiered(settings.session_store, settings.warm_store), model.fingerprint, model.layout,
                          codec=BlobCodec(bytes.fromhex(key)) if key else BlobCodec())
-    api_keys = json.loads(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else None
+    api_keys = load_api_keys(settings.api_keys_file)
     gib = 1 << 30
     runtime = WorkerRuntime(model, load_tokenizer(), store, model_name=settings.checkpoint or settings.config,
                             api_keys=api_keys, hot_budget_bytes=int(settings.hot_budget_gb * gib),
@@ -120,9 +120,7 @@ def run_serve(args: argparse.Namespace) -> int:
     tls = tls_files(settings)
     server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads, tls)
     if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(settings.metrics_port, addr=settings.host, registry=runtime.metrics.registry)
+        serve_metrics(runtime.metrics.registry, settings.metrics_port, settings.host, "model worker")
     configure_tracing("dsv4-model-worker", console=settings.trace_console)
     runtime.start()
     server.start()

@@ -5,7 +5,6 @@ FastAPI dependencies."""
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from sqlalchemy.orm import sessionmaker
 
 from model_worker.client import AsyncWorkerClient, Unavailable
 from model_worker.registry import WorkerPool
-from model_worker.server.auth import tenant_for
+from model_worker.server.auth import load_api_keys, tenant_for
 from model_worker.server.limits import TokenRates
 from services.gateway import errors
 from services.gateway.settings import GatewaySettings
@@ -206,7 +205,7 @@ def build(settings: GatewaySettings) -> Gateway:
 
     upgrade(settings.database_url)
     jobs = JobsClient(settings.jobs_target, api_key=settings.jobs_api_key) if settings.jobs_target else None
-    keys = json.loads(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else {}
+    keys = load_api_keys(settings.api_keys_file)
     rates = TokenRates(settings.tokens_per_second_per_tenant) if settings.tokens_per_second_per_tenant else None
     Path(settings.files_dir).mkdir(parents=True, exist_ok=True)
     return Gateway(settings, jobs, sessions(make_engine(settings.database_url)), keys, settings.model_name or "", rates)

@@ -16,10 +16,10 @@ from celery.concurrency import get_implementation
 from celery.signals import worker_init, worker_shutdown
 from kombu import Exchange, Queue
 from opentelemetry import propagate, trace
-from prometheus_client import start_http_server
 
 from model_worker.client import ResourceExhausted, Unavailable, WorkerClient
 from model_worker.registry import WorkerPool
+from model_worker.server.common import serve_metrics
 from model_worker.server.tracing import configure_tracing
 from model_worker.sessions import open_blobs
 from services.jobs.db import make_engine, sessions
@@ -97,7 +97,7 @@ def _export_telemetry(sender, **_: object) -> None:
             registry = worker_registry(run_metrics, forks=issubclass(get_implementation(sender.pool_cls), PreforkPool))
         except RuntimeError as error:
             raise SystemExit(f"metrics_port: {error}") from error  # Celery would log an Exception and start anyway
-        metrics_endpoint, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=registry)
+        metrics_endpoint = serve_metrics(registry, settings.metrics_port, settings.host, "celery worker")
 
 
 @worker_shutdown.connect

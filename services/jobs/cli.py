@@ -96,18 +96,16 @@ def serve(jobs: Jobs, settings: JobsSettings) -> int:
     import signal
     import threading
 
+    from model_worker.server.auth import load_api_keys
+    from model_worker.server.common import serve_metrics
     from model_worker.server.tracing import configure_tracing
     from services.jobs.server import build_server
 
     configure_tracing("dsv4-jobs")
-    api_keys = json.loads(Path(settings.api_keys_file).read_text()) if settings.api_keys_file else None
-    server, port = build_server(jobs, settings.host, settings.port, api_keys)
+    server, port = build_server(jobs, settings.host, settings.port, load_api_keys(settings.api_keys_file))
     server.start()
     if settings.metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        metrics, _ = start_http_server(settings.metrics_port, addr=settings.host, registry=jobs.metrics.registry)
-        print(f"jobs metrics on http://{settings.host}:{metrics.server_port}/metrics", flush=True)
+        serve_metrics(jobs.metrics.registry, settings.metrics_port, settings.host, "jobs")
     print(f"jobs service on {settings.host}:{port}", flush=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import start_http_server
-from readings import wait_for
-from realparts import tiny_worker_in_process
+from realparts import tiny_worker_in_process, wait_for
 
 
 @dataclass
@@ -99,7 +98,7 @@ def gateway_in_process(root: Path, worker: str, jobs: str) -> Iterator[str]:
     sock.bind(("127.0.0.1", 0))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    wait_for(lambda: server.started, "the gateway did not start")
+    wait_for(lambda: server.started, 30, "the gateway did not start")
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:

@@ -4,22 +4,12 @@ parent/child links between them, and samples on a Prometheus endpoint; and an HT
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from opentelemetry import propagate
 from prometheus_client.parser import text_string_to_metric_families
-
-
-def wait_for(condition: Callable[[], object], message: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(message)
+from realparts import wait_for
 
 
 def finished(exporter, names: Sequence[str], trace_id: int, timeout: float = 20.0) -> dict[str, list]:
@@ -33,7 +23,7 @@ def finished(exporter, names: Sequence[str], trace_id: int, timeout: float = 20.
                 by_name.setdefault(span.name, []).append(span)
         return by_name if all(name in by_name for name in names) else None
 
-    return wait_for(collect, f"spans {list(names)} did not all end in the trace", timeout)
+    return wait_for(collect, timeout, f"spans {list(names)} did not all end in the trace")
 
 
 def total(url: str, name: str, **labels: str) -> float:

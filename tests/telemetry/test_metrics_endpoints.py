@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from readings import http, total, wait_for
+from readings import http, total
+from realparts import wait_for
 
 from agent_runtime.client import AgentClient
 from model_worker.client import Sampling
@@ -15,9 +16,8 @@ from services.jobs.client import JobsClient
 
 def moved(url: str, name: str, before: float, by: float = 1, **labels: str) -> float:
     """Wait until the sample has moved `by` from `before` (a service counts just after it answers)."""
-    return wait_for(lambda: total(url, name, **labels) == before + by or None,
-                    f"{name}{labels} on {url} did not move from {before} by {by} (now {total(url, name, **labels)})",
-                    timeout=10)
+    return wait_for(lambda: total(url, name, **labels) == before + by or None, 10,
+                    f"{name}{labels} on {url} did not move from {before} by {by} (now {total(url, name, **labels)})")
 
 
 def test_the_worker_and_the_gateway_count_a_chat_completion(platform):
@@ -45,7 +45,7 @@ def test_the_jobs_service_and_the_celery_worker_count_a_batch(platform):
                                             "reasoning_effort": "none", "temperature": 0}}
     with JobsClient(platform.jobs) as jobs:
         batch = jobs.submit_jsonl(json.dumps(line) + "\n{not json")
-        wait_for(lambda: jobs.get(batch.id).status == "completed", "the batch did not complete")
+        wait_for(lambda: jobs.get(batch.id).status == "completed", 30, "the batch did not complete")
         [result] = list(jobs.results(batch.id))
     moved(service, "dsv4_jobs_batches_submitted_total", batches, interactive="false")
     moved(service, "dsv4_jobs_requests_submitted_total", valid, valid="true")

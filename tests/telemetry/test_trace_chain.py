@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from readings import assert_child, finished, http, wait_for
+from readings import assert_child, finished, http
+from realparts import wait_for
 
 from agent_runtime.client import AgentClient
 from model_worker.client import Sampling
@@ -50,7 +51,7 @@ def test_a_think_max_batch_runs_in_its_submitters_trace_through_celery(platform,
     with JobsClient(platform.jobs) as jobs:
         with TRACER.start_as_current_span("submitter") as caller:
             batch = jobs.submit([request])
-        wait_for(lambda: jobs.get(batch.id).status == "completed", "the batch did not complete")
+        wait_for(lambda: jobs.get(batch.id).status == "completed", 30, "the batch did not complete")
     found = finished(spans, ["submitter", CREATE_BATCH, "jobs.run_request", generate],
                      caller.get_span_context().trace_id)
     [submitter], [create], [task], [worker] = (found[name] for name in ("submitter", CREATE_BATCH,

@@ -9,28 +9,18 @@ import sys
 import time
 
 import pytest
-from realparts import Process, child_env
+from realparts import Process, child_env, redis_registry
 
 from agent_runtime.client import AgentClient
 from model_worker.client import Sampling
-from model_worker.registry import RedisRegistry
 
 REGISTRY = "redis://127.0.0.1:6379/10"
 
 
 @pytest.fixture(scope="module")
 def registry():
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REGISTRY).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    registry = RedisRegistry(REGISTRY)
-    stale = list(registry.redis.scan_iter(f"{registry.prefix}:*"))
-    if stale:
-        registry.redis.delete(*stale)
-    yield registry
-    registry.close()
+    with redis_registry(REGISTRY) as registry:
+        yield registry
 
 
 @pytest.fixture(scope="module")

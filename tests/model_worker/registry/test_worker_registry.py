@@ -6,6 +6,7 @@ import time
 import uuid
 
 import pytest
+import realparts
 
 from model_worker.registry import (
     Heartbeat,
@@ -22,17 +23,8 @@ REDIS = "redis://127.0.0.1:6379/10"
 
 @pytest.fixture
 def redis_registry():
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url(REDIS).ping()
-    except redis.RedisError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    registry = RedisRegistry(REDIS, prefix=f"test:{uuid.uuid4().hex}")
-    yield registry
-    keys = list(registry.redis.scan_iter(f"{registry.prefix}:*"))
-    if keys:
-        registry.redis.delete(*keys)
-    registry.close()
+    with realparts.redis_registry(REDIS, prefix=f"test:{uuid.uuid4().hex}") as registry:
+        yield registry
 
 
 def record(address: str, running: int = 0, waiting: int = 0, max_running: int = 4) -> WorkerRecord:

@@ -8,8 +8,7 @@ import json
 import socket
 
 import pytest
-from realparts import start_celery
-from test_jobs_faults import wait_for
+from realparts import start_celery, wait_for
 
 from services.jobs import celery_app
 from services.jobs.api import Jobs

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from realparts import Process, child_env, start_celery
+from realparts import Process, child_env, start_celery, wait_for
 from sqlalchemy import func, select
 
 from services.jobs import celery_app
@@ -38,16 +38,6 @@ def line(custom_id: str, max_tokens: int) -> str:
     return json.dumps({"custom_id": custom_id, "body": {"messages": [{"role": "user", "content": "go"}],
                                                         "reasoning_effort": "none", "max_tokens": max_tokens,
                                                         "temperature": 1.0, "seed": 1}})
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise TimeoutError(what)
 
 
 def once(jobs: Jobs, batch_id: str) -> tuple[int, int, int]:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import threading
 
-from realparts import start_celery
+from realparts import start_celery, wait_for
 from sqlalchemy import func, select
-from test_jobs_faults import wait_for
 
 from services.jobs import celery_app
 from services.jobs.api import Jobs

@@ -8,7 +8,7 @@ import json
 import pytest
 from celery.contrib.testing.worker import start_worker
 from opentelemetry import trace
-from test_jobs_faults import wait_for
+from realparts import wait_for
 
 from services.jobs import celery_app
 from services.jobs.api import Jobs
