@@ -47,9 +47,9 @@ def decode_times(model, state, tokens: int, first_token: int = 1000) -> tuple[li
     for _ in range(tokens):
         start = time.perf_counter()
         with threads_for(1):
-            logits = model(ForwardBatch.single([token], state)).logits[-1]
+            logits = model(ForwardBatch.single([token], state)).logits[-1:]
         state.commit()
-        token = int(logits.argmax())
+        token = int(kernels.argmax(logits)[0])
         times.append(time.perf_counter() - start)
     return times, _indexer_seconds[0]
 

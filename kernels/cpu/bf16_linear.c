@@ -2,6 +2,7 @@
  * of a decode step) and of fp8_linear over dense bf16 weights. One range of rows per call so Python threads can split
  * it. */
 #include "formats.h"
+#include "linear.h"
 
 /* The widest float vector the build machine has: 16 lanes with AVX-512 (twice the FMA width on the Xeons that have
  * it), else 8. A bf16 is the high half of its float32. */

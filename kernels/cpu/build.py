@@ -33,11 +33,17 @@ SIGNATURES = {
     "fp4_round_trip": (None, [_P, _INT, _I64, _I64, _P]),
     "hc_pre": (_INT, [_P, _INT, _I64, _I64, _I64, _P, _P, _P, _F32, _F32, _I64, _P, _P, _P]),
     "hc_post": (_INT, [_P, _INT, _P, _INT, _I64, _I64, _I64, _P, _P, _P]),
+    "hc_head": (_INT, [_P, _INT, _I64, _I64, _I64, _P, _P, _P, _F32, _F32, _P]),
     "fp4_expert_ffn": (_INT, [_P, _INT, _I64, _I64, _P, _P, _I64, _P, _P, _P, _P, _I64, _F32, _INT, _P]),
     "indexer_topk_fp4": (_INT, [_P, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _INT, _P, _P]),
     "sinkhorn": (None, [_P, _I64, _I64, _I64, _F32, _P]),
     "bf16_linear": (None, [_P, _I64, _I64, _P, _I64, _I64, _I64, _INT, _P]),
     "rms_norm": (None, [_P, _INT, _I64, _I64, _P, _F32, _P]),
+    "moe_gate": (_INT, [_P, _INT, _I64, _I64, _P, _I64, _P, _P, _I64, _P, _INT, _I64, _F32, _P, _P]),
+    "fp8_swiglu_ffn": (_INT, [_P, _INT, _I64, _I64, _P, _P, _P, _P, _I64, _P, _P, _F32, _INT, _P, _INT]),
+    "argmax_rows": (None, [_P, _I64, _I64, _P]),
+    "hadamard_rows": (None, [_P, _INT, _I64, _I64, _P]),
+    "compressor_project": (_INT, [_P, _INT, _I64, _I64, _P, _P, _I64, _P, _I64, _P, _P]),
 }
 
 

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "formats.h"
+#include "linear.h"
 
 /* A tile of `rows` x `tokens` outputs (constants once inlined, rows * tokens <= 8 accumulators). The rows share one
  * 128-row scale block because rows divides 128 and the tile starts at a multiple of it. */
@@ -27,19 +28,9 @@ static inline __attribute__((always_inline)) void tile(const float *x, int64_t l
         for (int t = 0; t < tokens; t++) y[t * n + r] = hsum8(acc[r][t]);
 }
 
-/* x [m, groups * k] float32 or bf16; w [n, k] e4m3 bytes with ue8m0 scales [ceil(n/128), ceil(k/128)]; the rows of
- * group g (n / groups each) read x[:, g*k : (g+1)*k]; k % 8 == 0. out [m, n] float32 or bf16.
- * Returns 0, or -1 when out of memory. */
-int fp8_linear(const void *x, int x_bf16, int64_t m, int64_t k, const uint8_t *w, const uint8_t *w_scale, int64_t n,
-               int64_t groups, int quantize_input, void *out, int out_bf16) {
+void fp8_matmul(const float *xq, int64_t m, int64_t k, int64_t groups, const uint8_t *w, const uint8_t *w_scale,
+                int64_t n, float *y) {
     int64_t k_blocks = (k + FP8_BLOCK - 1) / FP8_BLOCK, ldx = groups * k, rows_per_group = n / groups;
-    float *xq = malloc((size_t)(m * ldx + m * n) * sizeof(float));
-    if (!xq) return -1;
-    float *y = xq + m * ldx;
-    for (int64_t t = 0; t < m; t++) {
-        load_row(x, x_bf16, t, ldx, xq + t * ldx);
-        for (int64_t g = 0; quantize_input && g < groups; g++) fp8_round_trip_row(xq + t * ldx + g * k, k);
-    }
     for (int64_t t = 0; t < m;) {
         int tokens = m - t >= 4 ? 4 : m - t >= 2 ? 2 : 1, rows = 8 / tokens;
         for (int64_t r = 0; r < n;) {
@@ -55,6 +46,23 @@ int fp8_linear(const void *x, int x_bf16, int64_t m, int64_t k, const uint8_t *w
         }
         t += tokens;
     }
+}
+
+/* x [m, groups * k] float32 or bf16; w [n, k] e4m3 bytes with ue8m0 scales [ceil(n/128), ceil(k/128)]; the rows of
+ * group g (n / groups each) read x[:, g*k : (g+1)*k]; k % 8 == 0. out [m, n] float32 or bf16.
+ * Returns 0, or -1 when out of memory. */
+int fp8_linear(const void *x, int x_bf16, int64_t m, int64_t k, const uint8_t *w, const uint8_t *w_scale, int64_t n,
+               int64_t groups, int quantize_input, void *out, int out_bf16) {
+    if (m <= 0) return 0; /* also shows GCC that xq is written before fp8_matmul reads it */
+    int64_t ldx = groups * k;
+    float *xq = malloc((size_t)(m * ldx + m * n) * sizeof(float));
+    if (!xq) return -1;
+    float *y = xq + m * ldx;
+    for (int64_t t = 0; t < m; t++) {
+        load_row(x, x_bf16, t, ldx, xq + t * ldx);
+        for (int64_t g = 0; quantize_input && g < groups; g++) fp8_round_trip_row(xq + t * ldx + g * k, k);
+    }
+    fp8_matmul(xq, m, k, groups, w, w_scale, n, y);
     for (int64_t t = 0; t < m; t++) store_row(out, out_bf16, t, n, y + t * n);
     free(xq);
     return 0;

@@ -1,4 +1,4 @@
-"""hc_pre / hc_post on CPU: the C kernels in mhc.c, else the torch twins."""
+"""hc_pre / hc_post / hc_head on CPU: the C kernels in mhc.c, else the torch twins."""
 
 from __future__ import annotations
 
@@ -40,3 +40,19 @@ def hc_post(output: torch.Tensor, streams: torch.Tensor, post: torch.Tensor, com
                       streams.dtype == torch.bfloat16, t, n, d, post.data_ptr(), comb.data_ptr(), out.data_ptr()),
           "hc_post")
     return out
+
+
+def hc_head(
+    streams: torch.Tensor, fn: torch.Tensor, base: torch.Tensor, scale: torch.Tensor, norm_eps: float, hc_eps: float
+) -> torch.Tensor:
+    """Same contract as kernels.ref.mhc.hc_head."""
+    lib = library()
+    t, n, d = streams.shape
+    if lib is None or not cpu_activation(streams) or t == 0 or d % 8 or fn.shape[0] != n:
+        return ref.hc_head(streams, fn, base, scale, norm_eps, hc_eps)
+    streams = streams.contiguous()
+    fn, base, scale = fn.float().contiguous(), base.float().contiguous(), scale.float().contiguous()
+    collapsed = torch.empty(t, d, dtype=streams.dtype)
+    check(lib.hc_head(streams.data_ptr(), streams.dtype == torch.bfloat16, t, n, d, fn.data_ptr(), base.data_ptr(),
+                      scale.data_ptr(), norm_eps, hc_eps, collapsed.data_ptr()), "hc_head")
+    return collapsed

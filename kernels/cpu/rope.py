@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from kernels.cpu.build import cpu_activation, library
@@ -15,7 +17,8 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor, freqs: torch.Tensor, in
         return ref.apply_rope(x, positions, freqs, inverse)
     x = x.contiguous()
     out = torch.empty_like(x)
-    positions = positions.to(torch.int64).contiguous()
-    lib.apply_rope(x.data_ptr(), x.dtype == torch.bfloat16, x.shape[0], x[0].numel() // x.shape[-1], x.shape[-1],
+    if positions.dtype != torch.int64 or not positions.is_contiguous():  # a no-op .to() still costs ~1 us
+        positions = positions.to(torch.int64).contiguous()
+    lib.apply_rope(x.data_ptr(), x.dtype == torch.bfloat16, x.shape[0], math.prod(x.shape[1:-1]), x.shape[-1],
                    positions.data_ptr(), freqs.contiguous().data_ptr(), freqs.shape[0], inverse, out.data_ptr())
     return out

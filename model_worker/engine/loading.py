@@ -8,6 +8,7 @@ import json
 import torch
 
 from model_worker.config import ModelConfig, load_config
+from model_worker.engine.hugepages import move_weight_to_huge_pages
 from model_worker.model import DeepseekV4
 from model_worker.numerics import get_numerics
 from model_worker.parallel import SINGLE, TensorParallel
@@ -23,7 +24,7 @@ def load_model(checkpoint: str | None, config: str = "tiny", seed: int = 0, nume
 
         model, info = load_checkpoint(checkpoint, numerics=get_numerics(numerics), device=device, tp=tp)
         model.fingerprint = info.fingerprint
-        return model
+        return _placed(model)
     from model_worker.checkpoint.random_init import random_state_dict
 
     model_config, fingerprint = model_identity(None, config, seed)
@@ -32,7 +33,12 @@ def load_model(checkpoint: str | None, config: str = "tiny", seed: int = 0, nume
     model = DeepseekV4(model_config, quantized=True, numerics=get_numerics(numerics), tp=tp)
     model.load_state_dict(shard_state_dict(weights, tp), assign=True, strict=True)
     model.fingerprint = fingerprint
-    return model.to(torch.device(device))
+    return _placed(model.to(torch.device(device)))
+
+
+def _placed(model: DeepseekV4) -> DeepseekV4:
+    move_weight_to_huge_pages(model.head)  # streamed whole every decode step
+    return model
 
 
 def model_identity(checkpoint: str | None, config: str = "tiny", seed: int = 0) -> tuple[ModelConfig, str]:

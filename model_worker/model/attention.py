@@ -61,52 +61,60 @@ class Attention(nn.Module):
         q = kernels.apply_rope(kernels.rms_norm(q, None, c.norm_eps), positions, self.freqs)
         kv = kernels.apply_rope(self.kv_norm(self.wkv(x, numerics)), positions, self.freqs)
         # Every projection runs once over all tokens; only the state-dependent work runs per sequence.
-        comp_features = self.compressor.project(x, positions, numerics) if self.kind != WINDOW else None
+        comp_features = self.compressor.project(x, positions) if self.kind != WINDOW else None
         index_inputs = self.indexer.queries(qr, x, positions, self.freqs, numerics) if self.kind == CSA else None
         stored_kv = layout.encode_kv(kv)
-        out = torch.empty(q.shape, dtype=torch.float32, device=x.device)
-        for seg in segments:
-            rows = seg.rows
-            out[rows] = self._attend(q[rows], stored_kv[rows], None if comp_features is None else comp_features[rows],
-                                     None if index_inputs is None else tuple(t[rows] for t in index_inputs),
-                                     seg.start_position, seg.state.layers[self.layer_id], layout, numerics)
+        parts = [self._attend(q[seg.rows], stored_kv[seg.rows],
+                              None if comp_features is None else comp_features[seg.rows],
+                              None if index_inputs is None else tuple(t[seg.rows] for t in index_inputs),
+                              seg, layout, numerics) for seg in segments]
+        out = parts[0] if len(parts) == 1 else torch.cat(parts)
         o = kernels.apply_rope(out.to(numerics.act_dtype), positions, self.freqs, inverse=True)
         return self.tp.all_reduce(self.wo_b(self._grouped_wo_a(o, numerics), numerics))
 
     def _attend(
         self, q: torch.Tensor, stored_kv: torch.Tensor, comp_features: torch.Tensor | None,
-        index_inputs: tuple[torch.Tensor, ...] | None, start: int, state: LayerState, layout: StateLayout,
-        numerics: Numerics,
+        index_inputs: tuple[torch.Tensor, ...] | None, seg: Segment, layout: StateLayout, numerics: Numerics,
     ) -> torch.Tensor:
         """One sequence's chunk: q [n, H, D], its new window rows in stored form and its rows of the compressor /
-        indexer inputs. Attention reads the window log and the pages where they are, in their stored form."""
-        n, window = q.shape[0], self.config.window_size
+        indexer inputs -> [n, H, D] float32. Attention reads the window log and the pages where they are, in their
+        stored form."""
+        window, start, state = self.config.window_size, seg.start_position, seg.state.layers[self.layer_id]
         # The MTP layer's window may start later (it catches up over its last window only).
         first = max(0, start - window + 1, state.window.start)
         state.window.append(stored_kv)
-        positions = torch.arange(start, start + n, device=q.device)
-        # Query i reads positions i-window+1 .. i, rows counted from `first`; rows before it do not exist (-1).
-        window_idx = (positions - (window - 1) - first)[:, None] + torch.arange(window, device=q.device)
-        window_idx.clamp_(min=-1)
-        comp_kv, comp_idx = self._compressed(comp_features, index_inputs, start, positions, state, layout, numerics)
-        return kernels.sparse_attention(q, state.window.rows(first, start + n), window_idx, comp_kv, comp_idx,
+
+        def window_index() -> torch.Tensor:
+            """Query i reads positions i-window+1 .. i, rows counted from `first`; rows before it do not exist."""
+            offsets = torch.arange(window, device=q.device)
+            return ((seg.positions - (window - 1) - first)[:, None] + offsets).clamp_(min=-1)
+
+        comp_kv, comp_idx = self._compressed(comp_features, index_inputs, seg, state, layout, numerics)
+        return kernels.sparse_attention(q, state.window.rows(first, start + seg.length),
+                                        seg.shared(("window", first), window_index), comp_kv, comp_idx,
                                         self.attn_sink, self.config.head_dim**-0.5, self.config.rope_head_dim)
 
     def _compressed(
-        self, comp_features: torch.Tensor | None, index_inputs: tuple[torch.Tensor, ...] | None, start: int,
-        positions: torch.Tensor, state: LayerState, layout: StateLayout, numerics: Numerics,
+        self, comp_features: torch.Tensor | None, index_inputs: tuple[torch.Tensor, ...] | None, seg: Segment,
+        state: LayerState, layout: StateLayout, numerics: Numerics,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Extend the compressed entries; return the stored entries [M, *] and the ids this chunk reads [n, C]."""
-        n = positions.shape[0]
+        n = seg.length
         if self.kind == WINDOW:
-            return state.window.buffer[:0], positions.new_zeros(n, 0)
-        entries = self.compressor(comp_features, start, state.comp, self.freqs, numerics)
-        state.entries.append(layout.encode_kv(entries))
+            return state.window.buffer[:0], seg.shared(("no entries",), lambda: seg.positions.new_zeros(n, 0))
+        entries = self.compressor(comp_features, seg.start_position, state.comp, self.freqs, numerics)
+        if entries.shape[0]:
+            state.entries.append(layout.encode_kv(entries))
         if self.kind == HCA:
-            visible = (positions + 1) // self.ratio
-            ids = torch.arange(state.entries.count, device=positions.device)[None, :].expand(n, -1)
-            return state.entries.view(), torch.where(ids < visible[:, None], ids, torch.full_like(ids, -1))
-        top = self.indexer.select(*index_inputs, start, state, layout, self.freqs, numerics)
+            count = state.entries.count
+
+            def dense_ids() -> torch.Tensor:
+                ids = torch.arange(count, device=seg.positions.device)[None, :].expand(n, -1)
+                visible = (seg.positions + 1) // self.ratio
+                return torch.where(ids < visible[:, None], ids, torch.full_like(ids, -1))
+
+            return state.entries.view(), seg.shared(("every entry", self.ratio, count), dense_ids)
+        top = self.indexer.select(*index_inputs, seg, state, layout, self.freqs, numerics)
         return state.entries.view(), top
 
     def _grouped_wo_a(self, o: torch.Tensor, numerics: Numerics) -> torch.Tensor:

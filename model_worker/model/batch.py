@@ -6,7 +6,8 @@ or a single decode token, mixed freely. Each sequence's state is extended in pla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -52,10 +53,20 @@ class Segment:
     length: int
     start_position: int
     state: SequenceState
+    positions: torch.Tensor | None = None  # [length] int64 on the batch's device, set by the model
+    _per_pass: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def rows(self) -> slice:
         return slice(self.first_row, self.first_row + self.length)
+
+    def shared(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """A tensor that depends only on this segment and `key` (window indices, visible entry counts), made by the
+        first layer that asks and reused by the others: in decode, op overhead, not arithmetic, is the cost."""
+        value = self._per_pass.get(key)
+        if value is None:
+            value = self._per_pass[key] = make()
+        return value
 
 
 @dataclass

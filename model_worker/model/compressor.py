@@ -27,12 +27,10 @@ class Compressor(nn.Module):
         self.ape = frozen_param(ratio, features)
         self.norm = RMSNorm(width, norm_eps)
 
-    def project(self, x: torch.Tensor, positions: torch.Tensor, numerics: Numerics) -> torch.Tensor:
+    def project(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Every token's features at once (all sequences of a batch): [T, dim] -> [T, 2 * features] float32, its kv
         then its gating score (position bias added)."""
-        kv = self.wkv(x, numerics)
-        score = self.wgate(x, numerics) + self.ape.float()[positions % self.ratio]
-        return torch.cat((kv, score), dim=-1)
+        return kernels.compressor_project(x, self.wkv.weight, self.wgate.weight, self.ape, positions)
 
     def forward(
         self, features: torch.Tensor, start: int, log: RowLog, freqs: torch.Tensor, numerics: Numerics

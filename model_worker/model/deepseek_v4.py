@@ -62,10 +62,10 @@ class DeepseekV4(nn.Module):
             segments.append(Segment(row, length, state.num_tokens, state))
             row += length
         ids = batch.token_ids.to(self.embed.weight.device)
-        if int(ids.min()) < 0 or int(ids.max()) >= c.vocab_size:  # checked before any state is touched
+        lowest, highest = ids.aminmax()
+        if int(lowest) < 0 or int(highest) >= c.vocab_size:  # checked before any state is touched
             raise ValueError(f"token ids must lie in [0, {c.vocab_size})")
-        positions = torch.cat([torch.arange(s.start_position, s.start_position + s.length) for s in segments])
-        positions = positions.to(ids.device)
+        positions = _positions(segments, ids.device)
         streams = self.embed(ids).to(numerics.act_dtype).unsqueeze(1).repeat(1, c.hc_mult, 1)
         for block in self.layers:
             streams = block(streams, ids, positions, segments, layout, numerics)
@@ -128,9 +128,17 @@ class DeepseekV4(nn.Module):
             return None, []
         hidden = torch.cat(hidden_rows).view(-1, c.hc_mult, c.dim)
         tokens = torch.cat(token_rows)
-        positions = torch.cat([torch.arange(s.start_position, s.start_position + s.length) for s in pair_segments])
+        positions = _positions(pair_segments, tokens.device)
         mtp = self.mtp[0]
         mtp_streams = mtp.input_streams(self.embed(tokens), hidden, numerics)
-        mtp_streams = mtp(mtp_streams, tokens, positions.to(tokens.device), pair_segments, self.layout, numerics)
+        mtp_streams = mtp(mtp_streams, tokens, positions, pair_segments, self.layout, numerics)
         last = mtp_streams[torch.tensor(last_rows)]
         return self._logits(last, mtp.hc_head_fn, mtp.hc_head_base, mtp.hc_head_scale, mtp.norm), drafted
+
+
+def _positions(segments: list[Segment], device: torch.device) -> torch.Tensor:
+    """[T] every token's position; each segment gets its own rows of it."""
+    positions = torch.cat([torch.arange(s.start_position, s.start_position + s.length) for s in segments]).to(device)
+    for seg in segments:
+        seg.positions = positions[seg.rows]
+    return positions

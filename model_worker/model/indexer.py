@@ -13,6 +13,7 @@ from torch import nn
 
 import kernels
 from model_worker.config import ModelConfig
+from model_worker.model.batch import Segment
 from model_worker.model.compressor import Compressor
 from model_worker.model.layers import Linear
 from model_worker.numerics import Numerics
@@ -40,19 +41,18 @@ class Indexer(nn.Module):
         if numerics.quantize:
             q = kernels.fp4_round_trip(kernels.hadamard(q))
         weights = self.weights_proj(x, numerics).float() * (self.head_dim**-0.5 * self.n_heads**-0.5)
-        return q, weights, self.compressor.project(x, positions, numerics)
+        return q, weights, self.compressor.project(x, positions)
 
     def select(
-        self, q: torch.Tensor, weights: torch.Tensor, features: torch.Tensor, start: int, state: LayerState,
+        self, q: torch.Tensor, weights: torch.Tensor, features: torch.Tensor, seg: Segment, state: LayerState,
         layout: StateLayout, freqs: torch.Tensor, numerics: Numerics,
     ) -> torch.Tensor:
         """One sequence's chunk (its rows of `queries`): extend its index keys, then return the top-k entry ids per
         query [n, k] (-1 = none)."""
-        keys = self.compressor(features, start, state.index_comp, freqs, numerics)
+        keys = self.compressor(features, seg.start_position, state.index_comp, freqs, numerics)
         if keys.shape[0]:
             state.index_keys.append(layout.encode_index_keys(kernels.hadamard(keys) if numerics.quantize else keys))
-        positions = torch.arange(start, start + q.shape[0], device=q.device)
-        visible = (positions + 1) // self.ratio
+        visible = seg.shared(("visible", self.ratio), lambda: (seg.positions + 1) // self.ratio)
         if self.tp.size == 1:
             return kernels.indexer_topk(q, weights, state.index_keys.view(), visible, self.topk,
                                         numerics.index_score_dtype)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+import kernels
 from model_worker.sampling import ops
 from model_worker.sampling.params import InvalidSamplingParams
 from model_worker.sampling.state import SamplingState
@@ -52,7 +53,7 @@ class Sampler:
         random_rows = [i for i, s in enumerate(states) if not s.params.is_greedy]
         if greedy_rows:
             index = self._longs(greedy_rows, processed.device)
-            token_ids[index] = processed[index].argmax(dim=-1)
+            token_ids[index] = kernels.argmax(processed[index])
         if random_rows:
             index = self._longs(random_rows, processed.device)
             probs = processed[index].softmax(dim=-1)

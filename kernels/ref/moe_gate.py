@@ -1,0 +1,47 @@
+"""MoE router: score every routed expert, pick each token's experts, weight them."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def moe_gate(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    tid2eid: torch.Tensor | None,
+    token_ids: torch.Tensor | None,
+    score_func: str,
+    topk: int,
+    route_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Expert ids and mixing weights per token.
+
+    Args:
+        x: [T, D] activations.
+        weight: [E, D] router weight; logits = x @ weight^T in float32.
+        bias: [E] balancing bias added to the scores for selection only, or None.
+        tid2eid: [vocab, k] expert ids per token id (hash routing), with token_ids [T]; None for score-based
+            selection: the `topk` largest of scores + bias, largest first.
+        score_func: "sqrtsoftplus" (sqrt(softplus(logits))), "sigmoid", or softmax over the experts otherwise.
+    Returns:
+        (ids [T, k] int64, weights [T, k] float32): the chosen experts' unbiased scores, normalized to sum 1 (not for
+        softmax, whose scores already do over all experts), times route_scale.
+    """
+    logits = x.float() @ weight.float().T
+    if score_func == "sqrtsoftplus":
+        scores = F.softplus(logits).sqrt()
+    elif score_func == "sigmoid":
+        scores = logits.sigmoid()
+    else:
+        scores = logits.softmax(dim=-1)
+    if tid2eid is not None:
+        ids = tid2eid[token_ids].long()
+    else:
+        biased = scores if bias is None else scores + bias.float()
+        ids = biased.topk(topk, dim=-1).indices
+    weights = scores.gather(1, ids)
+    if score_func != "softmax":
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+    return ids, weights * route_scale
