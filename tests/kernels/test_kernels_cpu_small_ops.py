@@ -107,3 +107,14 @@ def test_compressor_project_falls_back_for_prefill_chunks(monkeypatch: pytest.Mo
     x, w = torch.randn(17, 64), torch.randn(8, 64).to(torch.bfloat16)
     assert_falls_back(monkeypatch, "compressor_project", "compressor_project", x, w, w, torch.randn(4, 8),
                       torch.arange(17))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp4_round_trip_on_grid_ties_and_wide_magnitudes(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    gen = torch.Generator().manual_seed(5)
+    random = torch.randn(64, 128, generator=gen) * torch.logspace(-20, 20, 64)[:, None]
+    steps = torch.arange(-6.0, 6.01, 0.125)  # every e2m1 midpoint, tie to even included, with 6 setting the scale
+    ties = torch.cat((steps, torch.full((-steps.numel() % 32,), 6.0))).view(-1, 32)
+    x = torch.cat((random.view(-1, 32), ties, torch.tensor([[-0.1] + [1.0] * 31, [-0.0] * 31 + [1.0]]))).to(dtype)
+    got, expected = run_both(monkeypatch, "act_quant", "fp4_round_trip", x)
+    assert torch.equal(got, expected) and torch.equal(got.signbit(), expected.signbit())
