@@ -233,9 +233,9 @@ int indexer_topk_fp4(const float *q, const float *head_weights, int64_t t_count,
             int64_t visible = num_visible[t] - s0 < count ? num_visible[t] - s0 : count;
             if (visible <= 0) continue;
             __m256 per_key[KEY_BLOCK]; /* key j: its heads' relu(logit) * weight, to be summed */
-            for (int64_t j = 0; j < KEY_BLOCK; j++) {
-                per_key[j] = _mm256_setzero_ps();
-                for (int64_t h0 = 0; j < visible && h0 < heads; h0 += 8) {
+            for (int64_t j = 0; j < KEY_BLOCK; j++) per_key[j] = _mm256_setzero_ps();
+            for (int64_t j = 0; j < visible; j++) {
+                for (int64_t h0 = 0; h0 < heads; h0 += 8) {
                     int64_t v = t * heads + h0;
                     const __m256i *group = qt + (v / 8) * group_vectors;
                     __m256 logits = exact

@@ -2,8 +2,8 @@
 heads' unweighted norm).
 
 A `Linear`'s role decides its math (official numerics): "fp8" linears quantize their input to FP8 before the GEMM;
-"bf16" linears do not; "fp32" linears compute in float32 on float32 inputs (compressor projections, router); "head" is
-the output projection.
+"bf16" linears do not; "fp32" linears compute in float32 on float32 inputs (the compressors' projections, which
+`kernels.compressor_project` runs as a pair); "head" is the output projection.
 How the weight is stored (FP8 + block scales, or dense) is whatever the checkpoint gave.
 """
 
