@@ -21,6 +21,8 @@ def fp8_swiglu_ffn(
     swiglu_limit: float,
     quantize_input: bool,
     out_dtype: torch.dtype,
+    *,
+    linear: Callable[..., torch.Tensor] = fp8_linear,
 ) -> torch.Tensor:
     """Three fp8_linears around a float32 SwiGLU, each linear returning out_dtype (the activation dtype).
 
@@ -30,27 +32,10 @@ def fp8_swiglu_ffn(
             as kernels.ref.fp8_linear takes them.
         swiglu_limit: when > 0, gate is clamped to <= limit and up to [-limit, limit].
         quantize_input: FP8 round trip of each linear's input (official numerics).
+        linear: the implementation of fp8_linear's contract to compose (the Triton path passes its own).
     Returns:
         [T, D] in out_dtype.
     """
-    return swiglu_ffn_with(fp8_linear, x, w1, w1_scale, w3, w3_scale, w2, w2_scale, swiglu_limit, quantize_input,
-                           out_dtype)
-
-
-def swiglu_ffn_with(
-    linear: Callable[..., torch.Tensor],
-    x: torch.Tensor,
-    w1: torch.Tensor,
-    w1_scale: torch.Tensor | None,
-    w3: torch.Tensor,
-    w3_scale: torch.Tensor | None,
-    w2: torch.Tensor,
-    w2_scale: torch.Tensor | None,
-    swiglu_limit: float,
-    quantize_input: bool,
-    out_dtype: torch.dtype,
-) -> torch.Tensor:
-    """fp8_swiglu_ffn over any implementation of fp8_linear's contract (the Triton path composes its own)."""
     gate = linear(x, w1, w1_scale, quantize_input, out_dtype).float()
     up = linear(x, w3, w3_scale, quantize_input, out_dtype).float()
     if swiglu_limit > 0:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 
-from kernels.ref.fp8_swiglu import swiglu_ffn_with
+from kernels.ref.fp8_swiglu import fp8_swiglu_ffn as composed
 from kernels.triton.fp8_linear import fp8_linear
 
-fp8_swiglu_ffn = functools.partial(swiglu_ffn_with, fp8_linear)
+fp8_swiglu_ffn = functools.partial(composed, linear=fp8_linear)
