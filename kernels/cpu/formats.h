@@ -82,8 +82,6 @@ static inline void fp8_round_trip_row(float *x, int64_t n) {
 
 #define FP4_MAX 6.0f
 #define FP4_AMAX_FLOOR (FP4_MAX * 0x1p-126f)
-static const float E2M1_VALUES[16] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f,
-                                      -0.0f, -0.5f, -1.0f, -1.5f, -2.0f, -3.0f, -4.0f, -6.0f};
 
 /* The e2m1 code of v (|v| clamped to 6): nearest value, ties to the even code; negative v sets the sign bit. */
 static inline uint8_t e2m1_code(float v) {

@@ -23,16 +23,10 @@ def fp8_swiglu_ffn(
 ) -> torch.Tensor:
     """Same contract as kernels.ref.fp8_swiglu.fp8_swiglu_ffn; FP8 weights only (dense ones take the twin)."""
     lib = library()
-    if (lib is None or w1_scale is None or w3_scale is None or w2_scale is None or not cpu_activation(x)
-            or x.dim() != 2 or out_dtype not in (torch.float32, torch.bfloat16)):
+    if lib is None or not _covered(x, w1, w1_scale, w3, w3_scale, w2, w2_scale, out_dtype):
         return ref.fp8_swiglu_ffn(x, w1, w1_scale, w3, w3_scale, w2, w2_scale, swiglu_limit, quantize_input,
                                   out_dtype)
-    (m, d), (inter, k) = x.shape, w1.shape
-    if (not 0 < m <= MAX_TOKENS or k != d or d % 8 or inter % 8 or w3.shape != w1.shape or w2.shape != (d, inter)
-            or not w1.dtype == w3.dtype == w2.dtype == torch.float8_e4m3fn
-            or not all(t.is_contiguous() for t in (w1, w1_scale, w3, w3_scale, w2, w2_scale))):
-        return ref.fp8_swiglu_ffn(x, w1, w1_scale, w3, w3_scale, w2, w2_scale, swiglu_limit, quantize_input,
-                                  out_dtype)
+    (m, d), inter = x.shape, w1.shape[0]
     x = x.contiguous()
     out = torch.empty(m, d, dtype=out_dtype)
     check(lib.fp8_swiglu_ffn(x.data_ptr(), x.dtype == torch.bfloat16, m, d, w1.data_ptr(), w1_scale.data_ptr(),
@@ -40,3 +34,16 @@ def fp8_swiglu_ffn(
                              swiglu_limit, quantize_input, out.data_ptr(), out_dtype == torch.bfloat16),
           "fp8_swiglu_ffn")
     return out
+
+
+def _covered(x: torch.Tensor, w1: torch.Tensor, w1_scale: torch.Tensor | None, w3: torch.Tensor,
+             w3_scale: torch.Tensor | None, w2: torch.Tensor, w2_scale: torch.Tensor | None,
+             out_dtype: torch.dtype) -> bool:
+    """Whether the C kernel takes these inputs: decode-sized CPU activations and three contiguous FP8 weights."""
+    if (w1_scale is None or w3_scale is None or w2_scale is None or not cpu_activation(x) or x.dim() != 2
+            or out_dtype not in (torch.float32, torch.bfloat16)):
+        return False
+    (m, d), (inter, k) = x.shape, w1.shape
+    return (0 < m <= MAX_TOKENS and k == d and not d % 8 and not inter % 8 and w3.shape == w1.shape
+            and w2.shape == (d, inter) and w1.dtype == w3.dtype == w2.dtype == torch.float8_e4m3fn
+            and all(t.is_contiguous() for t in (w1, w1_scale, w3, w3_scale, w2, w2_scale)))

@@ -24,15 +24,10 @@ def moe_gate(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Same contract as kernels.ref.moe_gate.moe_gate."""
     lib = library()
-    if (lib is None or not cpu_activation(x) or x.dim() != 2 or weight.dtype != torch.bfloat16
-            or score_func not in SCORE_FUNCS or (tid2eid is not None and tid2eid.dim() != 2)):
+    if lib is None or not _covered(x, weight, tid2eid, token_ids, score_func, topk):
         return ref.moe_gate(x, weight, bias, tid2eid, token_ids, score_func, topk, route_scale)
-    (t, d), (e, weight_d) = x.shape, weight.shape
+    (t, d), e = x.shape, weight.shape[0]
     k = topk if tid2eid is None else tid2eid.shape[1]
-    if (not 0 < t <= MAX_TOKENS or d % 32 or weight_d != d or not 0 < k <= e or not weight.is_contiguous()
-            or (tid2eid is not None and (tid2eid.dtype != torch.int64 or token_ids.dtype != torch.int64
-                                         or token_ids.shape != (t,) or not tid2eid.is_contiguous()))):
-        return ref.moe_gate(x, weight, bias, tid2eid, token_ids, score_func, topk, route_scale)
     x = x.contiguous()
     ids = torch.empty(t, k, dtype=torch.int64)
     weights = torch.empty(t, k, dtype=torch.float32)
@@ -47,3 +42,16 @@ def moe_gate(
         raise IndexError("moe_gate: a token id outside tid2eid, or an expert id outside the router")
     check(status, "moe_gate")
     return ids, weights
+
+
+def _covered(x: torch.Tensor, weight: torch.Tensor, tid2eid: torch.Tensor | None, token_ids: torch.Tensor | None,
+             score_func: str, topk: int) -> bool:
+    """Whether the C kernel takes these inputs: decode-sized CPU activations, a contiguous bf16 router, int64 tables."""
+    if (not cpu_activation(x) or x.dim() != 2 or weight.dtype != torch.bfloat16 or score_func not in SCORE_FUNCS
+            or (tid2eid is not None and tid2eid.dim() != 2)):
+        return False
+    (t, d), (e, weight_d) = x.shape, weight.shape
+    k = topk if tid2eid is None else tid2eid.shape[1]
+    return (0 < t <= MAX_TOKENS and not d % 32 and weight_d == d and 0 < k <= e and weight.is_contiguous()
+            and (tid2eid is None or (tid2eid.dtype == token_ids.dtype == torch.int64 and token_ids.shape == (t,)
+                                     and tid2eid.is_contiguous())))

@@ -110,8 +110,7 @@ class Attention(nn.Module):
 
             def dense_ids() -> torch.Tensor:
                 ids = torch.arange(count, device=seg.positions.device)[None, :].expand(n, -1)
-                visible = (seg.positions + 1) // self.ratio
-                return torch.where(ids < visible[:, None], ids, torch.full_like(ids, -1))
+                return torch.where(ids < seg.visible_entries(self.ratio)[:, None], ids, torch.full_like(ids, -1))
 
             return state.entries.view(), seg.shared(("every entry", self.ratio, count), dense_ids)
         top = self.indexer.select(*index_inputs, seg, state, layout, self.freqs, numerics)

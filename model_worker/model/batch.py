@@ -60,6 +60,10 @@ class Segment:
     def rows(self) -> slice:
         return slice(self.first_row, self.first_row + self.length)
 
+    def visible_entries(self, ratio: int) -> torch.Tensor:
+        """[length] how many entries of a ratio-m compressor each query sees: entry j once (j+1)*m <= t+1."""
+        return self.shared(("visible", ratio), lambda: (self.positions + 1) // ratio)
+
     def shared(self, key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
         """A tensor that depends only on this segment and `key` (window indices, visible entry counts), made by the
         first layer that asks and reused by the others: in decode, op overhead, not arithmetic, is the cost."""

@@ -52,7 +52,7 @@ class Indexer(nn.Module):
         keys = self.compressor(features, seg.start_position, state.index_comp, freqs, numerics)
         if keys.shape[0]:
             state.index_keys.append(layout.encode_index_keys(kernels.hadamard(keys) if numerics.quantize else keys))
-        visible = seg.shared(("visible", self.ratio), lambda: (seg.positions + 1) // self.ratio)
+        visible = seg.visible_entries(self.ratio)
         if self.tp.size == 1:
             return kernels.indexer_topk(q, weights, state.index_keys.view(), visible, self.topk,
                                         numerics.index_score_dtype)
