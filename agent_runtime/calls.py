@@ -57,7 +57,7 @@ class OpenCall:
 
 def open_calls(store: TranscriptStore, session) -> list[OpenCall]:
     return [OpenCall(r.tool_call_id, r.tool_name, r.arguments, r.call_status, r.idempotency_key)
-            for r in store.open_calls(session.id)]
+            for r in store.open_calls(session.tenant, session.id)]
 
 
 def settle_calls(store: TranscriptStore, turn: TurnContext, session, calls: list[OpenCall], recovering: bool):
@@ -92,7 +92,7 @@ def settle_calls(store: TranscriptStore, turn: TurnContext, session, calls: list
         yield ToolFinished(call.id, call.name, content, True, status)
     approved = [c.id for c in runnable if c.status == APPROVED]
     if approved:
-        store.set_calls(session.id, approved, STARTED)
+        store.set_calls(turn.tenant, session.id, approved, STARTED)
     for call in runnable:
         yield ToolStarted(call.id, call.name, call.arguments)
     results = asyncio.run(turn.tools.run_calls([ToolCall(c.id, c.name, c.arguments) for c in runnable],
@@ -113,7 +113,7 @@ def _await_decisions(store: TranscriptStore, turn: TurnContext, session, call_id
             if time.monotonic() > held_until - control.hold_s / 2:
                 turn.client.hold_session(session.worker_session_id, holder, control.hold_s)
                 held_until = time.monotonic() + control.hold_s
-            statuses = {r.tool_call_id: r.call_status for r in store.open_calls(session.id)
+            statuses = {r.tool_call_id: r.call_status for r in store.open_calls(turn.tenant, session.id)
                         if r.tool_call_id in call_ids}
             if all(status != AWAITING for status in statuses.values()):
                 return statuses

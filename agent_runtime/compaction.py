@@ -219,7 +219,7 @@ class Compactor:
         rows: list[TranscriptEntry] = []
         summary, floor, before, last = None, None, None, None
         while True:
-            page = self.store.page(session.id, before, self.page_size)
+            page = self.store.page(session.tenant, session.id, before, self.page_size)
             for row in reversed(page):
                 if floor is not None and row.seq < floor:
                     return _build_history(rows[::-1], summary, last, session.steps)

@@ -26,7 +26,7 @@ from agent_runtime.calls import OpenCall, TurnContext, TurnControl, open_calls, 
 from agent_runtime.events import USAGE_NAMES, Compacted, ModeChosen, StepStarted, TextDelta, TurnDone, TurnEvent
 from agent_runtime.policy import THINK_HIGH, DefaultPolicy, ModeDecision, ModePolicy, OperatorLimits, TurnSignals
 from agent_runtime.store.models import ASSISTANT, AWAITING, STARTED, TOOL_CALL, TOOL_RESULT, USER, AgentSession
-from agent_runtime.store.transcript import Entry, TranscriptStore
+from agent_runtime.store.transcript import AgentSessionExists, Entry, TranscriptStore
 from agent_runtime.think_max import job_step
 from agent_runtime.tools import ToolCall, ToolRegistry
 from model_worker.client import Delta, Final, Sampling, WorkerClient
@@ -82,12 +82,18 @@ class AgentLoop:
         least loaded worker. `tools` names those of the offered tools it uses (all when None)."""
         offered = self.offered_tools(tenant, session_id)
         chosen = offered.only([t.name for t in offered.all()] if tools is None else tools)
+        if self.store.exists(tenant, session_id):  # before a worker session is made for it
+            raise AgentSessionExists(f"agent session {session_id} exists")
         address, client = self.workers.connect()
         info = client.create_session(
             system_prompt=system_prompt, tools=[WorkerTool(t.name, t.description, t.parameters) for t in chosen.all()],
             think_max=think_max, session_id=worker_session_name())
         self.workers.placed(info.session_id, address)
-        self.store.create(tenant, session_id, system_prompt, chosen.schemas(), info.session_id, think_max)
+        try:
+            self.store.create(tenant, session_id, system_prompt, chosen.schemas(), info.session_id, think_max)
+        except AgentSessionExists:  # a concurrent create of the same ID won: its worker session is the one kept
+            client.delete_session(info.session_id)
+            raise
         self.store.set_worker(tenant, session_id, info.session_id, info.commit, address)
         return self.store.get(tenant, session_id)
 
@@ -153,7 +159,7 @@ class AgentLoop:
             if not calls:
                 return (yield from _done(TurnDone("answer", content, reasoning, number, usage)))
             fresh = [OpenCall(c.id, c.name, c.arguments, AWAITING if turn.needs_approval(c.name) else STARTED,
-                              f"{session_id}/{session.steps}/{c.id}") for c in calls]
+                              idempotency_key(session, session.steps, c.id)) for c in calls]
             if not (yield from settle_calls(self.store, turn, session, fresh, False)):
                 return (yield from _done(TurnDone("cancelled", "", "", number, usage)))
             inputs, tool_choice = self._last_results(session), None
@@ -169,7 +175,8 @@ class AgentLoop:
         entries = [Entry(USER, m.get("content") or "") for m in inputs if m.get("role") == "user"]
         entries.append(Entry(ASSISTANT, content, reasoning or None))
         entries += [Entry(TOOL_CALL, tool_call_id=c.id, tool_name=c.name, arguments=c.arguments,
-                          idempotency_key=f"{session.id}/{step}/{c.id}", awaits_approval=turn.needs_approval(c.name))
+                          idempotency_key=idempotency_key(session, step, c.id),
+                          awaits_approval=turn.needs_approval(c.name))
                     for c in calls]
         self.store.append_step(turn.tenant, session.id, entries, worker_session_id=worker_session_id,
                                worker_commit=info.commit, mode=mode, turn_id=turn.control.turn_id)
@@ -251,7 +258,7 @@ class AgentLoop:
         session = self.store.get(session.tenant, session.id)
         if not session.steps:
             return []
-        last = self.store.step_entries(session.id, session.steps)
+        last = self.store.step_entries(session.tenant, session.id, session.steps)
         if not any(e.kind == TOOL_CALL for e in last):
             return []
         return [{"role": "tool", "tool_call_id": e.tool_call_id, "content": e.content}
@@ -260,8 +267,15 @@ class AgentLoop:
 
 def worker_session_name() -> str:
     """A fresh worker session ID: not derived from the agent session's, whose IDs (and the suffixes compaction
-    adds) could then collide, or run past the worker's 128 characters."""
+    adds) could then collide, or run past the worker's 128 characters. Random, so no two agent sessions share one
+    whatever their tenants (agent session IDs are per tenant; the registry routes worker sessions by ID alone)."""
     return f"agent-{uuid.uuid4().hex}"
+
+
+def idempotency_key(session: AgentSession, step: int, call_id: str) -> str:
+    """A tool call's idempotency key: unique across tenants too, since a plugin may keep its keys in one table for
+    every caller (the same agent session ID in two tenants is two sessions)."""
+    return f"{session.tenant}/{session.id}/{step}/{call_id}"
 
 
 def _done(done: TurnDone):

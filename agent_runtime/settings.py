@@ -40,6 +40,26 @@ class AgentSettings(BaseSettings):
     threads: int = Field(32, gt=0, description="gRPC handler threads (each attached caller holds one)")
     metrics_port: int | None = Field(None, ge=0, description="serve Prometheus metrics (turns, steps, tool calls, "
                                      "tokens) over HTTP on this port at `host`; 0: any free port (printed)")
+    # Bounds on what a client sends (INVALID_ARGUMENT past them).
+    max_request_bytes: int = Field(8 << 20, gt=0, description="largest CreateSession or RunTurn request, in bytes "
+                                   "(default 8 MiB)")
+    max_messages: int = Field(64, gt=0, description="messages one RunTurn may carry (default 64)")
+    max_message_bytes: int = Field(1 << 20, gt=0, description="one message's content, in UTF-8 bytes "
+                                   "(default 1 MiB)")
+    max_system_prompt_bytes: int = Field(256 << 10, gt=0, description="an agent session's system prompt, in UTF-8 "
+                                         "bytes (default 256 KiB)")
+    max_session_tools: int = Field(64, gt=0, description="tool names one CreateSession may choose (default 64)")
+    max_turn_steps: int = Field(64, gt=0, description="the largest step limit a turn may ask for (default 64; a turn "
+                                "that names none gets 16)")
+    # Tools (agent_runtime/tools/sandbox.py): what a tool call may cost this service.
+    tool_timeout_seconds: float = Field(30.0, gt=0, description="no tool call runs longer (a tool may set a "
+                                        "shorter timeout); a sandboxed one is killed then (default 30)")
+    tool_max_output_bytes: int = Field(64 << 10, gt=0, description="a tool result's UTF-8 bytes; the rest is cut, "
+                                       "saying so (default 64 KiB)")
+    tool_processes: int = Field(4, gt=0, description="sandbox processes, so sandboxed tool calls running at once "
+                                "(default 4)")
+    tool_memory_mb: int = Field(1024, ge=0, description="address space of each sandbox process, in MiB; a call "
+                                "past it fails (default 1024; 0: no limit)")
     compact_keep_last: int = Field(8, ge=0, description="compaction keeps this many recent tool results verbatim")
     compact_at_fraction: float = Field(0.85, gt=0, le=1, description="compact a session's worker history when it "
                                        "passes this fraction of the model's context")

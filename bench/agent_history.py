@@ -142,7 +142,7 @@ def synthetic_history(store: TranscriptStore, like: AgentSession, session_id: st
         rows, steps, now = [], [], utcnow()
         for t in range(first, min(turns, first + batch)):
             seq, step, call = t * ROWS_PER_TURN, 2 * t + 1, f"h{t}"
-            base = {"session_id": session_id, "created_at": now, "is_error": False}
+            base = {"tenant": like.tenant, "session_id": session_id, "created_at": now, "is_error": False}
             rows += [{**base, "seq": seq, "step": step, "kind": USER, "content": f"question {t}"},
                      {**base, "seq": seq + 1, "step": step, "kind": ASSISTANT, "content": ""},
                      {**base, "seq": seq + 2, "step": step, "kind": TOOL_CALL, "tool_call_id": call,
@@ -151,14 +151,16 @@ def synthetic_history(store: TranscriptStore, like: AgentSession, session_id: st
                      {**base, "seq": seq + 3, "step": step, "kind": TOOL_RESULT, "tool_call_id": call,
                       "content": "picked red"},
                      {**base, "seq": seq + 4, "step": step + 1, "kind": ASSISTANT, "content": f"answer {t}"}]
-            steps += [{"session_id": session_id, "step": s, "mode": "non-think", "worker_session_id": worker[0],
+            steps += [{"tenant": like.tenant, "session_id": session_id, "step": s, "mode": "non-think",
+                       "worker_session_id": worker[0],
                        "worker_commit": 0, "first_seq": first_seq, "created_at": now}
                       for s, first_seq in ((step, seq), (step + 1, seq + 4))]
         with store.sessions.begin() as s:
             s.execute(sqlalchemy.insert(Row), rows)
             s.execute(sqlalchemy.insert(StepRecord), steps)
     with store.sessions.begin() as s:
-        s.execute(sqlalchemy.update(AgentSession).where(AgentSession.id == session_id)
+        s.execute(sqlalchemy.update(AgentSession)
+                  .where(AgentSession.tenant == like.tenant, AgentSession.id == session_id)
                   .values(next_seq=turns * ROWS_PER_TURN, steps=2 * turns))
     store.set_worker(like.tenant, session_id, *worker)
 

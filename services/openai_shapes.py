@@ -1,22 +1,125 @@
-"""OpenAI's response objects as the platform returns them (with DeepSeek's `reasoning_content`), built in one place
-for the jobs service's result lines and the gateway."""
+"""OpenAI's shapes as the jobs service and the gateway share them: the bounds every request's JSON is held to
+(nesting depth, messages, tools, schema sizes), `tool_choice` and `response_format` read the same way at both edges,
+and the response objects with their usage (with DeepSeek's `reasoning_content`)."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from model_worker.client import Final, Usage
+from services import storable
+
+TOOL_CHOICE_MODES = ("auto", "none", "required")
+
+
+class TooDeep(ValueError):
+    """JSON nested past the bound (INVALID_ARGUMENT / HTTP 400): deep values would exhaust the recursion of every
+    parser and serializer after the edge."""
+
+
+def check_depth(value: Any, limit: int, where: str) -> Any:
+    """`value` if its arrays and objects nest at most `limit` deep, else TooDeep. Iterative: the check itself
+    cannot recurse too deep."""
+    level, containers = 0, [value]
+    while containers:
+        level += 1
+        if level > limit:
+            raise TooDeep(f"{where}: JSON nested more than {limit} deep")
+        inner = []
+        for node in containers:
+            children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+            inner += [child for child in children if isinstance(child, (dict, list))]
+        containers = inner
+    return value
+
+
+def load_json(text: str | bytes, where: str, max_depth: int) -> Any:
+    """JSON text as a value nested at most `max_depth` deep that a store can keep; json.JSONDecodeError for text that
+    is not JSON, TooDeep for text nested so deep that the parser itself gives up, Unstorable for NaN or Infinity, a
+    NUL or an unpaired surrogate (services/storable.py)."""
+    try:
+        value = storable.loads(text, where)
+    except RecursionError:
+        raise TooDeep(f"{where}: JSON nested more than {max_depth} deep") from None
+    return storable.check_json(check_depth(value, max_depth, where), where)
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What one generation request may hold, past which it is refused as invalid. Each service has them as settings
+    (defaults as here)."""
+
+    max_messages: int = 10_000
+    max_tools: int = 128
+    max_schema_bytes: int = 64 << 10  # each JSON schema: a tool's parameters, a response format's schema
+    max_json_depth: int = 64
+
+    def check(self, messages: int, tool_parameters: Sequence[Any], response_schema: Any) -> None:
+        """ValueError naming the first bound a request passes: its count of messages, of tools, a schema's bytes."""
+        if messages > self.max_messages:
+            raise ValueError(f"messages: {messages}, more than the {self.max_messages} a request may hold")
+        if len(tool_parameters) > self.max_tools:
+            raise ValueError(f"tools: {len(tool_parameters)}, more than the {self.max_tools} a request may hold")
+        schemas = [(f"tools[{i}] parameters", schema) for i, schema in enumerate(tool_parameters)]
+        for where, schema in [*schemas, ("response_format schema", response_schema)]:
+            size = len(json.dumps(schema, ensure_ascii=False).encode()) if schema is not None else 0
+            if size > self.max_schema_bytes:
+                raise ValueError(f"{where}: {size} bytes, over the {self.max_schema_bytes} a JSON schema may have")
+
+
+def tool_choice_name(choice: Any, tool_names: Iterable[str] | None = None) -> str | None:
+    """OpenAI's tool_choice as the worker takes it: "auto", "none", "required" or the name of the tool it forces.
+    A named choice is {"type": "function", "function": {"name": ...}} (chat) or {"type": "function", "name": ...}
+    (responses); with `tool_names` (the request's tools) it must name one of them."""
+    if choice is None or isinstance(choice, str):
+        if choice not in (None, *TOOL_CHOICE_MODES):
+            raise ValueError(f"tool_choice: {', '.join(TOOL_CHOICE_MODES)} or {{type: function, function: {{name}}}}")
+        return choice
+    function = choice.get("function", choice) if isinstance(choice, dict) else None
+    named = isinstance(function, dict) and choice.get("type", "function") == "function"
+    name = function.get("name") if named else None
+    if not isinstance(name, str) or not name:
+        raise ValueError("tool_choice: a named choice is {type: function, function: {name: NAME}}")
+    if tool_names is not None and name not in (names := list(tool_names)):
+        raise ValueError(f"tool_choice: names {name!r}, which is not among the tools ({', '.join(names) or 'none'})")
+    return name
+
+
+def response_schema(response_format: Any) -> dict[str, Any] | None:
+    """OpenAI's response_format (chat: the schema nested in `json_schema`) or text.format (responses: flat) as the
+    JSON schema the worker enforces; None for plain text."""
+    if response_format is None:
+        return None
+    if not isinstance(response_format, dict):
+        raise ValueError("response_format: an object {type: text | json_object | json_schema, ...}")
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "object"}
+    if kind != "json_schema":
+        raise ValueError("response_format.type: text, json_object or json_schema")
+    spec = response_format.get("json_schema", response_format)
+    if not isinstance(spec, dict):
+        raise ValueError("response_format.json_schema: an object {name, schema, strict}")
+    if not isinstance(spec.get("schema"), dict):
+        raise ValueError("response_format.json_schema.schema: a JSON schema object")
+    return spec["schema"]
 
 
 def usage_object(usage: Usage, continued_session: bool = False) -> dict[str, Any]:
     """OpenAI usage: prompt_tokens counts the whole input the reply was computed from; cached_tokens the part whose
-    state was reused (a session's history, a shared prefix) instead of prefilled."""
+    state was reused (a session's history, a shared prefix) instead of prefilled; cache_write_tokens the part
+    prefilled and kept for a later request, which only a continued session keeps (a stateless completion: none)."""
     prompt = usage.prompt_tokens + (usage.reused_tokens if continued_session else 0)
     return {"prompt_tokens": prompt, "completion_tokens": usage.completion_tokens,
             "total_tokens": prompt + usage.completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": usage.reused_tokens},
+            "prompt_tokens_details": {"cached_tokens": usage.reused_tokens,
+                                      "cache_write_tokens": usage.prefilled_tokens if continued_session else 0},
             "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens}}
 
 

@@ -1,19 +1,54 @@
 """What the platform's SQL stores share: engines (PostgreSQL, or SQLite embedded), Alembic upgrades, and column
-types that behave the same on both: JSON (JSONB on PostgreSQL) and aware UTC timestamps."""
+types that behave the same on both: text and JSON (JSONB on PostgreSQL) that take any string, and aware UTC
+timestamps."""
 
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from alembic import command, context
 from alembic.config import Config
 from sqlalchemy import JSON, DateTime, Engine, create_engine, event
+from sqlalchemy import Text as PlainText
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
+_NUL, _REPLACEMENT = "\x00", "\ufffd"
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace(_NUL, _REPLACEMENT)
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nul(v) for v in value]
+    return value
+
+
+class Text(TypeDecorator):
+    """Text PostgreSQL can hold. It refuses the NUL character, which clients may not send (services/storable.py)
+    but a model's reply or a tool's output (a binary file read) may carry: stored as U+FFFD instead of failing the
+    write."""
+
+    impl = PlainText
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect) -> str | None:
+        return _without_nul(value)
+
+
+class JSONType(TypeDecorator):
+    """JSON (JSONB on PostgreSQL, which refuses \\u0000 in strings): NUL characters stored as U+FFFD."""
+
+    impl = JSON().with_variant(JSONB(), "postgresql")
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect) -> Any:
+        return _without_nul(value)
 
 
 class Timestamp(TypeDecorator):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -27,23 +28,31 @@ def _available(probe) -> bool:
         return False
 
 
-@pytest.fixture(scope="module")
-def database_url():
+@contextlib.contextmanager
+def fresh_postgres(prefix: str = "test"):
+    """The URL of a new PostgreSQL database, dropped afterwards; the test is skipped when there is no server."""
     sqlalchemy = pytest.importorskip("sqlalchemy")
     admin = sqlalchemy.create_engine(f"{PG}/test", isolation_level="AUTOCOMMIT")
     if not _available(lambda: admin.connect().close()):
         pytest.skip("no PostgreSQL at 127.0.0.1:5432")
-    name = f"jobs_{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with admin.connect() as connection:
         connection.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+        admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def database_url():
     from services.jobs.db import upgrade
 
-    url = f"{PG}/{name}"
-    upgrade(url)
-    yield url
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
-    admin.dispose()
+    with fresh_postgres("jobs") as url:
+        upgrade(url)
+        yield url
 
 
 def require_redis(url: str):
@@ -159,6 +168,30 @@ def start_celery(root: Path, name: str, concurrency: int = 2, beat: bool = False
     return process
 
 
+def start_gateway(root: Path, worker: str, jobs: str | None, database_url: str, keys: dict | Path | None = None,
+                  **settings: object) -> tuple[Process, str]:
+    """`python -m services.gateway` in front of the model worker at `worker` (and the jobs service at `jobs`), its
+    tables in `database_url`, the key table `keys` (a dict is written to root/keys.json), `settings` as its
+    DSV4_GATEWAY_* variables; returns the process (the caller stops it) and its http://127.0.0.1:PORT."""
+    env = child_env()
+    env.update({"DSV4_GATEWAY_DATABASE_URL": database_url, "DSV4_GATEWAY_FILES_DIR": str(root / "files"),
+                **{f"DSV4_GATEWAY_{name.upper()}": str(value) for name, value in settings.items()}})
+    args = [sys.executable, "-m", "services.gateway", "--port", "0", "--worker", worker]
+    if jobs:
+        args += ["--jobs", jobs]
+    if isinstance(keys, dict):
+        (root / "keys.json").write_text(json.dumps(keys))
+        keys = root / "keys.json"
+    if keys is not None:
+        args += ["--api-keys", str(keys)]
+    process = Process(args, env, root / "gateway.log")
+    try:
+        return process, "http://127.0.0.1:" + process.wait_for(r"gateway on http://127\.0\.0\.1:(\d+)/v1").group(1)
+    except BaseException:
+        process.stop()
+        raise
+
+
 @contextlib.contextmanager
 def tiny_worker_in_process(root: Path):
     """A real model worker (`tiny`, official numerics) on a port of the test process, sessions on disk at `root`."""
@@ -174,9 +207,12 @@ def tiny_worker_in_process(root: Path):
 
 
 @contextlib.contextmanager
-def jobs_service(root: Path, database_url: str, broker_url: str, worker_target: str):
+def jobs_service(root: Path, database_url: str, broker_url: str, worker_target: str, api_keys: dict | None = None,
+                 worker_api_key: str | None = None):
     """The jobs service for real: its gRPC server in this process, a Celery worker process, PostgreSQL and Redis;
-    yields the server's address."""
+    yields the server's address. `api_keys`: its key table (as load_api_keys reads it); `worker_api_key`: the key
+    its runners call the model worker with."""
+    from model_worker.server.auth import parse_api_keys
     from services.jobs import celery_app
     from services.jobs.api import Jobs
     from services.jobs.server import build_server
@@ -186,10 +222,12 @@ def jobs_service(root: Path, database_url: str, broker_url: str, worker_target: 
 
     settings = dict(database_url=database_url, broker_url=broker_url, worker_target=worker_target,
                     result_store=str(root / "results"), lease_seconds=5)
+    if worker_api_key:
+        settings["worker_api_key"] = worker_api_key
     celery_app.configure(JobsSettings(**settings))
     celery = start_celery(root, "jobs-service", **settings)
     engine = make_engine(database_url)
-    server, port = build_server(Jobs(JobStore(sessions(engine))), "127.0.0.1", 0)
+    server, port = build_server(Jobs(JobStore(sessions(engine))), "127.0.0.1", 0, parse_api_keys(api_keys or {}))
     server.start()
     try:
         yield f"127.0.0.1:{port}"

@@ -2,14 +2,13 @@
 get seqs and go to an in-memory log that callers follow, and (all but text deltas) to SQL, so a caller can reattach
 from a cursor here or through any other runtime process. A heartbeat thread renews the turns this process owns and
 picks up cancels asked for elsewhere. A turn's thread runs in the context of the call that started it, so its spans
-join that caller's trace."""
+join that caller's trace. Turn IDs are per tenant: a turn here is known by (tenant, turn ID)."""
 
 from __future__ import annotations
 
 import collections
 import contextvars
 import logging
-import re
 import threading
 import time
 import uuid
@@ -33,13 +32,14 @@ from agent_runtime.loop import AgentLoop, Limits
 from agent_runtime.service.metrics import AgentMetrics
 from agent_runtime.store.models import AWAITING_APPROVAL, CANCELLED, DONE, FAILED, RUNNING, TURN_ACTIVE
 from agent_runtime.store.transcript import AgentSessionNotFound
-from agent_runtime.store.turns import TurnActive, TurnNotFound, TurnStore
+from agent_runtime.store.turns import TurnActive, TurnExists, TurnNotFound, TurnStore
 from model_worker.client import Sampling
+from model_worker.ids import check_id
 from model_worker.server.errors import status_of
 from model_worker.server.runtime import TenantLimit
+from model_worker.tenancy import act_for
 
 log = logging.getLogger(__name__)
-_TURN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -76,6 +76,10 @@ class TurnRun:
         self.cancel = threading.Event()
         self.changed = threading.Condition()
 
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.tenant, self.turn_id
+
 
 class TurnRunner:
     def __init__(self, loop: AgentLoop, turns: TurnStore, owner: str | None = None, heartbeat_s: float = 5.0,
@@ -87,8 +91,8 @@ class TurnRunner:
         self.heartbeat_s, self.poll_s, self.keep_ended = heartbeat_s, poll_s, keep_ended
         self.max_turns_per_tenant, self.on_turn_end = max_turns_per_tenant, on_turn_end
         self.adopt_orphans = adopt_orphans
-        self.live: dict[str, TurnRun] = {}
-        self.ended: collections.OrderedDict[str, TurnRun] = collections.OrderedDict()
+        self.live: dict[tuple[str, str], TurnRun] = {}  # by (tenant, turn ID)
+        self.ended: collections.OrderedDict[tuple[str, str], TurnRun] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._heartbeats = threading.Thread(target=self._heartbeat, name="turn-heartbeats", daemon=True)
@@ -100,25 +104,33 @@ class TurnRunner:
         """Start a turn (or, when `turn_id` names one of this session's turns already, leave it be: a retried
         RunTurn attaches instead of running twice); returns its ID."""
         if turn_id:
-            if not _TURN_ID.match(turn_id):
-                raise ValueError("turn_id: 1 to 64 letters, digits, '_', '.' or '-', starting with a letter or digit")
-            existing = self._existing(tenant, turn_id)
-            if existing is not None:
-                if existing.session_id != session_id:
-                    raise ValueError(f"turn_id: turn {turn_id} belongs to another session")
+            check_id(turn_id, "turn_id")
+            if self._retried(tenant, session_id, turn_id):
                 return turn_id
         turn_id = turn_id or f"turn-{uuid.uuid4().hex}"
         self._check_tenant(tenant)
-        turn = self.turns.start(tenant, session_id, turn_id, self.owner, request.to_json())
+        try:
+            turn = self.turns.start(tenant, session_id, turn_id, self.owner, request.to_json())
+        except TurnExists:  # a concurrent retry of the same start got there first
+            if self._retried(tenant, session_id, turn_id):
+                return turn_id
+            raise
         self._launch(TurnRun(turn_id, tenant, session_id, turn.next_event), request)
         return turn_id
+
+    def _retried(self, tenant: str, session_id: str, turn_id: str) -> bool:
+        """Whether the tenant's turn `turn_id` exists already (on this session: a retried start)."""
+        existing = self._existing(tenant, turn_id)
+        if existing is not None and existing.session_id != session_id:
+            raise TurnExists(f"turn_id: turn {turn_id} belongs to another session")
+        return existing is not None
 
     def continue_turn(self, tenant: str, turn_id: str) -> None:
         """Adopt a turn whose runtime is gone and run it on from SQL: open calls settled (decided ones, idempotent
         ones re-run, the rest interrupted), then the next step. Its input is sent again only if no step of it was
         recorded (the runtime died in its first generation)."""
         with self._lock:
-            if turn_id in self.live:
+            if (tenant, turn_id) in self.live:
                 return
         turn = self.turns.resume(tenant, turn_id, self.owner)
         request = TurnRequest.from_json(turn.request)
@@ -129,8 +141,9 @@ class TurnRunner:
 
     def _launch(self, run: TurnRun, request: TurnRequest) -> None:
         with self._lock:
-            self.live[run.turn_id] = run
+            self.live[run.key] = run
         caller = contextvars.copy_context()  # the starting RPC's span: the turn's spans and calls are its children
+        caller.run(act_for, run.tenant)  # and every call of the turn (workers, jobs) acts for the session's tenant
         threading.Thread(target=caller.run, args=(self._run, run, request), name=run.turn_id, daemon=True).start()
 
     def _existing(self, tenant: str, turn_id: str):
@@ -162,7 +175,7 @@ class TurnRunner:
                 if isinstance(event, TurnDone):
                     reason = event.reason
                     status = CANCELLED if event.reason == "cancelled" else DONE
-                    self.turns.finish(run.turn_id, self.owner, status, stop_reason=event.reason,
+                    self.turns.finish(run.tenant, run.turn_id, self.owner, status, stop_reason=event.reason,
                                       content=event.content, usage=event.usage)
                     if self.on_turn_end is not None:
                         self.on_turn_end(run.tenant, event.usage)
@@ -171,15 +184,15 @@ class TurnRunner:
             if code == "INTERNAL":
                 log.exception("turn %s failed", run.turn_id)
             self._emit(run, TurnFailed(code, f"{type(error).__name__}: {error}"))
-            self.turns.finish(run.turn_id, self.owner, FAILED, error=f"{type(error).__name__}: {error}")
+            self.turns.finish(run.tenant, run.turn_id, self.owner, FAILED, error=f"{type(error).__name__}: {error}")
         finally:
             self.metrics.turn_ended(reason, time.monotonic() - started)
             with run.changed:
                 run.ended = True
                 run.changed.notify_all()
             with self._lock:
-                self.live.pop(run.turn_id, None)
-                self.ended[run.turn_id] = run
+                self.live.pop(run.key, None)
+                self.ended[run.key] = run
                 while len(self.ended) > self.keep_ended:
                     self.ended.popitem(last=False)
 
@@ -187,13 +200,13 @@ class TurnRunner:
         self.metrics.observe(event)
         seq = run.next_seq
         if durable(event):
-            self.turns.add_events(run.turn_id, [(seq, kind_of(event), to_payload(event))])
+            self.turns.add_events(run.tenant, run.turn_id, [(seq, kind_of(event), to_payload(event))])
         if isinstance(event, ModeChosen):
-            self.turns.choose_mode(run.turn_id, event.mode, event.reason, event.via_job)
+            self.turns.choose_mode(run.tenant, run.turn_id, event.mode, event.reason, event.via_job)
         status = AWAITING_APPROVAL if isinstance(event, ApprovalRequested) else RUNNING
         if status != run.status:
             run.status = status
-            self.turns.heartbeat(run.turn_id, self.owner, status)
+            self.turns.heartbeat(run.tenant, run.turn_id, self.owner, status)
         with run.changed:
             run.events.append((seq, event))
             run.next_seq = seq + 1
@@ -206,7 +219,7 @@ class TurnRunner:
                 runs = list(self.live.values())
             try:
                 for run in runs:
-                    if self.turns.heartbeat(run.turn_id, self.owner):
+                    if self.turns.heartbeat(run.tenant, run.turn_id, self.owner):
                         run.cancel.set()
                 if self.adopt_orphans:
                     for turn in self.turns.orphans():
@@ -227,8 +240,8 @@ class TurnRunner:
                ) -> Iterator[tuple[int, TurnEvent]]:
         """The turn's events after seq `after`, then new ones until it ends (or `active` turns false)."""
         with self._lock:
-            run = self.live.get(turn_id) or self.ended.get(turn_id)
-        if run is not None and run.tenant == tenant:
+            run = self.live.get((tenant, turn_id)) or self.ended.get((tenant, turn_id))
+        if run is not None:
             yield from self._follow_here(run, after, active)
         else:
             yield from self._follow_sql(tenant, turn_id, after, active)
@@ -264,8 +277,8 @@ class TurnRunner:
     def cancel(self, tenant: str, turn_id: str):
         turn = self.turns.cancel(tenant, turn_id)
         with self._lock:
-            run = self.live.get(turn_id)
-        if run is not None and run.tenant == tenant:
+            run = self.live.get((tenant, turn_id))
+        if run is not None:
             run.cancel.set()
         return turn
 
@@ -275,7 +288,7 @@ class TurnRunner:
         if turn_id is None:
             return
         with self._lock:
-            if turn_id in self.live:
+            if (tenant, turn_id) in self.live:
                 return
         if self.turns.get(tenant, turn_id).status not in TURN_ACTIVE:
             self.continue_turn(tenant, turn_id)

@@ -16,6 +16,7 @@ from grpc_health.v1 import health
 from agent_runtime.compaction import ClearToolResults, Compaction, Compactor
 from agent_runtime.loop import AgentLoop
 from agent_runtime.service.metrics import AgentMetrics
+from agent_runtime.service.requests import RequestBounds
 from agent_runtime.service.runs import TurnRunner
 from agent_runtime.service.server import SERVICE_NAME, AgentServicer
 from agent_runtime.settings import AgentSettings
@@ -23,6 +24,7 @@ from agent_runtime.store.memory import SqlMemory
 from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnStore
 from agent_runtime.tools import ToolRegistry, add_builtins
+from agent_runtime.tools.sandbox import ToolSandbox
 from model_worker.client import WorkerClient
 from model_worker.registry import WorkerPool
 from model_worker.server.auth import load_api_keys
@@ -58,15 +60,19 @@ class Runtime:
             self.jobs = JobsClient(settings.jobs_target, api_key=settings.jobs_api_key)
         approval, workspace = _names(settings.require_approval), settings.workspace
         plugins = [_plugin(entry) for entry in _names(settings.tool_plugins)]
+        # Built-in and plugin tools run in sandbox processes, where their timeout stops them.
+        self.sandbox = ToolSandbox(settings.tool_processes, settings.tool_memory_mb, settings.tool_timeout_seconds,
+                                   settings.tool_max_output_bytes)
 
         def tools(tenant: str, session_id: str) -> ToolRegistry:
             namespace = f"{tenant}/{session_id}"
-            registry = add_builtins(ToolRegistry(), namespace, self.memory, workspace)
-            for plugin in plugins:
-                plugin(registry, namespace)
+            registry = add_builtins(ToolRegistry(self.sandbox), namespace, self.memory, workspace)
+            for entry in plugins:
+                registry.register_from(entry, namespace)
             return registry.require_approval(approval)
 
         tools("check", "settings")  # a wrong plugin or tool name fails at start, not at a turn
+        self.sandbox.warm()
         compactor = Compactor(self.store, self.workers, Compaction(ClearToolResults(settings.compact_keep_last),
                                                                    trigger_fraction=settings.compact_at_fraction))
         self.loop = AgentLoop(self.store, self.workers, tools, jobs=self.jobs, compactor=compactor)
@@ -79,9 +85,10 @@ class Runtime:
                  else None)
         if rates is not None:
             self.runner.on_turn_end = lambda tenant, usage: rates.charge(tenant, usage.get("completion_tokens", 0))
-        self.servicer = AgentServicer(self.loop, self.runner, api_keys, rates)
+        self.servicer = AgentServicer(self.loop, self.runner, api_keys, rates, RequestBounds.of(settings))
 
     def close(self) -> None:
+        self.sandbox.close()
         self.workers.close()
         if self.jobs is not None:
             self.jobs.close()
@@ -91,11 +98,12 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _plugin(entry: str):
+def _plugin(entry: str) -> str:
     module, _, function = entry.partition(":")
     if not function:
         raise SystemExit(f"tool plugin {entry!r}: expected package.module:function")
-    return getattr(importlib.import_module(module), function)
+    getattr(importlib.import_module(module), function)  # found now, not at the first turn
+    return entry
 
 
 def build_server(runtime: Runtime, host: str, port: int, threads: int = 32, tls: TlsFiles | None = None

@@ -2,17 +2,20 @@
 tool result, keyed by (session, seq), so a turn writes only its new rows and reads only what it needs (the open tool
 calls of the last step, the tail), never the whole history. A fork shares its parent's rows below its fork point
 instead of copying them. Steps record the worker commit that holds each one (what a fork starts from); turns record
-their mode, reason, status and the events a detached caller reattaches to."""
+their mode, reason, status and the events a detached caller reattaches to.
+
+Every table is keyed by tenant first: session and turn IDs are each tenant's own names, so one tenant's IDs neither
+collide with nor reveal another's, and every lookup names its tenant (the primary key's leading column)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, ForeignKeyConstraint, Index, Integer, PrimaryKeyConstraint, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.sql import JSONType, Timestamp, utcnow
+from services.sql import JSONType, Text, Timestamp, utcnow
 
 # Transcript entry kinds.
 USER, ASSISTANT, TOOL_CALL, TOOL_RESULT, SYSTEM_NOTE = "user", "assistant", "tool_call", "tool_result", "note"
@@ -26,17 +29,29 @@ RUNNING, AWAITING_APPROVAL = "running", "awaiting_approval"
 DONE, FAILED, CANCELLED, TURN_INTERRUPTED = "done", "failed", "cancelled", "interrupted"
 TURN_ACTIVE = (RUNNING, AWAITING_APPROVAL)
 ID = BigInteger().with_variant(Integer, "sqlite")
+TENANT_CHARS = 256  # room for model_worker.tenancy.MAX_TENANT_CHARS
+ID_CHARS = 128  # model_worker.ids.MAX_ID_CHARS: session, turn and tool call IDs
+
+
+MEMORY_NAMESPACE_CHARS = TENANT_CHARS + 1 + ID_CHARS
+KEY_CHARS = 640  # tenant/session/step/call
 
 
 class Base(DeclarativeBase):
     pass
 
 
+def _session_key(table: str) -> ForeignKeyConstraint:
+    """A row's agent session: the same tenant's, its rows deleted with it."""
+    return ForeignKeyConstraint(["tenant", "session_id"], ["agent_sessions.tenant", "agent_sessions.id"],
+                                ondelete="CASCADE", name=f"fk_{table}_session")
+
+
 class AgentSession(Base):
     __tablename__ = "agent_sessions"
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    tenant: Mapped[str] = mapped_column(String(128), index=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_CHARS))
+    id: Mapped[str] = mapped_column(String(ID_CHARS))
     system_prompt: Mapped[str] = mapped_column(Text, default="")
     tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)  # OpenAI tool objects
     worker_session_id: Mapped[str | None] = mapped_column(String(128), nullable=True)  # the compressed KV
@@ -47,19 +62,25 @@ class AgentSession(Base):
     steps: Mapped[int] = mapped_column(Integer, default=0)
     failures: Mapped[int] = mapped_column(Integer, default=0)  # tool calls that ended in an error, so far
     # A fork reads its parent's rows with seq < fork_seq (the parent's are kept while a fork needs them).
-    parent_id: Mapped[str | None] = mapped_column(ForeignKey("agent_sessions.id"), nullable=True, index=True)
+    parent_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)  # the same tenant's
     fork_seq: Mapped[int | None] = mapped_column(ID, nullable=True)
-    active_turn: Mapped[str | None] = mapped_column(String(64), nullable=True)  # one running turn at a time
+    active_turn: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)  # one running turn at a time
     deleted: Mapped[bool] = mapped_column(default=False)  # gone for callers; rows kept while forks read them
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+    __table_args__ = (PrimaryKeyConstraint("tenant", "id", name="pk_agent_sessions"),
+                      ForeignKeyConstraint(["tenant", "parent_id"], ["agent_sessions.tenant", "agent_sessions.id"],
+                                           name="fk_agent_sessions_parent"),
+                      Index("ix_agent_sessions_parent", "tenant", "parent_id"))
 
 
 class TranscriptEntry(Base):
     __tablename__ = "transcript"
 
-    session_id: Mapped[str] = mapped_column(ForeignKey("agent_sessions.id", ondelete="CASCADE"), primary_key=True)
-    seq: Mapped[int] = mapped_column(ID, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_CHARS))
+    session_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    seq: Mapped[int] = mapped_column(ID)
     kind: Mapped[str] = mapped_column(String(16))
     step: Mapped[int] = mapped_column(Integer)  # the model step (one generation) it belongs to
     content: Mapped[str] = mapped_column(Text, default="")
@@ -68,13 +89,15 @@ class TranscriptEntry(Base):
     tool_name: Mapped[str | None] = mapped_column(String(128), nullable=True)
     arguments: Mapped[Any] = mapped_column(JSONType, nullable=True)
     call_status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # tool calls: started, finished...
-    idempotency_key: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(KEY_CHARS), nullable=True)  # loop.idempotency_key
     is_error: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
     # Unfinished tool calls, and one step's entries, are found without scanning the transcript.
-    __table_args__ = (Index("ix_transcript_open_calls", "session_id", "call_status"),
-                      Index("ix_transcript_step", "session_id", "step"))
+    __table_args__ = (PrimaryKeyConstraint("tenant", "session_id", "seq", name="pk_transcript"),
+                      _session_key("transcript"),
+                      Index("ix_transcript_open_calls", "tenant", "session_id", "call_status"),
+                      Index("ix_transcript_step", "tenant", "session_id", "step"))
 
 
 class StepRecord(Base):
@@ -82,14 +105,17 @@ class StepRecord(Base):
 
     __tablename__ = "steps"
 
-    session_id: Mapped[str] = mapped_column(ForeignKey("agent_sessions.id", ondelete="CASCADE"), primary_key=True)
-    step: Mapped[int] = mapped_column(Integer, primary_key=True)
-    turn_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_CHARS))
+    session_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    step: Mapped[int] = mapped_column(Integer)
+    turn_id: Mapped[str | None] = mapped_column(String(ID_CHARS), nullable=True)
     mode: Mapped[str] = mapped_column(String(16))
     worker_session_id: Mapped[str] = mapped_column(String(128))
     worker_commit: Mapped[int] = mapped_column(ID)
     first_seq: Mapped[int] = mapped_column(ID)  # the step's first transcript entry
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+    __table_args__ = (PrimaryKeyConstraint("tenant", "session_id", "step", name="pk_steps"), _session_key("steps"))
 
 
 class Turn(Base):
@@ -98,9 +124,9 @@ class Turn(Base):
 
     __tablename__ = "turns"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    session_id: Mapped[str] = mapped_column(ForeignKey("agent_sessions.id", ondelete="CASCADE"))
-    tenant: Mapped[str] = mapped_column(String(128))
+    tenant: Mapped[str] = mapped_column(String(TENANT_CHARS))
+    id: Mapped[str] = mapped_column(String(ID_CHARS))
+    session_id: Mapped[str] = mapped_column(String(ID_CHARS))
     status: Mapped[str] = mapped_column(String(24))
     mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
     mode_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -119,7 +145,8 @@ class Turn(Base):
     ended_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
     # A session's turns newest first; active turns whose heartbeat went stale (orphans to adopt).
-    __table_args__ = (Index("ix_turns_session", "session_id", "created_at"),
+    __table_args__ = (PrimaryKeyConstraint("tenant", "id", name="pk_turns"), _session_key("turns"),
+                      Index("ix_turns_session", "tenant", "session_id", "created_at"),
                       Index("ix_turns_active", "status", "heartbeat_at"))
 
 
@@ -129,11 +156,16 @@ class TurnEventRecord(Base):
 
     __tablename__ = "turn_events"
 
-    turn_id: Mapped[str] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), primary_key=True)
-    seq: Mapped[int] = mapped_column(ID, primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(TENANT_CHARS))
+    turn_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    seq: Mapped[int] = mapped_column(ID)
     kind: Mapped[str] = mapped_column(String(24))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+    __table_args__ = (PrimaryKeyConstraint("tenant", "turn_id", "seq", name="pk_turn_events"),
+                      ForeignKeyConstraint(["tenant", "turn_id"], ["turns.tenant", "turns.id"], ondelete="CASCADE",
+                                           name="fk_turn_events_turn"))
 
 
 class MemoryItem(Base):
@@ -141,6 +173,6 @@ class MemoryItem(Base):
 
     __tablename__ = "agent_memory"
 
-    namespace: Mapped[str] = mapped_column(String(300), primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(MEMORY_NAMESPACE_CHARS), primary_key=True)  # tenant/session
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[str] = mapped_column(Text)

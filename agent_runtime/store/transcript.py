@@ -1,20 +1,23 @@
 """Agent sessions and their transcripts in SQL. A step (one generation and the tool calls it made) is appended in one
 transaction, and a tool result in another as it arrives, so a crash leaves at most the calls of one step open.
 Nothing here reads the transcript whole: a turn reads the open calls (an index) and pages of the tail on demand, and
-`stats` counts the rows read and written, so tests can assert that a turn's work does not grow with the history.
-A fork copies only the entries of the step it forks at; older rows are read from its ancestors, below each fork
-point."""
+`stats` counts the rows read and written, so tests can assert that a turn's work does not grow with the history
+(the reads are in reads.py). A fork copies only the entries of the step it forks at; older rows are read from its
+ancestors, below each fork point. Every read and write names its tenant: a session ID is the tenant's own name
+(another tenant's session of the same name is another session, and its existence is never revealed)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import exists, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent_runtime.store.errors import AgentSessionExists, AgentSessionNotFound, NotDecidable, ToolCallNotFound
 from agent_runtime.store.models import (
     APPROVED,
     AWAITING,
@@ -28,21 +31,13 @@ from agent_runtime.store.models import (
     StepRecord,
     TranscriptEntry,
 )
+from agent_runtime.store.reads import StoreStats, TranscriptReads
 from services.sql import migrate, utcnow
 
+__all__ = ["AgentSessionExists", "AgentSessionNotFound", "Entry", "NotDecidable", "StoreStats", "ToolCallNotFound",
+           "TranscriptStore", "upgrade"]
+
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-class AgentSessionNotFound(LookupError):
-    """No such agent session for this tenant (NOT_FOUND)."""
-
-
-class AgentSessionExists(ValueError):
-    """An agent session with this ID exists (ALREADY_EXISTS)."""
-
-
-class NotDecidable(ValueError):
-    """The call does not wait for approval (FAILED_PRECONDITION)."""
 
 
 @dataclass
@@ -59,47 +54,44 @@ class Entry:
     is_error: bool = False
     awaits_approval: bool = False  # tool calls: run only once approved
 
-@dataclass
-class StoreStats:
-    rows_read: int = 0
-    rows_written: int = 0
-    by_operation: dict[str, int] = field(default_factory=dict)
-
 
 def upgrade(url: str) -> None:
     migrate(url, MIGRATIONS)
 
 
-class TranscriptStore:
+class TranscriptStore(TranscriptReads):
     def __init__(self, sessions: sessionmaker) -> None:
         self.sessions = sessions
         self.stats = StoreStats()
-
-    def _count(self, operation: str, read: int = 0, written: int = 0) -> None:
-        self.stats.rows_read += read
-        self.stats.rows_written += written
-        self.stats.by_operation[operation] = self.stats.by_operation.get(operation, 0) + 1
 
     # -- sessions ------------------------------------------------------------------------------------------------
 
     def create(self, tenant: str, session_id: str, system_prompt: str = "", tools: Sequence[dict] = (),
                worker_session_id: str | None = None, think_max: bool = False) -> AgentSession:
-        with self.sessions.begin() as s:
-            if s.get(AgentSession, session_id) is not None:
-                raise AgentSessionExists(f"agent session {session_id} exists")
-            s.add(AgentSession(id=session_id, tenant=tenant, system_prompt=system_prompt, tools=list(tools),
-                               worker_session_id=worker_session_id, think_max=think_max, next_seq=0, steps=0,
-                               failures=0, deleted=False, created_at=utcnow(), updated_at=utcnow()))
+        try:
+            with self.sessions.begin() as s:
+                if s.get(AgentSession, (tenant, session_id)) is not None:
+                    raise AgentSessionExists(f"agent session {session_id} exists")
+                s.add(AgentSession(id=session_id, tenant=tenant, system_prompt=system_prompt, tools=list(tools),
+                                   worker_session_id=worker_session_id, think_max=think_max, next_seq=0, steps=0,
+                                   failures=0, deleted=False, created_at=utcnow(), updated_at=utcnow()))
+        except IntegrityError:  # created by a concurrent call since the check
+            raise AgentSessionExists(f"agent session {session_id} exists") from None
         self._count("create", written=1)
         return self.get(tenant, session_id)
 
     def get(self, tenant: str, session_id: str) -> AgentSession:
         with self.sessions() as s:
-            session = s.get(AgentSession, session_id)
+            session = s.get(AgentSession, (tenant, session_id))
         self._count("get", read=1)
-        if session is None or session.tenant != tenant or session.deleted:
+        if session is None or session.deleted:
             raise AgentSessionNotFound(f"no agent session {session_id}")
         return session
+
+    def exists(self, tenant: str, session_id: str) -> bool:
+        """Whether the tenant holds this ID (deleted sessions whose rows forks still read included)."""
+        with self.sessions() as s:
+            return s.get(AgentSession, (tenant, session_id)) is not None
 
     def list(self, tenant: str, limit: int, after: str | None = None) -> list[AgentSession]:
         with self.sessions() as s:
@@ -116,8 +108,9 @@ class TranscriptStore:
             self._lock(s, tenant, session_id).deleted = True
             current: str | None = session_id
             while current is not None:
-                session = s.get(AgentSession, current)
-                children = s.scalar(select(exists().where(AgentSession.parent_id == current)))
+                session = s.get(AgentSession, (tenant, current))
+                children = s.scalar(select(exists().where(AgentSession.tenant == tenant,
+                                                          AgentSession.parent_id == current)))
                 if not session.deleted or children:
                     break
                 current = session.parent_id
@@ -129,11 +122,20 @@ class TranscriptStore:
              worker_commit: int) -> AgentSession:
         """A new session whose history is `session_id`'s up to and including `step` (a committed step), on a
         worker session forked at that step's commit. Only the step's own entries are copied."""
+        try:
+            rows = self._fork(tenant, session_id, step, new_id, worker_session_id, worker_commit)
+        except IntegrityError:  # created by a concurrent call since the check
+            raise AgentSessionExists(f"agent session {new_id} exists") from None
+        self._count("fork", read=len(rows) + 2, written=len(rows) + 2)
+        return self.get(tenant, new_id)
+
+    def _fork(self, tenant: str, session_id: str, step: int, new_id: str, worker_session_id: str,
+              worker_commit: int) -> list[TranscriptEntry]:
         with self.sessions.begin() as s:
             parent = self._lock(s, tenant, session_id)
             if not 1 <= step <= parent.steps:
                 raise ValueError(f"step: between 1 and {parent.steps}")
-            if s.get(AgentSession, new_id) is not None:
+            if s.get(AgentSession, (tenant, new_id)) is not None:
                 raise AgentSessionExists(f"agent session {new_id} exists")
             record = self._step_record(s, parent, step)
             rows = self._step_rows(s, parent, step)
@@ -144,13 +146,12 @@ class TranscriptStore:
                 next_seq=end, steps=step, failures=0, parent_id=parent.id, fork_seq=record.first_seq, deleted=False,
                 created_at=utcnow(), updated_at=utcnow()))
             s.flush()
-            s.add_all(TranscriptEntry(**{c: getattr(row, c) for c in _ENTRY_COLUMNS}, session_id=new_id)
-                      for row in rows)
-            s.add(StepRecord(session_id=new_id, step=step, turn_id=None, mode=record.mode,
+            s.add_all(TranscriptEntry(**{c: getattr(row, c) for c in _ENTRY_COLUMNS}, tenant=tenant,
+                                      session_id=new_id) for row in rows)
+            s.add(StepRecord(tenant=tenant, session_id=new_id, step=step, turn_id=None, mode=record.mode,
                              worker_session_id=worker_session_id, worker_commit=worker_commit,
                              first_seq=record.first_seq, created_at=utcnow()))
-        self._count("fork", read=len(rows) + 2, written=len(rows) + 2)
-        return self.get(tenant, new_id)
+        return rows
 
     def step_record(self, tenant: str, session_id: str, step: int) -> StepRecord:
         with self.sessions() as s:
@@ -168,8 +169,8 @@ class TranscriptStore:
             session = self._lock(s, tenant, session_id)
             step = session.steps + 1
             seqs = list(range(session.next_seq, session.next_seq + len(entries)))
-            s.add_all(_row(session_id, seq, step, e) for seq, e in zip(seqs, entries))
-            s.add(StepRecord(session_id=session_id, step=step, turn_id=turn_id, mode=mode,
+            s.add_all(_row(tenant, session_id, seq, step, e) for seq, e in zip(seqs, entries))
+            s.add(StepRecord(tenant=tenant, session_id=session_id, step=step, turn_id=turn_id, mode=mode,
                              worker_session_id=worker_session_id, worker_commit=worker_commit,
                              first_seq=session.next_seq, created_at=utcnow()))
             session.next_seq += len(entries)
@@ -183,7 +184,7 @@ class TranscriptStore:
         with self.sessions.begin() as s:
             session = self._lock(s, tenant, session_id)
             seq = session.next_seq
-            s.add(_row(session_id, seq, session.steps, entry))
+            s.add(_row(tenant, session_id, seq, session.steps, entry))
             session.next_seq, session.updated_at = seq + 1, utcnow()
         self._count("append_note", read=1, written=2)
         return seq
@@ -194,19 +195,20 @@ class TranscriptStore:
         with self.sessions.begin() as s:
             session = self._lock(s, tenant, session_id)
             seq = session.next_seq
-            s.add(_row(session_id, seq, session.steps, Entry(**{**vars(result), "kind": TOOL_RESULT,
-                                                                 "tool_call_id": call_id})))
-            s.execute(_open_call(session_id, call_id).values(call_status=status))
+            s.add(_row(tenant, session_id, seq, session.steps, Entry(**{**vars(result), "kind": TOOL_RESULT,
+                                                                         "tool_call_id": call_id})))
+            s.execute(_open_call(tenant, session_id, call_id).values(call_status=status))
             session.next_seq, session.updated_at = seq + 1, utcnow()
             session.failures += result.is_error
         self._count("finish_call", read=1, written=3)
         return seq
 
-    def set_calls(self, session_id: str, call_ids: Sequence[str], status: str) -> None:
+    def set_calls(self, tenant: str, session_id: str, call_ids: Sequence[str], status: str) -> None:
         """Open calls to `status` (approved calls to started, just before they run)."""
         with self.sessions.begin() as s:
             s.execute(update(TranscriptEntry).where(
-                TranscriptEntry.session_id == session_id, TranscriptEntry.kind == TOOL_CALL,
+                TranscriptEntry.tenant == tenant, TranscriptEntry.session_id == session_id,
+                TranscriptEntry.kind == TOOL_CALL,
                 TranscriptEntry.tool_call_id.in_(list(call_ids)), TranscriptEntry.call_status.in_(OPEN_CALL))
                 .values(call_status=status))
         self._count("set_calls", written=len(call_ids))
@@ -215,12 +217,17 @@ class TranscriptStore:
         """A human's decision on a call that awaits approval; returns the call's step."""
         with self.sessions.begin() as s:
             self._lock(s, tenant, session_id)
-            step = s.scalar(select(TranscriptEntry.step).where(
-                TranscriptEntry.session_id == session_id, TranscriptEntry.tool_call_id == call_id,
-                TranscriptEntry.kind == TOOL_CALL, TranscriptEntry.call_status == AWAITING))
-            if step is None:
+            call = s.execute(select(TranscriptEntry.step, TranscriptEntry.call_status).where(
+                TranscriptEntry.tenant == tenant, TranscriptEntry.session_id == session_id,
+                TranscriptEntry.tool_call_id == call_id, TranscriptEntry.kind == TOOL_CALL)
+                .order_by(TranscriptEntry.seq.desc()).limit(1)).first()
+            if call is None:
+                raise ToolCallNotFound(f"no tool call {call_id} in agent session {session_id}")
+            if call.call_status != AWAITING:
                 raise NotDecidable(f"tool call {call_id} does not await approval")
-            s.execute(_open_call(session_id, call_id, AWAITING).values(call_status=APPROVED if approve else REJECTED))
+            s.execute(_open_call(tenant, session_id, call_id, AWAITING).values(
+                call_status=APPROVED if approve else REJECTED))
+            step = call.step
         self._count("decide", read=2, written=1)
         return step
 
@@ -233,95 +240,34 @@ class TranscriptStore:
                 session.worker_address = worker_address
         self._count("set_worker", read=1, written=1)
 
-    # -- reading -------------------------------------------------------------------------------------------------
-
-    def open_calls(self, session_id: str) -> list[TranscriptEntry]:
-        """Tool calls not finished: after a crash, the ones to re-run (idempotent tools) or to answer as
-        interrupted, and those waiting on or decided by a human. Found through an index, whatever the length."""
-        with self.sessions() as s:
-            rows = list(s.scalars(select(TranscriptEntry).where(TranscriptEntry.session_id == session_id,
-                                                                TranscriptEntry.call_status.in_(OPEN_CALL))
-                                  .order_by(TranscriptEntry.seq)))
-        self._count("open_calls", read=len(rows))
-        return rows
-
-    def step_entries(self, session_id: str, step: int) -> list[TranscriptEntry]:
-        """One step's entries (through an index), in order; a fork's older steps from its ancestors."""
-        with self.sessions() as s:
-            rows = self._step_rows(s, s.get(AgentSession, session_id), step)
-        self._count("step_entries", read=len(rows) + 1)
-        return rows
-
-    def page(self, session_id: str, before: int | None = None, limit: int = 100) -> list[TranscriptEntry]:
-        """Entries before `before` (the end when None), newest last: the tail, read in pages, through forks."""
-        rows: list[TranscriptEntry] = []
-        with self.sessions() as s:
-            for owner, bound in self._lineage(s, s.get(AgentSession, session_id)):
-                upper = bound if before is None else min(bound, before) if bound is not None else before
-                query = select(TranscriptEntry).where(TranscriptEntry.session_id == owner)
-                if upper is not None:
-                    query = query.where(TranscriptEntry.seq < upper)
-                rows += s.scalars(query.order_by(TranscriptEntry.seq.desc()).limit(limit - len(rows)))
-                if len(rows) >= limit:
-                    break
-        self._count("page", read=len(rows))
-        return rows[::-1]
-
     # -- helpers -------------------------------------------------------------------------------------------------
 
     def _lock(self, s: Session, tenant: str, session_id: str) -> AgentSession:
-        session = s.get(AgentSession, session_id, with_for_update=True)
-        if session is None or session.tenant != tenant or session.deleted:
+        session = s.get(AgentSession, (tenant, session_id), with_for_update=True)
+        if session is None or session.deleted:
             raise AgentSessionNotFound(f"no agent session {session_id}")
         return session
 
     def _visible(self, s: Session, tenant: str, session_id: str) -> AgentSession:
-        session = s.get(AgentSession, session_id)
-        if session is None or session.tenant != tenant or session.deleted:
+        session = s.get(AgentSession, (tenant, session_id))
+        if session is None or session.deleted:
             raise AgentSessionNotFound(f"no agent session {session_id}")
         return session
-
-    @staticmethod
-    def _lineage(s: Session, session: AgentSession) -> list[tuple[str, int | None]]:
-        """(session, seq bound) from the session up through its ancestors: each reads its rows below the bound."""
-        chain, bound = [], None
-        while session is not None:
-            chain.append((session.id, bound))
-            bound = session.fork_seq if bound is None else min(bound, session.fork_seq or bound)
-            session = s.get(AgentSession, session.parent_id) if session.parent_id else None
-        return chain
-
-    def _step_rows(self, s: Session, session: AgentSession, step: int) -> list[TranscriptEntry]:
-        for owner, bound in self._lineage(s, session):
-            query = select(TranscriptEntry).where(TranscriptEntry.session_id == owner, TranscriptEntry.step == step)
-            if bound is not None:
-                query = query.where(TranscriptEntry.seq < bound)
-            rows = list(s.scalars(query.order_by(TranscriptEntry.seq)))
-            if rows:
-                return rows
-        return []
-
-    def _step_record(self, s: Session, session: AgentSession, step: int) -> StepRecord:
-        for owner, _ in self._lineage(s, session):
-            record = s.get(StepRecord, (owner, step))
-            if record is not None:
-                return record
-        raise ValueError(f"step {step}: no record of it (steps before the runtime recorded them cannot be forked)")
-
 
 _ENTRY_COLUMNS = ("seq", "kind", "step", "content", "reasoning", "tool_call_id", "tool_name", "arguments",
                   "call_status", "idempotency_key", "is_error", "created_at")
 
 
-def _row(session_id: str, seq: int, step: int, entry: Entry) -> TranscriptEntry:
+def _row(tenant: str, session_id: str, seq: int, step: int, entry: Entry) -> TranscriptEntry:
     fields = {k: v for k, v in vars(entry).items() if k != "awaits_approval"}
     status = (AWAITING if entry.awaits_approval else STARTED) if entry.kind == TOOL_CALL else None
-    return TranscriptEntry(session_id=session_id, seq=seq, step=step, created_at=utcnow(), call_status=status,
-                           **fields)
+    return TranscriptEntry(tenant=tenant, session_id=session_id, seq=seq, step=step, created_at=utcnow(),
+                           call_status=status, **fields)
 
 
-def _open_call(session_id: str, call_id: str, status: str | None = None):
+def _open_call(tenant: str, session_id: str, call_id: str, status: str | None = None):
     statuses = [status] if status else list(OPEN_CALL)
     return update(TranscriptEntry).where(
-        TranscriptEntry.session_id == session_id, TranscriptEntry.tool_call_id == call_id,
-        TranscriptEntry.kind == TOOL_CALL, TranscriptEntry.call_status.in_(statuses))
+        TranscriptEntry.tenant == tenant, TranscriptEntry.session_id == session_id,
+        TranscriptEntry.tool_call_id == call_id, TranscriptEntry.kind == TOOL_CALL,
+        TranscriptEntry.call_status.in_(statuses))

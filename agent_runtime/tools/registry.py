@@ -1,6 +1,8 @@
 """A registry of JSON-schema tools the model may call. Every call ends in a `ToolResult`, never an exception: an unknown
 tool, arguments that are not an object or do not match the schema, a timeout, an error in the tool and an oversized
-output all become error results the model reads and can recover from.
+output all become error results the model reads and can recover from. With a sandbox (agent_runtime/tools/sandbox.py)
+the tools added through `register_from` run in its processes, where a timeout stops them, and every call is held to
+the sandbox's timeout and output bounds.
 
     tools = ToolRegistry()
 
@@ -14,16 +16,33 @@ output all become error results the model reads and can recover from.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_OUTPUT_BYTES = 64 << 10
+
+if TYPE_CHECKING:
+    from agent_runtime.tools.sandbox import ToolSandbox
+
+
+class ToolFailed(Exception):
+    """A tool run elsewhere (a sandbox process) raised; the message names the error, for the model to read."""
+
+
+@dataclass(frozen=True)
+class ToolOrigin:
+    """How another process finds a tool again: `entry` ("package.module:function") called as
+    function(registry, *args) registers it (args are JSON values)."""
+
+    entry: str
+    args: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,6 +81,7 @@ class Tool:
     idempotent: bool = False
     requires_approval: bool = False
     wants_idempotency_key: bool = field(default=False, repr=False)
+    origin: ToolOrigin | None = field(default=None, repr=False)  # set: it may run in a sandbox process
 
     def schema(self) -> dict[str, Any]:
         """The OpenAI tool object given to the model worker."""
@@ -70,8 +90,10 @@ class Tool:
 
 
 class ToolRegistry:
-    def __init__(self) -> None:
+    def __init__(self, sandbox: ToolSandbox | None = None) -> None:
         self._tools: dict[str, Tool] = {}
+        self.sandbox = sandbox
+        self._origin: ToolOrigin | None = None
 
     def add(self, tool: Tool) -> Tool:
         if tool.name in self._tools:
@@ -79,8 +101,25 @@ class ToolRegistry:
         jsonschema.Draft202012Validator.check_schema(tool.parameters)
         if tool.parameters.get("type", "object") != "object":
             raise ValueError(f"tool {tool.name!r}: parameters must be an object schema")
+        if tool.origin is None and self._origin is not None:
+            tool = replace(tool, origin=self._origin)
         self._tools[tool.name] = tool
         return tool
+
+    def register_from(self, entry: str, *args: Any) -> ToolRegistry:
+        """Add the tools `entry` ("package.module:function") adds, called as function(self, *args) with JSON
+        arguments; a sandbox process finds them again the same way, so they run there."""
+        module, _, function = entry.partition(":")
+        if not module or not function:
+            raise ValueError(f"tool entry {entry!r}: expected package.module:function")
+        json.dumps(args)  # the sandbox process gets them as JSON
+        register = getattr(importlib.import_module(module), function)
+        self._origin = ToolOrigin(entry, args)
+        try:
+            register(self, *args)
+        finally:
+            self._origin = None
+        return self
 
     def tool(self, name: str | None = None, *, description: str | None = None,
              parameters: dict[str, Any] | None = None, **options: Any) -> Callable:
@@ -100,7 +139,7 @@ class ToolRegistry:
         unknown = set(names) - set(self._tools)
         if unknown:
             raise ValueError(f"no such tools: {', '.join(sorted(unknown))}; offered: {', '.join(sorted(self._tools))}")
-        subset = ToolRegistry()
+        subset = ToolRegistry(self.sandbox)
         subset._tools = {name: tool for name, tool in self._tools.items() if name in names}
         return subset
 
@@ -129,25 +168,35 @@ class ToolRegistry:
             return _error(call, f"unknown tool {call.name!r}; the tools are: {', '.join(sorted(self._tools))}")
         if not isinstance(call.arguments, dict):
             return _error(call, f"arguments must be a JSON object, got {json.dumps(call.arguments)[:200]}")
-        problems = sorted(jsonschema.Draft202012Validator(tool.parameters).iter_errors(call.arguments),
-                          key=lambda e: list(e.path))
+        try:
+            problems = sorted(jsonschema.Draft202012Validator(tool.parameters).iter_errors(call.arguments),
+                              key=lambda e: list(e.path))
+        except RecursionError:
+            return _error(call, "invalid arguments: nested too deeply")
         if problems:
             return _error(call, "invalid arguments: " + "; ".join(
                 f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in problems[:5]))
         arguments = dict(call.arguments)
         if tool.wants_idempotency_key:
             arguments["idempotency_key"] = idempotency_key or call.id
+        timeout_s, max_bytes = tool.timeout_s, tool.max_output_bytes
+        if self.sandbox is not None:
+            timeout_s, max_bytes = min(timeout_s, self.sandbox.timeout_s), min(max_bytes, self.sandbox.max_output_bytes)
         try:
+            if tool.origin is not None and self.sandbox is not None:
+                text, size = await asyncio.to_thread(self.sandbox.run, tool.origin, tool.name, arguments, timeout_s,
+                                                     max_bytes)
+                return _result(call, text, size)
             if inspect.iscoroutinefunction(tool.fn):
-                output = await asyncio.wait_for(tool.fn(**arguments), tool.timeout_s)
+                output = await asyncio.wait_for(tool.fn(**arguments), timeout_s)
             else:
-                output = await asyncio.wait_for(asyncio.to_thread(tool.fn, **arguments), tool.timeout_s)
+                output = await asyncio.wait_for(asyncio.to_thread(tool.fn, **arguments), timeout_s)
         except TimeoutError:
-            return _error(call, f"timed out after {tool.timeout_s:g} s")
+            return _error(call, f"timed out after {timeout_s:g} s")
         except Exception as exc:  # noqa: BLE001 - the tool's failure is the model's information
-            return _error(call, f"{type(exc).__name__}: {exc}")
-        return _limited(call, output if isinstance(output, str) else json.dumps(output, ensure_ascii=False,
-                                                                               default=str), tool.max_output_bytes)
+            return _error(call, str(exc) if isinstance(exc, ToolFailed) else f"{type(exc).__name__}: {exc}")
+        text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False, default=str)
+        return _result(call, *cut_output(text, max_bytes))
 
     async def run_calls(self, calls: Sequence[ToolCall], idempotency_keys: Sequence[str | None] | None = None
                         ) -> list[ToolResult]:
@@ -168,12 +217,17 @@ def _error(call: ToolCall, message: str) -> ToolResult:
     return ToolResult(call.id, call.name, json.dumps({"error": message}, ensure_ascii=False), is_error=True)
 
 
-def _limited(call: ToolCall, text: str, max_bytes: int) -> ToolResult:
-    data = text.encode()
-    if len(data) <= max_bytes:
-        return ToolResult(call.id, call.name, text)
-    kept = data[:max_bytes].decode("utf-8", errors="ignore")
-    note = f"\n[output truncated: {len(data):,} bytes, the first {len(kept.encode()):,} shown]"
+def cut_output(text: str, max_bytes: int) -> tuple[str, int]:
+    """`text` cut to at most `max_bytes` of UTF-8 (at a character boundary; unencodable characters replaced), and
+    its size before the cut."""
+    data = text.encode("utf-8", errors="replace")
+    return data[:max_bytes].decode("utf-8", errors="ignore"), len(data)
+
+
+def _result(call: ToolCall, kept: str, size: int) -> ToolResult:
+    if size <= len(kept.encode()):
+        return ToolResult(call.id, call.name, kept)
+    note = f"\n[output truncated: {size:,} bytes, the first {len(kept.encode()):,} shown]"
     return ToolResult(call.id, call.name, kept + note, truncated=True)
 
 

@@ -18,6 +18,8 @@ from typing import Any
 import grpc
 from opentelemetry import propagate
 
+from model_worker import tenancy
+
 MIB = 1 << 20
 MAX_MESSAGE_BYTES = 256 * MIB  # a million-token prompt is a few MiB of ids or text; exports arrive in chunks
 MAX_RETRIES = 10
@@ -47,11 +49,13 @@ def auth_metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
 
 
 def call_metadata(auth: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
-    """A call's metadata: the bearer key and the caller's current trace context (W3C `traceparent`), read when the
-    call starts, so the server's span continues the caller's trace. Without a current trace only the key goes."""
+    """A call's metadata: the bearer key, the tenant the caller acts for (`tenancy.acting_for`) and its current trace
+    context (W3C `traceparent`), read when the call starts, so the server acts for the end user and its span
+    continues the caller's trace. Without either only the key goes."""
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
-    return auth + tuple(carrier.items())
+    tenant = tenancy.acting_tenant()
+    return auth + (((tenancy.TENANT_HEADER, tenant),) if tenant else ()) + tuple(carrier.items())
 
 
 class Deadline:

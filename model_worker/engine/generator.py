@@ -60,7 +60,7 @@ class Generator:
         if on_commit:
             on_commit(list(new_token_ids))
         output = RequestOutput(self.tokenizer, params, new_token_ids, self.model.config.eos_token_id,
-                               state.num_tokens, constraint)
+                               state.num_tokens, self.model.config.max_seq_len, constraint)
         text: list[str] = []
 
         def emit(piece: str) -> None:

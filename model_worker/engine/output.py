@@ -8,6 +8,7 @@ and the sampler state of exactly the kept tokens travels with the sequence.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from model_worker.chat import IncrementalDetokenizer, Tokenizer
@@ -18,7 +19,12 @@ from model_worker.state import SequenceState
 
 class RequestOutput:
     def __init__(self, tokenizer: Tokenizer, params: SamplingParams, prompt_token_ids: Sequence[int],
-                 eos_token_id: int, start: int, constraint: TokenConstraint | None = None) -> None:
+                 eos_token_id: int, start: int, context: int, constraint: TokenConstraint | None = None) -> None:
+        # The output ends at the model's context (`context` tokens, the last sampled one unfed) whatever max_tokens
+        # says: with LENGTH, as if max_tokens were what the context leaves.
+        room = max(context - start, 1)
+        if params.max_tokens is None or params.max_tokens > room:
+            params = dataclasses.replace(params, max_tokens=room)
         self.sampling = SamplingState(params, prompt_token_ids=tuple(prompt_token_ids), constraint=constraint)
         self.stopper = StopChecker(params, eos_token_ids=(eos_token_id,))
         self.detok = IncrementalDetokenizer(tokenizer)

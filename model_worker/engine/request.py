@@ -75,3 +75,23 @@ class Request:
     cancelled: bool = False
     arrival: int = 0
     reserved_bytes: int = 0  # KV bytes this request may reach, counted against the scheduler's budget
+    tenant: str = ""  # whose request: request IDs are per tenant
+
+    def fits(self, context: int) -> bool:
+        """Whether the input not yet fed leaves room in a context of `context` tokens (for at least one sampled
+        token, unless the request only appends)."""
+        if self.output is not None:
+            return True
+        left = context - self.state.num_tokens - (len(self.prompt_token_ids) - self.fed)
+        return left >= (0 if self.prefill_only else 1)
+
+    def growth_bound(self, context: int) -> int:
+        """Tokens this request may still add to its sequence: the input not yet fed, then the output up to
+        max_tokens, or else up to the context; never past the context (where the output ends)."""
+        room = context - self.state.num_tokens
+        wanted = len(self.prompt_token_ids) - self.fed
+        if not self.prefill_only:
+            max_tokens = self.params.max_tokens
+            sampled = len(self.output.token_ids) if self.output is not None else 0
+            wanted += max_tokens - sampled if max_tokens is not None else room
+        return max(0, min(wanted, room))

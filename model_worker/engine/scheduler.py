@@ -42,6 +42,7 @@ class SchedulerStats:
     preempted: int = 0
     draft_tokens: int = 0
     accepted_draft_tokens: int = 0
+    reserved_tokens: int = 0  # sequence growth reserved at admissions (what the KV budget counts), all told
 
 
 class Scheduler:
@@ -56,7 +57,7 @@ class Scheduler:
         self.stats = SchedulerStats()
         self.waiting: list[Request] = []
         self.running: list[Request] = []
-        self._ids: dict[str, Request] = {}
+        self._ids: dict[tuple[str, str], Request] = {}  # (tenant, request ID): each tenant names its own
         self._arrivals = 0
         self._lock = threading.Condition()
 
@@ -70,21 +71,28 @@ class Scheduler:
         if not all(0 <= t < self.model.config.vocab_size for t in request.prompt_token_ids):
             raise ValueError(f"token ids must lie in [0, {self.model.config.vocab_size})")
         request.params.validate(self.model.config.vocab_size)
+        key = (request.tenant, request.request_id)
         with self._lock:
-            if request.request_id in self._ids:
+            if key in self._ids:
                 raise ValueError(f"request {request.request_id} is already running")
             if len(self.waiting) >= self.max_waiting:
                 raise Overloaded(f"{len(self.waiting)} requests are waiting; retry later")
             request.arrival, self._arrivals = self._arrivals, self._arrivals + 1
             self.waiting.append(request)
-            self._ids[request.request_id] = request
+            self._ids[key] = request
             self._lock.notify()
 
-    def abort(self, request_id: str) -> bool:
-        """Stop a request at the next step; False if it is unknown or already finished."""
+    def abort(self, request_id: str, tenant: str = "") -> bool:
+        """Stop the tenant's request `request_id` at the next step; False if the tenant runs no such request (another
+        tenant's request of that ID is not this one)."""
         with self._lock:
-            request = self._ids.get(request_id)
-            if request is None:
+            request = self._ids.get((tenant, request_id))
+        return request is not None and self.cancel(request)
+
+    def cancel(self, request: Request) -> bool:
+        """Stop `request` itself at the next step (its caller went away); False once it has finished."""
+        with self._lock:
+            if self._ids.get((request.tenant, request.request_id)) is not request:
                 return False
             request.cancelled = True
             self._lock.notify()
@@ -207,9 +215,13 @@ class Scheduler:
 
     def _admit(self) -> None:
         """Running requests up to max_running and, with a KV budget, up to the bytes their states may reach at
-        their longest (input + max_tokens); one request always runs, so a large one is never starved. An
-        interactive request waiting on a full batch preempts the latest batch-priority request, which goes back
-        to waiting with its progress (state, output) kept and resumes where it stopped."""
+        their longest (input + max_tokens, never past the model's context); one request always runs, so a large
+        one is never starved. An interactive request waiting on a full batch preempts the latest batch-priority
+        request, which goes back to waiting with its progress (state, output) kept and resumes where it stopped.
+        A request whose input leaves no room in the context fails before it runs."""
+        context = self.model.config.max_seq_len
+        for request in [r for r in self.waiting if not r.fits(context)]:
+            self._finish(request, error=f"the input reaches the model's context of {context} tokens")
         with self._lock:
             self.waiting.sort(key=lambda r: (r.priority, r.arrival))
             if self.waiting and self.waiting[0].priority == INTERACTIVE and len(self.running) >= self.max_running:
@@ -227,13 +239,14 @@ class Scheduler:
                         reserved + request.reserved_bytes > self.kv_budget_bytes:
                     break
                 reserved += request.reserved_bytes
+                self.stats.reserved_tokens += request.growth_bound(context)
                 self.running.append(self.waiting.pop(0))
         for request in [r for r in self.waiting if r.cancelled]:
             self._finish(request, cancelled=True)
 
     def _bytes_at_end(self, request: Request) -> int:
-        longest = len(request.prompt_token_ids) + (request.params.max_tokens or self.token_budget)
-        return request.state.nbytes()["total"] + int(self._growth * longest)
+        growth = request.growth_bound(self.model.config.max_seq_len)
+        return request.state.nbytes()["total"] + int(self._growth * growth)
 
     def _plan(self) -> list[tuple[Request, list[int]]]:
         """Decodes first (one token each), then prefill chunks in priority order within the token budget."""
@@ -255,7 +268,8 @@ class Scheduler:
         if request.on_commit and not self._commit(request, list(request.prompt_token_ids)):
             return False
         request.output = RequestOutput(self.tokenizer, request.params, request.prompt_token_ids,
-                                       self.model.config.eos_token_id, request.state.num_tokens, request.constraint)
+                                       self.model.config.eos_token_id, request.state.num_tokens,
+                                       self.model.config.max_seq_len, request.constraint)
         return True
 
     def _commit(self, request: Request, tokens: list[int]) -> bool:
@@ -296,4 +310,5 @@ class Scheduler:
         self.stats.finished += 1
         with self._lock:
             (self.running if request in self.running else self.waiting).remove(request)
-            self._ids.pop(request.request_id, None)
+            if self._ids.get(key := (request.tenant, request.request_id)) is request:
+                del self._ids[key]

@@ -41,7 +41,7 @@ class SamplingParams:
         stop: strings that finish the request; they may span several tokens.
         max_tokens: cap on generated tokens; None leaves the cap to the engine's context limit.
         include_stop_str_in_output: keep the matched stop string / stop token text in the output.
-        ignore_eos: keep generating after EOS (benchmarks).
+        ignore_eos: keep generating after EOS (benchmarks); needs max_tokens.
         top_logprobs: how many of the most likely alternatives to report with each token's logprob (0 to 20).
     """
 
@@ -133,6 +133,8 @@ class SamplingParams:
         for name in ("include_stop_str_in_output", "ignore_eos"):
             if not isinstance(getattr(self, name), bool):
                 _fail(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.ignore_eos and self.max_tokens is None:
+            _fail("ignore_eos needs max_tokens: without EOS only the model's context would end the output")
 
     def _validate_logit_bias(self, vocab_size: int | None) -> None:
         if not isinstance(self.logit_bias, Mapping):

@@ -3,11 +3,16 @@
 The checker sees each new token with the text it added to the detokenized stream, releases only
 text that can no longer turn out to be part of a stop string, and says how many tokens and
 characters lie past the stop point so the engine can roll its state back to it.
+
+Each stop string is followed by a streaming Knuth-Morris-Pratt matcher, so memory and work are
+linear in the stop strings' lengths and in the text: a client-chosen stop string must not cost the
+engine thread every tenant shares anything quadratic.
 """
 
 from __future__ import annotations
 
 import enum
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -57,10 +62,7 @@ class StopChecker:
         self._params = params
         self._eos_token_ids = frozenset(() if params.ignore_eos else eos_token_ids)
         self._stop_token_ids = frozenset(params.stop_token_ids)
-        self._stop_strs = params.stop
-        # Proper prefixes of stop strings: a suffix of the text in this set may still become a stop.
-        self._stop_prefixes = frozenset(s[:k] for s in params.stop for k in range(1, len(s)))
-        self._max_prefix_len = max((len(s) - 1 for s in params.stop), default=0)
+        self._matchers = [_StopMatcher(stop_str) for stop_str in dict.fromkeys(params.stop)]
         self._pending = ""  # held-back text: the longest suffix that is a stop-string prefix
         self._num_output_tokens = 0
         self._finish_reason: FinishReason | None = None
@@ -142,12 +144,15 @@ class StopChecker:
         return StopCheckResult(text, reason, stop_reason, len(texts_after), num_chars)
 
     def _find_stop_str(self, buffer: str, searched_len: int) -> tuple[int, str] | None:
-        """Earliest stop string ending past `searched_len` (text before it was already searched)."""
+        """Earliest stop string ending past `searched_len` (the matchers have seen the text before it)."""
         best: tuple[int, str] | None = None
-        for stop_str in self._stop_strs:
-            start = buffer.find(stop_str, max(0, searched_len - len(stop_str) + 1))
-            if start == -1:
+        new_text = buffer[searched_len:]
+        for matcher in self._matchers:
+            end = matcher.feed(new_text)
+            if end is None:
                 continue
+            stop_str = matcher.pattern
+            start = searched_len + end - len(stop_str)
             # Earliest start wins; at equal starts the shorter string completes first.
             if best is None or (start, len(stop_str)) < (best[0], len(best[1])):
                 best = (start, stop_str)
@@ -155,7 +160,36 @@ class StopChecker:
 
     def _held_back_len(self, buffer: str) -> int:
         """Length of the longest suffix of `buffer` that is a proper prefix of some stop string."""
-        for length in range(min(self._max_prefix_len, len(buffer)), 0, -1):
-            if buffer[-length:] in self._stop_prefixes:
-                return length
-        return 0
+        return min(len(buffer), max((m.matched for m in self._matchers), default=0))
+
+
+class _StopMatcher:
+    """One stop string over a stream of text: `matched` is the length of the longest prefix of the string that the
+    text seen so far ends with (Knuth-Morris-Pratt, one int per character of the string)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+        self.matched = 0
+        # fallback[k - 1]: the longest proper prefix of pattern[:k] that is also its suffix.
+        self._fallback = array("i", bytes(4 * len(pattern)))
+        k = 0
+        for i in range(1, len(pattern)):
+            while k and pattern[i] != pattern[k]:
+                k = self._fallback[k - 1]
+            if pattern[i] == pattern[k]:
+                k += 1
+            self._fallback[i] = k
+
+    def feed(self, text: str) -> int | None:
+        """Advance over `text`; the index in it just past the first complete match, or None."""
+        pattern, k = self.pattern, self.matched
+        for i, char in enumerate(text):
+            while k and pattern[k] != char:
+                k = self._fallback[k - 1]
+            if pattern[k] == char:
+                k += 1
+            if k == len(pattern):
+                self.matched = self._fallback[k - 1]
+                return i + 1
+        self.matched = k
+        return None

@@ -3,6 +3,7 @@ serving; nothing escapes as UNKNOWN except a real bug (INTERNAL, logged)."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import logging
@@ -14,7 +15,7 @@ from model_worker.chat import ChatFormatError
 from model_worker.client.errors import WorkerError
 from model_worker.engine import EngineUnavailable, Overloaded
 from model_worker.sampling.params import InvalidSamplingParams
-from model_worker.server.auth import Unauthenticated
+from model_worker.server.auth import Forbidden, Unauthenticated
 from model_worker.server.limits import RateLimited
 from model_worker.server.runtime import CommitMismatch, SessionBusy, TenantLimit
 from model_worker.sessions import (
@@ -24,12 +25,14 @@ from model_worker.sessions import (
     SessionExists,
     SessionNotFound,
 )
+from model_worker.sessions.errors import TooLarge
 
 log = logging.getLogger(__name__)
 
 # Most specific first: the first matching class decides.
 _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (Forbidden, grpc.StatusCode.PERMISSION_DENIED),
     (SessionNotFound, grpc.StatusCode.NOT_FOUND),
     (SessionExists, grpc.StatusCode.ALREADY_EXISTS),
     (SessionBusy, grpc.StatusCode.FAILED_PRECONDITION),
@@ -41,20 +44,37 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (TenantLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (OverflowError, grpc.StatusCode.OUT_OF_RANGE),
     (NotImplementedError, grpc.StatusCode.UNIMPLEMENTED),
     (InvalidSamplingParams, grpc.StatusCode.INVALID_ARGUMENT),
     (ChatFormatError, grpc.StatusCode.INVALID_ARGUMENT),
     (ValueError, grpc.StatusCode.INVALID_ARGUMENT),
 ]
-RETRY_AFTER_SECONDS = "1"
+RETRY_AFTER_SECONDS = 1.0
+_BUSY = (Overloaded, TenantLimit)  # refusals that pass: the caller may retry in a moment
+# A write refused for want of space (a full disk, a filesystem quota; the stores report a full Redis the same way).
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def status_of(error: BaseException, extra: Sequence[tuple[type[BaseException], grpc.StatusCode]] = ()
               ) -> grpc.StatusCode:
     if isinstance(error, WorkerError):  # a service calling a worker passes the worker's status on
         return error.code
+    if _out_of_space(error):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     return next((code for kind, code in (*extra, *_CODES) if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
+
+
+def _out_of_space(error: BaseException | None) -> bool:
+    """Whether the error, or one it was raised from or while handling, is a store out of space."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _abort(context: grpc.ServicerContext, error: BaseException,
@@ -62,9 +82,11 @@ def _abort(context: grpc.ServicerContext, error: BaseException,
     code = status_of(error, extra)
     if code is grpc.StatusCode.INTERNAL:
         log.exception("internal error", exc_info=error)
-    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-        wait = getattr(error, "retry_after", None)
-        context.set_trailing_metadata((("retry-after", f"{wait:.1f}" if wait is not None else RETRY_AFTER_SECONDS),))
+    wait = getattr(error, "retry_after", None)
+    if wait is None and isinstance(error, _BUSY):
+        wait = RETRY_AFTER_SECONDS
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and wait is not None:  # a full quota or disk: retrying won't help
+        context.set_trailing_metadata((("retry-after", f"{float(wait):.1f}"),))
     context.abort(code, f"{type(error).__name__}: {error}")
 
 

@@ -53,24 +53,27 @@ def generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.
 def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.ServicerContext, tenant: str,
               request_id: str, span) -> Iterator[pb.GenerateResponse]:
     config = runtime.model.config
-    params = convert.sampling(request.sampling, config.vocab_size)
+    params = convert.sampling(request.sampling, config.vocab_size, runtime.limits)
     mode = convert.mode(request.mode)
-    response_format = convert.json_schema(request.response_format.json_schema, "response_format.json_schema")
+    inputs = convert.chat_input(request, runtime.limits)
+    if request.HasField("commit_every") and request.commit_every < 0:
+        raise ValueError("commit_every: a number of generated tokens, or 0 for none")
     if not request.session_id:
-        tools = convert.tools(request.tools)
-        turn = _stateless_turn(runtime, request, mode, tools, response_format)
+        turn = _stateless_turn(runtime, request, mode, inputs)
         turn.tenant = tenant
-        turn.constraint = _constraint(runtime, request, turn, tools, response_format, params)
+        turn.constraint = _constraint(runtime, request, turn, inputs.tools, inputs.response_format, params)
+        check_length(runtime, len(turn.prompt), params.max_tokens)
         yield from _run(runtime, turn, runtime.model.new_state(), request, request_id, params, mode, context, span)
         return
     if request.tools:
         raise ValueError("tools: a session's tools are fixed when it is created")
     with runtime.exclusive(tenant, request.session_id) as session:
         check_expected_commit(session, request)
-        turn = _session_turn(runtime, session, request, mode)
+        turn = _session_turn(runtime, session, request, mode, inputs)
         turn.tenant = tenant
         turn.constraint = _constraint(runtime, request, turn, session.head.tools or [],
-                                      response_format or session.head.response_format, params)
+                                      inputs.response_format or session.head.response_format, params)
+        check_length(runtime, turn.reused + len(turn.prompt), params.max_tokens)
         yield from _run(runtime, turn, session.state, request, request_id, params, mode, context, span)
 
 
@@ -90,71 +93,80 @@ def check_expected_commit(session: OpenSession, request) -> None:
         raise CommitMismatch(f"session {session.session_id} is at commit {session.seq}, not {request.expected_commit}")
 
 
-def _stateless_turn(runtime: WorkerRuntime, request: pb.GenerateRequest, mode: ChatMode, tools: list[dict],
-                    response_format: dict | None) -> Turn:
-    if request.WhichOneof("input") is None or (request.WhichOneof("input") == "messages"
-                                               and not request.messages.messages):
+def _stateless_turn(runtime: WorkerRuntime, request: pb.GenerateRequest, mode: ChatMode,
+                    inputs: convert.ChatInput) -> Turn:
+    if request.WhichOneof("input") is None or (request.WhichOneof("input") == "messages" and not inputs.messages):
         raise ValueError("input: give messages or token_ids")
     if request.WhichOneof("input") == "token_ids":
-        tokens = list(request.token_ids.ids)
+        tokens = _token_ids(runtime, request, 0)
     else:
-        messages = attach_tools(convert.messages(request.messages.messages), tools, response_format)
+        messages = attach_tools(inputs.messages, inputs.tools, inputs.response_format)
         tokens = encode_prompt(messages, mode, tokenizer=runtime.tokenizer)
-    _check_length(runtime, 0, tokens)
     return Turn(tokens, len(tokens))
 
 
-def _session_turn(runtime: WorkerRuntime, session: OpenSession, request: pb.GenerateRequest, mode: ChatMode) -> Turn:
+def _session_turn(runtime: WorkerRuntime, session: OpenSession, request: pb.GenerateRequest, mode: ChatMode,
+                  inputs: convert.ChatInput) -> Turn:
     if request.WhichOneof("input") is None:  # the reply to what AppendSession put in (it holds back its last token)
         chat = runtime.chat(session)
         if not chat.awaiting_reply:
             raise ValueError("input: the session awaits no reply; give messages or token_ids")
         new, prompt = [], runtime.owed(session)
     else:
-        chat, new, prompt = session_input(runtime, session, request, mode)
-    _check_length(runtime, len(session.token_ids), prompt)
+        chat, new, prompt = session_input(runtime, session, request, mode, inputs)
     return Turn(prompt, len(new), session, chat, reused=len(session.token_ids))
 
 
-def session_input(runtime: WorkerRuntime, session: OpenSession, request, mode: ChatMode
+def session_input(runtime: WorkerRuntime, session: OpenSession, request, mode: ChatMode, inputs: convert.ChatInput
                   ) -> tuple[ChatSession | None, list[int], list[int]]:
-    """(renderer or None for raw ids, the new input's tokens, everything to feed) for a Generate or Append."""
+    """(renderer or None for raw ids, the new input's tokens, everything to feed) for a Generate or Append; what
+    the session would then hold must leave room in the model's context."""
     chat = None
+    history = len(session.token_ids)
     if request.WhichOneof("input") == "token_ids":
-        new = list(request.token_ids.ids)
+        new = _token_ids(runtime, request, history)
     else:
         chat = runtime.chat(session)
     prompt = runtime.next_turn(session, chat)
     if chat is not None:
-        new = chat.render_turn(convert.messages(request.messages.messages), mode).token_ids
+        new = chat.render_turn(inputs.messages or [], mode).token_ids
+    check_length(runtime, history + len(prompt) + len(new))
     return chat, new, prompt + new
 
 
-def _check_length(runtime: WorkerRuntime, history: int, prompt: list[int]) -> None:
-    """The model's context is the one limit the scheduler does not check (it refuses empty or out-of-vocabulary
-    input itself)."""
+def _token_ids(runtime: WorkerRuntime, request, history: int) -> list[int]:
+    ids = request.token_ids.ids
+    check_length(runtime, history + len(ids))  # before copying them: the count alone may be far too many
+    return list(ids)
+
+
+def check_length(runtime: WorkerRuntime, tokens: int, max_tokens: int | None = None) -> None:
+    """A sequence of `tokens` leaves room in the model's context for at least one generated token, and for
+    `max_tokens` when given (the scheduler ends any output at the context)."""
     limit = runtime.model.config.max_seq_len
-    if history + len(prompt) >= limit:
-        raise OverflowError(f"{history + len(prompt)} tokens reach the model's context of {limit}")
+    if tokens >= limit:
+        raise OverflowError(f"{tokens} tokens reach the model's context of {limit}")
+    if max_tokens is not None and tokens + max_tokens > limit:
+        raise OverflowError(f"max_tokens {max_tokens} is more than the {limit - tokens} tokens the model's context "
+                            f"of {limit} leaves after {tokens} tokens")
 
 
 def _run(runtime: WorkerRuntime, turn: Turn, state, request: pb.GenerateRequest, request_id: str, params, mode,
          context: grpc.ServicerContext, span) -> Iterator[pb.GenerateResponse]:
-    if runtime.token_rates:
-        runtime.token_rates.admit(turn.tenant, len(turn.prompt))
     events: queue.Queue = queue.Queue()
     job = Request(request_id, state, turn.prompt, params, events.put, priority=convert.priority(request.priority),
                   commit_every=request.commit_every if request.HasField("commit_every") else 0,
-                  constraint=turn.constraint)
+                  constraint=turn.constraint, tenant=turn.tenant)
     if turn.session is not None:
         job.on_commit = lambda tokens: _commit(runtime, turn, job, tokens)
-    context.add_callback(lambda: runtime.scheduler.abort(request_id))  # client gone, deadline: stop next step
-    runtime.scheduler.submit(job)
+    runtime.submit(job)  # at the tenant's token rate
+    # Client gone, deadline: stop this request (not whatever holds its ID) at the next step; only once it was taken.
+    context.add_callback(lambda: runtime.scheduler.cancel(job))
     try:
         logprobs = request.sampling.logprobs or params.top_logprobs > 0
         yield from _stream(runtime, turn, job, events, request_id, mode, context, span, logprobs)
     finally:  # the caller went away mid-stream: stop at the next step (a no-op once finished)
-        runtime.scheduler.abort(request_id)
+        runtime.scheduler.cancel(job)
 
 
 def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queue, request_id: str, mode,
@@ -167,7 +179,7 @@ def _stream(runtime: WorkerRuntime, turn: Turn, job: Request, events: queue.Queu
             event = events.get(timeout=1.0)
         except queue.Empty:
             if not context.is_active():
-                runtime.scheduler.abort(request_id)
+                runtime.scheduler.cancel(job)
             continue
         if isinstance(event, TextDelta):
             if event.token_ids:

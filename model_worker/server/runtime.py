@@ -9,13 +9,15 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 
 from model_worker.chat import ChatSession, SessionHead, Tokenizer
-from model_worker.engine import MtpDrafter, Scheduler
+from model_worker.engine import MtpDrafter, Request, Scheduler
 from model_worker.model import DeepseekV4
 from model_worker.registry.records import WorkerRecord
 from model_worker.server.auth import tenant_for
+from model_worker.server.convert import DEFAULT_LIMITS, InputLimits
 from model_worker.server.limits import TokenRates
 from model_worker.server.telemetry import Metrics
 from model_worker.sessions import Head, OpenSession, SessionStore
+from model_worker.sessions.archive import ImportLimits
 from model_worker.sessions.commits import CommitWriter, prepare
 from model_worker.sessions.hot import HotSessions
 from model_worker.structured import GrammarCompiler
@@ -39,8 +41,11 @@ class WorkerRuntime:
                  hot_budget_bytes: int = 4 << 30, token_budget: int = 512, max_running: int = 64,
                  max_waiting: int = 1024, kv_budget_bytes: int | None = None,
                  max_requests_per_tenant: int | None = None, tokens_per_second_per_tenant: float | None = None,
-                 speculative: bool = False) -> None:
+                 speculative: bool = False, input_limits: InputLimits = DEFAULT_LIMITS,
+                 import_limits: ImportLimits = ImportLimits(), max_page_size: int = 1000) -> None:
         self.model, self.tokenizer, self.store, self.model_name = model, tokenizer, store, model_name
+        self.limits = input_limits  # what one request may carry (convert.chat_input, convert.sampling)
+        self.import_limits, self.max_page_size = import_limits, max_page_size
         self.api_keys, self.default_tenant = dict(api_keys or {}), default_tenant
         self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting, kv_budget_bytes,
                                    drafter=MtpDrafter(model) if speculative else None)
@@ -80,9 +85,26 @@ class WorkerRuntime:
         """The caller's tenant: from `authorization: Bearer KEY` when keys are configured, else the default."""
         return tenant_for(metadata, self.api_keys, self.default_tenant)
 
+    def submit(self, request: Request) -> None:
+        """Hand a request to the engine, its input charged at its tenant's token rate (refunded if the engine
+        refuses it)."""
+        self.admit_tokens(request.tenant, len(request.prompt_token_ids))
+        try:
+            self.scheduler.submit(request)
+        except BaseException:
+            if self.token_rates:
+                self.token_rates.charge(request.tenant, -len(request.prompt_token_ids))
+            raise
+
+    def admit_tokens(self, tenant: str, tokens: int) -> None:
+        """Charge `tokens` of work at the tenant's token rate, or refuse it (RateLimited) while the tenant is short."""
+        if self.token_rates:
+            self.token_rates.admit(tenant, tokens)
+
     @contextlib.contextmanager
     def tenant_slot(self, tenant: str) -> Iterator[None]:
-        """One of the tenant's concurrent requests, for the duration of a generation or an append."""
+        """One of the tenant's concurrent requests, for the duration of any RPC that computes (service.py marks
+        them)."""
         with self._busy_lock:
             running = self._in_flight.get(tenant, 0)
             if self.max_requests_per_tenant is not None and running >= self.max_requests_per_tenant:

@@ -20,11 +20,13 @@ from model_worker.parallel.launch import KEEPALIVE_S, ModelSpec, open_replica
 from model_worker.registry import Heartbeat, open_registry
 from model_worker.server.auth import load_api_keys
 from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection, serve_metrics, set_serving
+from model_worker.server.convert import InputLimits
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.service import WorkerService
 from model_worker.server.settings import WorkerSettings, add_settings_flags, settings_from
 from model_worker.server.tracing import configure_tracing, grpc_server_interceptors
 from model_worker.sessions import BlobCodec, SessionStore
+from model_worker.sessions.archive import ImportLimits
 from model_worker.sessions.blobs import open_tiered
 from model_worker.sessions.cli import KEY_ENV
 from protos.dsv4.worker.v1 import worker_pb2, worker_pb2_grpc
@@ -106,7 +108,9 @@ def run_serve(args: argparse.Namespace) -> int:
     model = replica.model
     key = os.environ.get(KEY_ENV)
     store = SessionStore(open_tiered(settings.session_store, settings.warm_store), model.fingerprint, model.layout,
-                         codec=BlobCodec(bytes.fromhex(key)) if key else BlobCodec())
+                         codec=BlobCodec(bytes.fromhex(key)) if key else BlobCodec(),
+                         tenant_quota_bytes=int(settings.tenant_quota_gb * (1 << 30)) if settings.tenant_quota_gb
+                         else None)
     api_keys = load_api_keys(settings.api_keys_file)
     gib = 1 << 30
     runtime = WorkerRuntime(model, load_tokenizer(), store, model_name=settings.checkpoint or settings.config,
@@ -116,7 +120,9 @@ def run_serve(args: argparse.Namespace) -> int:
                             kv_budget_bytes=int(settings.kv_budget_gb * gib) if settings.kv_budget_gb else None,
                             max_requests_per_tenant=settings.max_requests_per_tenant,
                             tokens_per_second_per_tenant=settings.tokens_per_second_per_tenant,
-                            speculative=settings.speculative)
+                            speculative=settings.speculative, input_limits=InputLimits.from_settings(settings),
+                            import_limits=ImportLimits.from_settings(settings),
+                            max_page_size=settings.list_max_page_size)
     tls = tls_files(settings)
     server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads, tls)
     if settings.metrics_port is not None:

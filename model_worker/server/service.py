@@ -1,8 +1,10 @@
-"""The ModelWorker gRPC service: each RPC maps typed errors to status codes (errors.py) and delegates to the runtime,
-the scheduler (generation and appends run on the engine thread) and the session store."""
+"""The ModelWorker gRPC service: each RPC goes through one boundary (boundary.py: typed errors to status codes, every
+client-chosen ID checked, a tenant slot for those that compute) and delegates to the runtime, the scheduler
+(generation and appends run on the engine thread, at the tenant's token rate) and the session store."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -14,12 +16,14 @@ import grpc
 
 from model_worker.chat.encoding import encode_prompt
 from model_worker.engine import Finished, Request
+from model_worker.ids import check_id
 from model_worker.sampling import SamplingParams
 from model_worker.server import convert
-from model_worker.server.errors import rpc_errors
-from model_worker.server.generate import check_expected_commit, generate, session_input
+from model_worker.server.boundary import rpc
+from model_worker.server.generate import check_expected_commit, check_length, generate, session_input
+from model_worker.server.imports import import_session
 from model_worker.server.runtime import WorkerRuntime
-from model_worker.sessions import Head, admin
+from model_worker.sessions import Head, OpenSession, admin
 from model_worker.sessions.manifest import check_session_id, tenant_key
 from model_worker.structured import ReplySpec
 from protos.dsv4.worker.v1 import worker_pb2 as pb
@@ -36,30 +40,29 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
     def _tenant(self, context: grpc.ServicerContext) -> str:
         return self.runtime.tenant(dict(context.invocation_metadata()))
 
-    @rpc_errors
+    @rpc(compute=True)
     def Generate(self, request, context) -> Iterator[pb.GenerateResponse]:
-        tenant = self._tenant(context)
-        with self.runtime.tenant_slot(tenant):
-            yield from generate(self.runtime, request, context, tenant)
+        yield from generate(self.runtime, request, context, self._tenant(context))
 
-    @rpc_errors
+    @rpc(compute=True)
     def CreateSession(self, request, context) -> pb.Session:
         if request.from_session:
             return self._copy_session(request, context)
         runtime, tenant = self.runtime, self._tenant(context)
+        inputs = convert.chat_input(request, runtime.limits)
         head = Head(think_max=request.think_max, system_prompt=request.system_prompt or None,
-                    tools=convert.tools(request.tools) or None,
-                    response_format=convert.json_schema(request.response_format_json_schema,
-                                                        "response_format_json_schema"))
+                    tools=inputs.tools or None, response_format=inputs.response_format)
         # Every turn's grammar builds on these: refuse what cannot be enforced now, not on the first turn.
         runtime.grammars.constraint(ReplySpec(tools=[t["function"] for t in head.tools or ()],
                                               response_format=head.response_format))
         chat = runtime.renderer(head, None, [])
+        check_length(runtime, len(chat.token_ids))
         session = runtime.store.create(tenant, head, request.session_id or None, prefix=chat.token_ids)
-        if session.reused_prefix_tokens < len(chat.token_ids):  # nobody stored this head yet: prefill it
-            self._prefill(session, chat.token_ids[session.reused_prefix_tokens :], chat, context)
-        else:
-            runtime.settle(session, [runtime.commit(session, chat, [], [])])
+        with self._filling(session):
+            if session.reused_prefix_tokens < len(chat.token_ids):  # nobody stored this head yet: prefill it
+                self._prefill(session, chat.token_ids[session.reused_prefix_tokens :], chat, context)
+            else:
+                runtime.settle(session, [runtime.commit(session, chat, [], [])])
         runtime.hot.add(session)
         return self._session(tenant, session.session_id, session.reused_prefix_tokens)
 
@@ -78,18 +81,32 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         head = dataclasses.replace(source_head, think_max=request.think_max)
         new_head_tokens = runtime.renderer(head, None, []).token_ids
         transcript = new_head_tokens + tokens[len(head_tokens) :]
+        check_length(runtime, len(transcript) + len(pending))
         chat = runtime.renderer(head, renderer, transcript) if renderer is not None else None
         session = runtime.store.create(tenant, head, request.session_id or None, prefix=new_head_tokens)
-        self._prefill(session, transcript[session.reused_prefix_tokens :], chat, context, owed=pending)
+        with self._filling(session):
+            self._prefill(session, transcript[session.reused_prefix_tokens :], chat, context, owed=pending)
         runtime.hot.add(session)
         return self._session(tenant, session.session_id, session.reused_prefix_tokens)
 
-    @rpc_errors
+    @contextlib.contextmanager
+    def _filling(self, session: OpenSession) -> Iterator[None]:
+        """A session just created, being filled: if that fails, its ID is released (nothing of it stays, and a retry
+        may claim the ID again)."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):  # the filling's own error is the one to report
+                admin.delete(self.runtime.store, session.tenant, session.session_id)
+            raise
+
+    @rpc(compute=True)
     def AppendSession(self, request, context) -> pb.Session:
         runtime, tenant = self.runtime, self._tenant(context)
         with runtime.exclusive(tenant, request.session_id) as session:
             check_expected_commit(session, request)
-            chat, _, prompt = session_input(runtime, session, request, convert.mode(request.mode))
+            chat, _, prompt = session_input(runtime, session, request, convert.mode(request.mode),
+                                            convert.chat_input(request, runtime.limits))
             if not prompt:
                 raise ValueError("input: nothing to append")
             # The last token stays owed: a Generate without input then feeds it and samples the reply from it.
@@ -104,9 +121,9 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         done: queue.Queue = queue.Queue()
         commits = []
         job = Request(uuid.uuid4().hex, session.state, prompt, SamplingParams(temperature=0.0), done.put,
-                      prefill_only=True)
+                      prefill_only=True, tenant=session.tenant)
         job.on_commit = lambda tokens: commits.append(self.runtime.commit(session, chat, list(owed), tokens))
-        self.runtime.scheduler.submit(job)
+        self.runtime.submit(job)  # at the tenant's token rate
         while not isinstance(finished := done.get(), Finished):
             pass
         self.runtime.settle(session, commits)
@@ -114,14 +131,14 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             self.runtime.hot.discard(session.tenant, session.session_id)
             raise finished.failure() or RuntimeError("the append was cancelled")
 
-    @rpc_errors
+    @rpc()
     def ForkSession(self, request, context) -> pb.Session:
         tenant = self._tenant(context)
         new_id = admin.fork(self.runtime.store, tenant, request.session_id,
                             request.commit if request.HasField("commit") else None, request.new_session_id or None)
         return self._session(tenant, new_id)
 
-    @rpc_errors
+    @rpc()
     def RewindSession(self, request, context) -> pb.Session:
         tenant = self._tenant(context)
         with self.runtime.exclusive(tenant, request.session_id):
@@ -129,19 +146,19 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             self.runtime.hot.discard(tenant, request.session_id)
         return self._session(tenant, request.session_id)
 
-    @rpc_errors
+    @rpc()
     def GetSession(self, request, context) -> pb.Session:
         return self._session(self._tenant(context), request.session_id, include_bytes=request.include_bytes)
 
-    @rpc_errors
+    @rpc()
     def ListSessions(self, request, context) -> pb.ListSessionsResponse:
-        size = request.page_size or 100
-        if not 0 < size <= 1000:
-            raise ValueError("page_size: between 1 and 1000")
+        size, most = request.page_size or 100, self.runtime.max_page_size
+        if not 0 < size <= most:
+            raise ValueError(f"page_size: between 1 and {most} (list_max_page_size)")
         ids = admin.list_sessions(self.runtime.store, self._tenant(context), limit=size + 1, after=request.page_token)
         return pb.ListSessionsResponse(session_ids=ids[:size], next_page_token=ids[size - 1] if len(ids) > size else "")
 
-    @rpc_errors
+    @rpc()
     def DeleteSession(self, request, context) -> pb.DeleteSessionResponse:
         tenant = self._tenant(context)
         with self.runtime.exclusive(tenant, request.session_id):
@@ -149,7 +166,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             admin.delete(self.runtime.store, tenant, request.session_id)
         return pb.DeleteSessionResponse()
 
-    @rpc_errors
+    @rpc()
     def HoldSession(self, request, context) -> pb.HoldSessionResponse:
         tenant = self._tenant(context)
         if not 0 <= request.seconds <= _MAX_HOLD_SECONDS:
@@ -160,7 +177,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             admin.release(self.runtime.store, tenant, request.session_id, request.holder)
         return pb.HoldSessionResponse()
 
-    @rpc_errors
+    @rpc()
     def ExportSession(self, request, context) -> Iterator[pb.ExportChunk]:
         tenant = self._tenant(context)
         with tempfile.TemporaryDirectory() as root:
@@ -170,35 +187,31 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
                 while chunk := f.read(_EXPORT_CHUNK):
                     yield pb.ExportChunk(data=chunk)
 
-    @rpc_errors
+    @rpc(compute=True)
     def ImportSession(self, request_iterator, context) -> pb.Session:
         tenant = self._tenant(context)
-        with tempfile.TemporaryDirectory() as root:
-            path, session_id = os.path.join(root, "session.tar"), None
-            with open(path, "wb") as f:
-                for chunk in request_iterator:
-                    session_id = chunk.session_id if session_id is None else session_id
-                    f.write(chunk.data)
-            new_id = admin.import_session(self.runtime.store, tenant, path, session_id or None)
-        return self._session(tenant, new_id)
+        return self._session(tenant, import_session(self.runtime, tenant, request_iterator))
 
-    @rpc_errors
+    @rpc()
     def Abort(self, request, context) -> pb.AbortResponse:
-        self._tenant(context)
-        return pb.AbortResponse(aborted=self.runtime.scheduler.abort(request.request_id))
+        """Stops the caller's own request of that ID; another tenant's is never found."""
+        tenant = self._tenant(context)
+        return pb.AbortResponse(aborted=self.runtime.scheduler.abort(check_id(request.request_id, "request_id"),
+                                                                     tenant))
 
-    @rpc_errors
+    @rpc()
     def Tokenize(self, request, context) -> pb.TokenizeResponse:
         self._tenant(context)
+        inputs = convert.chat_input(request, self.runtime.limits)
         if request.WhichOneof("input") == "text":
             return pb.TokenizeResponse(ids=self.runtime.tokenizer.encode(request.text))
-        messages = convert.messages(request.messages.messages)
-        if request.tools:
-            messages.insert(0, {"role": "system", "content": "", "tools": convert.tools(request.tools)})
+        messages = inputs.messages or []
+        if inputs.tools:
+            messages.insert(0, {"role": "system", "content": "", "tools": inputs.tools})
         return pb.TokenizeResponse(ids=encode_prompt(messages, convert.mode(request.mode),
                                                      tokenizer=self.runtime.tokenizer))
 
-    @rpc_errors
+    @rpc()
     def Detokenize(self, request, context) -> pb.DetokenizeResponse:
         self._tenant(context)
         vocab = self.runtime.model.config.vocab_size
@@ -206,7 +219,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             raise ValueError(f"ids: must lie in [0, {vocab})")
         return pb.DetokenizeResponse(text=self.runtime.tokenizer.decode(list(request.ids)))
 
-    @rpc_errors
+    @rpc()
     def GetModelInfo(self, request, context) -> pb.ModelInfo:
         self._tenant(context)
         model = self.runtime.model
@@ -215,7 +228,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
                             max_context=model.config.max_seq_len,
                             reasoning_modes=["non-think", "think-high", "think-max"])
 
-    @rpc_errors
+    @rpc()
     def GetLoad(self, request, context) -> pb.Load:
         self._tenant(context)
         load = self.runtime.scheduler.load

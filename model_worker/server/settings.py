@@ -44,6 +44,34 @@ class WorkerSettings(BaseSettings):
     max_requests_per_tenant: int | None = Field(None, gt=0, description="requests a tenant may run at once")
     tokens_per_second_per_tenant: float | None = Field(None, gt=0, description="token bucket per tenant (10 s of "
                                                        "burst)")
+    max_input_bytes: int = Field(16 << 20, gt=0, description="bytes of one request's messages, tools, JSON "
+                                 "schemas, system prompt and text (Generate, CreateSession, AppendSession, Tokenize); "
+                                 "default 16 MiB, INVALID_ARGUMENT past it")
+    max_schema_bytes: int = Field(64 << 10, gt=0, description="bytes of one request's tool definitions and response "
+                                  "format together (they compile into a grammar); default 64 KiB")
+    max_messages: int = Field(10_000, gt=0, description="messages in one request; default 10,000")
+    max_tools: int = Field(128, gt=0, description="tools in one request or session; default 128")
+    max_tool_name_chars: int = Field(64, gt=0, description="characters of a tool's or a tool call's name (letters, "
+                                     "digits, '_', '-', '.'); default 64")
+    max_json_depth: int = Field(64, gt=0, le=256, description="nesting of a tool's parameters, a JSON schema or a "
+                                "tool call's arguments; default 64")
+    max_stop_strings: int = Field(16, ge=0, description="stop strings per request; default 16")
+    max_stop_string_chars: int = Field(1024, gt=0, description="characters of one stop string; default 1,024")
+    max_stop_token_ids: int = Field(1024, ge=0, description="stop token ids per request; default 1,024")
+    tenant_quota_gb: float | None = Field(None, gt=0, description="GiB of session values one tenant may store; "
+                                          "commits and imports past it are RESOURCE_EXHAUSTED (default none: no cap)")
+    import_max_bytes: int = Field(6 << 30, gt=0, description="bytes an ImportSession may stream (compressed, as "
+                                  "sent; also at most what is left of the tenant's quota); default 6 GiB, "
+                                  "RESOURCE_EXHAUSTED past it, the rest unread")
+    import_max_uncompressed_bytes: int = Field(6 << 30, gt=0, description="bytes an imported export may unpack to "
+                                               "(tar headers included, counted while decompressing); default 6 GiB "
+                                               "(a full 1M-token pro session is ~4.9 GiB), RESOURCE_EXHAUSTED past it")
+    import_max_members: int = Field(10_000, gt=0, description="files in an imported export; default 10,000 (a "
+                                    "1M-token session has ~4,200), RESOURCE_EXHAUSTED past it")
+    import_max_member_bytes: int = Field(64 << 20, gt=0, description="bytes of one file of an imported export; "
+                                         "default 64 MiB, RESOURCE_EXHAUSTED past it")
+    list_max_page_size: int = Field(1000, gt=0, description="session IDs per ListSessions page; default 1,000, "
+                                    "INVALID_ARGUMENT past it")
     speculative: bool = Field(False, description="MTP speculative decoding: the MTP layer drafts each next token and "
                               "the main model verifies it in the same pass (replies unchanged)")
     tensor_parallel: int = Field(1, gt=0, description="split the model over N local ranks (gloo on CPU, NCCL on "

@@ -5,11 +5,12 @@ Fork and rewind write one commit record and nothing else (every value is shared 
 the newest write under its prefix (a commit, or the touch record `open` leaves); leases keep it from expiring.
 Deleting removes the records; the values go when `collect` finds no retained commit of the tenant naming them (mark
 and sweep, sparing values written within a grace period, which a commit in progress may be about to name).
+Reading an export back is archive.py's (untrusted input, read as a bounded stream).
 """
 
 from __future__ import annotations
 
-import base64
+import contextlib
 import io
 import json
 import os
@@ -17,8 +18,8 @@ import tarfile
 import time
 from dataclasses import replace
 
+from model_worker.sessions.archive import EXPORT_FORMAT, Export, ImportLimits, read_export, restore
 from model_worker.sessions.chain import Chain, page_address, token_page_address
-from model_worker.sessions.codec import parse_tensors
 from model_worker.sessions.errors import CorruptSession, InvalidSessionRequest, SessionExists, SessionNotFound
 from model_worker.sessions.manifest import (
     FORMAT,
@@ -29,10 +30,7 @@ from model_worker.sessions.manifest import (
     session_prefix,
     tenant_key,
 )
-from model_worker.sessions.state_io import restore_state
 from model_worker.sessions.store import SessionStore
-
-EXPORT_FORMAT = "dsv4-session-export/1"
 
 
 def fork(store: SessionStore, tenant: str, session_id: str, seq: int | None = None,
@@ -131,12 +129,16 @@ def hold(store: SessionStore, tenant: str, session_id: str, holder: str, seconds
     (renew to extend)."""
     tk = tenant_key(tenant)
     store.read_commit(tk, check_session_id(session_id), None)
-    key = session_prefix(tk, session_id) + f"lease/{check_session_id(holder)}"
+    key = _lease_key(tk, session_id, holder)
     store.blobs.put(key, store.codec.seal_json(key, {"until": time.time() + seconds}))
 
 
 def release(store: SessionStore, tenant: str, session_id: str, holder: str) -> None:
-    store.blobs.delete(session_prefix(tenant_key(tenant), check_session_id(session_id)) + f"lease/{holder}")
+    store.blobs.delete(_lease_key(tenant_key(tenant), session_id, holder))
+
+
+def _lease_key(tk: str, session_id: str, holder: str) -> str:
+    return session_prefix(tk, check_session_id(session_id)) + f"lease/{check_session_id(holder, 'holder')}"
 
 
 def expire(store: SessionStore, tenant: str, ttl_seconds: float, now: float | None = None) -> list[str]:
@@ -179,32 +181,29 @@ def export_session(store: SessionStore, tenant: str, session_id: str, path: str)
             _add(tar, name, store.codec.open(key, blob))
 
 
-def import_session(store: SessionStore, tenant: str, path: str, session_id: str | None = None) -> str:
-    """Store an exported session under `tenant` (addresses are recomputed with this tenant's salt)."""
-    with tarfile.open(path, "r") as tar:
-        files = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
-    try:
-        header = json.loads(files["export.json"])
-        commit = Commit.from_record(header["commit"])
-        token_ids = [int(t) for t in header["tokens"]]
-    except (KeyError, ValueError, TypeError) as exc:
-        raise InvalidSessionRequest(f"{path} is not a session export ({exc})") from exc
-    if header.get("format") != EXPORT_FORMAT:
-        raise InvalidSessionRequest(f"{path}: unknown export format {header.get('format')!r}")
-    if commit.fingerprint != store.fingerprint or commit.layout != store.layout_id or len(token_ids) != \
-            commit.num_tokens:
-        raise InvalidSessionRequest(f"{path} holds a session for other weights or numerics")
-    try:
-        tensors, metadata = parse_tensors("tail.safetensors", files["tail.safetensors"])
-        state = store.new_state()
-        restore_state(state, tensors, metadata, lambda r, j: parse_tensors(
-            f"pages/{r}/{j}", files[f"pages/{r}/{j}.safetensors"])[0])
-    except (KeyError, ValueError) as exc:
-        raise InvalidSessionRequest(f"{path}: incomplete or damaged export ({exc})") from exc
+def import_session(store: SessionStore, tenant: str, path: str, session_id: str | None = None,
+                   limits: ImportLimits = ImportLimits()) -> str:
+    """Store the export at `path` under `tenant` (addresses are recomputed with this tenant's salt)."""
+    with open(path, "rb") as f:
+        exported = read_export(f, limits)
+    return store_export(store, tenant, exported, session_id)
+
+
+def store_export(store: SessionStore, tenant: str, exported: Export, session_id: str | None = None) -> str:
+    """Store a read export as a new session of `tenant`; if that fails, the claimed ID is released again."""
+    commit = exported.commit
+    if commit.fingerprint != store.fingerprint or commit.layout != store.layout_id:
+        raise InvalidSessionRequest("the export holds a session for other weights or numerics")
+    state = store.new_state()
+    restore(state, exported)
     session = store.create(tenant, commit.head, session_id)
     session.state, session.chat = state, commit.chat
-    state.sampling = None if commit.sampling is None else base64.b64decode(commit.sampling)
-    store.commit(session, token_ids)  # writes the pages, token log and tail under this tenant's addresses
+    try:
+        store.commit(session, exported.token_ids)  # writes the pages, token log and tail under this tenant
+    except BaseException:
+        with contextlib.suppress(Exception):  # the commit's own error is the one to report
+            delete(store, tenant, session.session_id)
+        raise
     return session.session_id
 
 

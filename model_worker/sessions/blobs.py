@@ -5,16 +5,23 @@ Every `put` is all-or-nothing: a reader sees the whole value or no value (local 
 and renamed; object stores and Redis replace a value in one request). `put_if_absent` is the one conditional write,
 used to claim a session ID and a tenant's salt: atomic on local files (a hard link) and Redis (SET NX); on other
 fsspec stores it is check-then-write, so two workers racing for one new ID there could both succeed.
+
+Every operation of every store checks its key first (`check_key`): the services check the IDs a key is built from,
+and the stores refuse any key that could still leave their root or alias another (no empty, '.' or '..' segment, no
+leading '/', no backslash or NUL), whatever the caller.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import time
 from collections.abc import Iterator
 from typing import Protocol
 from urllib.parse import urlparse
+
+from model_worker.sessions.errors import InvalidKey
 
 
 class BlobStore(Protocol):
@@ -47,7 +54,7 @@ class FsspecBlobs:
             os.makedirs(self.root, exist_ok=True)
 
     def _path(self, key: str) -> str:
-        return f"{self.root}/{key}"
+        return f"{self.root}/{check_key(key)}"
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -100,7 +107,7 @@ class FsspecBlobs:
 
     def list(self, prefix: str) -> Iterator[str]:
         _check_prefix(prefix)
-        base = self._path(prefix.rstrip("/"))
+        base = f"{self.root}/{prefix.rstrip('/')}"
         try:
             found = self.fs.find(base)
         except FileNotFoundError:
@@ -139,29 +146,41 @@ class RedisBlobs:
         self.client = redis.Redis.from_url(url.split("?", 1)[0])
         self.times_key = self.prefix + "\0written"  # no key of the session layout starts with a NUL
 
+    def _key(self, key: str) -> str:
+        return self.prefix + check_key(key)
+
     def get(self, key: str) -> bytes | None:
-        return self.client.get(self.prefix + key)
+        return self.client.get(self._key(key))
 
     def put(self, key: str, data: bytes) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.prefix + key, data)
+        pipe.set(self._key(key), data)
         pipe.zadd(self.times_key, {key: time.time()})
-        pipe.execute()
+        self._write(pipe)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         # Value and write time in one transaction; the time is refreshed even when the key exists (harmless).
         pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.prefix + key, data, nx=True)
+        pipe.set(self._key(key), data, nx=True)
         pipe.zadd(self.times_key, {key: time.time()}, nx=True)
-        created, _ = pipe.execute()
+        created, _ = self._write(pipe)
         return bool(created)
 
+    def _write(self, pipe) -> list:
+        """Run a write; Redis at its memory limit is reported as every store reports a full disk (ENOSPC)."""
+        import redis
+
+        try:
+            return pipe.execute()
+        except redis.exceptions.OutOfMemoryError as exc:
+            raise OSError(errno.ENOSPC, f"{self.url}: Redis is at its memory limit ({exc})") from exc
+
     def exists(self, key: str) -> bool:
-        return bool(self.client.exists(self.prefix + key))
+        return bool(self.client.exists(self._key(key)))
 
     def delete(self, key: str) -> None:
         pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.prefix + key)
+        pipe.delete(self._key(key))
         pipe.zrem(self.times_key, key)
         pipe.execute()
 
@@ -174,16 +193,27 @@ class RedisBlobs:
                 yield key
 
     def size(self, key: str) -> int | None:
-        return int(self.client.strlen(self.prefix + key)) if self.exists(key) else None
+        return int(self.client.strlen(self._key(key))) if self.exists(key) else None
 
     def written_at(self, key: str) -> float | None:
-        return self.client.zscore(self.times_key, key)
+        return self.client.zscore(self.times_key, check_key(key))
+
+
+def check_key(key: str) -> str:
+    """`key` if it names a value inside a store's root: '/'-separated segments, none empty, '.' or '..', with no
+    backslash or NUL anywhere; else InvalidKey."""
+    if not isinstance(key, str) or "\\" in key or "\0" in key or \
+            any(segment in ("", ".", "..") for segment in key.split("/")):
+        raise InvalidKey(f"not a key inside the store: {key!r:.200}")
+    return key
 
 
 def _check_prefix(prefix: str) -> None:
-    """Listing is by folder on every backend: a prefix is '' or ends with '/'."""
+    """Listing is by folder on every backend: a prefix is '' or a key followed by '/'."""
     if prefix and not prefix.endswith("/"):
-        raise ValueError(f"list prefixes end with '/', not {prefix!r}")
+        raise InvalidKey(f"list prefixes end with '/', not {prefix!r:.200}")
+    if prefix:
+        check_key(prefix[:-1])
 
 
 def _glob_escape(text: str) -> str:
@@ -211,7 +241,7 @@ class TieredBlobs:
         self.url = f"{warm.url} + {cold.url}"
 
     def copies(self, key: str) -> Iterator[bytes]:
-        value = self.warm.get(key)
+        value = self.warm.get(check_key(key))
         if value is not None:
             yield value
         value = self.cold.get(key)
@@ -223,30 +253,31 @@ class TieredBlobs:
         return next(self.copies(key), None)
 
     def put(self, key: str, data: bytes) -> None:
-        self.cold.put(key, data)
+        self.cold.put(check_key(key), data)
         self.warm.put(key, data)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        if not self.cold.put_if_absent(key, data):
+        if not self.cold.put_if_absent(check_key(key), data):
             return False
         self.warm.put(key, data)
         return True
 
     def exists(self, key: str) -> bool:
-        return self.warm.exists(key) or self.cold.exists(key)
+        return self.warm.exists(check_key(key)) or self.cold.exists(key)
 
     def delete(self, key: str) -> None:
-        self.cold.delete(key)
+        self.cold.delete(check_key(key))
         self.warm.delete(key)
 
     def list(self, prefix: str) -> Iterator[str]:
+        _check_prefix(prefix)
         yield from sorted(set(self.cold.list(prefix)) | set(self.warm.list(prefix)))
 
     def written_at(self, key: str) -> float | None:
-        return self.cold.written_at(key) or self.warm.written_at(key)
+        return self.cold.written_at(check_key(key)) or self.warm.written_at(key)
 
     def size(self, key: str) -> int | None:
-        return self.cold.size(key) or self.warm.size(key)
+        return self.cold.size(check_key(key)) or self.warm.size(key)
 
 
 def open_tiered(cold_url: str, warm_url: str | None = None) -> BlobStore:

@@ -11,6 +11,7 @@ import base64
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -123,10 +124,18 @@ def write(store: SessionStore, prepared: PreparedCommit) -> CommitResult:
 
 class CommitWriter:
     """Writes prepared commits on one thread, in the order they were submitted; each submit returns a Future of
-    its CommitResult (or of the error that kept it from being written)."""
+    its CommitResult (or of the error that kept it from being written).
+
+    A commit builds on the one before it (it writes only the values added since), so once one fails (a byte cap, a
+    full disk) the later commits already prepared for that session fail with it, even if the store could take
+    them by then: the session's owner reopens it at its last written commit, whose next commits are numbered from
+    there, and those are written again."""
+
+    _REMEMBERED_FAILURES = 10_000
 
     def __init__(self, store: SessionStore) -> None:
         self.store = store
+        self._failed: OrderedDict[tuple[str, str], tuple[int, BaseException]] = OrderedDict()
         self._queue: queue.Queue[tuple[PreparedCommit, Future] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="commit-writer", daemon=True)
         self._thread.start()
@@ -144,8 +153,17 @@ class CommitWriter:
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             prepared, future = item
+            key, seq = (prepared.tk, prepared.session_id), prepared.record.seq
+            failed = self._failed.pop(key, None)
+            if failed is not None and seq > failed[0]:  # built on the commit that failed
+                self._failed[key] = failed
+                future.set_exception(failed[1])
+                continue
             try:
                 future.set_result(write(self.store, prepared))
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the commit
+                self._failed[key] = (seq, exc)
+                while len(self._failed) > self._REMEMBERED_FAILURES:
+                    self._failed.popitem(last=False)
                 future.set_exception(exc)
 

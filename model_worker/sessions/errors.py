@@ -27,5 +27,14 @@ class QuotaExceeded(SessionError):
     """The tenant's byte cap would be exceeded; the session stays at its previous commit (RESOURCE_EXHAUSTED)."""
 
 
+class TooLarge(SessionError):
+    """Input over one of its bounds, e.g. an import past its byte or member limits (RESOURCE_EXHAUSTED)."""
+
+
 class InvalidSessionRequest(SessionError, ValueError):
     """A malformed ID, position or argument (INVALID_ARGUMENT)."""
+
+
+class InvalidKey(InvalidSessionRequest):
+    """A storage key that could leave its store's root or alias another key (INVALID_ARGUMENT); the services check
+    the IDs keys are built from first, so this is the stores' own line of defence."""

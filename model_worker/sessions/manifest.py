@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 import struct
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from model_worker.ids import InvalidId, check_id
 from model_worker.sessions.errors import CorruptSession, IncompatibleSession, InvalidSessionRequest
 
 FORMAT = "dsv4-session/1"
-_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 
 def tenant_key(tenant: str) -> str:
@@ -31,10 +30,11 @@ def tenant_key(tenant: str) -> str:
     return hashlib.sha256(b"dsv4-tenant\0" + tenant.encode()).hexdigest()[:32]
 
 
-def check_session_id(session_id: str) -> str:
-    if not _ID.fullmatch(session_id) or session_id in (".", ".."):
-        raise InvalidSessionRequest(f"session ids are 1-128 characters of A-Z a-z 0-9 . _ -, not {session_id!r}")
-    return session_id
+def check_session_id(session_id: str, kind: str = "session_id") -> str:
+    try:
+        return check_id(session_id, kind)
+    except InvalidId as exc:
+        raise InvalidSessionRequest(str(exc)) from None
 
 
 def salt_key(tk: str) -> str:

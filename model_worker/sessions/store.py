@@ -172,11 +172,20 @@ class SessionStore:
     def _check_quota(self, tk: str, new_bytes: int) -> None:
         if self.tenant_quota_bytes is None or not new_bytes:
             return
-        if tk not in self._usage:
-            self._usage[tk] = sum(self.blobs.size(key) or 0 for key in self.blobs.list(f"t/{tk}/b/"))
-        if self._usage[tk] + new_bytes > self.tenant_quota_bytes:
+        if self._used(tk) + new_bytes > self.tenant_quota_bytes:
             raise QuotaExceeded(f"commit needs {new_bytes:,} new bytes; the tenant holds {self._usage[tk]:,} of its "
                                 f"{self.tenant_quota_bytes:,}")
+
+    def quota_left(self, tenant: str) -> int | None:
+        """Bytes the tenant may still store (None: no cap)."""
+        if self.tenant_quota_bytes is None:
+            return None
+        return max(0, self.tenant_quota_bytes - self._used(tenant_key(tenant)))
+
+    def _used(self, tk: str) -> int:
+        if tk not in self._usage:
+            self._usage[tk] = sum(self.blobs.size(key) or 0 for key in self.blobs.list(f"t/{tk}/b/"))
+        return self._usage[tk]
 
     # -- reading stored values ---------------------------------------------------------------------------------
 

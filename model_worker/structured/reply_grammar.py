@@ -119,7 +119,9 @@ def _invoke(rules: _Rules, index: int, tool: Mapping[str, Any]) -> str:
     properties = schema.get("properties")
     if properties is not None and not isinstance(properties, Mapping):
         raise UnsupportedSchema(f"tool {name!r}: properties must be an object")
-    required = list(schema.get("required") or ())
+    required = schema.get("required") or []
+    if not isinstance(required, list) or not all(isinstance(key, str) for key in required):
+        raise UnsupportedSchema(f"tool {name!r}: required must be a list of parameter names")
     if properties or required:
         # Declared order, then required names without a schema (any value); optional parameters may be left out,
         # undeclared ones are never generated.

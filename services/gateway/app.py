@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from sqlalchemy.orm import sessionmaker
 
+from model_worker import tenancy
 from model_worker.client import AsyncWorkerClient, Unavailable
 from model_worker.registry import WorkerPool
 from model_worker.server.auth import load_api_keys, tenant_for
@@ -139,8 +140,13 @@ def gateway(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
-def tenant(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> str:
-    return tenant_for(request.headers, gw.api_keys)
+async def tenant(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> str:
+    """The caller's tenant; every call the request makes to the workers and the jobs service acts for it. (An async
+    dependency runs in the request's own task, so the tenant set here holds for the endpoint, its stream and the
+    threads it hands work to, and goes with the task.)"""
+    caller = tenant_for(request.headers, gw.api_keys)
+    tenancy.act_for(caller)
+    return caller
 
 
 GatewayDep = Annotated[Gateway, Depends(gateway)]
@@ -149,6 +155,7 @@ TenantDep = Annotated[str, Depends(tenant)]
 
 def create_app(gw: Gateway) -> FastAPI:
     from services.gateway import batches, chat, models, responses
+    from services.gateway.bounds import BodyLimit
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -167,14 +174,12 @@ def create_app(gw: Gateway) -> FastAPI:
     # jobs calls it makes are its children. Probes and scrapes get none; ASGI send/receive spans are noise.
     FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/metrics", exclude_spans=["receive", "send"])
 
+    # Added before (so inside) the metrics middleware: a BaseHTTPMiddleware reads the body in a task group, which
+    # would turn the limit's refusal into an ExceptionGroup that FastAPI answers as a generic 400.
+    app.add_middleware(BodyLimit, settings=gw.settings)
+
     @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next):
-        size = int(request.headers.get("content-length") or 0)
-        limit = gw.settings.max_file_bytes + (1 << 20) if request.url.path == "/v1/files" else \
-            gw.settings.max_request_bytes  # an upload's own limit is the file limit (plus its form fields)
-        if size > limit:
-            return errors.response(errors.ApiError(413, f"the request is over {limit} bytes",
-                                                   code="request_too_large"))
+    async def count(request: Request, call_next):
         route = request.url.path.split("/")[2] if request.url.path.startswith("/v1/") else request.url.path
         with gw.metrics.seconds.labels(route).time():
             result = await call_next(request)

@@ -19,15 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from model_worker.client.errors import NotFound
+from model_worker.client.errors import NotFound, ResourceExhausted
+from model_worker.ids import check_id
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from services.gateway import files
 from services.gateway.app import Gateway, GatewayDep, TenantDep
+from services.gateway.bounds import BoundedRoute
 from services.gateway.errors import ApiError
 from services.gateway.store import StoredFile
 from services.jobs.client import JobsClient
 
-router = APIRouter()
+router = APIRouter(route_class=BoundedRoute)
 router.include_router(files.router)  # files exist here for batches; one router keeps the two mounted together
 
 ENDPOINT = "/v1/chat/completions"
@@ -61,7 +63,12 @@ class CreateBatch(BaseModel):
 
 
 def _submit_jsonl(jobs: JobsClient, jsonl: str, window_s: int, metadata: dict[str, str]) -> pb.Batch:
-    return jobs.submit_jsonl(jsonl, completion_window_s=window_s, metadata=metadata)
+    """The batch as the jobs service created it. Its RESOURCE_EXHAUSTED here is a batch over its bounds (lines or
+    bytes; it limits no rate), which waiting does not cure: 413."""
+    try:
+        return jobs.submit_jsonl(jsonl, completion_window_s=window_s, metadata=metadata)
+    except ResourceExhausted as error:
+        raise ApiError(413, error.details, param="input_file_id", code="batch_too_large") from None
 
 
 def _list_page(jobs: JobsClient, after: str) -> pb.ListBatchesResponse:
@@ -69,6 +76,7 @@ def _list_page(jobs: JobsClient, after: str) -> pb.ListBatchesResponse:
 
 
 def owned_batch(jobs: JobsClient, tenant: str, batch_id: str) -> pb.Batch:
+    check_id(batch_id, "batch_id")
     try:
         batch = jobs.get(batch_id)
     except NotFound:

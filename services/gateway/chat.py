@@ -17,17 +17,19 @@ from model_worker.client import Delta, Final, ToolCall
 from model_worker.client.errors import WorkerError
 from services.gateway import errors
 from services.gateway.app import Gateway, GatewayDep, TenantDep
+from services.gateway.bounds import BoundedRoute
 from services.gateway.openai_types import ChatCompletionRequest
 from services.openai_shapes import chat_completion, tool_call_objects, usage_object
 
-router = APIRouter()
+router = APIRouter(route_class=BoundedRoute)
 
 
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, gw: GatewayDep, tenant: TenantDep):
     gw.check_model(body.model)
-    arguments = dict(messages=body.worker_messages(), tools=body.worker_tools(), mode=body.mode(),
-                     tool_choice=body.worker_tool_choice(), response_format=body.schema(),
+    body.check(gw.settings.input_limits())
+    arguments = dict(messages=body.worker_messages(gw.settings.max_json_depth), tools=body.worker_tools(),
+                     mode=body.mode(), tool_choice=body.worker_tool_choice(), response_format=body.schema(),
                      sampling=body.sampling(body.max_completion_tokens or body.max_tokens))
     if gw.rates is not None:
         gw.rates.admit(tenant, sum(len(m.content) for m in arguments["messages"]) // 4 + 1)

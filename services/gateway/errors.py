@@ -1,17 +1,22 @@
 """OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with the HTTP status OpenAI uses; worker
-and jobs errors keep their meaning (NOT_FOUND is 404, RESOURCE_EXHAUSTED 429 with Retry-After, UNAVAILABLE 503)."""
+and jobs errors keep their meaning (NOT_FOUND is 404, RESOURCE_EXHAUSTED 429 with Retry-After, UNAVAILABLE 503); a
+rate limit is 429 with Retry-After whether the gateway's own bucket or a worker's refused; a client's mistake is never
+500."""
 
 from __future__ import annotations
 
 import logging
+import math
 
 import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from model_worker.client.errors import WorkerError
-from model_worker.server.auth import Unauthenticated
+from model_worker.server.auth import Forbidden, Unauthenticated
+from model_worker.server.limits import RateLimited
 
 log = logging.getLogger(__name__)
 
@@ -21,13 +26,17 @@ _HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.OUT_OF_RANGE: 40
          grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNAVAILABLE: 503,
          grpc.StatusCode.DEADLINE_EXCEEDED: 504, grpc.StatusCode.UNIMPLEMENTED: 501}
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-          409: "conflict_error", 429: "rate_limit_error", 501: "not_implemented_error"}
+          405: "invalid_request_error", 409: "conflict_error", 413: "invalid_request_error",
+          422: "invalid_request_error", 429: "rate_limit_error", 501: "not_implemented_error"}
 
 
-class ApiError(Exception):
+class ApiError(HTTPException):
+    """An error answered in OpenAI's shape. An HTTPException, so that one raised while FastAPI reads a request's body
+    (past its size or depth bound) keeps its status rather than becoming FastAPI's generic 400."""
+
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
                  retry_after: float | None = None) -> None:
-        super().__init__(message)
+        super().__init__(status, message)
         self.status, self.message, self.param, self.code, self.retry_after = status, message, param, code, retry_after
 
 
@@ -36,15 +45,32 @@ def body(status: int, message: str, param: str | None = None, code: str | None =
 
 
 def response(error: ApiError) -> JSONResponse:
-    headers = {"Retry-After": f"{max(1, round(error.retry_after))}"} if error.retry_after is not None else None
+    # Whole seconds, rounded up: a client that waits as told is not refused again for being early.
+    headers = {"Retry-After": f"{max(1, math.ceil(error.retry_after))}"} if error.retry_after is not None else None
     return JSONResponse(body(error.status, error.message, error.param, error.code), error.status, headers=headers)
 
 
 def from_worker(error: WorkerError) -> ApiError:
+    """The worker's or the jobs service's status as the client's HTTP error. A status of the client's own request
+    keeps its details; a fault upstream (INTERNAL, UNKNOWN, DATA_LOSS...: a 502) is only named to the client, its
+    details (a stack's message, SQL) logged here, never passed on."""
     status = _HTTP.get(error.code, 502)
-    retry = error.metadata.get("retry-after")
-    return ApiError(status, error.details or error.code.name, code=error.code.name.lower(),
-                    retry_after=float(retry) if retry else (1.0 if status in (429, 503) else None))
+    retry = getattr(error, "retry_after", None)  # a ResourceExhausted's, from the worker's `retry-after` metadata
+    if retry is None and status in (429, 503):
+        retry = _seconds(error.metadata.get("retry-after")) or 1.0
+    code = error.code.name.lower()
+    if status == 502:
+        log.error("upstream %s: %s", error.code.name, error.details)
+        return ApiError(502, f"an upstream service failed ({error.code.name}); the gateway's log has the details",
+                        code=code)
+    return ApiError(status, error.details or error.code.name, code=code, retry_after=retry)
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        return float(value.decode() if isinstance(value, bytes) else value)
+    except (TypeError, ValueError):
+        return None
 
 
 def install(app: FastAPI) -> None:
@@ -60,11 +86,30 @@ def install(app: FastAPI) -> None:
     async def unauthenticated(_: Request, error: Unauthenticated) -> JSONResponse:
         return response(ApiError(401, str(error), code="invalid_api_key"))
 
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, error: Forbidden) -> JSONResponse:
+        return response(ApiError(403, str(error), code="permission_denied"))
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_: Request, error: RateLimited) -> JSONResponse:
+        return response(ApiError(429, str(error), code="rate_limit_exceeded", retry_after=error.retry_after))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        """Starlette's own (no such route, method not allowed, a form it cannot parse) in OpenAI's shape."""
+        reply = response(ApiError(error.status_code, str(error.detail)))
+        reply.headers.update(error.headers or {})
+        return reply
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, error: RequestValidationError) -> JSONResponse:
         first = error.errors()[0] if error.errors() else {}
+        if first.get("type") == "json_invalid":
+            reason = (first.get("ctx") or {}).get("error", "JSON decode error")
+            return response(ApiError(400, f"body: not JSON ({reason}) at byte {first['loc'][-1]}"))
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-        return response(ApiError(400, f"{where or 'body'}: {first.get('msg', 'invalid request')}", param=where))
+        message = first.get("msg", "invalid request").removeprefix("Value error, ")  # a validator's own ValueError
+        return response(ApiError(400, f"{where or 'body'}: {message}", param=where))
 
     @app.exception_handler(ValueError)
     async def bad_value(_: Request, error: ValueError) -> JSONResponse:

@@ -15,12 +15,15 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from sqlalchemy import and_, or_, select
 
+from model_worker.ids import check_id
 from services.gateway.app import Gateway, GatewayDep, TenantDep
+from services.gateway.bounds import BoundedRoute
 from services.gateway.errors import ApiError
 from services.gateway.store import StoredFile
 from services.sql import utcnow
+from services.storable import check_text
 
-router = APIRouter()
+router = APIRouter(route_class=BoundedRoute)
 
 BATCH, BATCH_OUTPUT = "batch", "batch_output"
 UPLOAD_PURPOSES = (BATCH,)
@@ -44,6 +47,7 @@ def disk_path(gw: Gateway, row: StoredFile) -> Path:
 
 def get_file(gw: Gateway, tenant: str, file_id: str, param: str | None = None) -> StoredFile:
     """The tenant's file; another tenant's is as absent as one that never existed."""
+    check_id(file_id, param or "file_id")
     with gw.db() as s:
         row = s.get(StoredFile, file_id)
     if row is None or row.tenant != tenant:
@@ -92,10 +96,11 @@ def upload_file(gw: GatewayDep, tenant: TenantDep, file: Annotated[UploadFile, F
     if purpose not in UPLOAD_PURPOSES:
         raise ApiError(400, f"purpose {purpose!r} is not supported here; supported: {', '.join(UPLOAD_PURPOSES)}",
                        param="purpose", code="invalid_value")
+    filename = check_text(file.filename or "upload.jsonl", "file's filename")  # a row's text, as a body's is checked
     with NewFile(gw, tenant, f"file-{uuid.uuid4().hex}", limit=gw.settings.max_file_bytes) as new:
         while chunk := file.file.read(_CHUNK):
             new.write(chunk)
-        row = new.keep(file.filename or "upload.jsonl", purpose)
+        row = new.keep(filename, purpose)
     with gw.db.begin() as s:
         s.add(row)
     return file_object(row)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from services.gateway.app import GatewayDep, TenantDep
+from services.gateway.bounds import BoundedRoute
 
-router = APIRouter()
+router = APIRouter(route_class=BoundedRoute)
 
 
 def model_object(name: str) -> dict:

@@ -1,20 +1,25 @@
 """OpenAI request bodies at the edge (pydantic), turned into the typed client's arguments. Fields OpenAI defines
 that the platform does not implement are refused by name rather than ignored; unknown fields are ignored as OpenAI's
-API ignores them."""
+API ignores them. Every malformed value is a ValueError (400) here, before anything reaches a worker; the bounds on
+counts, schema sizes and depth are the gateway's settings (`InputLimits`)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from model_worker.client import Message, Sampling, Tool
-from model_worker.client import convert as wconvert
+from model_worker.client import Message, Sampling, Tool, ToolCall
 from services.jobs.spec import MODES
+from services.openai_shapes import InputLimits, load_json, response_schema, tool_choice_name
 
 # reasoning_effort (chat) / reasoning.effort (responses) -> DeepSeek-V4's modes: the jobs service's table, so a
 # request means the same through a batch line and through the gateway.
 EFFORTS = {**{k: v for k, v in MODES.items() if "-" not in k}, "xhigh": "think-max"}
+TEXT_PARTS = ("text", "input_text", "output_text")
+FUNCTION_NAME = r"^[A-Za-z0-9_.-]+$"
 
 
 class Edge(BaseModel):
@@ -22,7 +27,7 @@ class Edge(BaseModel):
 
 
 class FunctionDef(Edge):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=64, pattern=FUNCTION_NAME)
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
 
@@ -30,6 +35,49 @@ class FunctionDef(Edge):
 class ToolDef(Edge):
     type: Literal["function"] = "function"
     function: FunctionDef
+
+
+class CalledFunction(Edge):
+    name: str = Field(min_length=1, max_length=64, pattern=FUNCTION_NAME)
+    arguments: str | dict[str, Any] = "{}"  # JSON text, as OpenAI sends it; an object as some frameworks hold it
+
+
+class CalledTool(Edge):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
+class ChatMessage(Edge):
+    """One chat message: text content only (a string, or text parts joined)."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str = ""
+    name: str = ""
+    tool_calls: list[CalledTool] = Field(default_factory=list)
+    tool_call_id: str = ""
+    reasoning_content: str = ""
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text(cls, content: Any) -> str:
+        return text_of(content)
+
+    @field_validator("name", "tool_call_id", "reasoning_content", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        return "" if value is None else value
+
+    @field_validator("tool_calls", mode="before")
+    @classmethod
+    def _null_is_none(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    def worker_message(self, index: int, max_depth: int) -> Message:
+        calls = [ToolCall(call.id, call.function.name,
+                          arguments_object(call.function.arguments, f"messages[{index}].tool_calls[{n}]", max_depth))
+                 for n, call in enumerate(self.tool_calls)]
+        return Message(self.role, self.content, self.reasoning_content, calls, self.tool_call_id, self.name)
 
 
 class GenerationFields(Edge):
@@ -53,16 +101,11 @@ class GenerationFields(Edge):
             return None
         return [Tool(t.function.name, t.function.description, t.function.parameters) for t in self.tools]
 
-    def worker_tool_choice(self) -> str | None:
-        choice = self.tool_choice
-        if choice is None or isinstance(choice, str):
-            if choice not in (None, "auto", "none", "required"):
-                raise ValueError("tool_choice: auto, none, required or {type: function, function: {name}}")
-            return choice
-        name = (choice.get("function") or {}).get("name") or choice.get("name")
-        if not name:
-            raise ValueError("tool_choice: a named choice needs function.name")
-        return name
+    def worker_tool_choice(self, tool_names: Iterable[str] | None = None) -> str | None:
+        """The tool_choice as the worker takes it; a named one must name one of `tool_names` (default: the
+        request's own tools)."""
+        names = [tool.name for tool in self.worker_tools() or ()] if tool_names is None else tool_names
+        return tool_choice_name(self.tool_choice, names)
 
     def sampling(self, max_tokens: int | None) -> Sampling:
         stops = [self.stop] if isinstance(self.stop, str) else self.stop
@@ -81,7 +124,7 @@ class StreamOptions(Edge):
 
 
 class ChatCompletionRequest(GenerationFields):
-    messages: list[dict[str, Any]] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, gt=0)
@@ -97,46 +140,54 @@ class ChatCompletionRequest(GenerationFields):
             raise ValueError("only n=1 is supported (one choice per request)")
         return n
 
+    def check(self, limits: InputLimits) -> None:
+        """The request within the gateway's bounds (ValueError otherwise)."""
+        limits.check(len(self.messages), [t.function.parameters for t in self.tools or ()], self.schema())
+
     def mode(self) -> str:
         return effort_mode(self.reasoning_effort)
 
-    def worker_messages(self) -> list[Message]:
-        return [wconvert.message_from_openai({**m, "content": text_of(m.get("content"))}) for m in self.messages]
+    def worker_messages(self, max_depth: int) -> list[Message]:
+        return [message.worker_message(i, max_depth) for i, message in enumerate(self.messages)]
 
     def schema(self) -> dict[str, Any] | None:
         return response_schema(self.response_format)
 
 
-def effort_mode(effort: str | None) -> str:
+def effort_mode(effort: Any) -> str:
     if effort is None:
         return "non-think"
-    if effort not in EFFORTS:
+    if not isinstance(effort, str) or effort not in EFFORTS:
         raise ValueError(f"reasoning effort: one of {', '.join(EFFORTS)}")
     return EFFORTS[effort]
 
 
-def text_of(content: Any) -> str:
+def text_of(content: Any, where: str = "content") -> str:
     """Message content as text: a string, or text parts joined (other part kinds are refused)."""
     if content is None or isinstance(content, str):
         return content or ""
+    if not isinstance(content, list):
+        raise ValueError(f"{where}: a string or a list of text parts")
     parts = []
-    for part in content:
-        if part.get("type") not in ("text", "input_text", "output_text"):
-            raise ValueError(f"content parts of type {part.get('type')!r} are not supported (text only)")
-        parts.append(part.get("text") or "")
+    for i, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in TEXT_PARTS:
+            shown = kind if isinstance(kind, str) else type(part).__name__
+            raise ValueError(f"{where}[{i}]: content parts of type {shown!r} are not supported (text only)")
+        text = part.get("text")
+        if not isinstance(text, str | None):
+            raise ValueError(f"{where}[{i}].text: a string")
+        parts.append(text or "")
     return "".join(parts)
 
 
-def response_schema(response_format: dict[str, Any] | None) -> dict[str, Any] | None:
-    """OpenAI's response_format (chat) or text.format (responses) as the JSON schema the worker enforces."""
-    if not response_format or response_format.get("type") == "text":
-        return None
-    kind = response_format.get("type")
-    if kind == "json_object":
-        return {"type": "object"}
-    if kind == "json_schema":
-        spec = response_format.get("json_schema", response_format)  # chat nests it; responses does not
-        if not isinstance(spec.get("schema"), dict):
-            raise ValueError("response_format.json_schema.schema: a JSON schema object")
-        return spec["schema"]
-    raise ValueError("response_format.type: text, json_object or json_schema")
+def arguments_object(arguments: str | dict[str, Any] | None, where: str, max_depth: int) -> dict[str, Any]:
+    """A tool call's arguments (JSON text or an object) as an object, nested at most `max_depth` deep."""
+    try:
+        value = load_json(arguments or "{}", f"{where}.arguments", max_depth) if isinstance(arguments, str | None) \
+            else arguments
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{where}.arguments: not JSON ({error.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}.arguments: a JSON object")
+    return value

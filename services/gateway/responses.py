@@ -2,7 +2,7 @@
 creates one (its instructions and tools fixed there); `previous_response_id` continues that session in place when
 the response is still its newest commit, and on a fork at the response's commit otherwise, so only the new input is
 prefilled. `background: true` runs the turn as an interactive (by default Think Max) job on a branch of the session;
-polling reads the job. The request and Response shapes are in responses_shapes.py."""
+polling reads the job. The request is in responses_request.py, the Response object in responses_shapes.py."""
 
 from __future__ import annotations
 
@@ -22,14 +22,17 @@ from starlette.concurrency import run_in_threadpool
 
 from model_worker.client import FailedPrecondition, Final, Message, NotFound, Tool, WorkerError
 from services.gateway import errors
+from services.gateway import responses_request as inputs
 from services.gateway import responses_rows as rows
 from services.gateway import responses_shapes as shapes
 from services.gateway.app import Gateway, GatewayDep, TenantDep, first_event
+from services.gateway.bounds import BoundedRoute
+from services.gateway.responses_request import ResponsesRequest
 from services.gateway.responses_rows import ENDED
-from services.gateway.responses_shapes import EventStream, ResponsesRequest
+from services.gateway.responses_shapes import EventStream
 from services.gateway.store import StoredResponse
 
-router = APIRouter()
+router = APIRouter(route_class=BoundedRoute)
 
 JOB_ENDED = ("completed", "failed", "expired", "cancelled")
 CANCEL_WAIT_S = 10.0  # a running job stops at its next lease renewal or decode chunk; cancel waits that long for it
@@ -58,6 +61,7 @@ class Turn:
     row: StoredResponse
     previous: StoredResponse | None
     messages: list[Message]
+    tool_choice: str | None  # as the worker takes it, checked against the conversation's tools
     response: dict[str, Any]  # the Response object as it starts
 
     @property
@@ -69,14 +73,16 @@ class Turn:
 async def create_response(body: ResponsesRequest, gw: GatewayDep, tenant: TenantDep):
     gw.check_model(body.model)
     body.refuse_unsupported()
+    body.check(gw.settings.input_limits())
     response_id = f"resp_{uuid.uuid4().hex}"
     previous = await _continuable(gw, tenant, body.previous_response_id) if body.previous_response_id else None
     conversation = _conversation(body, previous)
     request = {"body": body.model_dump(mode="json", exclude_none=True), "conversation": conversation}
     row = StoredResponse(id=response_id, tenant=tenant, model=gw.model_name, status="in_progress", store=body.store,
                          background=body.background, previous_response_id=body.previous_response_id, request=request)
-    known = shapes.known_items(previous.body) if previous else set()
-    turn = Turn(body, row, previous, shapes.input_messages(body.input, known),
+    known = inputs.known_items(previous.body) if previous else set()
+    turn = Turn(body, row, previous, inputs.input_messages(body.input, known, gw.settings.max_json_depth),
+                body.worker_tool_choice([tool["name"] for tool in conversation["tools"]]),
                 shapes.new_response(response_id, body, gw.model_name, conversation, int(time.time())))
     if body.background:
         return await _submit(gw, turn)
@@ -134,7 +140,7 @@ async def list_input_items(response_id: str, gw: GatewayDep, tenant: TenantDep,
                            order: Literal["asc", "desc"] = "desc"):
     """The response's own input items, on one page (one turn's input)."""
     row = await rows.load(gw, tenant, response_id)
-    items = shapes.input_item_objects(row.id, row.request["body"]["input"])
+    items = inputs.input_item_objects(row.id, row.request["body"]["input"])
     items = items[::-1] if order == "desc" else items
     return {"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
             "last_id": items[-1]["id"] if items else None, "has_more": False}
@@ -212,8 +218,8 @@ def _state_gone(previous: StoredResponse) -> errors.ApiError:
 
 def _generate(gw: Gateway, turn: Turn, target: Target) -> AsyncIterator:
     body = turn.body
-    common = dict(mode=body.mode(), sampling=body.sampling(body.max_output_tokens),
-                  tool_choice=body.worker_tool_choice(), response_format=body.schema())
+    common = dict(mode=body.mode(), sampling=body.sampling(body.max_output_tokens), tool_choice=turn.tool_choice,
+                  response_format=body.schema())
     client = gw.worker(target.address)
     if target.session_id is None:  # stateless: the instructions and tools go with the request
         instructions = turn.conversation["instructions"]
@@ -231,7 +237,7 @@ async def _finish(gw: Gateway, turn: Turn, target: Target, output: list[dict], f
     # the tokens the last reply still owed); cached: the history, less what this request prefilled to build it.
     response = shapes.ended(turn.response, output, final.finish_reason, shapes.response_usage(
         usage.reused_tokens + usage.prefilled_tokens, usage.reused_tokens - target.fresh_tokens,
-        usage.completion_tokens, usage.reasoning_tokens), int(time.time()))
+        usage.completion_tokens, usage.reasoning_tokens, stored=turn.body.store), int(time.time()))
     if turn.body.store:
         commit = (await gw.worker(target.address).get_session(target.session_id)).commit
         await rows.save(gw, turn.row, response, **target.columns(commit))
@@ -276,7 +282,7 @@ async def _submit(gw: Gateway, turn: Turn) -> dict[str, Any]:
                               param="store" if not body.store else "stream")
     # The job forks the session's newest commit when it runs: it gets a branch of its own at the right commit.
     target = await _fork(gw, turn.previous, turn.row.id) if turn.previous else await _new_session(gw, turn)
-    request = shapes.job_request(turn.row.id, target.session_id, body, turn.messages)
+    request = inputs.job_request(turn.row.id, target.session_id, body, turn.messages, turn.tool_choice)
     batch = await run_in_threadpool(functools.partial(jobs.submit, [request], interactive=True))
     turn.row.request = {**turn.row.request, "fresh_tokens": target.fresh_tokens}
     row = await rows.save(gw, turn.row, {**turn.response, "status": "queued"}, batch_id=batch.id, **target.columns())
@@ -301,14 +307,14 @@ async def _refresh(gw: Gateway, row: StoredResponse) -> StoredResponse:
         reason = line.error_message if line is not None else ""
         return await rows.save(gw, row, shapes.failed(row.body, reason or f"its job ended {batch.status}", now))
     completion = json.loads(line.response_json)
-    response = shapes.from_completion(row.body, completion, line.status == "cancelled",
-                                      row.request.get("fresh_tokens", 0), now)
     session, commit = completion.get("session_id"), None
     try:
         if session:
             commit = (await gw.worker(gw.place(session, row.worker_address)).get_session(session)).commit
     except NotFound:  # the jobs service ran it on a worker (or worker tenant) this gateway does not reach
         session = None  # its reply is shown, but not continued from
+    response = shapes.from_completion(row.body, completion, line.status == "cancelled",
+                                      row.request.get("fresh_tokens", 0), session is not None, now)
     return await rows.save(gw, row, response, worker_session_id=session, worker_commit=commit)
 
 

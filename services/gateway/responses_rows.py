@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from starlette.concurrency import run_in_threadpool
 
+from model_worker.ids import check_id
 from services.gateway import errors
 from services.gateway.app import Gateway
 from services.gateway.store import StoredResponse
@@ -16,6 +17,7 @@ ENDED = ("completed", "incomplete", "failed", "cancelled")
 
 
 async def load(gw: Gateway, tenant: str, response_id: str, param: str = "response_id") -> StoredResponse:
+    check_id(response_id, param)
     def read() -> StoredResponse | None:
         with gw.db() as s:
             return s.scalar(select(StoredResponse).where(StoredResponse.id == response_id,

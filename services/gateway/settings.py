@@ -6,6 +6,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.openai_shapes import InputLimits
+
 
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DSV4_GATEWAY_", env_file=None, extra="ignore")
@@ -25,10 +27,22 @@ class GatewaySettings(BaseSettings):
     api_keys_file: str | None = Field(None, description="JSON file {key: tenant}; without it every caller is the "
                                       "default tenant")
     model_name: str | None = Field(None, description="the model name clients use (default: the worker's)")
-    max_request_bytes: int = Field(32 << 20, gt=0, description="largest request body accepted")
-    max_file_bytes: int = Field(200 << 20, gt=0, description="largest uploaded file")
+    max_request_bytes: int = Field(32 << 20, gt=0, description="largest request body (default 32 MiB), counted as "
+                                   "it arrives, chunked or not; past it 413. It bounds the messages' bytes too")
+    max_file_bytes: int = Field(200 << 20, gt=0, description="largest uploaded file (default 200 MiB); its upload "
+                                "may be 1 MiB more (the form's other fields); past it 413")
+    max_json_depth: int = Field(InputLimits.max_json_depth, gt=1, description="how deep a request's JSON may nest "
+                                "(default 64), tool-call arguments given as JSON text included; past it 400")
+    max_messages: int = Field(InputLimits.max_messages, gt=0, description="messages (or input items) in one "
+                              "request (default 10,000); past it 400")
+    max_tools: int = Field(InputLimits.max_tools, gt=0, description="tools in one request (default 128); past it 400")
+    max_schema_bytes: int = Field(InputLimits.max_schema_bytes, gt=0, description="bytes of each JSON schema: a "
+                                  "tool's parameters, a response format's schema (default 64 KiB); past it 400")
     max_requests_per_tenant: int | None = Field(None, gt=0, description="generations a tenant may run at once")
     tokens_per_second_per_tenant: float | None = Field(None, gt=0, description="token bucket per tenant "
                                                        "(10 s of burst)")
     background_poll_seconds: float = Field(0.5, gt=0, description="how often a background response's job is "
                                            "checked while a caller polls it")
+
+    def input_limits(self) -> InputLimits:
+        return InputLimits(self.max_messages, self.max_tools, self.max_schema_bytes, self.max_json_depth)

@@ -15,22 +15,22 @@ from services.jobs.celery_app import publish
 from services.jobs.metrics import SubmitMetrics
 from services.jobs.models import Batch, Result
 from services.jobs.service import JobStore
-from services.jobs.spec import InvalidLine, JobRequest, parse_jsonl
+from services.jobs.spec import BatchLimits, InvalidLine, JobRequest, parse_jsonl
 from services.jobs.views import batch_view
 
 
 class Jobs:
     def __init__(self, store: JobStore, outputs: BlobStore | None = None, completion_window_s: int = 24 * 3600,
-                 metrics: SubmitMetrics | None = None) -> None:
-        self.store, self.outputs, self.completion_window_s = store, outputs, completion_window_s
+                 metrics: SubmitMetrics | None = None, limits: BatchLimits = BatchLimits()) -> None:
+        self.store, self.outputs, self.completion_window_s, self.limits = store, outputs, completion_window_s, limits
         self.metrics = metrics or SubmitMetrics()
 
     def submit_jsonl(self, tenant: str, text: str, *, completion_window_s: int | None = None,
                      metadata: dict[str, str] | None = None, webhook_url: str | None = None,
                      interactive: bool = False) -> dict[str, Any]:
         """Validate every line, store the valid requests and publish them; invalid lines are reported in the
-        batch's errors with their line numbers."""
-        valid, invalid = parse_jsonl(text)
+        batch's errors with their line numbers. A batch past its bounds is refused whole (BatchTooLarge)."""
+        valid, invalid = parse_jsonl(text, self.limits)
         return self.submit(tenant, valid, invalid, completion_window_s=completion_window_s, metadata=metadata,
                            webhook_url=webhook_url, interactive=interactive)
 

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from(JobsSettings, args)
     upgrade(settings.database_url)
     jobs = Jobs(JobStore(sessions(make_engine(settings.database_url))), open_blobs(settings.result_store),
-                settings.completion_window_seconds)
+                settings.completion_window_seconds, limits=settings.batch_limits())
     try:
         return run(jobs, args, settings)
     except (BatchNotFound, ValueError, OSError) as exc:

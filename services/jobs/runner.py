@@ -22,8 +22,9 @@ from model_worker.client import (
 )
 from model_worker.registry import WorkerPool
 from model_worker.sessions.blobs import BlobStore
+from model_worker.tenancy import acting_for, in_current_context
 from services.jobs.metrics import RunMetrics
-from services.jobs.models import CANCELLED, COMPLETED, FAILED
+from services.jobs.models import CANCELLED, COMPLETED, FAILED, BatchRequest
 from services.jobs.service import JobStore, Outcome
 from services.jobs.spec import JobRequest
 from services.openai_shapes import chat_completion
@@ -53,6 +54,10 @@ class Runner:
         if claimed is None:
             return "skipped"
         request, batch = claimed
+        with acting_for(batch.tenant):  # the batch's owner, not this service, is who the worker serves
+            return self._run_claimed(request_id, request)
+
+    def _run_claimed(self, request_id: int, request: BatchRequest) -> str:
         job = JobRequest.from_json(request.body)
         call_id = f"job-{request_id}-{request.attempts}"
         progress, started = Progress(), time.monotonic()
@@ -62,7 +67,8 @@ class Runner:
             self.store.release(request_id, self.owner)
             raise
         stop = threading.Event()
-        heartbeat = threading.Thread(target=self._heartbeat, args=(client, request_id, call_id, progress, stop),
+        heartbeat = threading.Thread(target=in_current_context(self._heartbeat),
+                                     args=(client, request_id, call_id, progress, stop),
                                      name=f"lease-{request_id}", daemon=True)
         heartbeat.start()
         error: WorkerError | None = None
@@ -131,7 +137,8 @@ class Runner:
         response = chat_completion(call_id, self.model, final, {
             "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
             "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"],
-            "prompt_tokens_details": {"cached_tokens": usage["reused_tokens"]},
+            "prompt_tokens_details": {"cached_tokens": usage["reused_tokens"],  # written: what the job's session keeps
+                                      "cache_write_tokens": usage["prefilled_tokens"] if session_id else 0},
             "completion_tokens_details": {"reasoning_tokens": usage["reasoning_tokens"]}})
         if session_id:
             response["session_id"] = session_id  # the job's own session: a caller may go on from its reply

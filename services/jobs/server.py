@@ -6,6 +6,7 @@ batch fields, result lines streamed as requests end; health and reflection as on
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterator
@@ -16,29 +17,33 @@ import grpc
 
 from model_worker.chat import ChatFormatError
 from model_worker.chat.messages import prepare_messages
+from model_worker.ids import check_id, check_optional_id
 from model_worker.server import convert
 from model_worker.server.auth import tenant_for
 from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection
-from model_worker.server.errors import error_codes
 from model_worker.server.tracing import grpc_server_interceptors
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.jobs.v1 import jobs_pb2_grpc
 from protos.dsv4.worker.v1 import worker_pb2
+from services.grpc_boundary import storing_rpc
 from services.jobs.api import Jobs
 from services.jobs.models import BATCH_DONE, Batch
 from services.jobs.service import BatchNotFound
-from services.jobs.spec import MAX_CUSTOM_ID, InvalidLine, JobRequest, collect
+from services.jobs.spec import MAX_CUSTOM_ID, BatchLimits, BatchTooLarge, InvalidLine, JobRequest, collect
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Jobs"].full_name
 _MODES = {worker_pb2.REASONING_MODE_UNSPECIFIED: "think-max", worker_pb2.NON_THINK: "non-think",
           worker_pb2.THINK_HIGH: "think-high", worker_pb2.THINK_MAX: "think-max"}
 _SCALARS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
             "seed", "max_tokens", "top_logprobs", "logprobs")
-rpc = error_codes([(BatchNotFound, grpc.StatusCode.NOT_FOUND)])
+# Every request is checked storable first (a NUL, a NaN: INVALID_ARGUMENT), since what it says is kept in SQL.
+rpc = storing_rpc([(BatchNotFound, grpc.StatusCode.NOT_FOUND), (BatchTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED)])
 
 
-def job_request(message: pb.JobRequest, line: int) -> JobRequest:
-    """A typed request as the JSONL path would store it; raises InvalidLine."""
+def job_request(message: pb.JobRequest, line: int, limits: BatchLimits = BatchLimits()) -> JobRequest:
+    """A typed request as the JSONL path would store it; raises InvalidLine. Its messages, tools and schema are
+    held to the model worker's own bounds (model_worker/server/convert.py), its size to the batch's."""
+    limits.check_request(message.ByteSize(), line)
     if not message.custom_id or len(message.custom_id) > MAX_CUSTOM_ID:
         raise InvalidLine(line, f"custom_id: 1 to {MAX_CUSTOM_ID} characters")
     if message.mode not in _MODES:
@@ -48,6 +53,7 @@ def job_request(message: pb.JobRequest, line: int) -> JobRequest:
         prepare_messages(messages)
         tools = convert.tools(message.tools)
         response_format = convert.json_schema(message.response_format.json_schema, "response_format.json_schema")
+        check_optional_id(message.session_id, "session_id")
     except (ValueError, ChatFormatError) as exc:
         raise InvalidLine(line, str(exc)) from None
     if not messages:
@@ -84,19 +90,27 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         return tenant_for(dict(context.invocation_metadata()), self.api_keys)
 
     def _batch(self, tenant: str, batch_id: str) -> pb.Batch:
-        return batch_message(self.jobs.store.get(tenant, batch_id), self.jobs.store.counts(batch_id))
+        return batch_message(self._owned(tenant, batch_id), self.jobs.store.counts(batch_id))
+
+    def _owned(self, tenant: str, batch_id: str) -> Batch:
+        """The tenant's batch (BatchNotFound for another's); a malformed ID is INVALID_ARGUMENT."""
+        return self.jobs.store.get(tenant, check_id(batch_id, "batch_id"))
 
     @rpc
     def CreateBatch(self, request, context) -> pb.Batch:
-        tenant = self._tenant(context)
+        tenant, limits = self._tenant(context), self.jobs.limits
+        jsonl = request.WhichOneof("input") == "jsonl"
+        # The whole request counts, its metadata and webhook URL too; a JSONL batch's lines are counted as it is read.
+        limits.check_batch(0 if jsonl else len(request.requests.requests), request.ByteSize())
         options = dict(completion_window_s=request.completion_window_seconds or None,
                        metadata=dict(request.metadata), webhook_url=request.webhook_url or None,
                        interactive=request.interactive)
-        if request.WhichOneof("input") == "jsonl":
+        if jsonl:
             view = self.jobs.submit_jsonl(tenant, request.jsonl, **options)
         else:
-            valid, invalid = collect((line, job_request, message)
-                                     for line, message in enumerate(request.requests.requests, start=1))
+            typed = request.requests.requests
+            parse = functools.partial(job_request, limits=limits)
+            valid, invalid = collect((line, parse, message) for line, message in enumerate(typed, start=1))
             view = self.jobs.submit(tenant, valid, invalid, **options)
         return self._batch(tenant, view["id"])
 
@@ -109,19 +123,19 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
         tenant, limit = self._tenant(context), request.limit or 20
         if not 0 < limit <= 100:
             raise ValueError("limit: between 1 and 100")
-        batches = self.jobs.store.list(tenant, limit + 1, request.after or None)
+        batches = self.jobs.store.list(tenant, limit + 1, check_optional_id(request.after, "after") or None)
         return pb.ListBatchesResponse(batches=[batch_message(b, self.jobs.store.counts(b.id)) for b in batches[:limit]],
                                       has_more=len(batches) > limit)
 
     @rpc
     def CancelBatch(self, request, context) -> pb.Batch:
         tenant = self._tenant(context)
-        self.jobs.store.cancel(tenant, request.batch_id)
+        self.jobs.store.cancel(tenant, check_id(request.batch_id, "batch_id"))
         return self._batch(tenant, request.batch_id)
 
     @rpc
     def GetProgress(self, request, context) -> pb.Progress:
-        self.jobs.store.get(self._tenant(context), request.batch_id)
+        self._owned(self._tenant(context), request.batch_id)
         return pb.Progress(requests=[pb.RequestProgress(custom_id=p["custom_id"], status=p["status"], phase=p["phase"],
                                                         tokens=p["tokens"], attempts=p["attempts"])
                                      for p in self.jobs.store.progress(request.batch_id)])
@@ -129,7 +143,7 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
     @rpc
     def StreamResults(self, request, context) -> Iterator[pb.ResultLine]:
         store, tenant = self.jobs.store, self._tenant(context)
-        store.get(tenant, request.batch_id)
+        self._owned(tenant, request.batch_id)
         cursor = None
         while context.is_active():
             ended = store.get(tenant, request.batch_id).status in BATCH_DONE  # read before the results it covers

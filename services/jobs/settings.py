@@ -6,6 +6,11 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.jobs.spec import BatchLimits
+from services.openai_shapes import InputLimits
+
+_BATCH, _INPUT = BatchLimits(), InputLimits()
+
 
 class JobsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DSV4_JOBS_", env_file=None, extra="ignore")
@@ -37,6 +42,24 @@ class JobsSettings(BaseSettings):
     metrics_port: int | None = Field(None, ge=0, description="serve Prometheus metrics over HTTP on this port at "
                                      "`host`: the gRPC service's (batches submitted) or a Celery worker's (requests "
                                      "run; a prefork pool needs PROMETHEUS_MULTIPROC_DIR); 0: any free port")
+
+    max_batch_requests: int = Field(_BATCH.max_requests, gt=0, description="requests in one batch (default 50,000); "
+                                    "past it the batch is refused whole, RESOURCE_EXHAUSTED")
+    max_batch_bytes: int = Field(_BATCH.max_bytes, gt=0, description="bytes of one batch, JSONL or typed (default "
+                                 "200 MiB, under the gRPC message limit); past it the batch is refused whole, "
+                                 "RESOURCE_EXHAUSTED")
+    max_request_bytes: int = Field(_BATCH.max_request_bytes, gt=0, description="bytes of one request: a JSONL line, "
+                                   "or a typed request serialized (default 8 MiB); past it that line is invalid")
+    max_json_depth: int = Field(_INPUT.max_json_depth, gt=1, description="how deep a line's JSON may nest "
+                                "(default 64); deeper lines are invalid")
+    max_messages: int = Field(_INPUT.max_messages, gt=0, description="messages in one request (default 10,000)")
+    max_tools: int = Field(_INPUT.max_tools, gt=0, description="tools in one request (default 128)")
+    max_schema_bytes: int = Field(_INPUT.max_schema_bytes, gt=0, description="bytes of each JSON schema in a "
+                                  "request: a tool's parameters, its response format's (default 64 KiB)")
+
+    def batch_limits(self) -> BatchLimits:
+        return BatchLimits(self.max_batch_requests, self.max_batch_bytes, self.max_request_bytes, InputLimits(
+            self.max_messages, self.max_tools, self.max_schema_bytes, self.max_json_depth))
 
     @model_validator(mode="after")
     def _visibility_outlasts_jobs(self) -> JobsSettings:

@@ -6,6 +6,11 @@
 
 `reasoning_effort` (or `mode`) picks the reasoning mode; Think Max is the default. A valid line becomes a `JobRequest`
 (the form stored with the request); an invalid one is reported with its line number and the rest still run.
+
+A batch is bounded (`BatchLimits`, the service's settings): past its count of requests or its bytes it is refused
+whole (BatchTooLarge, RESOURCE_EXHAUSTED) before any line is parsed; a line past its own bytes is reported invalid
+unread, and each line's JSON, messages, tools and schemas are held to the bounds the gateway applies (`InputLimits`),
+its text and numbers to what the store keeps (services/storable.py: no NUL, no NaN).
 """
 
 from __future__ import annotations
@@ -18,7 +23,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from model_worker.chat import ChatFormatError
-from model_worker.chat.messages import prepare_messages
+from model_worker.chat.messages import prepare_messages, tool_schema
+from model_worker.ids import check_id
+from services.openai_shapes import (
+    InputLimits,
+    TooDeep,
+    check_depth,
+    load_json,
+    response_schema,
+    tool_choice_name,
+)
+from services.storable import Unstorable, check_json
 
 MAX_CUSTOM_ID = 512
 # OpenAI's reasoning_effort values, and this platform's mode names, to the worker's modes.
@@ -33,6 +48,30 @@ class InvalidLine(ValueError):
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
         self.line, self.message = line, message
+
+
+class BatchTooLarge(Exception):
+    """A batch past its count of requests or its bytes (RESOURCE_EXHAUSTED; HTTP 413 through the gateway)."""
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """What one batch may hold; `JobsSettings` has them as settings, defaults as here."""
+
+    max_requests: int = 50_000
+    max_bytes: int = 200 << 20
+    max_request_bytes: int = 8 << 20  # one JSONL line, or one typed request as serialized
+    input: InputLimits = InputLimits()
+
+    def check_batch(self, requests: int, size: int) -> None:
+        if requests > self.max_requests:
+            raise BatchTooLarge(f"the batch has {requests} requests, more than the {self.max_requests} one may have")
+        if size > self.max_bytes:
+            raise BatchTooLarge(f"the batch is {size} bytes, over the {self.max_bytes} one may have")
+
+    def check_request(self, size: int, line: int) -> None:
+        if size > self.max_request_bytes:
+            raise InvalidLine(line, f"{size} bytes, over the {self.max_request_bytes} a request may have")
 
 
 class _Body(BaseModel):
@@ -100,13 +139,19 @@ class JobRequest:
         return cls(**data)
 
 
-def parse_line(raw: str | dict[str, Any], line: int) -> JobRequest:
+def parse_line(raw: str | dict[str, Any], line: int, limits: BatchLimits = BatchLimits()) -> JobRequest:
     """One input line (JSON text or an already parsed object) as a JobRequest; raises InvalidLine."""
     try:
-        data = json.loads(raw) if isinstance(raw, str) else raw
+        if isinstance(raw, str):
+            limits.check_request(len(raw.encode()), line)
+        depth = limits.input.max_json_depth
+        data = load_json(raw, "the line", depth) if isinstance(raw, str) else \
+            check_json(check_depth(raw, depth, "the line"), "the line")
         parsed = _Line.model_validate(data)
     except json.JSONDecodeError as exc:
         raise InvalidLine(line, f"not JSON ({exc.msg})") from None
+    except (TooDeep, Unstorable) as exc:
+        raise InvalidLine(line, str(exc)) from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -119,24 +164,36 @@ def parse_line(raw: str | dict[str, Any], line: int) -> JobRequest:
         prepare_messages(body.messages)
     except ChatFormatError as exc:
         raise InvalidLine(line, f"body.messages: {exc}") from None
+    try:
+        tools = [tool_schema(tool, f"body.tools[{i}]") for i, tool in enumerate(body.tools)]
+        parameters = [tool.get("parameters") for tool in tools]
+        if not all(isinstance(p, dict | None) for p in parameters):
+            raise ValueError("body.tools: each tool's parameters is a JSON schema object")
+        schema = response_schema(body.response_format)
+        limits.input.check(len(body.messages), parameters, schema)
+        # With a session and no tools of its own the request uses the session's, which the worker checks.
+        choice = tool_choice_name(body.tool_choice, [t["name"] for t in tools] if tools or not body.session_id
+                                  else None)
+        session_id = check_id(body.session_id, "body.session_id") if body.session_id is not None else None
+    except (ChatFormatError, ValueError) as exc:  # InvalidId among them
+        raise InvalidLine(line, str(exc)) from None
     sampling = {name: getattr(body, name) for name in SAMPLING_FIELDS if getattr(body, name) is not None}
     if body.max_completion_tokens is not None:
         sampling["max_tokens"] = body.max_completion_tokens
     if isinstance(sampling.get("stop"), str):
         sampling["stop"] = [sampling["stop"]]
-    choice = body.tool_choice
-    if isinstance(choice, dict):  # {"type": "function", "function": {"name": ...}}
-        choice = (choice.get("function") or {}).get("name")
-        if not choice:
-            raise InvalidLine(line, "body.tool_choice: name the function")
-    return JobRequest(parsed.custom_id, body.messages, MODES[mode_name], body.tools, choice, body.response_format,
-                      sampling, body.session_id)
+    return JobRequest(parsed.custom_id, body.messages, MODES[mode_name], body.tools, choice, schema, sampling,
+                      session_id)
 
 
-def parse_jsonl(text: str) -> tuple[list[tuple[int, JobRequest]], list[InvalidLine]]:
-    """(valid requests with their line numbers, invalid lines) of a JSONL file; blank lines are skipped."""
-    return collect((number, parse_line, raw) for number, raw in enumerate(text.splitlines(), start=1)
-                   if raw.strip())
+def parse_jsonl(text: str, limits: BatchLimits = BatchLimits()) -> tuple[list[tuple[int, JobRequest]],
+                                                                         list[InvalidLine]]:
+    """(valid requests with their line numbers, invalid lines) of a JSONL file; blank lines are skipped. A batch
+    past its bounds raises BatchTooLarge before any line is parsed."""
+    lines = [(number, raw) for number, raw in enumerate(text.splitlines(), start=1) if raw.strip()]
+    # Characters never outnumber UTF-8 bytes: text with more characters than the bound is over it unencoded.
+    limits.check_batch(len(lines), len(text) if len(text) > limits.max_bytes else len(text.encode()))
+    return collect((number, lambda raw, n: parse_line(raw, n, limits), raw) for number, raw in lines)
 
 
 def collect(items: Iterable[tuple[int, Callable[[Any, int], JobRequest], Any]]

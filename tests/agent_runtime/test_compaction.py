@@ -99,7 +99,7 @@ def a_session(store: TranscriptStore, worker: FakeWorker, steps: int, answer: bo
 
 
 def rows(store: TranscriptStore) -> list[tuple]:
-    return [(r.seq, r.kind, r.content) for r in store.page("s1", None, 10_000)]
+    return [(r.seq, r.kind, r.content) for r in store.page("acme", "s1", None, 10_000)]
 
 
 def test_below_the_trigger_nothing_happens_and_the_default_trigger_is_a_share_of_the_context(store, worker):
@@ -140,7 +140,7 @@ def test_clearing_keeps_the_last_results_and_every_transcript_row(store, worker)
     # Every row is still there, and a note says what happened.
     after = rows(store)
     assert after[:-1] == before and after[-1][1] == SYSTEM_NOTE
-    note = store.page("s1", None, 1)[0].arguments
+    note = store.page("acme", "s1", None, 1)[0].arguments
     assert note == {"compaction": 1, "id_base": "agent-s1", "policy": "clear_tool_results", "tokens_before": 5000,
                     "tokens_after": event.tokens_after, "worker_session_id": "agent-s1-c1",
                     "previous_worker_session_id": "agent-s1"}
@@ -177,8 +177,8 @@ def test_summarize_keeps_the_last_steps_and_the_next_summary_starts_from_it(stor
     # Step 4 (its input, its call and result) and the answer, verbatim.
     assert [m["role"] for m in messages[1:]] == ["user", "assistant", "tool", "user", "assistant", "developer"]
     assert messages[1]["content"] == "question 4" and messages[-2]["content"] == "all found"
-    step4 = store.step_entries("s1", 4)
-    assert store.page("s1", None, 1)[0].arguments["summary_before_seq"] == step4[0].seq
+    step4 = store.step_entries("acme", "s1", 4)
+    assert store.page("acme", "s1", None, 1)[0].arguments["summary_before_seq"] == step4[0].seq
 
     # Two more steps, and a second compaction summarizes from the first summary on, not from the start.
     for n in (5, 6):

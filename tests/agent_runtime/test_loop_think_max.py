@@ -26,7 +26,7 @@ def think_max_turns(database_url: str, target: str, jobs_target: str) -> None:
     engine = make_engine(database_url)
     upgrade_agent(database_url)  # the agent runtime's tables beside the jobs service's
     tools = ToolRegistry()
-    tools.tool()(lambda: "ok")
+    tools.tool("noop")(lambda: "ok")  # a tool name the worker takes (a lambda's is "<lambda>")
     worker, jobs = WorkerClient(target, timeout=120), JobsClient(jobs_target)
     loop = AgentLoop(TranscriptStore(sessions(engine)), worker, tools, jobs=jobs)
     try:

@@ -57,7 +57,7 @@ def test_a_turn_calls_a_tool_and_records_every_step(loop):
     done = events[-1]
     assert isinstance(done, TurnDone) and done.reason in ("answer", "step_limit")
     session = loop.store.get("acme", "a1")
-    first = loop.store.step_entries("a1", 1)
+    first = loop.store.step_entries("acme", "a1", 1)
     assert [e.kind for e in first][:3] == ["user", "assistant", "tool_call"] and first[-1].kind == "tool_result"
     assert session.worker_commit == loop.client.get_session(session.worker_session_id).commit
 
@@ -80,7 +80,7 @@ def test_recovery_rewinds_the_worker_and_closes_open_calls(loop):
                                 limits=Limits(max_steps=1)))
     interrupted = [e for e in events if isinstance(e, ToolFinished) and e.status == INTERRUPTED]
     assert [e.call_id for e in interrupted] == ["c-open"] and loop.ran == []  # not re-run
-    assert loop.store.open_calls("a2") == []
+    assert loop.store.open_calls("acme", "a2") == []
     # The worker session went back to the recorded commit before the new step (no "lost" turn in it).
     worker = loop.client.get_session(session.worker_session_id)
     assert worker.commit == loop.store.get("acme", "a2").worker_commit

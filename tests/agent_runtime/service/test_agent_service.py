@@ -24,6 +24,7 @@ from model_worker.client.errors import (
     NotFound,
     Unauthenticated,
 )
+from model_worker.tenancy import acting_for
 
 SAMPLING = Sampling(temperature=0.0, max_tokens=48)
 
@@ -149,7 +150,8 @@ def test_fork_at_a_committed_step(agent):
     assert (fork.steps, fork.parent_session_id) == (1, "s-base")
     assert [e.content for e in client.transcript("s-fork").entries if e.kind == "user"] == ["first"]
     worker = WorkerClient(agent.worker)
-    base_step_1 = worker.get_session(fork.worker_session_id)
+    with acting_for("acme"):  # the agent keeps the session's worker state in its tenant
+        base_step_1 = worker.get_session(fork.worker_session_id)
     events = list(client.run_turn("s-fork", "third", mode="non-think", max_steps=1, sampling=SAMPLING))
     usage = events[-1].turn_done.usage
     assert usage.reused_tokens == base_step_1.tokens  # the fork resumes the KV of step 1: no re-prefill
@@ -182,7 +184,8 @@ def test_a_runtime_killed_mid_turn_is_continued_by_another_and_nothing_is_prefil
         "charged ")
     assert kinds(rest)[-1] == "turn_done" and client.get_turn(turn.turn_id).status == "done"
     worker = WorkerClient(agent.worker)
-    before = worker.get_session(client.get_session("s-crash").worker_session_id).tokens
+    with acting_for("acme"):
+        before = worker.get_session(client.get_session("s-crash").worker_session_id).tokens
     events = list(client.run_turn("s-crash", "what did you charge?", mode="non-think", max_steps=1,
                                   sampling=SAMPLING))
     usage = events[-1].turn_done.usage
@@ -233,7 +236,7 @@ def test_a_restarted_model_worker_resumes_the_agent_session_from_the_store(agent
         client = runtime.client
         client.create_session("s-worker", tools=["pick"])
         list(client.run_turn("s-worker", "hello", mode="non-think", max_steps=1, sampling=SAMPLING))
-        with WorkerClient(f"127.0.0.1:{port}") as direct:
+        with WorkerClient(f"127.0.0.1:{port}") as direct, acting_for("acme"):
             before = direct.get_session(client.get_session("s-worker").worker_session_id).tokens
         worker.kill()
         worker = Process(args, child_env(), tmp_path / "worker-2.log")

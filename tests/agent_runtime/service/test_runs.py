@@ -109,7 +109,7 @@ def test_an_orphaned_turn_is_adopted_and_its_input_not_sent_twice_once_recorded(
     assert (turn.status, turn.owner) == ("done", adopter.owner)
     assert adopter.loop.calls == [[{"role": "user", "content": "hi"}]]  # no step of it was recorded: sent again
     release.set()
-    assert not dead.turns.finish(turn_id, dead.owner, "done")  # the dead owner can no longer end it
+    assert not dead.turns.finish("acme", turn_id, dead.owner, "done")  # the dead owner can no longer end it
 
 
 def test_a_failing_turn_reports_its_status_code_and_the_tenant_limit(db):

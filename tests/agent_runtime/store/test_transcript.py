@@ -5,17 +5,15 @@ history as at none."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import pytest
 import sqlalchemy
+from realparts import fresh_postgres
 
 from agent_runtime.store.models import ASSISTANT, INTERRUPTED, TOOL_CALL, USER, TranscriptEntry, Turn
 from agent_runtime.store.transcript import AgentSessionNotFound, Entry, NotDecidable, TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnActive, TurnNotFound, TurnStore
 from services.sql import make_engine, sessions, utcnow
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -25,20 +23,11 @@ def store(request, tmp_path):
         upgrade(url)
         yield TranscriptStore(sessions(make_engine(url)))
         return
-    admin = sqlalchemy.create_engine(f"{PG}/test", isolation_level="AUTOCOMMIT")
-    try:
-        admin.connect().close()
-    except Exception:  # noqa: BLE001
-        pytest.skip("no PostgreSQL at 127.0.0.1:5432")
-    name = f"agent_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE DATABASE {name}")
-    upgrade(f"{PG}/{name}")
-    engine = make_engine(f"{PG}/{name}")
-    yield TranscriptStore(sessions(engine))
-    engine.dispose()
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"DROP DATABASE {name} WITH (FORCE)")
+    with fresh_postgres("agent") as url:
+        upgrade(url)
+        engine = make_engine(url)
+        yield TranscriptStore(sessions(engine))
+        engine.dispose()
 
 
 def append(store: TranscriptStore, session: str, entries: list[Entry], tenant: str = "acme") -> list[int]:
@@ -58,13 +47,13 @@ def test_steps_calls_and_pages(store):
     seqs = append(store, "s1", [Entry(USER, "and?"), Entry(TOOL_CALL, tool_call_id="c2", tool_name="lookup",
                                                          arguments={})])
     assert seqs == [4, 5]
-    assert [e.tool_call_id for e in store.open_calls("s1")] == ["c2"]  # started, not finished: a crash here
+    assert [e.tool_call_id for e in store.open_calls("acme", "s1")] == ["c2"]  # started, not finished: a crash here
     store.finish_call("acme", "s1", "c2", Entry("tool_result", content="interrupted", is_error=True),
                       status=INTERRUPTED)
-    assert store.open_calls("s1") == []
-    tail = store.page("s1", limit=3)
+    assert store.open_calls("acme", "s1") == []
+    tail = store.page("acme", "s1", limit=3)
     assert [(e.seq, e.kind) for e in tail] == [(4, "user"), (5, "tool_call"), (6, "tool_result")]
-    assert [e.seq for e in store.page("s1", before=tail[0].seq, limit=10)] == [0, 1, 2, 3]
+    assert [e.seq for e in store.page("acme", "s1", before=tail[0].seq, limit=10)] == [0, 1, 2, 3]
     assert store.get("acme", "s1").steps == 2
     with pytest.raises(AgentSessionNotFound):
         store.get("other", "s1")
@@ -78,18 +67,18 @@ def test_a_fork_shares_its_parents_rows_below_the_fork_step(store):
         a_step(store, "p", n)
     fork = store.fork("acme", "p", 2, "f", worker_session_id="w-f", worker_commit=7)
     assert (fork.steps, fork.next_seq, fork.parent_id, fork.fork_seq) == (2, 8, "p", 4)
-    assert [e.content for e in store.step_entries("f", 2)] == ["question 2", "let me look", "", "answer 2"]
-    assert [e.content for e in store.step_entries("f", 1)][0] == "question 1"  # from the parent
+    assert [e.content for e in store.step_entries("acme", "f", 2)] == ["question 2", "let me look", "", "answer 2"]
+    assert [e.content for e in store.step_entries("acme", "f", 1)][0] == "question 1"  # from the parent
     a_step(store, "f", 9)
-    assert [e.content for e in store.page("f", limit=100)] == [
+    assert [e.content for e in store.page("acme", "f", limit=100)] == [
         "question 1", "let me look", "", "answer 1", "question 2", "let me look", "", "answer 2",
         "question 9", "let me look", "", "answer 9"]
-    assert [e.seq for e in store.page("f", before=9, limit=3)] == [6, 7, 8]
+    assert [e.seq for e in store.page("acme", "f", before=9, limit=3)] == [6, 7, 8]
     record = store.step_record("acme", "f", 2)
     assert (record.worker_session_id, record.worker_commit) == ("w-f", 7)
     assert store.step_record("acme", "f", 1).worker_session_id == "w-p"
     grandchild = store.fork("acme", "f", 1, "g", worker_session_id="w-g", worker_commit=1)
-    assert [e.content for e in store.page("g")] == ["question 1", "let me look", "", "answer 1"]
+    assert [e.content for e in store.page("acme", "g")] == ["question 1", "let me look", "", "answer 1"]
     assert grandchild.fork_seq == 0
     with pytest.raises(ValueError):
         store.fork("acme", "p", 4, "x", worker_session_id="w", worker_commit=0)
@@ -97,7 +86,7 @@ def test_a_fork_shares_its_parents_rows_below_the_fork_step(store):
     store.delete("acme", "p")
     with pytest.raises(AgentSessionNotFound):
         store.get("acme", "p")
-    assert store.step_entries("f", 1)[0].content == "question 1"
+    assert store.step_entries("acme", "f", 1)[0].content == "question 1"
     assert [s.id for s in store.list("acme", 10)] == ["f", "g"]
     store.delete("acme", "g")
     store.delete("acme", "f")  # the last reader: the parent's rows go too
@@ -109,9 +98,9 @@ def test_a_call_that_needs_approval_waits_for_a_decision(store):
     store.create("acme", "s")
     append(store, "s", [Entry(ASSISTANT, "deleting"), Entry(TOOL_CALL, tool_call_id="c1", tool_name="rm",
                                                             arguments={}, awaits_approval=True)])
-    assert [(c.tool_call_id, c.call_status) for c in store.open_calls("s")] == [("c1", "awaiting")]
+    assert [(c.tool_call_id, c.call_status) for c in store.open_calls("acme", "s")] == [("c1", "awaiting")]
     store.decide("acme", "s", "c1", approve=False)
-    assert store.open_calls("s")[0].call_status == "rejected"
+    assert store.open_calls("acme", "s")[0].call_status == "rejected"
     with pytest.raises(NotDecidable):
         store.decide("acme", "s", "c1", approve=True)  # decided already
     with pytest.raises(AgentSessionNotFound):
@@ -125,13 +114,13 @@ def test_turns_one_at_a_time_with_heartbeats_cancels_and_events(store):
     assert turn.status == "running"
     with pytest.raises(TurnActive):
         turns.start("acme", "s", "t2", owner="runtime-b", request={})
-    turns.choose_mode("t1", "think-high", "declared normal", False)
-    turns.add_events("t1", [(0, "mode_chosen", {"mode": "think-high"}), (2, "step_started", {"step": 1})])
+    turns.choose_mode("acme", "t1", "think-high", "declared normal", False)
+    turns.add_events("acme", "t1", [(0, "mode_chosen", {"mode": "think-high"}), (2, "step_started", {"step": 1})])
     assert [e.seq for e in turns.events("acme", "t1", after=0)] == [2]
-    assert not turns.heartbeat("t1", "runtime-a", status="awaiting_approval")
-    assert turns.cancel("acme", "t1").cancel_requested and turns.heartbeat("t1", "runtime-a")
-    assert not turns.finish("t1", "runtime-b", "done")  # not its owner
-    assert turns.finish("t1", "runtime-a", "cancelled", stop_reason="cancelled", usage={"completion_tokens": 3})
+    assert not turns.heartbeat("acme", "t1", "runtime-a", status="awaiting_approval")
+    assert turns.cancel("acme", "t1").cancel_requested and turns.heartbeat("acme", "t1", "runtime-a")
+    assert not turns.finish("acme", "t1", "runtime-b", "done")  # not its owner
+    assert turns.finish("acme", "t1", "runtime-a", "cancelled", stop_reason="cancelled", usage={"completion_tokens": 3})
     assert turns.get("acme", "t1").status == "cancelled"
     with pytest.raises(TurnNotFound):
         turns.get("other", "t1")
@@ -157,8 +146,8 @@ def test_a_steps_database_work_does_not_grow_with_the_history(store):
     history = 20_000
     with store.sessions.begin() as s:  # synthetic history (labelled): rows as a long agent run leaves them
         s.execute(sqlalchemy.insert(TranscriptEntry), [
-            {"session_id": "long", "seq": i, "kind": "user" if i % 2 else "tool_result", "step": i // 4,
-             "content": f"row {i}", "created_at": utcnow()} for i in range(history)])
+            {"tenant": "acme", "session_id": "long", "seq": i, "kind": "user" if i % 2 else "tool_result",
+             "step": i // 4, "content": f"row {i}", "created_at": utcnow()} for i in range(history)])
         s.execute(sqlalchemy.update(sqlalchemy.table("agent_sessions", sqlalchemy.column("id"),
                                                      sqlalchemy.column("next_seq"), sqlalchemy.column("steps")))
                   .where(sqlalchemy.column("id") == "long").values(next_seq=history, steps=history // 4))
@@ -171,7 +160,7 @@ def test_a_steps_database_work_does_not_grow_with_the_history(store):
         executed.clear()
         before = (store.stats.rows_read, store.stats.rows_written)
         a_step(store, session, 1)
-        calls = store.open_calls(session)
+        calls = store.open_calls("acme", session)
         return len(executed), store.stats.rows_read - before[0], store.stats.rows_written - before[1], len(calls)
 
     # The same statements, rows returned and rows written, whatever the history.
@@ -180,7 +169,8 @@ def test_a_steps_database_work_does_not_grow_with_the_history(store):
         with engine.connect() as connection:
             connection.exec_driver_sql("ANALYZE transcript")
             plan = "\n".join(row[0] for row in connection.exec_driver_sql(
-                "EXPLAIN SELECT * FROM transcript WHERE session_id = 'long' AND call_status = 'started'"))
+                "EXPLAIN SELECT * FROM transcript WHERE tenant = 'acme' AND session_id = 'long' "
+                "AND call_status = 'started'"))
         assert "ix_transcript_open_calls" in plan, plan
 
 

@@ -47,7 +47,7 @@ def test_eos_stops_and_its_text_is_dropped() -> None:
 def test_eos_text_kept_with_include_stop_str_and_ignored_with_ignore_eos() -> None:
     result = _checker(include_stop_str_in_output=True).update([EOS], ["</s>"])
     assert result.finished and result.text == "</s>" and result.num_chars_to_truncate == 0
-    assert not _checker(ignore_eos=True).update([EOS], ["</s>"]).finished
+    assert not _checker(ignore_eos=True, max_tokens=4).update([EOS], ["</s>"]).finished
 
 
 def test_stop_token_id_reports_itself() -> None:

@@ -21,5 +21,5 @@ def test_status_codes(code, status):
 def test_rate_limits_carry_retry_after_and_an_openai_body():
     failure = errors.from_worker(ResourceExhausted("over the tenant's rate", metadata={"retry-after": "2.4"}))
     reply = errors.response(failure)
-    assert reply.status_code == 429 and reply.headers["retry-after"] == "2"
+    assert reply.status_code == 429 and reply.headers["retry-after"] == "3"  # rounded up: not refused again
     assert reply.body.startswith(b'{"error":{"message":"over the tenant\'s rate","type":"rate_limit_error"')

@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from model_worker.client import NotFound, WorkerClient
+from model_worker.tenancy import acting_for
 
 PICK = {"type": "function", "name": "pick", "description": "Pick a color.", "parameters": {
     "type": "object", "properties": {"color": {"type": "string", "enum": ["red", "blue"]}}, "required": ["color"],
@@ -53,7 +54,7 @@ def test_a_chain_reuses_its_session_and_an_older_response_forks(gateway):
     after_fork = client.responses.create(model=model, previous_response_id=third.id, input="Once more.", **SAME)
     assert after_fork.usage.input_tokens == third.usage.total_tokens + new  # the chain's own session is intact
     # Sessions are named after the response that started them: the chain went on in place, the fork has its own.
-    with WorkerClient(gateway.worker) as worker:
+    with WorkerClient(gateway.worker) as worker, acting_for("acme"):  # the gateway acts for its caller's tenant
         assert worker.get_session(fork.id).tokens >= fork.usage.total_tokens - 2
         for continued_in_place in (second, third, after_fork):
             with pytest.raises(NotFound):

@@ -145,13 +145,14 @@ def test_jobs_on_sessions_never_change_them_and_resume_without_re_prefill(world)
         lines = [json.dumps({"custom_id": custom_id, "body": {
             "messages": [{"role": "user", "content": "go on"}], "session_id": session, "max_tokens": 120,
             "temperature": 1.0, "seed": 2}}) for custom_id, session in (("copy", "agent"), ("fork", "agent-max"))]
-        batch = jobs.submit_jsonl("acme", "\n".join(lines))
+        # The sessions are the default tenant's (the worker has no key table): a batch reaches its own tenant's only.
+        batch = jobs.submit_jsonl("default", "\n".join(lines))
         wait_for(lambda: started(jobs, batch["id"]), 60, "nothing started")
         state["model_worker"].kill()  # mid-job: the retries resume the sessions from the store
         state["model_worker"].stop()
         state["model_worker"] = start_model_worker(state["root"], state["port"])
-        wait_for(lambda: jobs.get("acme", batch["id"])["status"] == "completed", 120, "the batch did not complete")
-        results = {r["custom_id"]: r["response"]["body"] for r in jobs.results("acme", batch["id"])}
+        wait_for(lambda: jobs.get("default", batch["id"])["status"] == "completed", 120, "the batch did not complete")
+        results = {r["custom_id"]: r["response"]["body"] for r in jobs.results("default", batch["id"])}
         session_length = client.get_session("agent").tokens
         # The Think Max copy of a plain session is prefilled (reported); the fork of a Think Max one is not.
         assert results["copy"]["usage"]["prompt_tokens_details"]["cached_tokens"] >= session_length
