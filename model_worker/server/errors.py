@@ -61,12 +61,12 @@ def status_of(error: BaseException, extra: Sequence[tuple[type[BaseException], g
               ) -> grpc.StatusCode:
     if isinstance(error, WorkerError):  # a service calling a worker passes the worker's status on
         return error.code
-    if _out_of_space(error):
+    if out_of_space(error):
         return grpc.StatusCode.RESOURCE_EXHAUSTED
     return next((code for kind, code in (*extra, *_CODES) if isinstance(error, kind)), grpc.StatusCode.INTERNAL)
 
 
-def _out_of_space(error: BaseException | None) -> bool:
+def out_of_space(error: BaseException | None) -> bool:
     """Whether the error, or one it was raised from or while handling, is a store out of space."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:

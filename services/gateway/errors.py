@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from model_worker.client.errors import WorkerError
 from model_worker.server.auth import Forbidden, Unauthenticated
+from model_worker.server.errors import out_of_space
 from model_worker.server.limits import RateLimited
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RateLimited)
     async def rate_limited(_: Request, error: RateLimited) -> JSONResponse:
         return response(ApiError(429, str(error), code="rate_limit_exceeded", retry_after=error.retry_after))
+
+    @app.exception_handler(OSError)
+    async def os_error(_: Request, error: OSError) -> JSONResponse:
+        if not out_of_space(error):
+            raise error  # a bug: 500, logged
+        log.error("out of space: %s", error)
+        return response(ApiError(507, "the gateway's storage is full; nothing was stored", code="storage_full"))
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:

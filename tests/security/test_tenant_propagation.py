@@ -19,7 +19,8 @@ from model_worker.tenancy import TENANT_HEADER, acting_for
 
 WORKER_KEYS = {"w-alice": "alice", "w-bob": "bob", "w-jobs": {"tenant": "jobs", "service": True},
                "w-gateway": {"tenant": "gateway", "service": True}, "w-agent": {"tenant": "agent", "service": True}}
-JOBS_KEYS = {"j-alice": "alice", "j-bob": "bob", "j-gateway": {"tenant": "gateway", "service": True}}
+JOBS_KEYS = {"j-alice": "alice", "j-bob": "bob", "j-gateway": {"tenant": "gateway", "service": True},
+             "j-agent": {"tenant": "agent", "service": True}}
 EDGE_KEYS = {"alice-key": "alice", "bob-key": "bob"}
 SHORT = Sampling(temperature=0.0, max_tokens=4)
 
@@ -140,16 +141,36 @@ def test_the_gateway_acts_for_its_caller(worker, gateway):
         bob.with_options(default_headers={TENANT_HEADER: "alice"}).models.list()
 
 
+def test_a_background_response_runs_for_its_caller_through_the_jobs_service(worker, gateway):
+    """gateway -> jobs service -> Celery task -> worker: the job's session is the caller's."""
+    from openai import OpenAI
+
+    _, clients = worker
+    alice = OpenAI(base_url=gateway, api_key="alice-key", max_retries=0, timeout=120)
+    before = set(clients["w-alice"].list_sessions())
+    response = alice.responses.create(model="tiny", input="Think it over.", background=True, max_output_tokens=4)
+    deadline = time.monotonic() + 120
+    while response.status in ("queued", "in_progress"):
+        assert time.monotonic() < deadline, "the background response did not end"
+        time.sleep(0.2)
+        response = alice.responses.retrieve(response.id)
+    assert response.status in ("completed", "incomplete"), response
+    made = [s for s in set(clients["w-alice"].list_sessions()) - before if s.startswith("job-")]
+    assert made, "the job's session lives in alice's tenant"
+    assert not [s for s in clients["w-jobs"].list_sessions() if s.startswith("job-")]  # not the service's
+
+
 @pytest.fixture(scope="module")
-def agent(tmp_path_factory, worker, database_url):  # noqa: F811 - fixtures
+def agent(tmp_path_factory, worker, jobs, database_url):  # noqa: F811 - fixtures
     from agent_runtime.client import AgentClient
 
     root = tmp_path_factory.mktemp("propagation-agent")
     (root / "keys.json").write_text(json.dumps(EDGE_KEYS))
     env = child_env()
-    env["DSV4_AGENT_WORKER_API_KEY"] = "w-agent"
+    env.update({"DSV4_AGENT_WORKER_API_KEY": "w-agent", "DSV4_AGENT_JOBS_API_KEY": "j-agent"})
     process = Process([sys.executable, "-m", "agent_runtime", "serve", "--port", "0", "--worker", worker[0],
-                       "--database", database_url, "--api-keys", str(root / "keys.json")], env, root / "agent.log")
+                       "--jobs", jobs, "--database", database_url, "--api-keys", str(root / "keys.json")], env,
+                      root / "agent.log")
     target = "127.0.0.1:" + process.wait_for(r"agent service on 127\.0\.0\.1:(\d+)").group(1)
     clients = {key: AgentClient(target, api_key=key, timeout=120) for key in EDGE_KEYS}
     yield clients
@@ -169,6 +190,13 @@ def test_the_agent_service_acts_for_the_sessions_tenant(worker, agent):
         clients["w-bob"].get_session(worker_session)
     with pytest.raises(NotFound):
         clients["w-agent"].get_session(worker_session)
+    # agent -> jobs service -> Celery task -> worker: a Think Max step runs as a job, on a session of alice's.
+    events = list(agent["alice-key"].run_turn("trip", "Think hard.", mode="think-max", sampling=SHORT))
+    assert events[-1].WhichOneof("event") == "turn_done", events[-1]
+    think_max_session = agent["alice-key"].get_session("trip").worker_session_id
+    assert think_max_session != worker_session and clients["w-alice"].get_session(think_max_session).think_max
+    with pytest.raises(NotFound):
+        clients["w-agent"].get_session(think_max_session)
 
 
 def test_a_plain_key_naming_another_tenant_is_refused_by_the_jobs_service(jobs):
