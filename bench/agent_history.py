@@ -162,6 +162,10 @@ def synthetic_history(store: TranscriptStore, like: AgentSession, session_id: st
         s.execute(sqlalchemy.update(AgentSession)
                   .where(AgentSession.tenant == like.tenant, AgentSession.id == session_id)
                   .values(next_seq=turns * ROWS_PER_TURN, steps=2 * turns))
+        # Statistics as autovacuum keeps them for a table that grew over hours: planned blind, right after a bulk
+        # load, PostgreSQL walks a session's rows in key order instead of taking the (session, step) index.
+        for table in (Row.__tablename__, StepRecord.__tablename__):
+            s.execute(sqlalchemy.text(f"ANALYZE {table}"))
     store.set_worker(like.tenant, session_id, *worker)
 
 
