@@ -2,7 +2,7 @@
 validator (model_worker.ids), every size against a bound from the agent's settings, a turn's inputs as the loop
 takes them, its sampling as the worker checks it. Past a bound, or malformed: ValueError (INVALID_ARGUMENT), never an
 error from deeper down. (Every string and float the store keeps, no NUL or NaN, is checked before this, for every RPC:
-services/grpc_boundary.py.)"""
+`rpc` in server.py.)"""
 
 from __future__ import annotations
 

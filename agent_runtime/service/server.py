@@ -1,8 +1,8 @@
 """The agent runtime over gRPC (protos/dsv4/agent/v1/agent.proto): tenants by API key, typed errors to status codes
 and per-tenant limits as on the model worker; turns run detached (runs.py) and are followed by cursor. Every ID and
 size a client sends is checked on the way in (requests.py), and every string and float is one the store keeps
-(services/grpc_boundary.py); session and turn IDs are the tenant's own, so another tenant's is NOT_FOUND exactly as a
-missing one."""
+(services/storable.py, checked by `rpc` first); session and turn IDs are the tenant's own, so another tenant's is
+NOT_FOUND exactly as a missing one."""
 
 from __future__ import annotations
 
@@ -22,23 +22,24 @@ from agent_runtime.think_max import ThinkMaxJobFailed
 from model_worker.client.errors import WorkerError
 from model_worker.ids import check_id, check_optional_id
 from model_worker.server.auth import tenant_for
+from model_worker.server.errors import error_codes
 from model_worker.server.limits import TokenRates
 from model_worker.tenancy import acting_for
 from protos.dsv4.agent.v1 import agent_pb2 as pb
 from protos.dsv4.agent.v1 import agent_pb2_grpc
-from services.grpc_boundary import storing_rpc
+from services.storable import check_message
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 
 
 # Every request is checked storable first (a NUL, a NaN: INVALID_ARGUMENT): sessions, turns and their requests are
 # kept in SQL.
-rpc = storing_rpc([(AgentSessionNotFound, grpc.StatusCode.NOT_FOUND), (TurnNotFound, grpc.StatusCode.NOT_FOUND),
+rpc = error_codes([(AgentSessionNotFound, grpc.StatusCode.NOT_FOUND), (TurnNotFound, grpc.StatusCode.NOT_FOUND),
                    (ToolCallNotFound, grpc.StatusCode.NOT_FOUND),
                    (AgentSessionExists, grpc.StatusCode.ALREADY_EXISTS), (TurnExists, grpc.StatusCode.ALREADY_EXISTS),
                    (TurnActive, grpc.StatusCode.FAILED_PRECONDITION),
                    (NotDecidable, grpc.StatusCode.FAILED_PRECONDITION),
-                   (ThinkMaxJobFailed, grpc.StatusCode.ABORTED)])
+                   (ThinkMaxJobFailed, grpc.StatusCode.ABORTED)], check=check_message)
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):

@@ -7,15 +7,12 @@ including copies, AppendSession, ImportSession) holds one of its tenant's slots 
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
 from collections.abc import Iterable, Iterator
 
 from google.protobuf.message import Message
 
 from model_worker.ids import check_optional_id
-from model_worker.server.errors import rpc_errors
+from model_worker.server.errors import error_codes
 
 # Fields of any worker request that carry an ID the client chose; empty ones are the server's to fill (or refused by
 # the RPC that needs them).
@@ -38,24 +35,8 @@ def _checked(request: Message | Iterable[Message]) -> Message | Iterator[Message
 
 def rpc(*, compute: bool = False):
     """Decorate a WorkerService method (unary or server-streaming, over a request or a request stream)."""
+    return error_codes(check=_checked, scope=_tenant_slot if compute else None)
 
-    def decorate(method):
-        def slot(service, context):
-            return service.runtime.tenant_slot(service._tenant(context)) if compute else contextlib.nullcontext()
 
-        if inspect.isgeneratorfunction(method):
-            @functools.wraps(method)
-            def streaming(service, request, context):
-                request = _checked(request)
-                with slot(service, context):
-                    yield from method(service, request, context)
-            return rpc_errors(streaming)
-
-        @functools.wraps(method)
-        def unary(service, request, context):
-            request = _checked(request)
-            with slot(service, context):
-                return method(service, request, context)
-        return rpc_errors(unary)
-
-    return decorate
+def _tenant_slot(service, context):
+    return service.runtime.tenant_slot(service._tenant(context))

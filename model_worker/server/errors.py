@@ -3,11 +3,14 @@ serving; nothing escapes as UNKNOWN except a real bug (INTERNAL, logged)."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import inspect
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
 
 import grpc
 
@@ -90,16 +93,26 @@ def _abort(context: grpc.ServicerContext, error: BaseException,
     context.abort(code, f"{type(error).__name__}: {error}")
 
 
-def error_codes(extra: Sequence[tuple[type[BaseException], grpc.StatusCode]] = ()):
-    """A decorator for servicer methods (unary or server-streaming): typed errors become their status codes, a
-    service's own (`extra`) before the common ones."""
+def error_codes(extra: Sequence[tuple[type[BaseException], grpc.StatusCode]] = (), *,
+                check: Callable[[Any], Any] | None = None,
+                scope: Callable[[Any, grpc.ServicerContext], AbstractContextManager] | None = None):
+    """A decorator for servicer methods (unary or server-streaming, over a request or a request stream): typed errors
+    become their status codes, a service's own (`extra`) before the common ones. `check(request)` runs first and
+    gives the request the method sees; `scope(service, context)` is held around the method (e.g. a tenant's slot).
+    Their errors are mapped too."""
+
+    def enter(service, request, context):
+        return (check(request) if check else request,
+                scope(service, context) if scope else contextlib.nullcontext())
 
     def decorate(method):
         if inspect.isgeneratorfunction(method):
             @functools.wraps(method)
             def streaming(self, request, context):
                 try:
-                    yield from method(self, request, context)
+                    request, held = enter(self, request, context)
+                    with held:
+                        yield from method(self, request, context)
                 except Exception as error:  # noqa: BLE001 - mapped to a status; context.abort raises
                     _abort(context, error, extra)
             return streaming
@@ -107,7 +120,9 @@ def error_codes(extra: Sequence[tuple[type[BaseException], grpc.StatusCode]] = (
         @functools.wraps(method)
         def unary(self, request, context):
             try:
-                return method(self, request, context)
+                request, held = enter(self, request, context)
+                with held:
+                    return method(self, request, context)
             except Exception as error:  # noqa: BLE001 - mapped to a status; context.abort raises
                 _abort(context, error, extra)
         return unary

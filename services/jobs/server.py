@@ -21,15 +21,16 @@ from model_worker.ids import check_id, check_optional_id
 from model_worker.server import convert
 from model_worker.server.auth import tenant_for
 from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection
+from model_worker.server.errors import error_codes
 from model_worker.server.tracing import grpc_server_interceptors
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.jobs.v1 import jobs_pb2_grpc
 from protos.dsv4.worker.v1 import worker_pb2
-from services.grpc_boundary import storing_rpc
 from services.jobs.api import Jobs
 from services.jobs.models import BATCH_DONE, Batch
 from services.jobs.service import BatchNotFound
 from services.jobs.spec import MAX_CUSTOM_ID, BatchLimits, BatchTooLarge, InvalidLine, JobRequest, collect
+from services.storable import check_message
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Jobs"].full_name
 _MODES = {worker_pb2.REASONING_MODE_UNSPECIFIED: "think-max", worker_pb2.NON_THINK: "non-think",
@@ -37,7 +38,8 @@ _MODES = {worker_pb2.REASONING_MODE_UNSPECIFIED: "think-max", worker_pb2.NON_THI
 _SCALARS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
             "seed", "max_tokens", "top_logprobs", "logprobs")
 # Every request is checked storable first (a NUL, a NaN: INVALID_ARGUMENT), since what it says is kept in SQL.
-rpc = storing_rpc([(BatchNotFound, grpc.StatusCode.NOT_FOUND), (BatchTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED)])
+rpc = error_codes([(BatchNotFound, grpc.StatusCode.NOT_FOUND), (BatchTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED)],
+                  check=check_message)
 
 
 def job_request(message: pb.JobRequest, line: int, limits: BatchLimits = BatchLimits()) -> JobRequest:
