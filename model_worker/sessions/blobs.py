@@ -81,10 +81,12 @@ class FsspecBlobs:
         return True
 
     def _write_local(self, key: str, data: bytes, publish) -> None:
-        """Write beside the key, flush to disk, then make it visible whole with `publish(partial, path)`."""
+        """Write beside the key, flush to disk, then make it visible whole with `publish(partial, path)`, and flush
+        the directory: a rename or a link is durable only once its directory entry is (a crash could otherwise
+        lose a commit record the writer had reported written)."""
         path = self._path(key)
         directory = os.path.dirname(path)
-        os.makedirs(directory, exist_ok=True)
+        _makedirs_durably(directory)
         fd, partial = tempfile.mkstemp(dir=directory, prefix=".partial-")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -95,6 +97,7 @@ class FsspecBlobs:
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)
+        _fsync_directory(directory)
 
     def exists(self, key: str) -> bool:
         return self.fs.isfile(self._path(key))
@@ -206,6 +209,28 @@ def check_key(key: str) -> str:
             any(segment in ("", ".", "..") for segment in key.split("/")):
         raise InvalidKey(f"not a key inside the store: {key!r:.200}")
     return key
+
+
+def _makedirs_durably(directory: str) -> None:
+    """os.makedirs, each new directory's entry flushed to disk in its parent."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+        except FileExistsError:  # another writer made it meanwhile
+            pass
+        _fsync_directory(os.path.dirname(path))
+
+
+def _fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _check_prefix(prefix: str) -> None:

@@ -391,3 +391,25 @@ def test_open_blobs_picks_fsspec_otherwise(tmp_path):
         assert open_blobs(name).get("k") == b"v"
     finally:
         store.fs.rm(store.root, recursive=True)
+
+
+def test_a_local_write_is_durable_in_its_directory_too(tmp_path, monkeypatch):
+    """The value's bytes, then its name: the directory holding the new entry is flushed after the rename (or link),
+    and so is each new directory's parent, so a crash after `put` returns cannot lose the key."""
+    store, flushed = FsspecBlobs(str(tmp_path / "root")), []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store.put("t/a/s/x/c/000000000001", b"record")
+    root = str(tmp_path / "root")
+    leaf = f"{root}/t/a/s/x/c"
+    assert flushed[-1] == leaf  # the new name, after the value's bytes
+    assert any(path.startswith(f"{leaf}/.partial-") for path in flushed)
+    assert {root, f"{root}/t", f"{root}/t/a", f"{root}/t/a/s", f"{root}/t/a/s/x"} <= set(flushed)  # new directories
+    flushed.clear()
+    assert store.put_if_absent("t/a/s/x/c/000000000002", b"claim")
+    assert flushed[-1] == leaf
