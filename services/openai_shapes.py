@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from model_worker.client import Final, Usage
+from model_worker.server.convert import InputLimits as WorkerLimits
+from model_worker.server.convert import nesting
 from services import storable
 
 TOOL_CHOICE_MODES = ("auto", "none", "required")
@@ -22,18 +24,9 @@ class TooDeep(ValueError):
 
 
 def check_depth(value: Any, limit: int, where: str) -> Any:
-    """`value` if its arrays and objects nest at most `limit` deep, else TooDeep. Iterative: the check itself
-    cannot recurse too deep."""
-    level, containers = 0, [value]
-    while containers:
-        level += 1
-        if level > limit:
-            raise TooDeep(f"{where}: JSON nested more than {limit} deep")
-        inner = []
-        for node in containers:
-            children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-            inner += [child for child in children if isinstance(child, (dict, list))]
-        containers = inner
+    """`value` if its arrays and objects nest at most `limit` deep, else TooDeep."""
+    if nesting(value) > limit:
+        raise TooDeep(f"{where}: JSON nested more than {limit} deep")
     return value
 
 
@@ -50,13 +43,13 @@ def load_json(text: str | bytes, where: str, max_depth: int) -> Any:
 
 @dataclass(frozen=True)
 class InputLimits:
-    """What one generation request may hold, past which it is refused as invalid. Each service has them as settings
-    (defaults as here)."""
+    """What one generation request may hold, past which it is refused as invalid. Each service has them as settings;
+    the defaults are the model worker's, which would refuse more anyway."""
 
-    max_messages: int = 10_000
-    max_tools: int = 128
-    max_schema_bytes: int = 64 << 10  # each JSON schema: a tool's parameters, a response format's schema
-    max_json_depth: int = 64
+    max_messages: int = WorkerLimits.max_messages
+    max_tools: int = WorkerLimits.max_tools
+    max_schema_bytes: int = WorkerLimits.max_schema_bytes  # each JSON schema (a tool's parameters, a response format)
+    max_json_depth: int = WorkerLimits.max_json_depth
 
     def check(self, messages: int, tool_parameters: Sequence[Any], response_schema: Any) -> None:
         """ValueError naming the first bound a request passes: its count of messages, of tools, a schema's bytes."""

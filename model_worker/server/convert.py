@@ -200,12 +200,12 @@ def _json(text: str, where: str, limits: InputLimits) -> Any:
         raise ValueError(f"{where}: nested deeper than {limits.max_json_depth} (max_json_depth)") from None
     except ValueError as exc:
         raise ValueError(f"{where}: not valid JSON ({exc})") from None
-    if _nesting(value) > limits.max_json_depth:
+    if nesting(value) > limits.max_json_depth:
         raise ValueError(f"{where}: nested deeper than {limits.max_json_depth} (max_json_depth)")
     return value
 
 
-def _nesting(value: Any) -> int:
+def nesting(value: Any) -> int:
     """How deep objects and arrays nest in `value` (0 for a scalar), without recursion."""
     deepest, stack = 0, [(value, 1)]
     while stack:
