@@ -40,6 +40,7 @@ class TurnContext:
     control: TurnControl
     address: str = ""  # the worker's, for routing away from it when it is lost
     tried: set[str] = field(default_factory=set)  # workers this turn lost
+    rebuilt_step: int = 0  # the step whose lost worker session this turn rebuilt: at most one rebuild a step
 
     def needs_approval(self, name: str) -> bool:
         tool = self.tools.get(name)

@@ -1,52 +1,26 @@
-"""Context compaction: when an agent's worker session nears the model's context limit, a policy compacts the history
-(old tool results cleared, or the older steps summarized by the model) and a new worker session is built from it.
-The transcript keeps every row; a note records each compaction. Building the history reads the transcript back to
-its start (or to the last summary): O(history), but once per context fill, not per turn."""
+"""Rebuilding an agent's worker session from its transcript, and context compaction, its main use: when the worker
+session nears the model's context limit, a policy compacts the history (old tool results cleared, or the older steps
+summarized by the model) and a new worker session is built from it. The same rebuild brings an agent session back
+when its worker session is gone (expired by the workers' upkeep after `session_ttl_hours` idle, or deleted). The
+transcript keeps every row; a note records each rebuild."""
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent_runtime.events import Compacted
-from agent_runtime.store.models import (
-    ASSISTANT,
-    SYSTEM_NOTE,
-    TOOL_CALL,
-    TOOL_RESULT,
-    USER,
-    AgentSession,
-    TranscriptEntry,
-)
+from agent_runtime.history import History, Message, read_history, summary_messages
+from agent_runtime.store.models import SYSTEM_NOTE, AgentSession
 from agent_runtime.store.transcript import Entry, TranscriptStore
 from model_worker.client import AlreadyExists, Sampling, SessionInfo, Tool, WorkerClient
 from model_worker.registry import WorkerPool
 
-Message = dict[str, Any]  # an OpenAI-style chat message, as the worker takes it
 _MAX_ID, _ID_ATTEMPTS = 128, 8  # the worker's longest session ID; taken IDs skipped before giving up
-
-
-@dataclass
-class Step:
-    """One model step as worker messages: its user input, the reply with its calls, the calls' results."""
-
-    number: int
-    first_seq: int
-    messages: list[Message]
-
-
-@dataclass
-class History:
-    """What a policy compacts: the steps since the last summary (all of them when there is none). The results of the
-    last step's calls are left out: the loop gives them to the model with the next step, on the new session."""
-
-    steps: list[Step]
-    summary: str | None = None
-    reasoning_chars: int = 0  # reasoning the rebuilt session leaves out
-    last_compaction: dict[str, Any] | None = None  # the latest compaction note's details
+REBUILD = "rebuild"  # the policy a Compacted event names for a lost worker session rebuilt ("rebuild+<policy>")
 
 
 @dataclass
@@ -75,7 +49,7 @@ class ClearToolResults(CompactionPolicy):
     def compact(self, history: History, client: WorkerClient) -> CompactedHistory | None:
         total = sum(m["role"] == "tool" for step in history.steps for m in step.messages)
         clear_up_to, seen, cleared = total - self.keep_last, 0, 0
-        messages = _summary_messages(history.summary)
+        messages = summary_messages(history.summary)
         for message in (m for step in history.steps for m in step.messages):
             if message["role"] == "tool":
                 seen += 1
@@ -121,7 +95,7 @@ class Summarize(CompactionPolicy):
                                            mode="non-think",
                                            sampling=Sampling(temperature=0.0, max_tokens=self.max_tokens))
         summary = (text or final.content).strip() or "(the model gave no summary)"
-        messages = [*_summary_messages(summary), *(m for step in kept for m in step.messages)]
+        messages = [*summary_messages(summary), *(m for step in kept for m in step.messages)]
         return CompactedHistory(messages, f"steps {older[0].number}-{older[-1].number} summarized", summary,
                                 kept[0].first_seq)
 
@@ -149,59 +123,69 @@ class Compaction:
     trigger_fraction: float = 0.85
 
 
-class Compactor:
-    """The loop's compaction hook: rebuilds an agent's worker session from a compacted history once it is longer
-    than the trigger, on the worker that serves it, and points the agent session at the new one."""
+
+class Rebuilder:
+    """Builds an agent's worker session anew from its transcript, on a worker the caller is connected to, and points
+    the agent session at it. `policy` (the compaction policy, when there is one) shortens what it can of a rebuilt
+    history; the rest goes in whole."""
 
     def __init__(self, store: TranscriptStore, workers: WorkerPool[WorkerClient] | WorkerClient,
-                 settings: Compaction | None = None, page_size: int = 500) -> None:
-        self.store, self.settings, self.page_size = store, settings or Compaction(), page_size
+                 policy: CompactionPolicy | None = None, page_size: int = 500) -> None:
+        self.store, self.policy, self.page_size = store, policy, page_size
         self.workers = workers if isinstance(workers, WorkerPool) else WorkerPool.of(workers)
-        self._trigger = self.settings.trigger_tokens
 
-    def maybe_compact(self, tenant: str, session: AgentSession, context_tokens: int) -> Compacted | None:
-        address, client = self.workers.connect(session.worker_session_id, hint=session.worker_address)
-        if self._trigger is None:
-            self._trigger = int(self.settings.trigger_fraction * client.model_info().max_context)
-        if context_tokens <= self._trigger:
-            return None
-        policy, history = self.settings.policy, self._history(session)
-        compacted = policy.compact(history, client)
-        if compacted is None:  # the context is all recent steps: tried again next turn
-            return None
+    def rebuild(self, tenant: str, session: AgentSession, client: WorkerClient, address: str) -> Compacted:
+        """The agent session's worker session is gone: a new one on `client`'s worker, at `address`. Its Think Max
+        head is the agent session's own (the old session cannot be asked). The event's tokens_before is 0: nothing
+        of the old session was left."""
+        history = read_history(self.store, session, self.page_size)
+        compacted = self.policy.compact(history, client) if self.policy is not None else None
+        name = REBUILD if compacted is None else f"{REBUILD}+{self.policy.name}"
+        compacted = compacted or CompactedHistory(history.messages(), "in full")
+        old = session.worker_session_id
+        return self._switch(
+            tenant, session, client, address, history, compacted, name, 0, session.think_max,
+            f"[Context restored from the saved conversation ({compacted.what}); the earlier context was no longer "
+            "kept. The conversation continues from here.]",
+            lambda tokens: f"worker session {old} was gone (expired or deleted): rebuilt from the transcript "
+                           f"({compacted.what}) with {tokens} tokens",
+            {"cause": "worker session not found"})
+
+    def _switch(self, tenant: str, session: AgentSession, client: WorkerClient, address: str, history: History,
+                compacted: CompactedHistory, policy_name: str, tokens_before: int, think_max: bool, notice: str,
+                says: Callable[[int], str], cause: dict[str, Any] | None = None) -> Compacted:
+        """A new worker session holding `compacted`, then `notice`; the agent session pointed at it; a note that
+        opens with what `says` of the new session's length."""
         old, last = session.worker_session_id, history.last_compaction
-        # Numbered from the compaction that made the current worker session (agent-x, agent-x-c1, agent-x-c2...).
+        # Numbered from the rebuild that made the current worker session (agent-x, agent-x-c1, agent-x-c2...).
         base, number = (last["id_base"], last["compaction"] + 1) if last and last["worker_session_id"] == old \
             else (old, 1)
-        created, number = self._create_worker_session(client, base, number, session,
-                                                      client.get_session(old).think_max)
-        # One append in non-think mode: earlier assistant turns render as the V4 encoder renders turns before the
-        # last user message (reasoning dropped, `</think>` then the answer). An append must end with a user-side
-        # message; the notice is that message, so the model also learns why the older context looks as it does.
-        # The loop's next Generate closes the turn it opens with an empty reply (the worker's rule for a turn that
-        # got none) and then adds its input.
-        notice = {"role": "developer", "content": f"[Context compacted: {compacted.what}. The conversation "
-                                                  "continues from here.]"}
-        info = client.append(created.session_id, [*compacted.messages, notice], mode="non-think",
-                             expected_commit=created.commit)
-        # The old worker session is left in place: forks and recovery of earlier steps still start from it.
+        info, number = self._create_worker_session(client, base, number, session, think_max)
+        if compacted.messages:  # an agent session with no step yet: its system prompt and tools are all there is
+            # One append in non-think mode: earlier assistant turns render as the V4 encoder renders turns before
+            # the last user message (reasoning dropped, `</think>` then the answer). An append must end with a
+            # user-side message; the notice is that message, so the model also learns why the older context looks
+            # as it does. The loop's next Generate closes the turn it opens with an empty reply (the worker's rule
+            # for a turn that got none) and then adds its input.
+            info = client.append(info.session_id, [*compacted.messages, {"role": "developer", "content": notice}],
+                                 mode="non-think", expected_commit=info.commit)
+        # An old worker session still there is left in place: forks and recovery of earlier steps start from it.
         self.workers.placed(info.session_id, address)
         self.store.set_worker(tenant, session.id, info.session_id, info.commit, address)
-        details = {"compaction": number, "id_base": base, "policy": policy.name,
-                   "tokens_before": context_tokens, "tokens_after": info.tokens, "worker_session_id": info.session_id,
-                   "previous_worker_session_id": old}
+        details = {"compaction": number, "id_base": base, "policy": policy_name, "tokens_before": tokens_before,
+                   "tokens_after": info.tokens, "worker_session_id": info.session_id,
+                   "previous_worker_session_id": old, **(cause or {})}
         if compacted.summary is not None:
             details |= {"summary": compacted.summary, "summary_before_seq": compacted.summary_before_seq}
         # After the switch: a crash in between loses only the note (the next compaction then reads further back).
         self.store.append_note(tenant, session.id, Entry(
-            SYSTEM_NOTE, f"compacted by {policy.name} ({compacted.what}): {context_tokens} -> {info.tokens} tokens, "
-                         f"now on worker session {info.session_id}", arguments=details))
-        return Compacted(policy.name, context_tokens, info.tokens, info.session_id)
+            SYSTEM_NOTE, f"{says(info.tokens)}, now on worker session {info.session_id}", arguments=details))
+        return Compacted(policy_name, tokens_before, info.tokens, info.session_id)
 
     @staticmethod
     def _create_worker_session(client: WorkerClient, base: str, number: int, session: AgentSession,
                                think_max: bool) -> tuple[SessionInfo, int]:
-        """A new worker session with the agent's system prompt and tools. A taken ID (a compaction that died before
+        """A new worker session with the agent's system prompt and tools. A taken ID (a rebuild that died before
         the switch, or another session's) is never deleted: the next number is tried."""
         tools = [_worker_tool(t) for t in session.tools]
         for n in range(number, number + _ID_ATTEMPTS):
@@ -213,57 +197,32 @@ class Compactor:
                 continue
         raise AlreadyExists(f"worker sessions {base}-c{number}..{number + _ID_ATTEMPTS - 1} all exist")
 
-    def _history(self, session: AgentSession) -> History:
-        """The transcript back to its start or to the last summary note (and the rows that summary left out), read
-        in pages newest first."""
-        rows: list[TranscriptEntry] = []
-        summary, floor, before, last = None, None, None, None
-        while True:
-            page = self.store.page(session.tenant, session.id, before, self.page_size)
-            for row in reversed(page):
-                if floor is not None and row.seq < floor:
-                    return _build_history(rows[::-1], summary, last, session.steps)
-                note = row.arguments if row.kind == SYSTEM_NOTE and isinstance(row.arguments, dict) else {}
-                if last is None and "compaction" in note:
-                    last = note
-                if summary is None and "summary" in note:
-                    summary, floor = note["summary"], note["summary_before_seq"]
-                rows.append(row)
-            if len(page) < self.page_size:
-                return _build_history(rows[::-1], summary, last, session.steps)
-            before = page[0].seq
 
+class Compactor(Rebuilder):
+    """The loop's compaction hook: rebuilds an agent's worker session from a compacted history once it is longer
+    than the trigger, on the worker that serves it. A lost worker session is rebuilt with the same policy."""
 
-def _build_history(rows: Sequence[TranscriptEntry], summary: str | None, last_compaction: dict[str, Any] | None,
-                   last_step: int) -> History:
-    steps: list[Step] = []
-    reasoning_chars = 0
-    for row in rows:
-        if row.kind == SYSTEM_NOTE or (row.kind == TOOL_RESULT and row.step == last_step):
-            continue
-        if not steps or steps[-1].number != row.step:
-            steps.append(Step(row.step, row.seq, []))
-        messages = steps[-1].messages
-        if row.kind == USER:
-            messages.append({"role": "user", "content": row.content})
-        elif row.kind == ASSISTANT:
-            messages.append({"role": "assistant", "content": row.content})
-            reasoning_chars += len(row.reasoning or "")
-        elif row.kind == TOOL_CALL:
-            if not messages or messages[-1]["role"] != "assistant":
-                messages.append({"role": "assistant", "content": ""})
-            messages[-1].setdefault("tool_calls", []).append(
-                {"id": row.tool_call_id, "type": "function",
-                 "function": {"name": row.tool_name, "arguments": row.arguments or {}}})
-        elif row.kind == TOOL_RESULT:
-            messages.append({"role": "tool", "tool_call_id": row.tool_call_id, "content": row.content})
-    return History([s for s in steps if s.messages], summary, reasoning_chars, last_compaction)
+    def __init__(self, store: TranscriptStore, workers: WorkerPool[WorkerClient] | WorkerClient,
+                 settings: Compaction | None = None, page_size: int = 500) -> None:
+        self.settings = settings or Compaction()
+        super().__init__(store, workers, self.settings.policy, page_size)
+        self._trigger = self.settings.trigger_tokens
 
-
-def _summary_messages(summary: str | None) -> list[Message]:
-    if summary is None:
-        return []
-    return [{"role": "user", "content": f"[Summary of the earlier conversation, written at compaction]\n{summary}"}]
+    def maybe_compact(self, tenant: str, session: AgentSession, context_tokens: int) -> Compacted | None:
+        address, client = self.workers.connect(session.worker_session_id, hint=session.worker_address)
+        if self._trigger is None:
+            self._trigger = int(self.settings.trigger_fraction * client.model_info().max_context)
+        if context_tokens <= self._trigger:
+            return None
+        policy, history = self.settings.policy, read_history(self.store, session, self.page_size)
+        compacted = policy.compact(history, client)
+        if compacted is None:  # the context is all recent steps: tried again next turn
+            return None
+        return self._switch(
+            tenant, session, client, address, history, compacted, policy.name, context_tokens,
+            client.get_session(session.worker_session_id).think_max,
+            f"[Context compacted: {compacted.what}. The conversation continues from here.]",
+            lambda tokens: f"compacted by {policy.name} ({compacted.what}): {context_tokens} -> {tokens} tokens")
 
 
 def _worker_tool(tool: dict[str, Any]) -> Tool:

@@ -63,7 +63,9 @@ class ToolFinished:
 
 @dataclass
 class Compacted:
-    """The worker session was rebuilt from a compacted history; the transcript keeps everything."""
+    """The worker session was rebuilt from a compacted history; the transcript keeps everything. Also sent when a
+    lost worker session (expired or deleted) was rebuilt from the transcript: policy `rebuild` or `rebuild+<policy>`,
+    tokens_before 0."""
 
     policy: str
     tokens_before: int

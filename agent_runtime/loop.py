@@ -9,6 +9,8 @@ and loop until an answer, the step limit, a budget or a cancel. SQL is the sourc
    a decision made after a restart is picked up by whichever runtime continues the turn.
 4. The next step's input is the results of the last step's calls, read through the step index: a turn's work is
    proportional to what it adds, never to the history.
+5. A worker session that is gone (expired after `session_ttl_hours` idle, or deleted: NOT_FOUND) is rebuilt from the
+   transcript, at most once a step, and the turn goes on on the new one.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from opentelemetry import trace
 
 from agent_runtime.calls import OpenCall, TurnContext, TurnControl, open_calls, settle_calls
-from agent_runtime.events import USAGE_NAMES, Compacted, ModeChosen, StepStarted, TextDelta, TurnDone, TurnEvent
+from agent_runtime.compaction import Compactor, Rebuilder
+from agent_runtime.events import USAGE_NAMES, ModeChosen, StepStarted, TextDelta, TurnDone, TurnEvent
 from agent_runtime.policy import THINK_HIGH, DefaultPolicy, ModeDecision, ModePolicy, OperatorLimits, TurnSignals
 from agent_runtime.store.models import ASSISTANT, AWAITING, STARTED, TOOL_CALL, TOOL_RESULT, USER, AgentSession
 from agent_runtime.store.transcript import AgentSessionExists, Entry, TranscriptStore
@@ -31,7 +34,7 @@ from agent_runtime.think_max import job_step
 from agent_runtime.tools import ToolCall, ToolRegistry
 from model_worker.client import Delta, Final, Sampling, WorkerClient
 from model_worker.client import Tool as WorkerTool
-from model_worker.client.errors import Unavailable
+from model_worker.client.errors import NotFound, Unavailable
 from model_worker.registry import WorkerPool
 from services.jobs.client import JobsClient
 
@@ -44,10 +47,6 @@ class Limits:
     max_steps: int = 16
     max_completion_tokens: int | None = None
     max_seconds: float | None = None
-
-
-class Compactor(Protocol):
-    def maybe_compact(self, tenant: str, session: AgentSession, context_tokens: int) -> Compacted | None: ...
 
 
 # The tools offered to a session: one registry for all, or one built per session (tenant, session ID), e.g. with
@@ -63,6 +62,8 @@ class AgentLoop:
         self.workers = workers if isinstance(workers, WorkerPool) else WorkerPool.of(workers)
         self.store, self.tools, self.jobs = store, tools, jobs
         self.policy, self.operator, self.compactor = policy or DefaultPolicy(), operator or OperatorLimits(), compactor
+        # A lost worker session is rebuilt with the compaction policy when there is one, else whole.
+        self.rebuilder = compactor if compactor is not None else Rebuilder(store, self.workers)
         self.job_poll_s = job_poll_s
 
     @property
@@ -123,11 +124,11 @@ class AgentLoop:
         session = self.store.get(tenant, session_id)
         address, client = self.workers.connect(session.worker_session_id, hint=session.worker_address)
         turn = TurnContext(tenant, client, self.session_tools(session), control, address)
-        self._attach(turn, session)
+        session = yield from self._attach(turn, session)
         if not (yield from settle_calls(self.store, turn, session, open_calls(self.store, session), True)):
             return (yield from _done(TurnDone("cancelled", "", "", 0)))
         inputs = [*self._last_results(session), *messages]
-        if self.compactor is not None:
+        if self.compactor is not None and not turn.rebuilt_step:  # a rebuild just applied its policy
             tokens = turn.client.get_session(session.worker_session_id).tokens
             compacted = self.compactor.maybe_compact(tenant, session, tokens)
             if compacted is not None:
@@ -148,7 +149,8 @@ class AgentLoop:
                                             control.cancelled, self.job_poll_s)
                 via_job = False  # the rest of the turn runs on the Think Max session the job left
             else:
-                reply = yield from self._step_anywhere(turn, session, inputs, decision.mode, sampling, tool_choice)
+                reply, session = yield from self._step_anywhere(turn, session, inputs, decision.mode, sampling,
+                                                                tool_choice)
             if reply is None:
                 return (yield from _done(TurnDone("cancelled", "", "", number - 1, usage)))
             content, reasoning, calls, step_usage, job_session = reply
@@ -218,23 +220,42 @@ class AgentLoop:
 
     def _step_anywhere(self, turn: TurnContext, session, inputs: list[dict], mode: str, sampling: Sampling | None,
                        tool_choice: str | None):
-        """The step on the session's worker; if that worker is lost mid-step, again from the last commit on another
-        (StepStarted is sent again: the text streamed since the last one is void)."""
+        """The step on the session's worker; if that worker is lost mid-step, again from the last commit on another;
+        if the worker session is gone, again on one rebuilt (StepStarted is sent again: the text streamed since the
+        last one is void). Returns the reply and the session as it now is."""
         while True:
             try:
-                return (yield from self._step(turn, session, inputs, mode, sampling, tool_choice))
+                return (yield from self._step(turn, session, inputs, mode, sampling, tool_choice)), session
             except Unavailable:
                 self._move(turn, session)
-                self._attach(turn, session)
-                yield StepStarted(session.steps + 1, mode)
+                session = yield from self._attach(turn, session)
+            except NotFound as gone:
+                session = yield from self._rebuild(turn, session, gone)
+            yield StepStarted(session.steps + 1, mode)
 
-    def _attach(self, turn: TurnContext, session) -> None:
-        """Bring the worker session to the last recorded commit, on another worker if this one is gone."""
+    def _attach(self, turn: TurnContext, session):
+        """Bring the worker session to the last recorded commit, on another worker if this one is gone, or rebuilt
+        from the transcript if the session is gone. Returns the session as it now is."""
         while True:
             try:
-                return self._align_worker(turn, session)
+                self._align_worker(turn, session)
+                return session
             except Unavailable:
                 self._move(turn, session)
+            except NotFound as gone:
+                session = yield from self._rebuild(turn, session, gone)
+
+    def _rebuild(self, turn: TurnContext, session, gone: NotFound):
+        """A new worker session from the transcript, on the turn's worker (alive: it answered NOT_FOUND); `gone`
+        raised when this step already had one, so a session that keeps vanishing fails the turn rather than loop."""
+        step = session.steps + 1
+        if turn.rebuilt_step == step:
+            raise gone
+        log.warning("worker session %s of %s is gone (expired or deleted); rebuilding it from the transcript",
+                    session.worker_session_id, session.id)
+        turn.rebuilt_step = step
+        yield self.rebuilder.rebuild(turn.tenant, session, turn.client, turn.address)
+        return self.store.get(turn.tenant, session.id)
 
     def _move(self, turn: TurnContext, session) -> None:
         """The turn's worker failed UNAVAILABLE: route the session to another live worker (NoWorker when none is

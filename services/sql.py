@@ -13,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy import JSON, DateTime, Engine, create_engine, event
 from sqlalchemy import Text as PlainText
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -68,6 +69,10 @@ class Timestamp(TypeDecorator):
 
     def process_result_value(self, value: dt.datetime | None, dialect) -> dt.datetime | None:
         return value.replace(tzinfo=dt.timezone.utc) if value is not None and value.tzinfo is None else value
+
+# A database that does not answer (down, restarting, unreachable): the caller may try again; never its own mistake.
+UNREACHABLE = (OperationalError, InterfaceError)
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)

@@ -1,6 +1,9 @@
 """`python -m agent_runtime serve`: the agent service on a gRPC port, with health (grpc.health.v1), reflection and
 SIGTERM draining (health flips to NOT_SERVING, running turns get a grace period, then the process exits; a turn
-still running ends interrupted and continues from SQL)."""
+still running ends interrupted and continues from SQL). It serves from the start whatever is up: ready once its
+database answers (migrated then) and its worker registry does (model_worker/server/readiness.py); NOT_SERVING and
+refusing calls UNAVAILABLE until then. Model workers are not among its dependencies: a turn routes to whichever is up,
+and fails UNAVAILABLE when none is."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from concurrent import futures
 
 import grpc
 from grpc_health.v1 import health
+from sqlalchemy import text
 
 from agent_runtime.compaction import ClearToolResults, Compaction, Compactor
 from agent_runtime.loop import AgentLoop
@@ -26,10 +30,12 @@ from agent_runtime.store.turns import TurnStore
 from agent_runtime.tools import ToolRegistry, add_builtins
 from agent_runtime.tools.sandbox import ToolSandbox
 from model_worker.client import WorkerClient
+from model_worker.client.policy import worker_tls
 from model_worker.registry import WorkerPool
 from model_worker.server.auth import load_api_keys
 from model_worker.server.common import add_health_and_reflection, serve_metrics, set_serving
 from model_worker.server.limits import TokenRates
+from model_worker.server.readiness import Dependency, Readiness, RefuseUntilReady
 from model_worker.server.serve import CHANNEL_OPTIONS, TlsFiles, tls_files
 from model_worker.server.settings import add_settings_flags, settings_from
 from model_worker.server.tracing import configure_tracing, grpc_server_interceptors
@@ -45,19 +51,25 @@ def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 class Runtime:
-    """The parts of one agent runtime process, built from its settings."""
+    """The parts of one agent runtime process, built from its settings. With `migrate_later`, nothing here reaches
+    the database: `dependencies()` migrates it once it answers (the `serve` command's way); without, it is migrated
+    now (embedding, tests)."""
 
-    def __init__(self, settings: AgentSettings) -> None:
-        upgrade(settings.database_url)
-        db = sessions(make_engine(settings.database_url))
+    def __init__(self, settings: AgentSettings, *, migrate_later: bool = False) -> None:
+        if not migrate_later:
+            upgrade(settings.database_url)
+        self.settings = settings
+        self.db = db = sessions(make_engine(settings.database_url))
         self.store, self.memory = TranscriptStore(db), SqlMemory(db)
+        tls = worker_tls(settings)
         self.workers = WorkerPool.open(settings.worker_registry, settings.workers,
-                                       lambda address: WorkerClient(address, api_key=settings.worker_api_key))
+                                       lambda address: WorkerClient(address, api_key=settings.worker_api_key, **tls))
         self.jobs = None
         if settings.jobs_target:
             from services.jobs.client import JobsClient
 
-            self.jobs = JobsClient(settings.jobs_target, api_key=settings.jobs_api_key)
+            self.jobs = JobsClient(settings.jobs_target, api_key=settings.jobs_api_key, tls_ca=settings.jobs_tls_ca,
+                                   tls_cert=settings.jobs_tls_cert, tls_key=settings.jobs_tls_key)
         approval, workspace = _names(settings.require_approval), settings.workspace
         plugins = [_plugin(entry) for entry in _names(settings.tool_plugins)]
         # Built-in and plugin tools run in sandbox processes, where their timeout stops them.
@@ -87,6 +99,18 @@ class Runtime:
             self.runner.on_turn_end = lambda tenant, usage: rates.charge(tenant, usage.get("completion_tokens", 0))
         self.servicer = AgentServicer(self.loop, self.runner, api_keys, rates, RequestBounds.of(settings))
 
+    def dependencies(self) -> list[Dependency]:
+        """What the service cannot serve without: its database (migrated when it first answers) and, when
+        configured, the worker registry (every turn routes through it)."""
+        def database() -> None:
+            with self.db() as session:
+                session.execute(text("SELECT 1"))
+
+        found = [Dependency("database", database, prepare=lambda: upgrade(self.settings.database_url))]
+        if self.settings.worker_registry:
+            found.append(Dependency("worker registry", self.workers.registry.workers))
+        return found
+
     def close(self) -> None:
         self.sandbox.close()
         self.workers.close()
@@ -106,12 +130,17 @@ def _plugin(entry: str) -> str:
     return entry
 
 
-def build_server(runtime: Runtime, host: str, port: int, threads: int = 32, tls: TlsFiles | None = None
-                 ) -> tuple[grpc.Server, int, health.HealthServicer]:
+def build_server(runtime: Runtime, host: str, port: int, threads: int = 32, tls: TlsFiles | None = None,
+                 readiness: Readiness | None = None) -> tuple[grpc.Server, int, health.HealthServicer]:
+    """The service on `host:port`. With `readiness`, its health follows it and calls are refused UNAVAILABLE until
+    it is ready; without, it serves at once."""
+    gate = [RefuseUntilReady(readiness)] if readiness is not None else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS,
-                         interceptors=grpc_server_interceptors())
+                         interceptors=[*grpc_server_interceptors(), *gate])
     agent_pb2_grpc.add_AgentServiceServicer_to_server(runtime.servicer, server)
-    health_servicer = add_health_and_reflection(server, SERVICE_NAME, serving=True)
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME, serving=readiness is None or readiness.ready)
+    if readiness is not None:
+        readiness.watch(lambda ready: set_serving(health_servicer, SERVICE_NAME, ready))
     address = f"{host}:{port}"
     bound = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     return server, bound, health_servicer
@@ -120,18 +149,21 @@ def build_server(runtime: Runtime, host: str, port: int, threads: int = 32, tls:
 def run_serve(args: argparse.Namespace) -> int:
     settings = settings_from(AgentSettings, args)
     configure_tracing("dsv4-agent")
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, migrate_later=True)
+    readiness = Readiness("agent service", runtime.dependencies(), retry_max_s=settings.dependency_retry_max_seconds,
+                          check_every_s=settings.dependency_check_seconds)
     tls = tls_files(settings)
-    server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads, tls)
+    server, port, _ = build_server(runtime, settings.host, settings.port, settings.threads, tls, readiness)
     server.start()
     if settings.metrics_port is not None:
         serve_metrics(runtime.metrics.registry, settings.metrics_port, settings.host, "agent")
+    readiness.start()  # its first round before the line below: with everything up, the line means ready
     print(f"agent service on {settings.host}:{port} (workers {settings.workers}, database "
           f"{settings.database_url.split('@')[-1]})", flush=True)
     stopping = threading.Event()
 
     def drain(*_: object) -> None:
-        set_serving(health_servicer, SERVICE_NAME, False)
+        readiness.stop()  # NOT_SERVING: probes and balancers stop sending calls
         stopping.set()
 
     signal.signal(signal.SIGTERM, drain)

@@ -27,6 +27,7 @@ from model_worker.server.limits import TokenRates
 from model_worker.tenancy import acting_for
 from protos.dsv4.agent.v1 import agent_pb2 as pb
 from protos.dsv4.agent.v1 import agent_pb2_grpc
+from services.sql import UNREACHABLE
 from services.storable import check_message
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
@@ -39,7 +40,8 @@ rpc = error_codes([(AgentSessionNotFound, grpc.StatusCode.NOT_FOUND), (TurnNotFo
                    (AgentSessionExists, grpc.StatusCode.ALREADY_EXISTS), (TurnExists, grpc.StatusCode.ALREADY_EXISTS),
                    (TurnActive, grpc.StatusCode.FAILED_PRECONDITION),
                    (NotDecidable, grpc.StatusCode.FAILED_PRECONDITION),
-                   (ThinkMaxJobFailed, grpc.StatusCode.ABORTED)], check=check_message)
+                   (ThinkMaxJobFailed, grpc.StatusCode.ABORTED),
+                   *((error, grpc.StatusCode.UNAVAILABLE) for error in UNREACHABLE)], check=check_message)
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):

@@ -1,4 +1,5 @@
-"""How both clients call the worker: channel options, the metadata (bearer key, trace context), deadlines and retries.
+"""How both clients call the worker: channel options, TLS, the metadata (bearer key, trace context), deadlines and
+retries.
 
 Retries happen only on UNAVAILABLE (the call most likely never reached a live server) and only where repeating the
 call cannot duplicate an effect the caller saw: a unary call, or a stream before its first response. A call's
@@ -34,6 +35,9 @@ DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's reconnect backoff grows to 120 s by default: a worker back after an outage would be seen up (and routed
+    # to again) that late. Reconnect attempts are one cheap handshake each.
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 )
 
 
@@ -104,3 +108,24 @@ def tls_credentials(ca: str | None = None, cert: str | None = None, key: str | N
         return None if path is None else Path(path).read_bytes()
 
     return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key), certificate_chain=read(cert))
+
+
+def tls_client_options(ca: str | None = None, cert: str | None = None, key: str | None = None,
+                       server_name: str | None = None) -> dict[str, Any]:
+    """A client's keyword arguments (`credentials`, `channel_options`) for a caller's TLS settings: TLS once a CA
+    bundle or a client certificate is named (`tls_credentials`; the files are read now, so a missing one fails at
+    start, not at the first call), `server_name` the name the server's certificate must carry in place of the host
+    dialled. Nothing named: {} (plaintext)."""
+    if not (ca or cert or key):
+        if server_name:
+            raise ValueError("a TLS server name needs TLS: name a CA bundle (or a client certificate) too")
+        return {}
+    options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+    return {"credentials": tls_credentials(ca, cert, key), "channel_options": options}
+
+
+def worker_tls(settings: Any) -> dict[str, Any]:
+    """`tls_client_options` from a model worker caller's settings (the gateway's, the agent service's, the jobs
+    runner's): their worker_tls_ca, worker_tls_cert, worker_tls_key and worker_tls_server_name."""
+    return tls_client_options(settings.worker_tls_ca, settings.worker_tls_cert, settings.worker_tls_key,
+                              settings.worker_tls_server_name)

@@ -1,5 +1,7 @@
-"""What every gRPC server of the platform shares: its channel options, and health (grpc.health.v1) and reflection
-(the whole server ("") and the service by name flip together)."""
+"""What every gRPC server of the platform shares: its channel options, and health (grpc.health.v1) and reflection.
+Health answers three names: the whole server ("") and the service by name flip together and say whether it is ready
+(serving, its dependencies answering, not draining): a readiness probe's question. LIVENESS is SERVING for as long
+as the process runs: a liveness probe's question, so a service waiting for its database is not restarted for it."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20),
                    ("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000),
                    ("grpc.keepalive_permit_without_calls", 1), ("grpc.http2.min_ping_interval_without_data_ms", 10_000)]
+LIVENESS = "liveness"
 
 
 def serve_metrics(registry, port: int, host: str, what: str):
@@ -28,6 +31,7 @@ def add_health_and_reflection(server: grpc.Server, service_name: str, serving: b
     answers."""
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection((service_name, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     set_serving(health_servicer, service_name, serving)
     return health_servicer

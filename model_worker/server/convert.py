@@ -37,6 +37,7 @@ class InputLimits:
     max_stop_strings: int = 16
     max_stop_string_chars: int = 1024
     max_stop_token_ids: int = 1024
+    min_commit_every: int = 32  # generated tokens between a request's commits, at the least: each writes a tail
 
     @classmethod
     def from_settings(cls, settings: Any) -> InputLimits:

@@ -28,7 +28,7 @@ from model_worker.sessions import (
     SessionExists,
     SessionNotFound,
 )
-from model_worker.sessions.errors import TooLarge
+from model_worker.sessions.errors import StoreBehind, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,8 @@ _CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (CorruptSession, grpc.StatusCode.DATA_LOSS),
     (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (EngineUnavailable, grpc.StatusCode.UNAVAILABLE),
+    (StoreBehind, grpc.StatusCode.UNAVAILABLE),
+    (ConnectionError, grpc.StatusCode.UNAVAILABLE),  # a store or database that does not answer: try again
     (TenantLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (RateLimited, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QuotaExceeded, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -90,6 +92,10 @@ def _abort(context: grpc.ServicerContext, error: BaseException,
         wait = RETRY_AFTER_SECONDS
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and wait is not None:  # a full quota or disk: retrying won't help
         context.set_trailing_metadata((("retry-after", f"{float(wait):.1f}"),))
+    if code is grpc.StatusCode.UNAVAILABLE and not isinstance(error, (WorkerError, StoreBehind, EngineUnavailable)):
+        # A store or database that does not answer: its message names internal hosts, so it goes to the log only.
+        log.warning("a dependency does not answer: %s", error)
+        context.abort(code, f"{type(error).__name__}: a dependency of this service does not answer; try again")
     context.abort(code, f"{type(error).__name__}: {error}")
 
 

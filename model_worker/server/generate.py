@@ -56,8 +56,10 @@ def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc
     params = convert.sampling(request.sampling, config.vocab_size, runtime.limits)
     mode = convert.mode(request.mode)
     inputs = convert.chat_input(request, runtime.limits)
-    if request.HasField("commit_every") and request.commit_every < 0:
-        raise ValueError("commit_every: a number of generated tokens, or 0 for none")
+    if request.HasField("commit_every") and request.commit_every and not \
+            runtime.limits.min_commit_every <= request.commit_every:
+        raise ValueError(f"commit_every: 0 (commit at the end only) or at least {runtime.limits.min_commit_every} "
+                         "generated tokens")
     if not request.session_id:
         turn = _stateless_turn(runtime, request, mode, inputs)
         turn.tenant = tenant

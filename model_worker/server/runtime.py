@@ -42,7 +42,8 @@ class WorkerRuntime:
                  max_waiting: int = 1024, kv_budget_bytes: int | None = None,
                  max_requests_per_tenant: int | None = None, tokens_per_second_per_tenant: float | None = None,
                  speculative: bool = False, input_limits: InputLimits = DEFAULT_LIMITS,
-                 import_limits: ImportLimits = ImportLimits(), max_page_size: int = 1000) -> None:
+                 import_limits: ImportLimits = ImportLimits(), max_page_size: int = 1000,
+                 commit_queue_bytes: int = 1 << 30) -> None:
         self.model, self.tokenizer, self.store, self.model_name = model, tokenizer, store, model_name
         self.limits = input_limits  # what one request may carry (convert.chat_input, convert.sampling)
         self.import_limits, self.max_page_size = import_limits, max_page_size
@@ -58,7 +59,7 @@ class WorkerRuntime:
         self.metrics.waiting.set_function(lambda: self.scheduler.load["waiting"])
         self.metrics.kv_bytes.labels("hot").set_function(lambda: self.hot.nbytes)
         self.hot = HotSessions(store, hot_budget_bytes)
-        self.writer = CommitWriter(store)
+        self.writer = CommitWriter(store, commit_queue_bytes)
         self.serving = False
         self._busy: set[tuple[str, str]] = set()
         self._busy_lock = threading.Lock()

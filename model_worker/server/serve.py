@@ -4,6 +4,7 @@ SIGTERM draining (health flips to NOT_SERVING, in-flight requests finish and com
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import socket
@@ -27,11 +28,15 @@ from model_worker.server.settings import WorkerSettings, add_settings_flags, set
 from model_worker.server.tracing import configure_tracing, grpc_server_interceptors
 from model_worker.sessions import BlobCodec, SessionStore
 from model_worker.sessions.archive import ImportLimits
-from model_worker.sessions.blobs import open_tiered
+from model_worker.sessions.blobs import BlobStore, TieredBlobs, open_tiered
 from model_worker.sessions.cli import KEY_ENV
+from model_worker.sessions.upkeep import StoreUpkeep, UpkeepPolicy
 from protos.dsv4.worker.v1 import worker_pb2, worker_pb2_grpc
 
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["ModelWorker"].full_name
+HOUR = 3600.0
+
+log = logging.getLogger(__name__)
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -101,13 +106,15 @@ def serve_in_process(model, blobs, *, host: str = "127.0.0.1", port: int = 0, th
 
 def run_serve(args: argparse.Namespace) -> int:
     settings: WorkerSettings = settings_from(WorkerSettings, args)
+    upkeep_policy = _upkeep_policy(settings)  # a bad schedule is refused before the model loads
     replica = open_replica(ModelSpec(settings.checkpoint, settings.config, settings.seed, settings.numerics),
                            settings.tensor_parallel)
     if replica is None:
         return 0  # a rank other than 0 of a launcher-started replica: it followed rank 0 to the end
     model = replica.model
     key = os.environ.get(KEY_ENV)
-    store = SessionStore(open_tiered(settings.session_store, settings.warm_store), model.fingerprint, model.layout,
+    blobs = session_blobs(settings)
+    store = SessionStore(blobs, model.fingerprint, model.layout,
                          codec=BlobCodec(bytes.fromhex(key)) if key else BlobCodec(),
                          tenant_quota_bytes=int(settings.tenant_quota_gb * (1 << 30)) if settings.tenant_quota_gb
                          else None)
@@ -122,7 +129,8 @@ def run_serve(args: argparse.Namespace) -> int:
                             tokens_per_second_per_tenant=settings.tokens_per_second_per_tenant,
                             speculative=settings.speculative, input_limits=InputLimits.from_settings(settings),
                             import_limits=ImportLimits.from_settings(settings),
-                            max_page_size=settings.list_max_page_size)
+                            max_page_size=settings.list_max_page_size,
+                            commit_queue_bytes=int(settings.commit_queue_gb * gib))
     tls = tls_files(settings)
     server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads, tls)
     if settings.metrics_port is not None:
@@ -130,6 +138,7 @@ def run_serve(args: argparse.Namespace) -> int:
     configure_tracing("dsv4-model-worker", console=settings.trace_console)
     runtime.start()
     server.start()
+    upkeep = StoreUpkeep(store, upkeep_policy, runtime.hot).start() if upkeep_policy else None
     heartbeat = None
     if settings.registry:
         address = settings.advertise or f"{_reachable_host(settings.host)}:{port}"
@@ -165,9 +174,32 @@ def run_serve(args: argparse.Namespace) -> int:
     if rank_lost.is_set():
         return _abandon(server, runtime)
     server.stop(grace=60).wait()  # refuses new calls, lets running ones finish (and commit)
+    if upkeep is not None:
+        upkeep.stop()
     runtime.stop()
     replica.close()
     return 0
+
+
+def session_blobs(settings: WorkerSettings) -> BlobStore:
+    """The cold store, with the warm Redis in front when there is one (its memory settings checked: a warm tier
+    without a memory limit and an eviction policy grows until Redis or its machine fails)."""
+    warm_ttl = settings.warm_ttl_hours * HOUR if settings.warm_ttl_hours else None
+    blobs = open_tiered(settings.session_store, settings.warm_store, warm_ttl)
+    if isinstance(blobs, TieredBlobs) and hasattr(blobs.warm, "memory_warnings"):
+        for warning in blobs.warm.memory_warnings():
+            log.warning("warm session tier: %s", warning)
+    return blobs
+
+
+def _upkeep_policy(settings: WorkerSettings) -> UpkeepPolicy | None:
+    if not settings.collect_every_seconds:
+        return None
+    ttl = settings.session_ttl_hours * HOUR if settings.session_ttl_hours else None
+    try:
+        return UpkeepPolicy(settings.collect_every_seconds, ttl)
+    except ValueError as exc:
+        raise SystemExit(f"serve: {exc} (session_ttl_hours, collect_every_seconds)") from None
 
 
 def _reachable_host(host: str) -> str:

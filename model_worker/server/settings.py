@@ -58,8 +58,25 @@ class WorkerSettings(BaseSettings):
     max_stop_strings: int = Field(16, ge=0, description="stop strings per request; default 16")
     max_stop_string_chars: int = Field(1024, gt=0, description="characters of one stop string; default 1,024")
     max_stop_token_ids: int = Field(1024, ge=0, description="stop token ids per request; default 1,024")
+    min_commit_every: int = Field(32, gt=0, description="the least commit_every a request may ask for (generated "
+                                  "tokens between commits; each writes the session's tail); default 32, "
+                                  "INVALID_ARGUMENT below it")
+    commit_queue_gb: float = Field(1.0, gt=0, description="GiB of prepared commits waiting for the store; when full "
+                                   "the engine waits for it (a store stalled for a minute fails the commit, "
+                                   "UNAVAILABLE)")
     tenant_quota_gb: float | None = Field(None, gt=0, description="GiB of session values one tenant may store; "
                                           "commits and imports past it are RESOURCE_EXHAUSTED (default none: no cap)")
+    session_ttl_hours: float | None = Field(720.0, ge=0, description="sessions unused this long (no request, open "
+                                            "or commit) that no lease holds are deleted by the scheduled upkeep; "
+                                            "default 720 (30 days), 0: never")
+    collect_every_seconds: float | None = Field(3600.0, ge=0, description="each worker's session store upkeep "
+                                                "period: it touches the sessions it used and drops stale hot copies, "
+                                                "and one worker per period expires idle sessions and deletes values "
+                                                "no commit names; at most a quarter of the TTL; default 3600, 0: "
+                                                "never (then only the `sessions` command does)")
+    warm_ttl_hours: float | None = Field(24.0, ge=0, description="warm tier values (warm_store) Redis forgets after "
+                                         "this long unread and unwritten; the cold tier keeps everything; default "
+                                         "24, 0: no TTL")
     import_max_bytes: int = Field(6 << 30, gt=0, description="bytes an ImportSession may stream (compressed, as "
                                   "sent; also at most what is left of the tenant's quota); default 6 GiB, "
                                   "RESOURCE_EXHAUSTED past it, the rest unread")

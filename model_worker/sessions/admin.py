@@ -4,7 +4,8 @@ unreferenced values, and export/import of a session as one file.
 Fork and rewind write one commit record and nothing else (every value is shared by address). A session's last use is
 the newest write under its prefix (a commit, or the touch record `open` leaves); leases keep it from expiring.
 Deleting removes the records; the values go when `collect` finds no retained commit of the tenant naming them (mark
-and sweep, sparing values written within a grace period, which a commit in progress may be about to name).
+and sweep, sparing values written within a grace period, which a commit in progress may be about to name). Expiry
+and collection run by tenant key too, for the worker's scheduled upkeep (upkeep.py), which walks every tenant.
 Reading an export back is archive.py's (untrusted input, read as a bounded stream).
 """
 
@@ -16,6 +17,7 @@ import json
 import os
 import tarfile
 import time
+from collections.abc import Collection
 from dataclasses import replace
 
 from model_worker.sessions.archive import EXPORT_FORMAT, Export, ImportLimits, read_export, restore
@@ -59,8 +61,11 @@ def rewind(store: SessionStore, tenant: str, session_id: str, seq: int) -> int:
 
 
 def delete(store: SessionStore, tenant: str, session_id: str) -> None:
-    tk = tenant_key(tenant)
-    keys = list(store.blobs.list(session_prefix(tk, check_session_id(session_id))))
+    _delete(store, tenant_key(tenant), check_session_id(session_id))
+
+
+def _delete(store: SessionStore, tk: str, session_id: str) -> None:
+    keys = list(store.blobs.list(session_prefix(tk, session_id)))
     if not keys:
         raise SessionNotFound(f"no session {session_id}")
     for key in sorted(keys, key=lambda k: k.endswith("/meta")):  # the ID is released last
@@ -69,9 +74,17 @@ def delete(store: SessionStore, tenant: str, session_id: str) -> None:
 
 def list_sessions(store: SessionStore, tenant: str, limit: int = 100, after: str = "") -> list[str]:
     """IDs of the tenant's sessions in order, `limit` of them after `after` (a page token)."""
-    prefix = session_prefix(tenant_key(tenant))
-    ids = sorted({key[len(prefix) :].split("/", 1)[0] for key in store.blobs.list(prefix)})
-    return [i for i in ids if i > after][:limit]
+    return [i for i in _session_ids(store, tenant_key(tenant)) if i > after][:limit]
+
+
+def _session_ids(store: SessionStore, tk: str) -> list[str]:
+    prefix = session_prefix(tk)
+    return sorted({key[len(prefix) :].split("/", 1)[0] for key in store.blobs.list(prefix)})
+
+
+def tenant_keys(store: SessionStore) -> list[str]:
+    """Every tenant key with anything stored (and perhaps some whose values are all gone)."""
+    return sorted(store.blobs.folders("t/"))
 
 
 def stats(store: SessionStore, tenant: str, session_id: str) -> dict[str, object]:
@@ -106,9 +119,12 @@ def referenced(store: SessionStore, tk: str, commit: Commit) -> set[str]:
 
 def collect(store: SessionStore, tenant: str, grace_seconds: float = 600.0) -> int:
     """Delete the tenant's values that no retained commit names; returns how many went."""
-    tk = tenant_key(tenant)
+    return collect_tenant(store, tenant_key(tenant), grace_seconds)
+
+
+def collect_tenant(store: SessionStore, tk: str, grace_seconds: float = 600.0) -> int:
     live: set[str] = set()
-    for session_id in list_sessions(store, tenant, limit=1 << 62):
+    for session_id in _session_ids(store, tk):
         for seq in store.commit_seqs(tk, session_id):
             try:
                 live |= referenced(store, tk, store.read_commit(tk, session_id, seq))
@@ -143,12 +159,19 @@ def _lease_key(tk: str, session_id: str, holder: str) -> str:
 
 def expire(store: SessionStore, tenant: str, ttl_seconds: float, now: float | None = None) -> list[str]:
     """Delete the tenant's sessions unused for ttl_seconds (no open or commit) that no live lease holds."""
-    tk, now = tenant_key(tenant), time.time() if now is None else now
+    return expire_tenant(store, tenant_key(tenant), ttl_seconds, now)
+
+
+def expire_tenant(store: SessionStore, tk: str, ttl_seconds: float, now: float | None = None,
+                  spare: Collection[str] = ()) -> list[str]:
+    """`expire` by tenant key; the sessions in `spare` (in use in this process) stay whatever their age."""
+    now = time.time() if now is None else now
     expired = []
-    for session_id in list_sessions(store, tenant, limit=1 << 62):
-        prefix = session_prefix(tk, session_id)
+    for session_id in _session_ids(store, tk):
+        if session_id in spare:
+            continue
         last, held = 0.0, False
-        for key in store.blobs.list(prefix):
+        for key in store.blobs.list(session_prefix(tk, session_id)):
             if "/lease/" in key:
                 blob = store.blobs.get(key)
                 try:
@@ -158,7 +181,10 @@ def expire(store: SessionStore, tenant: str, ttl_seconds: float, now: float | No
             else:
                 last = max(last, store.blobs.written_at(key) or 0.0)
         if not held and now - last > ttl_seconds:
-            delete(store, tenant, session_id)
+            try:
+                _delete(store, tk, session_id)
+            except SessionNotFound:  # another collector (or a DeleteSession) was first
+                continue
             expired.append(session_id)
     return expired
 

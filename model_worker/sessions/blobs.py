@@ -1,27 +1,31 @@
 """Where session bytes live: a flat key -> bytes store with the few operations sessions need, on a directory, any
-fsspec URL, or Redis.
+fsspec URL, or Redis (redis_blobs.py), and the warm tier in front of the cold one.
 
 Every `put` is all-or-nothing: a reader sees the whole value or no value (local files are written beside their key
 and renamed; object stores and Redis replace a value in one request). `put_if_absent` is the one conditional write,
-used to claim a session ID and a tenant's salt: atomic on local files (a hard link) and Redis (SET NX); on other
-fsspec stores it is check-then-write, so two workers racing for one new ID there could both succeed.
+used to claim a session ID, a tenant's salt and a collection period: atomic on local files (a hard link) and Redis
+(SET NX); on other fsspec stores it is check-then-write, so two workers racing for one new ID there could both
+succeed.
 
-Every operation of every store checks its key first (`check_key`): the services check the IDs a key is built from,
-and the stores refuse any key that could still leave their root or alias another (no empty, '.' or '..' segment, no
-leading '/', no backslash or NUL), whatever the caller.
+Every operation of every store checks its key first (keys.py): the services check the IDs a key is built from,
+and the stores refuse any key that could still leave their root or alias another, whatever the caller.
 """
 
 from __future__ import annotations
 
-import errno
+import logging
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from typing import Protocol
 from urllib.parse import urlparse
 
-from model_worker.sessions.errors import InvalidKey
+from model_worker.sessions.keys import check_key, check_prefix
+from model_worker.sessions.redis_blobs import RedisBlobs, without_password
+
+__all__ = ["BlobStore", "FsspecBlobs", "RedisBlobs", "TieredBlobs", "check_key", "open_blobs", "open_tiered"]
+
+log = logging.getLogger(__name__)
 
 
 class BlobStore(Protocol):
@@ -33,6 +37,8 @@ class BlobStore(Protocol):
     def exists(self, key: str) -> bool: ...
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str) -> Iterator[str]: ...
+    def folders(self, prefix: str) -> Iterator[str]:
+        """Names of the folders directly under `prefix`; one emptied by deletes may still be named."""
     def written_at(self, key: str) -> float | None: ...
     def size(self, key: str) -> int | None: ...
 
@@ -44,7 +50,7 @@ class FsspecBlobs:
     def __init__(self, url: str) -> None:
         import fsspec
 
-        self.url = url
+        self.url = without_password(url)
         if "://" not in url:
             url = "file://" + os.path.abspath(url)
         self.fs, root = fsspec.core.url_to_fs(url)
@@ -109,7 +115,7 @@ class FsspecBlobs:
             pass
 
     def list(self, prefix: str) -> Iterator[str]:
-        _check_prefix(prefix)
+        check_prefix(prefix)
         base = f"{self.root}/{prefix.rstrip('/')}"
         try:
             found = self.fs.find(base)
@@ -120,6 +126,16 @@ class FsspecBlobs:
             name = key.rsplit("/", 1)[-1]
             if not name.startswith(".partial-") and key.startswith(prefix):
                 yield key
+
+    def folders(self, prefix: str) -> Iterator[str]:
+        check_prefix(prefix)
+        try:
+            entries = self.fs.ls(f"{self.root}/{prefix}".rstrip("/"), detail=True)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry["type"] == "directory":
+                yield entry["name"].rstrip("/").rsplit("/", 1)[-1]
 
     def size(self, key: str) -> int | None:
         try:
@@ -134,81 +150,6 @@ class FsspecBlobs:
             return None
         stamp = info.get("mtime") or info.get("created") or info.get("LastModified")
         return stamp.timestamp() if hasattr(stamp, "timestamp") else (float(stamp) if stamp else None)
-
-
-class RedisBlobs:
-    """Keys under a prefix in one Redis database (`redis://HOST:PORT/DB[?prefix=P]`); write times in a sorted set so
-    the collector can spare blobs written moments ago."""
-
-    def __init__(self, url: str) -> None:
-        import redis
-
-        self.url = url
-        query = dict(part.split("=", 1) for part in urlparse(url).query.split("&") if "=" in part)
-        self.prefix = query.get("prefix", "dsv4:")
-        self.client = redis.Redis.from_url(url.split("?", 1)[0])
-        self.times_key = self.prefix + "\0written"  # no key of the session layout starts with a NUL
-
-    def _key(self, key: str) -> str:
-        return self.prefix + check_key(key)
-
-    def get(self, key: str) -> bytes | None:
-        return self.client.get(self._key(key))
-
-    def put(self, key: str, data: bytes) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self._key(key), data)
-        pipe.zadd(self.times_key, {key: time.time()})
-        self._write(pipe)
-
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        # Value and write time in one transaction; the time is refreshed even when the key exists (harmless).
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self._key(key), data, nx=True)
-        pipe.zadd(self.times_key, {key: time.time()}, nx=True)
-        created, _ = self._write(pipe)
-        return bool(created)
-
-    def _write(self, pipe) -> list:
-        """Run a write; Redis at its memory limit is reported as every store reports a full disk (ENOSPC)."""
-        import redis
-
-        try:
-            return pipe.execute()
-        except redis.exceptions.OutOfMemoryError as exc:
-            raise OSError(errno.ENOSPC, f"{self.url}: Redis is at its memory limit ({exc})") from exc
-
-    def exists(self, key: str) -> bool:
-        return bool(self.client.exists(self._key(key)))
-
-    def delete(self, key: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self._key(key))
-        pipe.zrem(self.times_key, key)
-        pipe.execute()
-
-    def list(self, prefix: str) -> Iterator[str]:
-        _check_prefix(prefix)
-        skip = len(self.prefix)
-        for raw in self.client.scan_iter(match=_glob_escape(self.prefix + prefix) + "*", count=1000):
-            key = raw.decode()[skip:]
-            if key != self.times_key[skip:]:
-                yield key
-
-    def size(self, key: str) -> int | None:
-        return int(self.client.strlen(self._key(key))) if self.exists(key) else None
-
-    def written_at(self, key: str) -> float | None:
-        return self.client.zscore(self.times_key, check_key(key))
-
-
-def check_key(key: str) -> str:
-    """`key` if it names a value inside a store's root: '/'-separated segments, none empty, '.' or '..', with no
-    backslash or NUL anywhere; else InvalidKey."""
-    if not isinstance(key, str) or "\\" in key or "\0" in key or \
-            any(segment in ("", ".", "..") for segment in key.split("/")):
-        raise InvalidKey(f"not a key inside the store: {key!r:.200}")
-    return key
 
 
 def _makedirs_durably(directory: str) -> None:
@@ -233,45 +174,37 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
-def _check_prefix(prefix: str) -> None:
-    """Listing is by folder on every backend: a prefix is '' or a key followed by '/'."""
-    if prefix and not prefix.endswith("/"):
-        raise InvalidKey(f"list prefixes end with '/', not {prefix!r:.200}")
-    if prefix:
-        check_key(prefix[:-1])
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def open_blobs(url: str) -> BlobStore:
-    """A store for `url`: redis://, rediss://, file://, memory:// or any fsspec protocol, or a plain directory."""
+def open_blobs(url: str, ttl_seconds: float | None = None) -> BlobStore:
+    """A store for `url`: redis://, rediss://, file://, memory:// or any fsspec protocol, or a plain directory.
+    `ttl_seconds`: values Redis may forget after that long unused (a cache: the warm tier)."""
     scheme = urlparse(url).scheme if "://" in url else ""
     if scheme in ("redis", "rediss", "unix"):
-        return RedisBlobs(url)
+        return RedisBlobs(url, ttl_seconds)
     return FsspecBlobs(url)
 
 
 class TieredBlobs:
     """Warm (Redis, shared by workers) in front of cold (a directory or object store, the durable copy).
 
-    Writes go to cold, then warm, so a value is durable before any worker can see it warm. Reads try warm, then
-    cold, refilling warm from cold; `copies` yields each tier's copy so a reader can fall back past a damaged one.
-    Warm may forget values (eviction, restart): cold still has them.
+    Writes go to cold, then warm, so a value is durable before any worker can see it warm; cold holds every value,
+    so it alone answers listings, sizes and write times. Reads try warm, then cold, refilling warm from cold;
+    `copies` yields each tier's copy so a reader can fall back past a damaged one. Warm may forget values (TTL,
+    eviction, restart) and may fail (full, unreachable): a read then goes to cold, and a write that warm refuses
+    removes warm's older copy instead, so warm never answers with a value cold has replaced.
     """
 
     def __init__(self, warm: BlobStore, cold: BlobStore) -> None:
         self.warm, self.cold = warm, cold
         self.url = f"{warm.url} + {cold.url}"
+        self._warned = False
 
     def copies(self, key: str) -> Iterator[bytes]:
-        value = self.warm.get(check_key(key))
+        value = self._from_warm(lambda: self.warm.get(check_key(key)))
         if value is not None:
             yield value
         value = self.cold.get(key)
         if value is not None:
-            self.warm.put(key, value)
+            self._from_warm(lambda: self.warm.put(key, value))
             yield value
 
     def get(self, key: str) -> bytes | None:
@@ -279,33 +212,58 @@ class TieredBlobs:
 
     def put(self, key: str, data: bytes) -> None:
         self.cold.put(check_key(key), data)
-        self.warm.put(key, data)
+        self._write_warm(key, data)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         if not self.cold.put_if_absent(check_key(key), data):
             return False
-        self.warm.put(key, data)
+        self._write_warm(key, data)
         return True
 
+    def _write_warm(self, key: str, data: bytes) -> None:
+        try:
+            self.warm.put(key, data)
+        except OSError as refused:
+            self._warn(refused)
+            try:
+                self.warm.delete(key)
+            except OSError:
+                raise refused from None  # warm may still hold an older value: the write is not done
+
+    def _from_warm(self, read):
+        """A warm read (or refill) that warm failing turns into a miss."""
+        try:
+            return read()
+        except OSError as exc:
+            self._warn(exc)
+            return None
+
+    def _warn(self, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("warm session tier failing, served from the cold tier meanwhile: %s", exc)
+
     def exists(self, key: str) -> bool:
-        return self.warm.exists(check_key(key)) or self.cold.exists(key)
+        return bool(self._from_warm(lambda: self.warm.exists(check_key(key)))) or self.cold.exists(key)
 
     def delete(self, key: str) -> None:
         self.cold.delete(check_key(key))
         self.warm.delete(key)
 
     def list(self, prefix: str) -> Iterator[str]:
-        _check_prefix(prefix)
-        yield from sorted(set(self.cold.list(prefix)) | set(self.warm.list(prefix)))
+        return self.cold.list(prefix)
+
+    def folders(self, prefix: str) -> Iterator[str]:
+        return self.cold.folders(prefix)
 
     def written_at(self, key: str) -> float | None:
-        return self.cold.written_at(check_key(key)) or self.warm.written_at(key)
+        return self.cold.written_at(key)
 
     def size(self, key: str) -> int | None:
-        return self.cold.size(check_key(key)) or self.warm.size(key)
+        return self.cold.size(key)
 
 
-def open_tiered(cold_url: str, warm_url: str | None = None) -> BlobStore:
-    """The cold store alone, or warm Redis in front of it."""
+def open_tiered(cold_url: str, warm_url: str | None = None, warm_ttl_seconds: float | None = None) -> BlobStore:
+    """The cold store alone, or warm Redis (its values kept `warm_ttl_seconds` after their last use) in front."""
     cold = open_blobs(cold_url)
-    return TieredBlobs(open_blobs(warm_url), cold) if warm_url else cold
+    return TieredBlobs(open_blobs(warm_url, warm_ttl_seconds), cold) if warm_url else cold

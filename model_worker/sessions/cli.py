@@ -1,6 +1,9 @@
 """`python -m model_worker sessions --store URL [--checkpoint DIR | --config NAME --seed S] [--numerics N]
 [--tenant T] list | show ID | verify [ID] | export ID FILE | import FILE [--id ID] | delete ID | collect |
-expire --ttl SECONDS`.
+expire --ttl SECONDS | reindex`.
+
+A worker's `serve` expires and collects on its own (sessions/upkeep.py); `expire` and `collect` run the same for one
+tenant now.
 
 The weights are named (not loaded) because stored state is tied to them: the page geometry comes from the config, and
 sessions of other weights are reported as such.
@@ -59,6 +62,8 @@ def add_sessions_parser(subparsers: argparse._SubParsersAction) -> None:
     actions.add_parser("collect", help="delete stored values no retained commit names")
     actions.add_parser("expire", help="delete sessions unused for --ttl seconds that no lease holds").add_argument(
         "--ttl", type=float, required=True)
+    actions.add_parser("reindex", help="a Redis store: index every value (after workers of a version before the "
+                                       "indexes wrote to it)")
     p.set_defaults(func=run_sessions)
 
 
@@ -138,5 +143,14 @@ def _expire(store: SessionStore, args: argparse.Namespace) -> int:
     return 0
 
 
+def _reindex(store: SessionStore, args: argparse.Namespace) -> int:
+    reindex = getattr(store.blobs, "reindex", None)
+    if reindex is None:
+        print("error: only a Redis store has indexes (redis://)")
+        return 1
+    print(f"indexed {reindex()} values")
+    return 0
+
+
 _ACTIONS = {"list": _list, "show": _show, "verify": _verify, "export": _export, "import": _import,
-            "delete": _delete, "collect": _collect, "expire": _expire}
+            "delete": _delete, "collect": _collect, "expire": _expire, "reindex": _reindex}

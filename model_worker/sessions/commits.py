@@ -3,7 +3,7 @@ the commit needs from the state: the page groups completed since the last commit
 again), the token pages and a copy of the tail (it changes with the next token); and it advances the open session's
 bookkeeping, so the next commit can be prepared at once. `write` (anywhere) seals the values, checks the tenant's byte
 cap, writes them and then the record that makes them visible. `CommitWriter` runs writes on one thread in order, so
-a session's commits land in sequence."""
+a session's commits land in sequence, and holds at most a bounded number of bytes waiting to be written."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from model_worker.sessions.chain import TOKEN_PAGE_BLOCKS, page_address, tail_address, token_page_address
-from model_worker.sessions.errors import InvalidSessionRequest
+from model_worker.sessions.errors import InvalidSessionRequest, StoreBehind
 from model_worker.sessions.manifest import Commit, blob_key, pack_tokens, tenant_key
 from model_worker.sessions.state_io import full_pages, page_group, tail_tensors
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # What `prepare` advances in an OpenSession (restored when a synchronous commit fails); the token log is extended in
 # place (it may hold millions), so its length is what is kept.
-_BOOKKEEPING = ("replay", "chain", "seq", "stored_pages", "token_pages", "last_token_page", "sampling")
+_BOOKKEEPING = ("replay", "repair", "chain", "seq", "stored_pages", "token_pages", "last_token_page", "sampling")
 
 
 @dataclass
@@ -46,7 +46,11 @@ class PreparedCommit:
     session_id: str
     values: list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]]  # (key, tensors, metadata), sealed on write
     record: Commit
-    repair: bool  # replaying a lost state: overwrite what is there (it may be the damaged copy)
+    repair: bool  # replaying a lost state, or after an unfinished commit: overwrite what is there (it may be damaged)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for _, tensors, _ in self.values for t in tensors.values())
 
 
 def bookkeeping(session: OpenSession) -> dict[str, Any]:
@@ -95,9 +99,9 @@ def prepare(store: SessionStore, session: OpenSession, new_token_ids: Sequence[i
                     tail, session.head, time.time(), checkpoint=checkpoint,
                     sampling=None if state.sampling is None else base64.b64encode(state.sampling).decode(),
                     chat=session.chat)
-    prepared = PreparedCommit(tk, session.session_id, values, record, repair=bool(session.replay))
+    prepared = PreparedCommit(tk, session.session_id, values, record, repair=bool(session.replay) or session.repair)
     session.token_ids.extend(new_token_ids)
-    session.replay = []
+    session.replay, session.repair = [], False
     session.chain, session.seq = chain, record.seq
     session.stored_pages = {r: full_pages(state, r) for r in store.spans}
     session.token_pages, session.last_token_page, session.sampling = full_token_pages, last_token_page, state.sampling
@@ -114,8 +118,8 @@ def write(store: SessionStore, prepared: PreparedCommit) -> CommitResult:
     for key, value in sealed:
         if repair:
             store.blobs.put(key, value)
-        elif store.blobs.put_if_absent(key, value) and tk in store._usage:
-            store._usage[tk] += len(value)
+        elif store.blobs.put_if_absent(key, value):
+            store.count_written(tk, len(value))
     written = store.write_commit(tk, prepared.record)
     store.prune(tk, prepared.session_id)
     return CommitResult(prepared.record.seq, prepared.record.num_tokens, sum(len(v) for _, v in sealed) + written,
@@ -129,21 +133,39 @@ class CommitWriter:
     A commit builds on the one before it (it writes only the values added since), so once one fails (a byte cap, a
     full disk) the later commits already prepared for that session fail with it, even if the store could take
     them by then: the session's owner reopens it at its last written commit, whose next commits are numbered from
-    there, and those are written again."""
+    there, and those are written again.
+
+    At most `max_pending_bytes` of prepared values wait (one commit at a time may exceed it): a store slower than the
+    engine makes `submit` wait for room, which slows the engine to the store's pace instead of growing its memory
+    without end. A commit that finds no room within `wait_s` (a stalled store) fails with StoreBehind."""
 
     _REMEMBERED_FAILURES = 10_000
 
-    def __init__(self, store: SessionStore) -> None:
-        self.store = store
+    def __init__(self, store: SessionStore, max_pending_bytes: int = 1 << 30, wait_s: float = 60.0) -> None:
+        self.store, self.max_pending_bytes, self.wait_s = store, max_pending_bytes, wait_s
+        self.pending_bytes = 0
+        self._room = threading.Condition()
         self._failed: OrderedDict[tuple[str, str], tuple[int, BaseException]] = OrderedDict()
-        self._queue: queue.Queue[tuple[PreparedCommit, Future] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[PreparedCommit, Future, int, BaseException | None] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="commit-writer", daemon=True)
         self._thread.start()
 
     def submit(self, prepared: PreparedCommit) -> Future:
         future: Future = Future()
-        self._queue.put((prepared, future))
+        size, refused = prepared.nbytes, None
+        with self._room:
+            if self._room.wait_for(lambda: self._has_room(size), timeout=self.wait_s):
+                self.pending_bytes += size
+            else:
+                # Still queued, valueless: the writer thread fails it in order, so the session's later commits fail too.
+                refused = StoreBehind(f"the session store has taken no commit for {self.wait_s:.0f} s "
+                                      f"({self.pending_bytes:,} bytes waiting)")
+                prepared, size = PreparedCommit(prepared.tk, prepared.session_id, [], prepared.record, False), 0
+        self._queue.put((prepared, future, size, refused))
         return future
+
+    def _has_room(self, size: int) -> bool:
+        return not self.pending_bytes or self.pending_bytes + size <= self.max_pending_bytes
 
     def close(self) -> None:
         """Write everything submitted so far, then stop."""
@@ -152,18 +174,27 @@ class CommitWriter:
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            prepared, future = item
-            key, seq = (prepared.tk, prepared.session_id), prepared.record.seq
-            failed = self._failed.pop(key, None)
-            if failed is not None and seq > failed[0]:  # built on the commit that failed
-                self._failed[key] = failed
-                future.set_exception(failed[1])
-                continue
+            prepared, future, size, refused = item
             try:
-                future.set_result(write(self.store, prepared))
-            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the commit
-                self._failed[key] = (seq, exc)
-                while len(self._failed) > self._REMEMBERED_FAILURES:
-                    self._failed.popitem(last=False)
-                future.set_exception(exc)
+                self._write(prepared, future, refused)
+            finally:
+                with self._room:
+                    self.pending_bytes -= size
+                    self._room.notify_all()
 
+    def _write(self, prepared: PreparedCommit, future: Future, refused: BaseException | None) -> None:
+        key, seq = (prepared.tk, prepared.session_id), prepared.record.seq
+        failed = self._failed.pop(key, None)
+        if failed is not None and seq > failed[0]:  # built on the commit that failed
+            self._failed[key] = failed
+            future.set_exception(failed[1])
+            return
+        try:
+            if refused is not None:
+                raise refused
+            future.set_result(write(self.store, prepared))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the commit
+            self._failed[key] = (seq, exc)
+            while len(self._failed) > self._REMEMBERED_FAILURES:
+                self._failed.popitem(last=False)
+            future.set_exception(exc)

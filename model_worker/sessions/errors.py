@@ -27,6 +27,11 @@ class QuotaExceeded(SessionError):
     """The tenant's byte cap would be exceeded; the session stays at its previous commit (RESOURCE_EXHAUSTED)."""
 
 
+class StoreBehind(SessionError):
+    """The store has not kept up: commits waiting to be written fill their bound and none was taken in time
+    (UNAVAILABLE: the session continues from its last written commit, on this worker or another)."""
+
+
 class TooLarge(SessionError):
     """Input over one of its bounds, e.g. an import past its byte or member limits (RESOURCE_EXHAUSTED)."""
 

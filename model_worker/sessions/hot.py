@@ -5,12 +5,17 @@ recently used first: dropped from memory, never lost, because every unpinned hot
 which the warm/cold tiers hold. Pinned sessions are never demoted and a request never waits for memory: with
 everything pinned the tier runs over budget until pins are released (the worker's admission control bounds how many
 sessions run at once), so pins cannot deadlock.
+
+The tier also says when each session was last used here, for the store's upkeep (upkeep.py): a session used here is
+kept from expiring, and a hot copy unused for long is dropped, so that it never outlives the stored session (which
+another worker may expire meanwhile) and brings it back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +37,7 @@ class HotSessions:
         self.stats = HotStats()
         self._sessions: OrderedDict[tuple[str, str], OpenSession] = OrderedDict()
         self._pins: dict[tuple[str, str], int] = {}
+        self._used_at: dict[tuple[str, str], float] = {}  # the last acquire or release (time.time())
         self._lock = threading.Lock()
 
     @property
@@ -58,6 +64,7 @@ class HotSessions:
                 self._sessions.move_to_end(key)
                 self.stats.hits += 1
             self._pins[key] = self._pins.get(key, 0) + 1
+            self._used_at[key] = time.time()
         try:
             if session is None:
                 session = self.store.open(tenant, session_id)
@@ -72,6 +79,7 @@ class HotSessions:
             raise
         finally:
             with self._lock:
+                self._used_at[key] = time.time()
                 self._pins[key] -= 1
                 if not self._pins[key]:
                     del self._pins[key]
@@ -80,12 +88,41 @@ class HotSessions:
     def add(self, session: OpenSession) -> None:
         """Keep a session created in this process (at its last commit) hot."""
         with self._lock:
-            self._sessions[(session.tenant, session.session_id)] = session
+            key = (session.tenant, session.session_id)
+            self._sessions[key] = session
+            self._used_at[key] = time.time()
             self._demote()
 
     def discard(self, tenant: str, session_id: str) -> None:
         with self._lock:
             self._sessions.pop((tenant, session_id), None)
+            self._forget((tenant, session_id))
+
+    def in_use(self) -> set[tuple[str, str]]:
+        """(tenant, session) pinned by a request now."""
+        with self._lock:
+            return set(self._pins)
+
+    def used_since(self, since: float) -> set[tuple[str, str]]:
+        """(tenant, session) in use now or used at or after `since` (time.time()), hot or demoted since; what was
+        used before `since` and is no longer hot is forgotten."""
+        with self._lock:
+            for key in [k for k, at in self._used_at.items() if at < since and k not in self._sessions]:
+                self._forget(key)
+            return set(self._pins) | {key for key, at in self._used_at.items() if at >= since}
+
+    def drop_unused(self, since: float) -> int:
+        """Drop the hot copies nobody has used since `since` (pinned ones stay); returns how many went."""
+        with self._lock:
+            idle = [key for key in self._sessions if key not in self._pins and self._used_at.get(key, 0) < since]
+            for key in idle:
+                del self._sessions[key]
+                self._forget(key)
+            return len(idle)
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        if key not in self._pins:
+            self._used_at.pop(key, None)
 
     def _demote(self) -> None:
         total = self.nbytes

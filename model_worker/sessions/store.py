@@ -10,9 +10,10 @@ address from the chain and loads them eagerly (a resumed decode step reads every
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -48,6 +49,8 @@ from model_worker.sessions.manifest import (
 from model_worker.sessions.state_io import full_pages, restore_state
 from model_worker.state import SequenceState, StateLayout
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class OpenSession:
@@ -67,6 +70,7 @@ class OpenSession:
     chat: dict | None = None  # the chat renderer's state, stored with each commit
     rebuilt: bool = False  # the stored state was lost: the session starts empty and `replay` must be prefilled
     replay: list[int] = field(default_factory=list)  # the lost state's token log, to prefill and commit again
+    repair: bool = False  # opened past an unfinished commit: the next one rewrites values it may find damaged
     reused_prefix_tokens: int = 0  # tokens whose state came from another session's stored prefix
 
 
@@ -101,23 +105,52 @@ class SessionStore:
         return session
 
     def open(self, tenant: str, session_id: str, seq: int | None = None) -> OpenSession:
-        """The session at its newest valid commit (or at retained commit `seq`)."""
+        """The session at its newest complete commit (or at retained commit `seq`).
+
+        A newest commit whose values are absent or damaged (its writer died before they were durable, on a store
+        without atomic writes) gives way to the previous commit when that one is complete: the unfinished record is
+        dropped, so the next commit takes its number. A damaged value that older commits share is history lost, not
+        an unfinished commit: the session is rebuilt from the newest token log instead (`replay`)."""
         tk = tenant_key(tenant)
-        commit = self.read_commit(tk, check_session_id(session_id), seq)
-        token_ids = self.read_tokens(tk, commit)
+        commits = self.valid_commits(tk, check_session_id(session_id), seq)
+        newest = next(commits)
+        session = self._try_open(tenant, newest)
+        if isinstance(session, OpenSession):
+            return session
+        if seq is None:
+            previous = next(commits, None)
+            complete = self._try_open(tenant, previous) if previous is not None else None
+            if isinstance(complete, OpenSession):
+                log.warning("session %s: commit %d is unfinished (%s); opened commit %d", session_id, newest.seq,
+                            session, previous.seq)
+                self.blobs.delete(commit_key(tk, session_id, newest.seq))
+                complete.repair = True
+                return complete
+        # Start over from nothing (the commit that follows the replay rewrites what was lost).
+        token_ids = self.read_tokens(tk, newest)
+        return OpenSession(tenant, session_id, self.new_state(), [], self.tenant_chain(tk), newest.head, newest.seq,
+                           chat=newest.chat, rebuilt=True, replay=token_ids)
+
+    def _try_open(self, tenant: str, commit: Commit) -> OpenSession | CorruptSession:
+        """The session at `commit`, or what keeps its state from loading."""
+        tk = tenant_key(tenant)
+        try:
+            token_ids = self.read_tokens(tk, commit)
+        except CorruptSession as problem:
+            return problem
         chain = self.tenant_chain(tk)
         chain.extend(token_ids)
-        self.blobs.put(session_prefix(tk, session_id) + "touch", b"")  # a read refreshes the TTL too
-        session = OpenSession(tenant, session_id, self.new_state(), token_ids, chain, commit.head, commit.seq,
+        self.blobs.put(session_prefix(tk, commit.session_id) + "touch", b"")  # a read refreshes the TTL too
+        session = OpenSession(tenant, commit.session_id, self.new_state(), token_ids, chain, commit.head, commit.seq,
                               token_pages=commit.token_pages, last_token_page=commit.last_token_page,
                               sampling=None if commit.sampling is None else base64.b64decode(commit.sampling),
                               chat=commit.chat)
         try:
             self._load_state(tk, session, commit.tail)
-        except (CorruptSession, ValueError):
-            # Start over from nothing (the commit that follows the replay rewrites what was lost).
-            session = OpenSession(tenant, session_id, self.new_state(), [], self.tenant_chain(tk), commit.head,
-                                  commit.seq, chat=commit.chat, rebuilt=True, replay=token_ids)
+        except CorruptSession as problem:
+            return problem
+        except ValueError as problem:
+            return CorruptSession(str(problem))
         return session
 
     def _load_state(self, tk: str, session: OpenSession, tail: str) -> None:
@@ -172,8 +205,9 @@ class SessionStore:
     def _check_quota(self, tk: str, new_bytes: int) -> None:
         if self.tenant_quota_bytes is None or not new_bytes:
             return
-        if self._used(tk) + new_bytes > self.tenant_quota_bytes:
-            raise QuotaExceeded(f"commit needs {new_bytes:,} new bytes; the tenant holds {self._usage[tk]:,} of its "
+        used = self._used(tk)
+        if used + new_bytes > self.tenant_quota_bytes:
+            raise QuotaExceeded(f"commit needs {new_bytes:,} new bytes; the tenant holds {used:,} of its "
                                 f"{self.tenant_quota_bytes:,}")
 
     def quota_left(self, tenant: str) -> int | None:
@@ -183,9 +217,17 @@ class SessionStore:
         return max(0, self.tenant_quota_bytes - self._used(tenant_key(tenant)))
 
     def _used(self, tk: str) -> int:
-        if tk not in self._usage:
-            self._usage[tk] = sum(self.blobs.size(key) or 0 for key in self.blobs.list(f"t/{tk}/b/"))
-        return self._usage[tk]
+        # Read once: the upkeep thread may forget the count between a check and a read.
+        used = self._usage.get(tk)
+        if used is None:
+            used = self._usage[tk] = sum(self.blobs.size(key) or 0 for key in self.blobs.list(f"t/{tk}/b/"))
+        return used
+
+    def count_written(self, tk: str, nbytes: int) -> None:
+        """Add newly stored bytes to the tenant's count, when it is kept."""
+        used = self._usage.get(tk)
+        if used is not None:
+            self._usage[tk] = used + nbytes
 
     # -- reading stored values ---------------------------------------------------------------------------------
 
@@ -194,24 +236,33 @@ class SessionStore:
         return sorted(int(key[len(prefix) :]) for key in self.blobs.list(prefix) if key[len(prefix) :].isdigit())
 
     def read_commit(self, tk: str, session_id: str, seq: int | None) -> Commit:
+        return next(self.valid_commits(tk, session_id, seq))
+
+    def valid_commits(self, tk: str, session_id: str, seq: int | None = None) -> Iterator[Commit]:
+        """The session's readable commit records, newest first (only `seq`, when given); NOT_FOUND when there is
+        none. A record cut short by a crash is skipped: the one before it is current."""
         seqs = self.commit_seqs(tk, session_id)
         if seq is not None:
             if seq not in seqs:
                 raise SessionNotFound(f"session {session_id} has no retained commit {seq}")
             seqs = [seq]
+        found = False
         for candidate in reversed(seqs):
             key = commit_key(tk, session_id, candidate)
             blob = self.blobs.get(key)
             try:
                 commit = Commit.from_record(self.codec.open_json(key, blob)) if blob is not None else None
             except CorruptSession:
-                continue  # a record cut short by a crash: the previous commit is the current one
+                continue
             if commit is None:
                 continue
             if commit.fingerprint != self.fingerprint or commit.layout != self.layout_id:
                 raise IncompatibleSession(f"session {session_id} was stored for other weights or numerics "
                                           f"({commit.fingerprint[:12]}, {commit.layout})")
-            return commit
+            found = True
+            yield commit
+        if found:
+            return
         if not self.blobs.exists(meta_key(tk, session_id)):
             raise SessionNotFound(f"no session {session_id}")
         raise SessionNotFound(f"session {session_id} has no commit yet")
@@ -234,15 +285,15 @@ class SessionStore:
         key = blob_key(tk, address or "")
         copies = getattr(self.blobs, "copies", None)
         candidates = copies(key) if copies and address else ([self.blobs.get(key)] if address else [])
-        problem = f"missing stored value {key}"
+        problem = CorruptSession(f"missing stored value {key}")
         for blob in candidates:
             if blob is None:
                 continue
             try:
                 return self.codec.open_tensors(key, blob)
             except CorruptSession as exc:
-                problem = str(exc)
-        raise CorruptSession(problem)
+                problem = exc
+        raise problem
 
     def tenant_chain(self, tk: str) -> Chain:
         """An empty chain rooted in the tenant's salt (created on first use), the weights and the layout."""

@@ -1,10 +1,17 @@
 """The gateway's ASGI app: OpenAI's HTTP API over the platform. One `Gateway` holds the clients every route shares
 (the async model worker client, the jobs client, the gateway's tables); routes get it and the caller's tenant through
-FastAPI dependencies."""
+FastAPI dependencies.
+
+It serves from the start whatever is up: ready once its database answers (migrated then) and a model worker does
+(which names the model), checked again now and then (model_worker/server/readiness.py). `/livez` answers 200 while
+the process runs; `/readyz` (and `/healthz`) 200 when ready, else 503 naming what it waits for; until ready, /v1
+requests are refused 503 with Retry-After."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,16 +21,22 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
 from model_worker import tenancy
 from model_worker.client import AsyncWorkerClient, Unavailable
-from model_worker.registry import WorkerPool
+from model_worker.client.policy import worker_tls
+from model_worker.registry import NoWorker, WorkerPool
 from model_worker.server.auth import load_api_keys, tenant_for
 from model_worker.server.limits import TokenRates
+from model_worker.server.readiness import Dependency, Readiness
 from services.gateway import errors
 from services.gateway.settings import GatewaySettings
 from services.jobs.client import JobsClient
+
+PROBE_TIMEOUT_S = 5.0
+UNPROBED = ("/livez", "/readyz", "/healthz", "/metrics")  # no trace spans for probes and scrapes
 
 
 class Metrics:
@@ -48,10 +61,12 @@ class Gateway:
     metrics: Metrics = field(default_factory=Metrics)
     in_flight: dict[str, int] = field(default_factory=dict)
     workers: WorkerPool[AsyncWorkerClient] | None = None  # connected on the app's event loop
+    readiness: Readiness | None = None  # made on the app's event loop too: a worker's answer is awaited there
 
     def connect(self) -> None:
+        tls = worker_tls(self.settings)
         self.workers = WorkerPool.open(self.settings.worker_registry, self.settings.workers,
-                                       lambda a: AsyncWorkerClient(a, api_key=self.settings.worker_api_key))
+                                       lambda a: AsyncWorkerClient(a, api_key=self.settings.worker_api_key, **tls))
 
     def pick(self) -> str:
         """The worker a new session or a stateless request goes to: the least loaded."""
@@ -64,9 +79,39 @@ class Gateway:
     def worker(self, address: str | None = None) -> AsyncWorkerClient:
         return self.workers.client(address or self.pick())
 
-    async def model_info(self, timeout: float = 30):
-        """The model's description from any live worker."""
-        return await self._on_any_worker(lambda client: client.model_info(timeout=timeout))
+    def dependencies(self, loop: asyncio.AbstractEventLoop) -> list[Dependency]:
+        """The database (migrated when it first answers) and a model worker, checked from the readiness thread; the
+        worker through `loop`, where its client lives."""
+        from services.gateway.store import upgrade
+
+        def database() -> None:
+            with self.db() as session:
+                session.execute(text("SELECT 1"))
+
+        def model_worker() -> None:
+            asyncio.run_coroutine_threadsafe(self.learn_model(), loop).result(timeout=PROBE_TIMEOUT_S * 2)
+
+        return [Dependency("database", database, prepare=lambda: upgrade(self.settings.database_url)),
+                Dependency("model worker", model_worker)]
+
+    async def learn_model(self) -> None:
+        """Ask every listed worker in turn, down to the first that answers (those this process last found down
+        too: a worker coming back is seen before its cooldown ends); the model's name comes from its answer,
+        unless configured."""
+        failure: Unavailable = NoWorker("no model worker is listed")
+        for record in self.workers.registry.workers():
+            try:
+                info = await self.workers.client(record.address).model_info(timeout=PROBE_TIMEOUT_S)
+            except Unavailable as error:
+                failure = error
+                continue
+            self.model_name = self.model_name or info.model
+            return
+        raise failure
+
+    def not_ready(self) -> errors.ApiError:
+        return errors.ApiError(503, self.readiness.refusal(), code="not_ready",
+                               retry_after=self.readiness.retry_after_s())
 
     async def start_stateless(self, **arguments) -> tuple[AsyncIterator, object]:
         """A generation that needs no session, on the least loaded worker: its stream and its first event."""
@@ -160,9 +205,13 @@ def create_app(gw: Gateway) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
         gw.connect()  # grpc.aio channels belong to the loop that serves
-        if not gw.model_name:
-            gw.model_name = (await gw.model_info()).model
+        s = gw.settings
+        gw.readiness = Readiness("gateway", gw.dependencies(asyncio.get_running_loop()),
+                                 retry_max_s=s.dependency_retry_max_seconds, check_every_s=s.dependency_check_seconds)
+        # Its first round before the app takes connections: with everything up, the gateway starts ready.
+        await asyncio.to_thread(gw.readiness.start)
         yield
+        gw.readiness.stop()
         for client in gw.workers.clients.values():
             await client.close()
         gw.workers.registry.close()
@@ -172,11 +221,17 @@ def create_app(gw: Gateway) -> FastAPI:
     errors.install(app)
     # A server span per request (continuing a `traceparent` header), current while its route runs: the worker and
     # jobs calls it makes are its children. Probes and scrapes get none; ASGI send/receive spans are noise.
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="/healthz,/metrics", exclude_spans=["receive", "send"])
+    FastAPIInstrumentor.instrument_app(app, excluded_urls=",".join(UNPROBED), exclude_spans=["receive", "send"])
 
     # Added before (so inside) the metrics middleware: a BaseHTTPMiddleware reads the body in a task group, which
     # would turn the limit's refusal into an ExceptionGroup that FastAPI answers as a generic 400.
     app.add_middleware(BodyLimit, settings=gw.settings)
+
+    @app.middleware("http")
+    async def refuse_until_ready(request: Request, call_next):
+        if request.url.path.startswith("/v1/") and gw.readiness.refusing:
+            return errors.response(gw.not_ready())
+        return await call_next(request)
 
     @app.middleware("http")
     async def count(request: Request, call_next):
@@ -186,13 +241,18 @@ def create_app(gw: Gateway) -> FastAPI:
         gw.metrics.requests.labels(route, str(result.status_code)).inc()
         return result
 
+    # The probes' routes; the newer two stay out of the API's OpenAPI document (which /healthz already speaks for).
+    @app.get("/livez", include_in_schema=False)
+    async def livez() -> JSONResponse:
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/readyz", include_in_schema=False)
     @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        try:
-            await gw.model_info(timeout=5)
-        except Exception as error:  # noqa: BLE001 - any failure means not ready
-            return JSONResponse({"status": "unavailable", "error": str(error)}, 503)
-        return JSONResponse({"status": "ok"})
+    async def readyz() -> JSONResponse:
+        if gw.readiness.ready:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable", "waiting_for": gw.readiness.missing()}, 503,
+                            headers={"Retry-After": str(math.ceil(gw.readiness.retry_after_s()))})
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -204,12 +264,13 @@ def create_app(gw: Gateway) -> FastAPI:
 
 
 def build(settings: GatewaySettings) -> Gateway:
-    """The gateway's parts from its settings (tables migrated, clients connected)."""
-    from services.gateway.store import upgrade
+    """The gateway's parts from its settings; nothing here reaches the database or a worker (readiness does)."""
     from services.sql import make_engine, sessions
 
-    upgrade(settings.database_url)
-    jobs = JobsClient(settings.jobs_target, api_key=settings.jobs_api_key) if settings.jobs_target else None
+    jobs = None
+    if settings.jobs_target:
+        jobs = JobsClient(settings.jobs_target, api_key=settings.jobs_api_key, tls_ca=settings.jobs_tls_ca,
+                          tls_cert=settings.jobs_tls_cert, tls_key=settings.jobs_tls_key)
     keys = load_api_keys(settings.api_keys_file)
     rates = TokenRates(settings.tokens_per_second_per_tenant) if settings.tokens_per_second_per_tenant else None
     Path(settings.files_dir).mkdir(parents=True, exist_ok=True)

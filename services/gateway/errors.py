@@ -18,6 +18,7 @@ from model_worker.client.errors import WorkerError
 from model_worker.server.auth import Forbidden, Unauthenticated
 from model_worker.server.errors import out_of_space
 from model_worker.server.limits import RateLimited
+from services.sql import UNREACHABLE
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RateLimited)
     async def rate_limited(_: Request, error: RateLimited) -> JSONResponse:
         return response(ApiError(429, str(error), code="rate_limit_exceeded", retry_after=error.retry_after))
+
+    for unreachable in UNREACHABLE:
+        @app.exception_handler(unreachable)
+        async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
+            log.warning("the database does not answer: %s", error)  # names hosts: the log only
+            return response(ApiError(503, "the gateway's database does not answer; try again",
+                                     code="service_unavailable", retry_after=5.0))
 
     @app.exception_handler(OSError)
     async def os_error(_: Request, error: OSError) -> JSONResponse:

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from model_worker.client import FailedPrecondition, Final, Message, NotFound, Tool, WorkerError
 from services.gateway import errors
+from services.gateway import responses_cleanup as cleanup
 from services.gateway import responses_request as inputs
 from services.gateway import responses_rows as rows
 from services.gateway import responses_shapes as shapes
@@ -127,11 +128,11 @@ async def cancel_response(response_id: str, gw: GatewayDep, tenant: TenantDep):
 
 @router.delete("/responses/{response_id}")
 async def delete_response(response_id: str, gw: GatewayDep, tenant: TenantDep):
-    """The stored response goes; its worker session stays (later responses of the conversation may live on it)."""
+    """The stored response goes, and the worker sessions no other stored response needs (responses_cleanup.py)."""
     row = await rows.load(gw, tenant, response_id)
     if row.background and row.status not in ENDED:
         await run_in_threadpool(gw.need_jobs().cancel, row.batch_id)
-    await run_in_threadpool(rows.delete_row, gw, row.id)
+    await cleanup.delete_response(gw, row)
     return {"id": row.id, "object": "response.deleted", "deleted": True}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from model_worker.ids import check_id
@@ -45,7 +45,3 @@ def write(gw: Gateway, row: StoredResponse) -> None:
     with gw.db.begin() as s:
         s.merge(row)
 
-
-def delete_row(gw: Gateway, response_id: str) -> None:
-    with gw.db.begin() as s:
-        s.execute(delete(StoredResponse).where(StoredResponse.id == response_id))

@@ -42,7 +42,8 @@ class StoredResponse(Base):
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     completed_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
 
-    __table_args__ = (Index("ix_gateway_responses_tenant", "tenant", "created_at"),)
+    __table_args__ = (Index("ix_gateway_responses_tenant", "tenant", "created_at"),
+                      Index("ix_gateway_responses_session", "tenant", "worker_session_id"))
 
 
 class StoredFile(Base):

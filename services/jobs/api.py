@@ -4,7 +4,6 @@ OpenAI's Batch object, stream its results as OpenAI's batch output lines, cancel
 from __future__ import annotations
 
 import json
-import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,8 +37,6 @@ class Jobs:
                completion_window_s: int | None = None, metadata: dict[str, str] | None = None,
                webhook_url: str | None = None, interactive: bool = False) -> dict[str, Any]:
         """Store validated requests (and the invalid ones' reasons) as a batch and publish them."""
-        if webhook_url and urllib.parse.urlparse(webhook_url).scheme not in ("http", "https"):
-            raise ValueError("webhook_url: an http or https URL")
         carrier: dict[str, str] = {}
         propagate.inject(carrier)  # the batch keeps the submitter's trace for the requests the reaper publishes again
         batch, to_publish = self.store.submit(tenant, valid, invalid, completion_window_s or self.completion_window_s,

@@ -1,6 +1,8 @@
 """The Celery app: a Think Max queue (served by GPU-backed workers) and a default queue, routed by reasoning mode;
 long-task settings (late acks, no prefetch, a visibility timeout beyond the longest job, everywhere Celery reads it);
-the task that runs one request and the reaper that publishes again what a lost message or a dead worker left behind.
+the task that runs one request, the task that delivers one batch's webhook (`webhook_queue`, the default queue
+unless set), and the reaper that publishes again what a lost message or a dead worker left behind and the webhooks
+due again.
 
     celery -A services.jobs.celery_app worker -Q think_max,default -B
 """
@@ -24,11 +26,12 @@ from model_worker.server.tracing import configure_tracing
 from model_worker.sessions import open_blobs
 from services.jobs.db import make_engine, sessions
 from services.jobs.metrics import RunMetrics, worker_registry
-from services.jobs.runner import Runner
+from services.jobs.runner import AttemptFailed, Runner
 from services.jobs.service import JobStore
 from services.jobs.settings import JobsSettings
 from services.jobs.spec import DEFAULT_QUEUE, THINK_MAX_QUEUE
-from services.jobs.views import deliver_webhooks
+from services.jobs.webhook_store import WebhookStore
+from services.jobs.webhooks import WebhookPolicy, WebhookSender
 
 TRACER = trace.get_tracer("dsv4.jobs")
 
@@ -55,7 +58,7 @@ def transport_options(settings: JobsSettings) -> dict:
 def celery_config(settings: JobsSettings) -> dict:
     transport = transport_options(settings)
     queues = [Queue(name, Exchange(name, type="direct"), routing_key=name, queue_arguments={"x-max-priority": 10})
-              for name in (THINK_MAX_QUEUE, DEFAULT_QUEUE)]
+              for name in dict.fromkeys((THINK_MAX_QUEUE, DEFAULT_QUEUE, settings.webhook_queue))]
     return dict(
         broker_url=settings.broker_url,
         task_acks_late=True,
@@ -69,6 +72,9 @@ def celery_config(settings: JobsSettings) -> dict:
         task_default_priority=priority(settings, interactive=False),
         task_soft_time_limit=settings.longest_job_seconds,
         task_time_limit=settings.longest_job_seconds + 60,
+        # A delivery bounds its own exchange; the system resolver it calls first has only this bound.
+        task_annotations={"jobs.deliver_webhook": {"soft_time_limit": settings.webhook_timeout_seconds + 30,
+                                                   "time_limit": settings.webhook_timeout_seconds + 40}},
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         beat_schedule={"reap": {"task": "jobs.reap", "schedule": settings.reap_every_seconds,
@@ -80,6 +86,7 @@ settings = JobsSettings()
 app = Celery("dsv4_jobs")
 app.conf.update(celery_config(settings))
 _resources: dict[int, tuple[JobStore, Runner]] = {}
+_senders: dict[int, WebhookSender] = {}
 run_metrics = RunMetrics()  # what this process's runs count (prefork children: each its own, summed at the endpoint)
 metrics_endpoint = None  # the worker's metrics HTTP server, while it runs
 
@@ -115,20 +122,50 @@ def configure(new: JobsSettings) -> None:
     settings = new
     app.conf.update(celery_config(new))
     _resources.clear()
+    _senders.clear()
 
 
 def resources() -> tuple[JobStore, Runner]:
     """This process's database engine, worker client and runner (made after the pool forks, never shared)."""
     pid = os.getpid()
     if pid not in _resources:
-        store = JobStore(sessions(make_engine(settings.database_url)))
+        from model_worker.client.policy import worker_tls
+
+        tls = worker_tls(settings)  # its PEM files read once per process, before anything else is opened
+        store = JobStore(sessions(make_engine(settings.database_url)), settings.max_attempts,
+                         settings.webhook_destinations())
         workers = WorkerPool.open(settings.worker_registry, settings.worker_target,
-                                  lambda address: WorkerClient(address, api_key=settings.worker_api_key, retries=2))
+                                  lambda address: WorkerClient(address, api_key=settings.worker_api_key, retries=2,
+                                                               **tls))
         runner = Runner(store, workers, owner=f"{socket.gethostname()}:{pid}", lease_s=settings.lease_seconds,
                         results=open_blobs(settings.result_store), inline_output_bytes=settings.inline_output_bytes,
                         check_every_tokens=settings.progress_every_tokens, metrics=run_metrics)
         _resources[pid] = store, runner
     return _resources[pid]
+
+
+def webhook_sender() -> WebhookSender:
+    """This process's webhook sender, on its store's database engine."""
+    pid = os.getpid()
+    if pid not in _senders:
+        store, _ = resources()
+        policy = WebhookPolicy(settings.webhook_destinations(), settings.webhook_timeout_seconds,
+                               settings.webhook_max_attempts, settings.webhook_backoff_seconds,
+                               settings.webhook_backoff_max_seconds)
+        _senders[pid] = WebhookSender(store, WebhookStore(store.sessions), policy)
+    return _senders[pid]
+
+
+def announce_webhooks(request_id: int | None = None) -> int:
+    """One delivery message per batch whose webhook is due (with `request_id`: the batch it belongs to, if its
+    end made one due). A message that finds its attempt taken or not due does nothing; one still queued when the
+    reaper has announced the batch again a few times expires unrun, so a backlog holds few repeats."""
+    sender = webhook_sender()
+    due = sender.hooks.due(settings.webhook_max_attempts, request_id=request_id)
+    for batch_id in due:
+        deliver_webhook.apply_async((batch_id,), queue=settings.webhook_queue,
+                                    expires=max(60.0, 4 * settings.reap_every_seconds))
+    return len(due)
 
 
 def publish(requests: Iterable[tuple[int, str]], interactive: bool = False, headers: dict[str, str] | None = None
@@ -146,19 +183,18 @@ def publish(requests: Iterable[tuple[int, str]], interactive: bool = False, head
 
 @app.task(name="jobs.run_request", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_request(self, request_id: int) -> str:
-    store, runner = resources()
+    _, runner = resources()
     context = propagate.extract(_trace_headers(self.request))
     with TRACER.start_as_current_span("jobs.run_request", context=context,
                                       attributes={"dsv4.jobs.request_id": request_id}):
         try:
             outcome = runner.run(request_id)
-            if outcome == "done":
-                deliver_webhooks(store)  # when this request ended its batch
-            return outcome
-        except (Unavailable, ResourceExhausted) as exc:
+        except (Unavailable, ResourceExhausted, AttemptFailed) as exc:  # back in the queue: run it again later
             if self.request.retries >= settings.worker_retries:
-                raise
+                raise  # the reaper publishes it again once it has waited `requeue_after_seconds`
             raise self.retry(exc=exc, countdown=min(2 ** self.request.retries, 60)) from exc
+        announce_webhooks(request_id)  # when its end (or a claim that ended it) ended its batch
+        return outcome
 
 
 def _trace_headers(request) -> dict[str, str]:
@@ -171,11 +207,17 @@ def _trace_headers(request) -> dict[str, str]:
     return carrier
 
 
+@app.task(name="jobs.deliver_webhook", acks_late=True)
+def deliver_webhook(batch_id: str) -> str:
+    """One attempt at a batch's webhook (services/jobs/webhooks.py)."""
+    return webhook_sender().deliver(batch_id)
+
+
 @app.task(name="jobs.reap")
 def reap() -> int:
     store, _ = resources()
     again = store.reap(settings.requeue_after_seconds)
     for request_id, queue, trace_context in again:  # each joins its submitter's trace, as the first message did
         publish([(request_id, queue)], headers=trace_context)
-    deliver_webhooks(store)  # batches the reap ended, and retries of failed deliveries
+    announce_webhooks()  # batches the reap ended, and attempts due again after their backoff
     return len(again)

@@ -1,5 +1,6 @@
-"""`python -m services.jobs`: submit a JSONL batch (and watch it), read its status, fetch its results, cancel it.
-Settings come from the environment (`DSV4_JOBS_*`, see settings.py)."""
+"""`python -m services.jobs`: submit a JSONL batch (and watch it), read its status, fetch its results, cancel it;
+show or rotate a tenant's webhook signing secret. Settings come from the environment (`DSV4_JOBS_*`, see
+settings.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from pathlib import Path
 
 from model_worker.server.settings import add_settings_flags, settings_from
 from model_worker.sessions import open_blobs
+from model_worker.tenancy import check_tenant
 from services.jobs.api import Jobs
 from services.jobs.db import make_engine, sessions, upgrade
 from services.jobs.service import BatchNotFound, JobStore
 from services.jobs.settings import JobsSettings
+from services.jobs.webhook_store import WebhookStore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,14 +33,21 @@ def main(argv: list[str] | None = None) -> int:
         commands.add_parser(name, help=text).add_argument("batch_id")
     serve = commands.add_parser("serve", help="the jobs gRPC service (protos/dsv4/jobs/v1/jobs.proto)")
     add_settings_flags(serve, JobsSettings, {"api_keys_file": "--api-keys"})
+    secret = commands.add_parser("webhook-secret", help="the tenant's webhook signing secret (made if it has "
+                                 "none), as JSON; --rotate replaces it, the old one signing too for "
+                                 "webhook_secret_grace_seconds")
+    secret.add_argument("--rotate", action="store_true")
     results = commands.add_parser("results", help="the batch's results as JSONL")
     results.add_argument("batch_id")
     results.add_argument("--out", help="file to write (default: standard output)")
     args = parser.parse_args(argv)
 
     settings = settings_from(JobsSettings, args)
-    upgrade(settings.database_url)
-    jobs = Jobs(JobStore(sessions(make_engine(settings.database_url))), open_blobs(settings.result_store),
+    if args.command != "serve":  # serve migrates once the database answers: it may start before its database
+        upgrade(settings.database_url)
+    store = JobStore(sessions(make_engine(settings.database_url)), settings.max_attempts,
+                     settings.webhook_destinations())
+    jobs = Jobs(store, open_blobs(settings.result_store),
                 settings.completion_window_seconds, limits=settings.batch_limits())
     try:
         return run(jobs, args, settings)
@@ -56,6 +66,9 @@ def run(jobs: Jobs, args: argparse.Namespace, settings: JobsSettings) -> int:
         return watch(jobs, args.tenant, batch["id"]) if args.watch else 0
     if args.command == "watch":
         return watch(jobs, args.tenant, args.batch_id)
+    if args.command == "webhook-secret":
+        return webhook_secret(WebhookStore(jobs.store.sessions), args.tenant, args.rotate,
+                              settings.webhook_secret_grace_seconds)
     if args.command in ("status", "cancel"):
         view = jobs.get(args.tenant, args.batch_id) if args.command == "status" else \
             jobs.cancel(args.tenant, args.batch_id)
@@ -92,24 +105,17 @@ def watch(jobs: Jobs, tenant: str, batch_id: str, every: float = 1.0, width: int
         time.sleep(every)
 
 
-def serve(jobs: Jobs, settings: JobsSettings) -> int:
-    import signal
-    import threading
-
-    from model_worker.server.auth import load_api_keys
-    from model_worker.server.common import serve_metrics
-    from model_worker.server.tracing import configure_tracing
-    from services.jobs.server import build_server
-
-    configure_tracing("dsv4-jobs")
-    server, port = build_server(jobs, settings.host, settings.port, load_api_keys(settings.api_keys_file))
-    server.start()
-    if settings.metrics_port is not None:
-        serve_metrics(jobs.metrics.registry, settings.metrics_port, settings.host, "jobs")
-    print(f"jobs service on {settings.host}:{port}", flush=True)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    stopping.wait()
-    server.stop(grace=10).wait()
+def webhook_secret(hooks: WebhookStore, tenant: str, rotate: bool, grace_s: float) -> int:
+    """Print the tenant's secret (for its receivers to verify signatures) and until when the previous one still
+    signs; with `rotate`, a new one first."""
+    tenant = check_tenant(tenant)
+    secrets = hooks.rotate(tenant, grace_s) if rotate else hooks.secrets(tenant)
+    until = secrets.previous_until.isoformat() if secrets.previous_until else None
+    print(json.dumps({"tenant": tenant, "secret": secrets.current, "previous_signs_until": until}, indent=2))
     return 0
+
+
+def serve(jobs: Jobs, settings: JobsSettings) -> int:
+    from services.jobs.serve import run_service
+
+    return run_service(jobs, settings)

@@ -1,6 +1,6 @@
 """A typed client of the jobs service's gRPC API (protos/dsv4/jobs/v1/jobs.proto), for the agent runtime's Think Max
 turns and any caller that submits batches from code. Channel, deadlines and retries are the platform's
-(model_worker.client.base.SyncRpcClient)."""
+(model_worker.client.base.SyncRpcClient); TLS as the model worker's clients do it (model_worker.client.policy)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,19 @@ from typing import Any
 import grpc
 
 from model_worker.client.base import SyncRpcClient
+from model_worker.client.policy import tls_credentials
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.jobs.v1 import jobs_pb2_grpc
 
 
 class JobsClient(SyncRpcClient):
     def __init__(self, target: str, *, api_key: str | None = None, timeout: float | None = 60.0,
-                 credentials: grpc.ChannelCredentials | None = None, **options: Any) -> None:
+                 credentials: grpc.ChannelCredentials | None = None, tls_ca: str | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None, **options: Any) -> None:
+        """Over TLS with `credentials`, or when a PEM file is named (a caller's settings): `tls_ca` verifies the
+        service (none: the system's roots), `tls_cert` and `tls_key` are the caller's identity for mutual TLS."""
+        if credentials is None and (tls_ca or tls_cert or tls_key):
+            credentials = tls_credentials(tls_ca, tls_cert, tls_key)
         super().__init__(target, jobs_pb2_grpc.JobsStub, api_key=api_key, timeout=timeout, credentials=credentials,
                          **options)
 

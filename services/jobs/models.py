@@ -21,7 +21,6 @@ QUEUED, RUNNING = "queued", "running"
 REQUEST_DONE = (COMPLETED, FAILED, CANCELLED, EXPIRED)
 
 
-
 class Base(DeclarativeBase):
     pass
 
@@ -43,6 +42,7 @@ class Batch(Base):
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     webhook_next_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
     webhook_delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    webhook_last_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # why the last attempt failed
     trace_context: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)  # the submitter's W3C headers
     created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(Timestamp)
@@ -73,7 +73,10 @@ class BatchRequest(Base):
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     lease_owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     lease_expires_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims, each a run of its own
+    # Attempts given back because the model worker could not take them: they do not count against max_attempts.
+    handed_back: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)  # the last failed attempt's
     phase: Mapped[str] = mapped_column(String(16), default=QUEUED)  # queued, prefill, decode, done
     tokens_so_far: Mapped[int] = mapped_column(Integer, default=0)
     enqueued_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
@@ -120,3 +123,17 @@ class UsageLedger(Base):
     recorded_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
 
     __table_args__ = (UniqueConstraint("batch_id", "custom_id", name="uq_usage_custom_id"),)
+
+
+class WebhookSecret(Base):
+    """A tenant's webhook signing secret (made at random on first need), and the one it replaced, which still signs
+    until `previous_until` so that receivers can switch."""
+
+    __tablename__ = "webhook_secrets"
+
+    tenant: Mapped[str] = mapped_column(String(128), primary_key=True)
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_until: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)

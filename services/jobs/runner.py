@@ -1,10 +1,13 @@
 """Running one request: claim it, generate through the model worker's typed client with a heartbeat that renews the
 lease and notices cancellation, and end it with its result. A worker that is unavailable hands the request back (the
-task retries with backoff); a lost lease writes nothing (whoever holds it now will)."""
+task retries with backoff); a lost lease writes nothing (whoever holds it now will). A request the worker's call
+cannot carry fails at once; any other exception fails the attempt, and the request ends failed after
+`max_attempts` of them (JobStore.fail_attempt)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +23,7 @@ from model_worker.client import (
     WorkerClient,
     WorkerError,
 )
+from model_worker.client import requests as worker_requests
 from model_worker.registry import WorkerPool
 from model_worker.sessions.blobs import BlobStore
 from model_worker.tenancy import acting_for, in_current_context
@@ -28,6 +32,18 @@ from services.jobs.models import CANCELLED, COMPLETED, FAILED, BatchRequest
 from services.jobs.service import JobStore, Outcome
 from services.jobs.spec import JobRequest
 from services.openai_shapes import chat_completion
+
+log = logging.getLogger(__name__)
+MAX_ERROR_CHARS = 500  # of an exception's text kept in a result
+
+
+class InvalidRequest(ValueError):
+    """A stored request the model worker's call cannot carry (a number past the wire's range, say): the request's
+    own fault, so it fails at once instead of once per attempt."""
+
+
+class AttemptFailed(Exception):
+    """The attempt raised what no handler knew; the request went back to the queue for another attempt."""
 
 
 @dataclass
@@ -49,18 +65,41 @@ class Runner:
 
     def run(self, request_id: int) -> str:
         """"done", "skipped" (not ours to run), "lost" (the lease went elsewhere); raises Unavailable or
-        ResourceExhausted after handing the request back when the model worker cannot take it now."""
+        ResourceExhausted after handing the request back when the model worker cannot take it now, AttemptFailed
+        after putting it back in the queue when the attempt failed and attempts are left."""
         claimed = self.store.claim(request_id, self.owner, self.lease_s)
         if claimed is None:
             return "skipped"
         request, batch = claimed
+        started = time.monotonic()
         with acting_for(batch.tenant):  # the batch's owner, not this service, is who the worker serves
-            return self._run_claimed(request_id, request)
+            try:
+                return self._run_claimed(request_id, request, started)
+            except (Unavailable, ResourceExhausted):
+                raise  # handed back already: the task retries it later, and the attempt does not count
+            except Exception as exc:  # noqa: BLE001 - whatever it is, this attempt failed and counts
+                return self._attempt_failed(request_id, exc, started)
 
-    def _run_claimed(self, request_id: int, request: BatchRequest) -> str:
+    def _attempt_failed(self, request_id: int, exc: Exception, started: float) -> str:
+        log.exception("request %s: attempt failed", request_id)
+        error = {"code": type(exc).__name__, "message": str(exc)[:MAX_ERROR_CHARS]}
+        verdict = self.store.fail_attempt(request_id, self.owner, error)
+        if verdict == "requeued":
+            raise AttemptFailed(f"request {request_id}: {error['code']}") from exc
+        if verdict == "failed":
+            self.metrics.ended(Outcome(FAILED, error=error), time.monotonic() - started)
+            return "done"
+        return "lost"
+
+    def _run_claimed(self, request_id: int, request: BatchRequest, started: float) -> str:
         job = JobRequest.from_json(request.body)
         call_id = f"job-{request_id}-{request.attempts}"
-        progress, started = Progress(), time.monotonic()
+        progress = Progress()
+        try:
+            arguments = generate_arguments(job)
+        except InvalidRequest as exc:
+            return self._end(request_id, Outcome(FAILED, error={"code": "invalid_request", "message": str(exc)}),
+                             started)
         try:  # the worker holding the job's session hot, else the least loaded
             address, client = self.workers.connect(job.session_id)
         except Unavailable:
@@ -73,7 +112,7 @@ class Runner:
         heartbeat.start()
         error: WorkerError | None = None
         try:
-            outcome = self._generate(client, job, request_id, call_id, progress)
+            outcome = self._generate(client, job, arguments, request_id, call_id, progress)
         except WorkerError as exc:  # refused: a retry will not do better (but see below)
             error, outcome = exc, Outcome(FAILED, error={"code": type(exc).__name__, "message": str(exc)})
         finally:
@@ -86,6 +125,9 @@ class Runner:
             raise error
         if progress.verdict == "lost":
             return "lost"
+        return self._end(request_id, outcome, started)
+
+    def _end(self, request_id: int, outcome: Outcome, started: float) -> str:
         if not self.store.finish(request_id, self.owner, outcome):
             return "lost"
         self.metrics.ended(outcome, time.monotonic() - started)
@@ -111,15 +153,13 @@ class Runner:
             pass  # the stream ends anyway once the worker is back, or its deadline passes
         return False
 
-    def _generate(self, client: WorkerClient, job: JobRequest, request_id: int, call_id: str,
-                  progress: Progress) -> Outcome:
+    def _generate(self, client: WorkerClient, job: JobRequest, arguments: dict[str, Any], request_id: int,
+                  call_id: str, progress: Progress) -> Outcome:
         session_id, built = self._job_session(client, job, call_id)
-        tools = None if session_id else [_tool(t) for t in job.tools] or None  # a session has its own tools
+        if session_id:
+            arguments = {**arguments, "tools": None}  # a session has its own tools
         final, checked = None, 0
-        for event in client.generate(
-                session_id=session_id, messages=job.messages, tools=tools, mode=job.mode,
-                sampling=Sampling(**job.sampling), tool_choice=job.tool_choice,
-                response_format=job.response_format, priority="batch", request_id=call_id):
+        for event in client.generate(session_id=session_id, priority="batch", request_id=call_id, **arguments):
             if isinstance(event, Delta):
                 progress.phase = "decode"
                 progress.tokens += len(event.token_ids)
@@ -170,6 +210,19 @@ class Runner:
         self.results.put(key, data)
         outcome.response, outcome.output_ref = None, key
         return outcome
+
+
+def generate_arguments(job: JobRequest) -> dict[str, Any]:
+    """The Generate call's arguments for the job, built as the wire will carry them before the worker is asked
+    anything: what cannot be built is the request's own fault (InvalidRequest)."""
+    try:
+        arguments = dict(messages=job.messages, tools=[_tool(t) for t in job.tools] or None, mode=job.mode,
+                         sampling=Sampling(**job.sampling), tool_choice=job.tool_choice,
+                         response_format=job.response_format)
+        worker_requests.generate(session_id=job.session_id, priority="batch", **arguments)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise InvalidRequest(f"the model worker's call cannot carry it: {str(exc)[:MAX_ERROR_CHARS]}") from None
+    return arguments
 
 
 def _tool(tool: dict[str, Any]) -> Tool:

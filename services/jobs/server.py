@@ -20,8 +20,10 @@ from model_worker.chat.messages import prepare_messages
 from model_worker.ids import check_id, check_optional_id
 from model_worker.server import convert
 from model_worker.server.auth import tenant_for
-from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection
+from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection, set_serving
 from model_worker.server.errors import error_codes
+from model_worker.server.readiness import Readiness, RefuseUntilReady
+from model_worker.server.serve import TlsFiles
 from model_worker.server.tracing import grpc_server_interceptors
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.jobs.v1 import jobs_pb2_grpc
@@ -30,6 +32,7 @@ from services.jobs.api import Jobs
 from services.jobs.models import BATCH_DONE, Batch
 from services.jobs.service import BatchNotFound
 from services.jobs.spec import MAX_CUSTOM_ID, BatchLimits, BatchTooLarge, InvalidLine, JobRequest, collect
+from services.sql import UNREACHABLE
 from services.storable import check_message
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Jobs"].full_name
@@ -38,8 +41,8 @@ _MODES = {worker_pb2.REASONING_MODE_UNSPECIFIED: "think-max", worker_pb2.NON_THI
 _SCALARS = ("temperature", "top_p", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
             "seed", "max_tokens", "top_logprobs", "logprobs")
 # Every request is checked storable first (a NUL, a NaN: INVALID_ARGUMENT), since what it says is kept in SQL.
-rpc = error_codes([(BatchNotFound, grpc.StatusCode.NOT_FOUND), (BatchTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED)],
-                  check=check_message)
+rpc = error_codes([(BatchNotFound, grpc.StatusCode.NOT_FOUND), (BatchTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+                   *((error, grpc.StatusCode.UNAVAILABLE) for error in UNREACHABLE)], check=check_message)
 
 
 def job_request(message: pb.JobRequest, line: int, limits: BatchLimits = BatchLimits()) -> JobRequest:
@@ -174,11 +177,17 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
                                    .get("reasoning_tokens", 0)))
 
 
-def build_server(jobs: Jobs, host: str, port: int, api_keys: dict[str, str] | None = None, threads: int = 16
-                 ) -> tuple[grpc.Server, int]:
+def build_server(jobs: Jobs, host: str, port: int, api_keys: dict[str, str] | None = None, threads: int = 16, *,
+                 tls: TlsFiles | None = None, readiness: Readiness | None = None) -> tuple[grpc.Server, int]:
+    """The service on `host:port` (TLS with `tls`). With `readiness`, its health follows it (NOT_SERVING until the
+    database and the broker answer) and calls are refused UNAVAILABLE until then; without, it serves at once."""
+    gate = [RefuseUntilReady(readiness)] if readiness is not None else []
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads), options=CHANNEL_OPTIONS,  # large JSONL
-                         interceptors=grpc_server_interceptors())
+                         interceptors=[*grpc_server_interceptors(), *gate])
     jobs_pb2_grpc.add_JobsServicer_to_server(JobsService(jobs, api_keys), server)
-    add_health_and_reflection(server, SERVICE_NAME, serving=True)
-    return server, server.add_insecure_port(f"{host}:{port}")
+    health_servicer = add_health_and_reflection(server, SERVICE_NAME, serving=readiness is None or readiness.ready)
+    if readiness is not None:
+        readiness.watch(lambda ready: set_serving(health_servicer, SERVICE_NAME, ready))
+    address = f"{host}:{port}"
+    return server, server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
 

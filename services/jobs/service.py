@@ -9,18 +9,17 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
+from services.jobs.destinations import Destinations
 from services.jobs.models import (
     BATCH_DONE,
     CANCELLED,
     CANCELLING,
-    COMPLETED,
     EXPIRED,
     FAILED,
     IN_PROGRESS,
@@ -29,32 +28,29 @@ from services.jobs.models import (
     Batch,
     BatchRequest,
     Result,
-    UsageLedger,
     utcnow,
 )
 from services.jobs.spec import InvalidLine, JobRequest
+from services.jobs.transitions import (
+    USAGE_FIELDS,
+    BatchNotFound,
+    Outcome,
+    attempts_spent,
+    end_request,
+    finalize,
+    lock_batch,
+)
 
-USAGE_FIELDS = ("prompt_tokens", "prefilled_tokens", "reused_tokens", "completion_tokens", "reasoning_tokens")
-
-
-class BatchNotFound(LookupError):
-    """No such batch for this tenant (NOT_FOUND)."""
-
-
-@dataclass
-class Outcome:
-    """How a request ended: its status, the response or error, and what it cost."""
-
-    status: str  # completed, failed, cancelled, expired
-    response: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    usage: dict[str, int] | None = None
-    output_ref: str | None = None
+MAX_ATTEMPTS = 3
+__all__ = ["MAX_ATTEMPTS", "USAGE_FIELDS", "BatchNotFound", "JobStore", "Outcome"]
 
 
 class JobStore:
-    def __init__(self, sessions: sessionmaker) -> None:
-        self.sessions = sessions
+    def __init__(self, sessions: sessionmaker, max_attempts: int = MAX_ATTEMPTS,
+                 destinations: Destinations = Destinations()) -> None:
+        """`max_attempts`: the attempts a request may fail (an exception, its worker process dying) before it ends
+        failed; `destinations`: the webhook allow-list, for URLs whose host is an address."""
+        self.sessions, self.max_attempts, self.destinations = sessions, max_attempts, destinations
 
     # -- batches ---------------------------------------------------------------------------------------------
 
@@ -62,7 +58,11 @@ class JobStore:
                completion_window_s: int, metadata: dict[str, str] | None = None, webhook_url: str | None = None,
                trace_context: dict[str, str] | None = None) -> tuple[Batch, list[tuple[int, str]]]:
         """Store a batch and its valid requests; returns it with the (request id, queue) pairs to publish. A batch
-        with no valid request is failed at once (its invalid lines say why)."""
+        with no valid request is failed at once (its invalid lines say why). A webhook URL this service will not
+        call raises InvalidWebhookUrl."""
+        webhook_url = webhook_url or None
+        if webhook_url is not None:
+            self.destinations.check_submitted(webhook_url)
         now = utcnow()
         batch = Batch(id=f"batch_{uuid.uuid4().hex}", tenant=tenant, status=IN_PROGRESS if valid else FAILED,
                       completion_window_s=completion_window_s, total=len(valid), completed=0, failed=0,
@@ -146,49 +146,55 @@ class JobStore:
     def cancel(self, tenant: str, batch_id: str) -> Batch:
         """Queued requests end now, cancelled; running ones stop at their next lease renewal."""
         with self.sessions.begin() as s:
-            batch = self._lock_batch(s, batch_id, tenant)
+            batch = lock_batch(s, batch_id, tenant)
             if batch.status in BATCH_DONE or batch.status == CANCELLING:
                 return batch
             batch.status, batch.cancelling_at = CANCELLING, utcnow()
             queued = s.scalars(select(BatchRequest).where(BatchRequest.batch_id == batch_id,
                                                           BatchRequest.status == QUEUED)).all()
             for request in queued:
-                self._end(s, batch, request, Outcome(CANCELLED, error={"code": "batch_cancelled",
-                                                                       "message": "cancelled before it started"}))
-            self._finalize(s, batch)
+                end_request(s, batch, request, Outcome(CANCELLED, error={"code": "batch_cancelled",
+                                                                         "message": "cancelled before it started"}))
+            finalize(s, batch)
             return batch
 
     # -- one request's life ---------------------------------------------------------------------------------
 
     def claim(self, request_id: int, owner: str, lease_s: float) -> tuple[BatchRequest, Batch] | None:
         """Take the request if it is queued or its lease expired; None if someone else holds it or it ended. A
-        request of a cancelling or expired batch ends instead of starting."""
+        request of a cancelling or expired batch ends instead of starting, and so does one that has failed
+        `max_attempts` attempts (the last may have killed its worker: nothing but this count says so)."""
         now = utcnow()
+        claimable = (BatchRequest.id == request_id,
+                     or_(BatchRequest.status == QUEUED,
+                         and_(BatchRequest.status == RUNNING, BatchRequest.lease_expires_at < now)))
         with self.sessions.begin() as s:
             batch_id = s.scalar(select(BatchRequest.batch_id).where(BatchRequest.id == request_id))
             if batch_id is None:
                 return None
-            batch = self._lock_batch(s, batch_id)
+            batch = lock_batch(s, batch_id)
             claimed = s.execute(
                 update(BatchRequest)
-                .where(BatchRequest.id == request_id,
-                       or_(BatchRequest.status == QUEUED,
-                           and_(BatchRequest.status == RUNNING, BatchRequest.lease_expires_at < now)))
+                .where(*claimable, BatchRequest.attempts - BatchRequest.handed_back < self.max_attempts)
                 .values(status=RUNNING, lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s),
                         attempts=BatchRequest.attempts + 1, started_at=func.coalesce(BatchRequest.started_at, now),
                         phase="prefill")).rowcount
             if claimed != 1:
+                spent = s.scalar(select(BatchRequest).where(*claimable))  # claimable, but out of attempts
+                if spent is not None:
+                    end_request(s, batch, spent, attempts_spent(spent))
+                    finalize(s, batch)
                 return None
             request = s.get(BatchRequest, request_id)
             if batch.status == CANCELLING:
-                self._end(s, batch, request, Outcome(CANCELLED, error={"code": "batch_cancelled",
-                                                                       "message": "cancelled before it started"}))
+                end_request(s, batch, request, Outcome(CANCELLED, error={"code": "batch_cancelled",
+                                                                         "message": "cancelled before it started"}))
             elif now >= batch.expires_at:
-                self._end(s, batch, request, Outcome(EXPIRED, error={"code": "batch_expired",
-                                                                     "message": "the batch's window ended"}))
+                end_request(s, batch, request, Outcome(EXPIRED, error={"code": "batch_expired",
+                                                                       "message": "the batch's window ended"}))
             else:
                 return request, batch
-            self._finalize(s, batch)
+            finalize(s, batch)
             return None
 
     def renew(self, request_id: int, owner: str, lease_s: float, phase: str, tokens: int) -> str:
@@ -209,12 +215,34 @@ class JobStore:
             return "cancel" if status == CANCELLING else "ok"
 
     def release(self, request_id: int, owner: str) -> None:
-        """Give the request back to the queue (its worker will retry it later)."""
+        """Give the request back to the queue because the model worker could not take it now (its worker will
+        retry it later): not the request's failure, so the attempt does not count against `max_attempts`."""
         with self.sessions.begin() as s:
             s.execute(update(BatchRequest).where(BatchRequest.id == request_id, BatchRequest.lease_owner == owner,
                                                  BatchRequest.status == RUNNING)
                       .values(status=QUEUED, lease_owner=None, lease_expires_at=None, phase=QUEUED,
-                              enqueued_at=utcnow()))
+                              enqueued_at=utcnow(), handed_back=BatchRequest.handed_back + 1))
+
+    def fail_attempt(self, request_id: int, owner: str, error: dict[str, str]) -> str:
+        """The running attempt failed with `error` (an exception no handler knew): "requeued" to be tried again,
+        "failed" when it was the last of `max_attempts` (the request ends failed, the error in its result), or
+        "lost" when the lease is no longer `owner`'s."""
+        with self.sessions.begin() as s:
+            request = s.get(BatchRequest, request_id)
+            if request is None:
+                return "lost"
+            batch = lock_batch(s, request.batch_id)
+            s.refresh(request)
+            if request.status != RUNNING or request.lease_owner != owner:
+                return "lost"
+            request.last_error = error
+            if request.attempts - request.handed_back >= self.max_attempts:
+                end_request(s, batch, request, attempts_spent(request))
+                finalize(s, batch)
+                return "failed"
+            request.status, request.phase, request.enqueued_at = QUEUED, QUEUED, utcnow()
+            request.lease_owner, request.lease_expires_at = None, None
+            return "requeued"
 
     def finish(self, request_id: int, owner: str, outcome: Outcome) -> bool:
         """End a running request held by `owner`: its result and usage rows and the batch's counts, in one
@@ -224,12 +252,12 @@ class JobStore:
                 request = s.get(BatchRequest, request_id)
                 if request is None:
                     return False
-                batch = self._lock_batch(s, request.batch_id)
+                batch = lock_batch(s, request.batch_id)
                 s.refresh(request)
                 if request.status != RUNNING or request.lease_owner != owner:
                     return False
-                self._end(s, batch, request, outcome)
-                self._finalize(s, batch)
+                end_request(s, batch, request, outcome)
+                finalize(s, batch)
                 return True
         except IntegrityError:  # a result for this custom_id exists already: it ended elsewhere
             return False
@@ -238,24 +266,33 @@ class JobStore:
 
     def reap(self, requeue_after_s: float) -> list[tuple[int, str, dict[str, str]]]:
         """Requests to publish again, with their batch's trace context: running ones whose lease expired (their
-        worker died) go back to queued, and
-        queued ones waiting longer than `requeue_after_s` (their message may be lost; a duplicate finds them
-        claimed and does nothing). Batches past their window expire what has not started."""
+        worker died, which counts as a failed attempt) go back to queued, or end failed when that was their last
+        attempt, and queued ones waiting longer than `requeue_after_s` (their message may be lost; a duplicate
+        finds them claimed and does nothing). Batches past their window expire what has not started."""
         now = utcnow()
         with self.sessions.begin() as s:  # request rows only
             s.execute(update(BatchRequest)
                       .where(BatchRequest.status == RUNNING, BatchRequest.lease_expires_at < now)
                       .values(status=QUEUED, lease_owner=None, lease_expires_at=None, phase=QUEUED, enqueued_at=now))
+        spent = (BatchRequest.status == QUEUED, BatchRequest.attempts - BatchRequest.handed_back >= self.max_attempts)
+        with self.sessions() as s:
+            with_spent = list(s.scalars(select(BatchRequest.batch_id).where(*spent).distinct()))
+        for batch_id in with_spent:
+            with self.sessions.begin() as s:
+                batch = lock_batch(s, batch_id)
+                for request in s.scalars(select(BatchRequest).where(BatchRequest.batch_id == batch_id, *spent)).all():
+                    end_request(s, batch, request, attempts_spent(request))
+                finalize(s, batch)
         with self.sessions() as s:
             past_window = list(s.scalars(select(Batch.id).where(Batch.status == IN_PROGRESS, Batch.expires_at <= now)))
         for batch_id in past_window:
             with self.sessions.begin() as s:
-                batch = self._lock_batch(s, batch_id)
+                batch = lock_batch(s, batch_id)
                 for request in s.scalars(select(BatchRequest).where(BatchRequest.batch_id == batch_id,
                                                                     BatchRequest.status == QUEUED)).all():
-                    self._end(s, batch, request, Outcome(EXPIRED, error={"code": "batch_expired",
-                                                                         "message": "the batch's window ended"}))
-                self._finalize(s, batch)
+                    end_request(s, batch, request, Outcome(EXPIRED, error={"code": "batch_expired",
+                                                                           "message": "the batch's window ended"}))
+                finalize(s, batch)
         with self.sessions.begin() as s:
             stale = now - dt.timedelta(seconds=requeue_after_s)
             rows = s.execute(select(BatchRequest.id, BatchRequest.queue, Batch.trace_context)
@@ -266,78 +303,3 @@ class JobStore:
                 s.execute(update(BatchRequest).where(BatchRequest.id.in_([i for i, _, _ in again]))
                           .values(enqueued_at=now))
             return again
-
-    def webhooks_due(self, max_attempts: int = 8) -> list[str]:
-        """Ended batches whose webhook is due, each claimed for one attempt (the next one backs off
-        exponentially), so concurrent reapers do not post it together."""
-        now = utcnow()
-        due = []
-        with self.sessions.begin() as s:
-            candidates = s.scalars(select(Batch.id).where(
-                Batch.status.in_(BATCH_DONE), Batch.webhook_url.is_not(None), Batch.webhook_delivered_at.is_(None),
-                Batch.webhook_attempts < max_attempts,
-                or_(Batch.webhook_next_at.is_(None), Batch.webhook_next_at <= now))).all()
-            for batch_id in candidates:
-                claimed = s.execute(update(Batch).where(
-                    Batch.id == batch_id, Batch.webhook_delivered_at.is_(None),
-                    or_(Batch.webhook_next_at.is_(None), Batch.webhook_next_at <= now))
-                    .values(webhook_attempts=Batch.webhook_attempts + 1,
-                            webhook_next_at=now + dt.timedelta(seconds=30))).rowcount
-                if claimed:
-                    due.append(batch_id)
-        return due
-
-    def webhook_result(self, batch_id: str, delivered: bool) -> None:
-        with self.sessions.begin() as s:
-            batch = s.get(Batch, batch_id)
-            if delivered:
-                batch.webhook_delivered_at = utcnow()
-            else:
-                batch.webhook_next_at = utcnow() + dt.timedelta(seconds=min(30 * 2 ** batch.webhook_attempts, 3600))
-
-    # -- inside a transaction ----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _lock_batch(s: Session, batch_id: str, tenant: str | None = None) -> Batch:
-        batch = s.get(Batch, batch_id, with_for_update=True)
-        if batch is None or (tenant is not None and batch.tenant != tenant):
-            raise BatchNotFound(f"no batch {batch_id}")
-        return batch
-
-    @staticmethod
-    def _end(s: Session, batch: Batch, request: BatchRequest, outcome: Outcome) -> None:
-        now = utcnow()
-        request.status, request.phase, request.finished_at = outcome.status, "done", now
-        request.lease_owner, request.lease_expires_at = None, None
-        s.add(Result(request_id=request.id, batch_id=batch.id, custom_id=request.custom_id, status=outcome.status,
-                     response=outcome.response, error=outcome.error, output_ref=outcome.output_ref, created_at=now))
-        usage = outcome.usage or {}
-        s.add(UsageLedger(tenant=batch.tenant, batch_id=batch.id, custom_id=request.custom_id, recorded_at=now,
-                          **{name: int(usage.get(name, 0)) for name in USAGE_FIELDS}))
-        if outcome.status == COMPLETED:
-            batch.completed += 1
-        elif outcome.status == FAILED:
-            batch.failed += 1
-        s.flush()
-
-    @staticmethod
-    def _finalize(s: Session, batch: Batch) -> None:
-        """Once no request is queued or running, the batch ends: cancelled, expired or completed."""
-        if batch.status in BATCH_DONE:
-            return
-        left = s.scalar(select(func.count()).where(BatchRequest.batch_id == batch.id,
-                                                   BatchRequest.status.in_((QUEUED, RUNNING))))
-        if left:
-            return
-        now = utcnow()
-        if batch.status == CANCELLING:
-            batch.status, batch.cancelled_at = CANCELLED, now
-            return
-        expired = s.scalar(select(func.count()).where(BatchRequest.batch_id == batch.id,
-                                                      BatchRequest.status == EXPIRED))
-        batch.finalizing_at = now
-        if expired:
-            batch.status, batch.expired_at = EXPIRED, now
-        else:
-            batch.status, batch.completed_at = COMPLETED, now
-

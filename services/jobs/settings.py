@@ -3,10 +3,12 @@ default that runs embedded (SQLite next to the data, Redis on localhost)."""
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.jobs.spec import BatchLimits
+from services.jobs.destinations import Destinations
+from services.jobs.service import MAX_ATTEMPTS
+from services.jobs.spec import DEFAULT_QUEUE, BatchLimits
 from services.openai_shapes import InputLimits
 
 _BATCH, _INPUT = BatchLimits(), InputLimits()
@@ -25,7 +27,30 @@ class JobsSettings(BaseSettings):
     port: int = Field(50061, description="the jobs gRPC port; 0: any free port (printed)")
     api_keys_file: str | None = Field(None, description="JSON file {key: tenant}; without it every caller is the "
                                       "default tenant")
+    tls_cert: str | None = Field(None, description="PEM certificate chain: the gRPC service serves TLS (with "
+                                 "tls_key)")
+    tls_key: str | None = Field(None, description="PEM private key of tls_cert")
+    tls_client_ca: str | None = Field(None, description="PEM CA bundle: the gRPC service requires client "
+                                      "certificates it signed (mutual TLS)")
+    dependency_retry_max_seconds: float = Field(15.0, gt=0, description="longest wait between attempts to reach "
+                                                "the database and the broker while they do not answer; the wait "
+                                                "doubles from 0.25 s up to this. Until they answer, the gRPC "
+                                                "service's health says NOT_SERVING and its calls are refused "
+                                                "UNAVAILABLE")
+    dependency_check_seconds: float = Field(10.0, gt=0, description="how often the gRPC service checks the "
+                                            "database and the broker once they answer; one lost makes it not "
+                                            "ready again")
     worker_api_key: str | None = Field(None, description="API key for the model worker, if it requires one")
+    worker_tls_ca: str | None = Field(None, description="PEM CA bundle that verifies the model workers: the runner "
+                                      "calls them over TLS (a worker_tls_cert alone: TLS verified by the system's "
+                                      "roots)")
+    worker_tls_cert: str | None = Field(None, description="PEM certificate chain the runner shows model workers "
+                                        "that require mutual TLS (with worker_tls_key)")
+    worker_tls_key: str | None = Field(None, description="PEM private key of worker_tls_cert")
+    worker_tls_server_name: str | None = Field(None, description="the name the model workers' certificates carry, "
+                                               "checked in place of the host of each worker's address (compose: "
+                                               "workers register under container IDs no certificate names); "
+                                               "none: that host. Needs TLS")
     result_store: str = Field("data/job-results", description="directory for outputs over the inline limit")
     inline_output_bytes: int = Field(64 << 10, description="outputs larger than this are stored outside the row")
     lease_seconds: float = Field(60.0, gt=0, description="a running request's lease; renewed while it streams")
@@ -39,6 +64,24 @@ class JobsSettings(BaseSettings):
     completion_window_seconds: int = Field(24 * 3600, gt=0, description="default expiry window of a batch")
     progress_every_tokens: int = Field(64, gt=0, description="tokens between progress and lease updates")
     worker_retries: int = Field(20, ge=0, description="retries of a request while the model worker is unavailable")
+    max_attempts: int = Field(MAX_ATTEMPTS, ge=1, description="attempts of a request that fail otherwise (an "
+                              "exception, its worker process dying) before it ends failed with its last error; a "
+                              "request the worker's call cannot carry fails at once")
+    webhook_timeout_seconds: float = Field(5.0, gt=0, description="the whole of one webhook delivery attempt: "
+                                           "connect, TLS, request and the answer's status line")
+    webhook_max_attempts: int = Field(8, ge=1, description="delivery attempts of a batch's webhook before it is "
+                                      "given up (its last error stays on the batch)")
+    webhook_backoff_seconds: float = Field(30.0, gt=0, description="wait after a failed webhook attempt, doubled "
+                                           "after each")
+    webhook_backoff_max_seconds: float = Field(3600.0, gt=0, description="the longest wait between webhook attempts")
+    webhook_allow_networks: str = Field("", description="comma-separated networks (10.0.0.0/8, fd00::/8, "
+                                        "127.0.0.1) and host names (hooks.internal) webhooks may reach although "
+                                        "they are loopback, private, link-local or otherwise not public; empty: "
+                                        "public addresses only")
+    webhook_secret_grace_seconds: float = Field(24 * 3600.0, ge=0, description="after a tenant's webhook secret "
+                                                "is rotated, how long the previous one still signs too")
+    webhook_queue: str = Field(DEFAULT_QUEUE, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Celery queue of "
+                               "webhook deliveries; another than the default needs a worker consuming it (-Q)")
     metrics_port: int | None = Field(None, ge=0, description="serve Prometheus metrics over HTTP on this port at "
                                      "`host`: the gRPC service's (batches submitted) or a Celery worker's (requests "
                                      "run; a prefork pool needs PROMETHEUS_MULTIPROC_DIR); 0: any free port")
@@ -60,6 +103,15 @@ class JobsSettings(BaseSettings):
     def batch_limits(self) -> BatchLimits:
         return BatchLimits(self.max_batch_requests, self.max_batch_bytes, self.max_request_bytes, InputLimits(
             self.max_messages, self.max_tools, self.max_schema_bytes, self.max_json_depth))
+
+    def webhook_destinations(self) -> Destinations:
+        return Destinations.parse(self.webhook_allow_networks)
+
+    @field_validator("webhook_allow_networks")
+    @classmethod
+    def _allow_list_parses(cls, entries: str) -> str:
+        Destinations.parse(entries)  # a wrong entry stops the service at start, not its first delivery
+        return entries
 
     @model_validator(mode="after")
     def _visibility_outlasts_jobs(self) -> JobsSettings:

@@ -40,6 +40,7 @@ MAX_CUSTOM_ID = 512
 MODES = {"max": "think-max", "high": "think-high", "medium": "think-high", "low": "non-think", "minimal": "non-think",
          "none": "non-think", "think-max": "think-max", "think-high": "think-high", "non-think": "non-think"}
 THINK_MAX_QUEUE, DEFAULT_QUEUE = "think_max", "default"
+INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty", "seed",
                    "max_tokens", "stop")
 
@@ -86,13 +87,13 @@ class _Body(BaseModel):
     session_id: str | None = None
     temperature: float | None = None
     top_p: float | None = None
-    top_k: int | None = None
+    top_k: int | None = Field(default=None, ge=0, le=INT32_MAX)  # the worker's wire types bound them
     min_p: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
-    seed: int | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = Field(default=None, ge=0, le=UINT64_MAX)
+    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     stop: str | list[str] | None = None
     n: int = 1
 

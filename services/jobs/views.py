@@ -1,10 +1,7 @@
-"""What callers see of a batch: OpenAI's Batch object; and its webhook, POSTed when it ends."""
+"""What callers see of a batch: OpenAI's Batch object (the data of its webhook event too: jobs/webhooks.py)."""
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from services.jobs.models import Batch
@@ -32,22 +29,3 @@ def batch_view(store: JobStore, batch: Batch) -> dict[str, Any]:
             "created", "in_progress", "finalizing", "completed", "failed", "expired", "cancelling", "cancelled")},
         "expires_at": stamp(batch.expires_at),
     }
-
-
-def deliver_webhooks(store: JobStore, timeout_s: float = 10.0) -> int:
-    """POST each ended batch ({"type": "batch.<status>", "data": its Batch object}) to its webhook URL: at least
-    once, retried with backoff until a 2xx answer. Returns how many were delivered."""
-    delivered = 0
-    for batch_id in store.webhooks_due():
-        batch = store.get_any(batch_id)
-        body = json.dumps({"type": f"batch.{batch.status}", "data": batch_view(store, batch)}).encode()
-        request = urllib.request.Request(batch.webhook_url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json", "User-Agent": "dsv4-jobs"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as answer:
-                ok = 200 <= answer.status < 300
-        except (urllib.error.URLError, OSError, ValueError):
-            ok = False
-        store.webhook_result(batch_id, ok)
-        delivered += ok
-    return delivered

@@ -1,6 +1,6 @@
 """Session blob stores: FsspecBlobs on a temporary directory (given as a plain path and as a file:// URL) and on
 fsspec's memory filesystem, and RedisBlobs on the local Redis server, all held to one contract (get, put, put_if_absent,
-exists, delete, list, size, written_at); local-directory specifics (no leftover or listed `.partial-*` files,
+exists, delete, list, folders, size, written_at); local-directory specifics (no leftover or listed `.partial-*` files,
 `put_if_absent` atomic across processes); and `open_blobs` choosing the backend from the URL."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sessions_blob_claim import claim_keys
 
 from model_worker.sessions import blobs as blobs_module
 from model_worker.sessions.blobs import FsspecBlobs, RedisBlobs, open_blobs
+from model_worker.sessions.keys import glob_escape
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 BACKENDS = ["path", "file-url", "memory", "redis"]
@@ -38,7 +39,7 @@ def _redis_store() -> Iterator[RedisBlobs]:
     try:
         yield store
     finally:
-        pattern = blobs_module._glob_escape(prefix) + "*"
+        pattern = glob_escape(prefix) + "*"
         leftover = list(store.client.scan_iter(match=pattern, count=1000))
         if leftover:
             store.client.delete(*leftover)
@@ -185,6 +186,15 @@ def test_list_of_everything_and_after_deletes(store):
     assert sorted(store.list("")) == ["s/y"]
 
 
+def test_folders_names_the_folders_directly_under_a_prefix(store):
+    for key in ["t/a/s/x/meta", "t/a/b/v", "t/c/salt", "t/top", "u/v"]:
+        store.put(key, b"v")
+    assert sorted(store.folders("t/")) == ["a", "c"]
+    assert sorted(store.folders("t/a/")) == ["b", "s"]
+    assert sorted(store.folders("")) == ["t", "u"]
+    assert list(store.folders("t/a/b/")) == [] and list(store.folders("nothing/")) == []
+
+
 def test_list_sees_keys_written_by_put_if_absent(store):
     store.put_if_absent("t/k/s/one/meta", b"1")
     store.put("t/k/s/two/meta", b"2")
@@ -329,13 +339,14 @@ def test_redis_prefixes_are_separate():
         first.close()
 
 
-def test_redis_list_does_not_yield_the_write_time_index():
+def test_redis_list_does_not_yield_its_indexes():
     gen = _redis_store()
     store = next(gen)
     try:
         store.put("k", b"v")
-        assert store.client.exists(store.times_key)
-        assert list(store.list("")) == ["k"]
+        store.put("t/a/b", b"v")
+        assert store.client.exists(store.prefix + "\0d:") and store.client.exists(store.prefix + "\0d:t/a/")
+        assert sorted(store.list("")) == ["k", "t/a/b"]
     finally:
         gen.close()
 
@@ -358,7 +369,8 @@ def test_redis_prefix_with_glob_characters_is_literal():
         for s in (store, other):
             for key in list(s.list("")):
                 s.delete(key)
-            s.client.delete(s.times_key)
+            s.client.delete(s.prefix + "\0layout")
+            assert not list(s.client.scan_iter(match=glob_escape(s.prefix) + "*"))
             s.client.close()
 
 

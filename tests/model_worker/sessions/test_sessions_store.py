@@ -184,6 +184,28 @@ def test_a_damaged_page_means_rebuild_from_the_token_log(model, store, damage: s
     assert torch.equal(feed(model, again, [3], chunk=1), expected)
 
 
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_an_unfinished_newest_commit_gives_way_to_the_previous_one(model, store, damage: str) -> None:
+    """A writer that died mid-commit on a store without atomic writes leaves a record whose own values are absent or
+    cut short: the session opens at the commit before, and the next commit takes the unfinished one's number."""
+    session = store.create("acme")
+    grow(model, store, session, TOKENS[:600])
+    tk = tenant_key("acme")
+    tail = blob_key(tk, store.read_commit(tk, session.session_id, None).tail)  # written by the last commit alone
+    if damage == "delete":
+        store.blobs.delete(tail)
+    else:
+        store.blobs.put(tail, store.blobs.get(tail)[:-100])
+    reopened = store.open("acme", session.session_id)
+    assert not reopened.rebuilt and reopened.seq == 0 and reopened.token_ids == TOKENS[:300]
+    assert store.commit_seqs(tk, session.session_id) == [0]
+    grow(model, store, reopened, TOKENS[300:600])
+    expected = feed(model, reopened, [5], chunk=1)
+    again = store.open("acme", session.session_id)
+    assert again.seq == 1 and again.token_ids == TOKENS[:600]
+    assert torch.equal(feed(model, again, [5], chunk=1), expected)
+
+
 def test_quota_refuses_a_commit_and_keeps_the_previous_one(model, store) -> None:
     session = store.create("acme")
     grow(model, store, session, TOKENS[:300])
@@ -236,7 +258,8 @@ def test_export_import_and_collect(model, store, tmp_path) -> None:
 
 def test_the_token_log_spans_token_pages_and_a_damaged_one_is_an_error(model, store) -> None:
     session = store.create("acme")
-    grow(model, store, session, TOKENS[:4200], chunk=1400)  # a full 4,096-token page plus a partial one
+    # Two commits past a full 4,096-token page: both name it, so damage to it is not an unfinished last commit.
+    grow(model, store, session, TOKENS[:4200], chunk=4150)
     tk = tenant_key("acme")
     reopened = store.open("acme", session.session_id)
     assert reopened.token_pages == 1 and reopened.token_ids == TOKENS[:4200] and not reopened.rebuilt

@@ -1,8 +1,10 @@
-"""Tiers with real Redis and real files: warm in front of cold (fill, fall back past a damaged or evicted copy), the hot
-tier's pins and demotions, and expiry held off by leases."""
+"""Tiers with real Redis and real files: warm in front of cold (fill, fall back past a damaged or evicted copy; a full
+or unreachable warm tier never fails a read nor serves an old value), the hot tier's pins and demotions, and expiry
+held off by leases."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -33,6 +35,7 @@ def redis_url():
     blobs = open_blobs(url)
     for key in list(blobs.list("")):
         blobs.delete(key)
+    blobs.client.delete(blobs.prefix + "\0layout")
 
 
 def test_warm_in_front_of_cold(model, redis_url, tmp_path) -> None:
@@ -71,6 +74,43 @@ def test_tiered_reads_survive_a_missing_warm_store(model, tmp_path) -> None:
     grow(model, store, session, TOKENS[:300])
     cold_only = SessionStore(cold, model.fingerprint, model.layout)
     assert cold_only.open("acme", session.session_id).token_ids == TOKENS[:300]
+
+
+class _FullWarm:
+    """A warm store at its memory limit under `noeviction`: it refuses writes (as RedisBlobs reports Redis's OOM)
+    and still reads and deletes."""
+
+    def __init__(self, url: str) -> None:
+        self.store, self.full, self.url = open_blobs(url), False, url
+
+    def put(self, key: str, data: bytes) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "Redis is at its memory limit")
+        self.store.put(key, data)
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+def test_a_full_warm_tier_fails_no_write_and_serves_no_old_value(tmp_path) -> None:
+    warm = _FullWarm("memory://warm-full-" + str(os.getpid()))
+    tiers = TieredBlobs(warm, open_blobs(str(tmp_path / "cold")))
+    tiers.put("t/a/s/x/lease/job", b"until 1")
+    warm.full = True
+    tiers.put("t/a/s/x/lease/job", b"until 2")  # durable in cold; warm's older copy is removed, not left
+    assert tiers.get("t/a/s/x/lease/job") == b"until 2" and warm.store.get("t/a/s/x/lease/job") is None
+    assert tiers.put_if_absent("t/a/s/y/meta", b"claimed") and tiers.get("t/a/s/y/meta") == b"claimed"
+    assert list(tiers.list("t/a/s/")) == ["t/a/s/x/lease/job", "t/a/s/y/meta"]  # cold answers listings
+
+
+def test_an_unreachable_warm_tier_falls_through_to_cold(tmp_path) -> None:
+    pytest.importorskip("redis")
+    cold = open_blobs(str(tmp_path / "cold"))
+    cold.put("t/a/b/v", b"value")
+    tiers = open_tiered(str(tmp_path / "cold"), "redis://127.0.0.1:1/12", warm_ttl_seconds=60)  # nothing listens
+    assert tiers.get("t/a/b/v") == b"value" and tiers.exists("t/a/b/v") and list(tiers.list("t/")) == ["t/a/b/v"]
+    with pytest.raises(ConnectionError):  # warm may hold an older copy it cannot remove: the write is not done
+        tiers.put("t/a/b/w", b"new")
 
 
 def test_hot_tier_pins_hits_and_demotes(model, tmp_path) -> None:

@@ -180,3 +180,25 @@ def test_unsupported_requests_are_refused(gateway):
     for fields in refusals:
         with pytest.raises(openai.BadRequestError):
             client.responses.create(model=model, **{"input": "hi", **fields})
+
+
+def test_deleting_responses_deletes_the_worker_sessions_only_they_need(gateway):
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    first = client.responses.create(model=model, instructions=uuid.uuid4().hex, input="Say hi.", **SAME)
+    in_place = client.responses.create(model=model, previous_response_id=first.id, input="Once more.", **SAME)
+    fork = client.responses.create(model=model, previous_response_id=first.id, input="Again.", **SAME)
+    with WorkerClient(gateway.worker) as worker, acting_for("acme"):
+        def sessions() -> set[str]:
+            return set(worker.list_sessions(page_size=1000)) & {first.id, in_place.id, fork.id}
+
+        assert sessions() == {first.id, fork.id}  # the chain lives on the first response's session
+        client.responses.delete(first.id)
+        assert sessions() == {first.id, fork.id}  # the response that went on in place still names it
+        after = client.responses.create(model=model, previous_response_id=in_place.id, input="Go on.", **SAME)
+        assert after.usage.input_tokens_details.cached_tokens >= in_place.usage.total_tokens - 2
+        for response in (in_place, after):
+            client.responses.delete(response.id)
+        assert sessions() == {fork.id}  # the last response naming it is gone: so is the session
+        client.responses.delete(fork.id)  # a fork is a session of its own, deleted with its only response
+        assert sessions() == set()
