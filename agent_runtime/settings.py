@@ -4,10 +4,14 @@ over them; every one has a default that runs embedded (SQLite under data/, one l
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from model_worker.client.settings import WorkerTlsSettings
+from model_worker.server.readiness import ReadinessSettings
+from services.jobs.client import JobsTlsSettings
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
     model_config = SettingsConfigDict(env_prefix="DSV4_AGENT_", env_file=None, extra="ignore")
 
     database_url: str = Field("sqlite:///data/agent.db", description="SQLAlchemy URL: PostgreSQL in deployment")
@@ -17,23 +21,9 @@ class AgentSettings(BaseSettings):
                                         "their loads and hot sessions (then `workers` may be empty); none: the "
                                         "`workers` addresses")
     worker_api_key: str | None = Field(None, description="API key for the model workers, if they require one")
-    worker_tls_ca: str | None = Field(None, description="PEM CA bundle that verifies the model workers: call them "
-                                      "over TLS (a worker_tls_cert alone: TLS verified by the system's roots)")
-    worker_tls_cert: str | None = Field(None, description="PEM certificate chain this service shows model workers "
-                                        "that require mutual TLS (with worker_tls_key)")
-    worker_tls_key: str | None = Field(None, description="PEM private key of worker_tls_cert")
-    worker_tls_server_name: str | None = Field(None, description="the name the model workers' certificates carry, "
-                                               "checked in place of the host of each worker's address (compose: "
-                                               "workers register under container IDs no certificate names); "
-                                               "none: that host. Needs TLS")
     jobs_target: str | None = Field(None, description="the jobs service's gRPC address: Think Max turns run there "
                                     "(without it, Think Max runs directly on Think Max sessions only)")
     jobs_api_key: str | None = Field(None, description="API key for the jobs service")
-    jobs_tls_ca: str | None = Field(None, description="PEM CA bundle that verifies the jobs service: call it over "
-                                    "TLS (a jobs_tls_cert alone: TLS verified by the system's roots)")
-    jobs_tls_cert: str | None = Field(None, description="PEM certificate chain this service shows a jobs service "
-                                      "that requires mutual TLS (with jobs_tls_key)")
-    jobs_tls_key: str | None = Field(None, description="PEM private key of jobs_tls_cert")
     host: str = Field("127.0.0.1", description="address to serve on")
     port: int = Field(50071, description="gRPC port; 0: any free port (printed)")
     api_keys_file: str | None = Field(None, description="JSON file {key: tenant}; without it every caller is the "
@@ -51,12 +41,6 @@ class AgentSettings(BaseSettings):
     heartbeat_seconds: float = Field(5.0, gt=0, description="how often a running turn's heartbeat is renewed")
     stale_after_seconds: float = Field(30.0, gt=0, description="a turn whose heartbeat is older than this was "
                                        "orphaned by a crash (it ends interrupted, or is continued on a decision)")
-    dependency_retry_max_seconds: float = Field(15.0, gt=0, description="longest wait between attempts to reach "
-                                                "the database (and registry) while they do not answer; the wait "
-                                                "doubles from 0.25 s up to this. Until they answer, health says "
-                                                "NOT_SERVING and calls are refused UNAVAILABLE")
-    dependency_check_seconds: float = Field(10.0, gt=0, description="how often the database (and registry) are "
-                                            "checked once they answer; one lost makes the service not ready again")
     threads: int = Field(32, gt=0, description="gRPC handler threads (each attached caller holds one)")
     metrics_port: int | None = Field(None, ge=0, description="serve Prometheus metrics (turns, steps, tool calls, "
                                      "tokens) over HTTP on this port at `host`; 0: any free port (printed)")

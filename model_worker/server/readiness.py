@@ -14,8 +14,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
 log = logging.getLogger(__name__)
+
+
+class ReadinessSettings(BaseSettings):
+    """How a service waits for its dependencies (under its own prefix: `DSV4_GATEWAY_DEPENDENCY_CHECK_SECONDS`, ...)."""
+
+    dependency_retry_max_seconds: float = Field(15.0, gt=0, description="longest wait between attempts to reach "
+                                                "this service's dependencies (its database; the broker, a model "
+                                                "worker or the registry where it needs them) while they do not "
+                                                "answer; the wait doubles from 0.25 s up to this. Until they "
+                                                "answer, health says not ready and calls are refused UNAVAILABLE "
+                                                "(503 at the gateway)")
+    dependency_check_seconds: float = Field(10.0, gt=0, description="how often the dependencies are checked once "
+                                            "they answer; one lost makes the service not ready again")
 
 FIRST_RETRY_S = 0.25
 _MAX_DOUBLINGS = 16  # the cap is reached long before; this keeps the product a finite float however long it lasts

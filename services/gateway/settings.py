@@ -4,12 +4,15 @@ them; every one has a default that runs embedded (SQLite and files under data/, 
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from model_worker.client.settings import WorkerTlsSettings
+from model_worker.server.readiness import ReadinessSettings
+from services.jobs.client import JobsTlsSettings
 from services.openai_shapes import InputLimits
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
     model_config = SettingsConfigDict(env_prefix="DSV4_GATEWAY_", env_file=None, extra="ignore")
 
     host: str = Field("127.0.0.1", description="address to serve HTTP on")
@@ -18,23 +21,9 @@ class GatewaySettings(BaseSettings):
     worker_registry: str | None = Field(None, description="worker registry, redis://HOST:PORT/DB: live workers, "
                                         "their loads and hot sessions; none: the `workers` addresses")
     worker_api_key: str | None = Field(None, description="API key for the model workers, if they require one")
-    worker_tls_ca: str | None = Field(None, description="PEM CA bundle that verifies the model workers: call them "
-                                      "over TLS (a worker_tls_cert alone: TLS verified by the system's roots)")
-    worker_tls_cert: str | None = Field(None, description="PEM certificate chain the gateway shows model workers "
-                                        "that require mutual TLS (with worker_tls_key)")
-    worker_tls_key: str | None = Field(None, description="PEM private key of worker_tls_cert")
-    worker_tls_server_name: str | None = Field(None, description="the name the model workers' certificates carry, "
-                                               "checked in place of the host of each worker's address (compose: "
-                                               "workers register under container IDs no certificate names); "
-                                               "none: that host. Needs TLS")
     jobs_target: str | None = Field(None, description="the jobs service's gRPC address (batches, background "
                                     "responses); without it those endpoints answer 503")
     jobs_api_key: str | None = Field(None, description="API key for the jobs service")
-    jobs_tls_ca: str | None = Field(None, description="PEM CA bundle that verifies the jobs service: call it over "
-                                    "TLS (a jobs_tls_cert alone: TLS verified by the system's roots)")
-    jobs_tls_cert: str | None = Field(None, description="PEM certificate chain the gateway shows a jobs service "
-                                      "that requires mutual TLS (with jobs_tls_key)")
-    jobs_tls_key: str | None = Field(None, description="PEM private key of jobs_tls_cert")
     database_url: str = Field("sqlite:///data/gateway.db", description="SQLAlchemy URL of the gateway's tables "
                               "(stored responses, files)")
     files_dir: str = Field("data/gateway-files", description="where uploaded files' bytes are kept")
@@ -55,13 +44,6 @@ class GatewaySettings(BaseSettings):
     max_requests_per_tenant: int | None = Field(None, gt=0, description="generations a tenant may run at once")
     tokens_per_second_per_tenant: float | None = Field(None, gt=0, description="token bucket per tenant "
                                                        "(10 s of burst)")
-    dependency_retry_max_seconds: float = Field(15.0, gt=0, description="longest wait between attempts to reach "
-                                                "the database and a model worker while they do not answer; the "
-                                                "wait doubles from 0.25 s up to this. Until they answer, /readyz "
-                                                "and /healthz say 503 and /v1 requests are refused 503")
-    dependency_check_seconds: float = Field(10.0, gt=0, description="how often the database and the model workers "
-                                            "are checked once they answer; one lost makes the gateway not ready "
-                                            "again")
     background_poll_seconds: float = Field(0.5, gt=0, description="how often a background response's job is "
                                            "checked while a caller polls it")
 

@@ -10,7 +10,7 @@ from typing import Any
 from opentelemetry import propagate
 
 from model_worker.sessions.blobs import BlobStore
-from services.jobs.celery_app import publish
+from services.jobs.celery_app import announce_webhooks, publish
 from services.jobs.metrics import SubmitMetrics
 from services.jobs.models import Batch, Result
 from services.jobs.service import JobStore
@@ -42,6 +42,8 @@ class Jobs:
         batch, to_publish = self.store.submit(tenant, valid, invalid, completion_window_s or self.completion_window_s,
                                               metadata, webhook_url, carrier)
         publish(to_publish, interactive=interactive)
+        if webhook_url and not to_publish:  # no valid line: the batch ended failed as it came, its webhook is due
+            announce_webhooks()
         self.metrics.submitted(len(valid), len(invalid), interactive)
         return self.view(batch)
 

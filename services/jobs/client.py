@@ -8,11 +8,23 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
 from model_worker.client.base import SyncRpcClient
 from model_worker.client.policy import tls_credentials
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.jobs.v1 import jobs_pb2_grpc
+
+
+class JobsTlsSettings(BaseSettings):
+    """What a caller of the jobs service configures to reach it over TLS (under the caller's own prefix)."""
+
+    jobs_tls_ca: str | None = Field(None, description="PEM CA bundle that verifies the jobs service: call it over "
+                                    "TLS (a jobs_tls_cert alone: TLS verified by the system's roots)")
+    jobs_tls_cert: str | None = Field(None, description="PEM certificate chain this service shows a jobs service "
+                                      "that requires mutual TLS (with jobs_tls_key)")
+    jobs_tls_key: str | None = Field(None, description="PEM private key of jobs_tls_cert")
 
 
 class JobsClient(SyncRpcClient):

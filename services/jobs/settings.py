@@ -4,8 +4,10 @@ default that runs embedded (SQLite next to the data, Redis on localhost)."""
 from __future__ import annotations
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
+from model_worker.client.settings import WorkerTlsSettings
+from model_worker.server.readiness import ReadinessSettings
 from services.jobs.destinations import Destinations
 from services.jobs.service import MAX_ATTEMPTS
 from services.jobs.spec import DEFAULT_QUEUE, BatchLimits
@@ -14,7 +16,7 @@ from services.openai_shapes import InputLimits
 _BATCH, _INPUT = BatchLimits(), InputLimits()
 
 
-class JobsSettings(BaseSettings):
+class JobsSettings(WorkerTlsSettings, ReadinessSettings):
     model_config = SettingsConfigDict(env_prefix="DSV4_JOBS_", env_file=None, extra="ignore")
 
     database_url: str = Field("sqlite:///data/jobs.db", description="SQLAlchemy URL: PostgreSQL in deployment")
@@ -32,25 +34,7 @@ class JobsSettings(BaseSettings):
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")
     tls_client_ca: str | None = Field(None, description="PEM CA bundle: the gRPC service requires client "
                                       "certificates it signed (mutual TLS)")
-    dependency_retry_max_seconds: float = Field(15.0, gt=0, description="longest wait between attempts to reach "
-                                                "the database and the broker while they do not answer; the wait "
-                                                "doubles from 0.25 s up to this. Until they answer, the gRPC "
-                                                "service's health says NOT_SERVING and its calls are refused "
-                                                "UNAVAILABLE")
-    dependency_check_seconds: float = Field(10.0, gt=0, description="how often the gRPC service checks the "
-                                            "database and the broker once they answer; one lost makes it not "
-                                            "ready again")
     worker_api_key: str | None = Field(None, description="API key for the model worker, if it requires one")
-    worker_tls_ca: str | None = Field(None, description="PEM CA bundle that verifies the model workers: the runner "
-                                      "calls them over TLS (a worker_tls_cert alone: TLS verified by the system's "
-                                      "roots)")
-    worker_tls_cert: str | None = Field(None, description="PEM certificate chain the runner shows model workers "
-                                        "that require mutual TLS (with worker_tls_key)")
-    worker_tls_key: str | None = Field(None, description="PEM private key of worker_tls_cert")
-    worker_tls_server_name: str | None = Field(None, description="the name the model workers' certificates carry, "
-                                               "checked in place of the host of each worker's address (compose: "
-                                               "workers register under container IDs no certificate names); "
-                                               "none: that host. Needs TLS")
     result_store: str = Field("data/job-results", description="directory for outputs over the inline limit")
     inline_output_bytes: int = Field(64 << 10, description="outputs larger than this are stored outside the row")
     lease_seconds: float = Field(60.0, gt=0, description="a running request's lease; renewed while it streams")

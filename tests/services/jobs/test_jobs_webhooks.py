@@ -24,7 +24,7 @@ from sqlalchemy import update
 
 from services.jobs.db import make_engine, sessions
 from services.jobs.destinations import Destinations, InvalidWebhookUrl
-from services.jobs.models import Batch
+from services.jobs.models import Batch, BatchRequest
 from services.jobs.service import JobStore, Outcome
 from services.jobs.spec import parse_jsonl
 from services.jobs.webhook_store import WebhookStore
@@ -312,17 +312,29 @@ def test_a_batch_ended_in_celery_has_its_webhook_sent_by_a_task_of_its_own(store
     celery_app.configure(JobsSettings(**settings))  # this process publishes to the same broker
     celery = start_celery(tmp_path, "hooks", concurrency=1, **settings)
     try:
-        # A top_k past what the wire carries fails the line at once, in the runner, before any model worker.
-        line = json.dumps({"custom_id": "too-wide", "body": {"messages": [{"role": "user", "content": "hi"}],
-                                                             "top_k": 2 ** 40}})
+        # A row holding a top_k past what the wire carries (stored before submission checked it) fails at once in
+        # the runner, before any model worker: the request's end ends the batch and announces its webhook.
+        line = json.dumps({"custom_id": "too-wide", "body": {"messages": [{"role": "user", "content": "hi"}]}})
+        valid, _ = parse_jsonl(line)
+        body = valid[0][1].to_json()
+        body["sampling"]["top_k"] = 2 ** 40
         with receiving() as receiver:
-            batch = Jobs(store).submit_jsonl("celery", line, webhook_url=receiver.url())
+            batch, to_publish = store.submit("celery", valid, [], 3600, webhook_url=receiver.url())
+            with store.sessions.begin() as s:
+                s.execute(update(BatchRequest).where(BatchRequest.id == to_publish[0][0]).values(body=body))
+            celery_app.publish(to_publish)
             wait_for(lambda: receiver.received, 60, "no webhook arrived")
-        (headers, body), = receiver.received
+            # A batch with no valid line ends failed as it is submitted: its webhook is announced then.
+            refused = Jobs(store).submit_jsonl("celery", line.replace('"hi"}]}', '"hi"}], "top_k": -1}'),
+                                               webhook_url=receiver.url())
+            wait_for(lambda: len(receiver.received) == 2, 60, "no webhook for the batch failed at submission")
+        (headers, body), (_, refused_body) = receiver.received
         event = json.loads(body)
-        assert event["type"] == "batch.completed" and event["data"]["id"] == batch["id"]
+        assert event["type"] == "batch.completed" and event["data"]["id"] == batch.id
         assert event["data"]["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
         assert verifies(WebhookStore(store.sessions).secrets("celery").current, headers, body)
+        refused_event = json.loads(refused_body)
+        assert refused_event["type"] == "batch.failed" and refused_event["data"]["id"] == refused["id"]
         log = (tmp_path / "hooks.log").read_text()
         assert re.search(r"Task jobs\.deliver_webhook\[[^]]+\] succeeded in [^:]+: 'delivered'", log), log[-2000:]
     finally:
