@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
-import threading
 from concurrent import futures
 
 import grpc
@@ -160,15 +158,7 @@ def run_serve(args: argparse.Namespace) -> int:
     readiness.start()  # its first round before the line below: with everything up, the line means ready
     print(f"agent service on {settings.host}:{port} (workers {settings.workers}, database "
           f"{settings.database_url.split('@')[-1]})", flush=True)
-    stopping = threading.Event()
-
-    def drain(*_: object) -> None:
-        readiness.stop()  # NOT_SERVING: probes and balancers stop sending calls
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, drain)
-    signal.signal(signal.SIGINT, drain)
-    stopping.wait()
+    readiness.until_signalled()
     runtime.runner.stop(grace_s=30)
     server.stop(grace=5).wait()
     runtime.close()

@@ -8,6 +8,7 @@ database that is late is an operator's wait, not a crash loop."""
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -141,6 +142,19 @@ class Readiness:
             changed, self._ready = self._ready, False
         if changed:
             self._notify(False)
+
+    def until_signalled(self) -> None:
+        """Block until SIGTERM or SIGINT, which make the service leave (`stop`): probes and balancers stop sending
+        calls while the caller drains what runs."""
+        signalled = threading.Event()
+
+        def leave(*_: object) -> None:
+            self.stop()
+            signalled.set()
+
+        signal.signal(signal.SIGTERM, leave)
+        signal.signal(signal.SIGINT, leave)
+        signalled.wait()
 
     def _notify(self, ready: bool) -> None:
         for on_change in self._watchers:

@@ -5,9 +5,6 @@ are not among its dependencies: a batch it accepts waits in the broker for them.
 
 from __future__ import annotations
 
-import signal
-import threading
-
 from sqlalchemy import text
 
 from model_worker.server.auth import load_api_keys
@@ -50,14 +47,6 @@ def run_service(jobs: Jobs, settings: JobsSettings) -> int:
     readiness.start()  # its first round before the line below: with everything up, the line means ready
     security = "" if tls is None else " (mutual TLS)" if tls.client_ca else " (TLS)"
     print(f"jobs service on {settings.host}:{port}{security}", flush=True)
-    stopping = threading.Event()
-
-    def drain(*_: object) -> None:
-        readiness.stop()  # NOT_SERVING: probes and balancers stop sending calls
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, drain)
-    signal.signal(signal.SIGINT, drain)
-    stopping.wait()
+    readiness.until_signalled()
     server.stop(grace=10).wait()
     return 0

@@ -4,16 +4,11 @@ turned away, and the typed client with the right files is served."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2
+from pki import make_pki
 
 from model_worker.chat import load_tokenizer
 from model_worker.client import Message, Sampling, Unavailable, WorkerClient, tls_credentials
@@ -23,39 +18,9 @@ from model_worker.server.serve import SERVICE_NAME, TlsFiles, build_server
 from model_worker.sessions import SessionStore, open_blobs
 
 
-def _issue(name: str, issuer=None, ca: bool = False, ip: str | None = None):
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateBuilder().subject_name(subject)
-               .issuer_name(issuer[0].subject if issuer else subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ip:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                                        critical=False)
-    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-    return cert, key
-
-
-def _write(directory, name: str, cert, key) -> tuple[str, str]:
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return str(cert_path), str(key_path)
-
-
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("pki")
-    ca = _issue("test CA", ca=True)
-    files = {"ca": _write(directory, "ca", *ca)[0]}
-    files["server"] = _write(directory, "server", *_issue("worker", ca, ip="127.0.0.1"))
-    files["client"] = _write(directory, "client", *_issue("agent-runtime", ca))
-    files["stranger"] = _write(directory, "stranger", *_issue("stranger"))  # self-signed, not from the CA
-    return files
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
