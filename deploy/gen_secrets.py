@@ -25,7 +25,7 @@ SECRET_ENV = {
     "POSTGRES_PASSWORD": lambda: secrets.token_hex(24),
     "REDIS_PASSWORD": lambda: secrets.token_hex(24),
     "REDIS_WARM_PASSWORD": lambda: secrets.token_hex(24),
-    "DSV4_SESSION_KEY": lambda: secrets.token_hex(32),  # AES-256 (model_worker/sessions/cli.py, KEY_ENV)
+    "DSV4_SESSION_KEY": lambda: secrets.token_hex(32),  # AES-256 (model_worker/sessions/codec.py, KEY_ENV)
     "GATEWAY_SERVICE_KEY": lambda: "sk-svc-" + secrets.token_urlsafe(32),
     "AGENT_SERVICE_KEY": lambda: "sk-svc-" + secrets.token_urlsafe(32),
     "JOBS_SERVICE_KEY": lambda: "sk-svc-" + secrets.token_urlsafe(32),

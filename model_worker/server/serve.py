@@ -29,7 +29,6 @@ from model_worker.server.tracing import configure_tracing, grpc_server_intercept
 from model_worker.sessions import BlobCodec, SessionStore
 from model_worker.sessions.archive import ImportLimits
 from model_worker.sessions.blobs import BlobStore, TieredBlobs, open_tiered
-from model_worker.sessions.cli import KEY_ENV
 from model_worker.sessions.upkeep import StoreUpkeep, UpkeepPolicy
 from protos.dsv4.worker.v1 import worker_pb2, worker_pb2_grpc
 
@@ -112,10 +111,9 @@ def run_serve(args: argparse.Namespace) -> int:
     if replica is None:
         return 0  # a rank other than 0 of a launcher-started replica: it followed rank 0 to the end
     model = replica.model
-    key = os.environ.get(KEY_ENV)
     blobs = session_blobs(settings)
     store = SessionStore(blobs, model.fingerprint, model.layout,
-                         codec=BlobCodec(bytes.fromhex(key)) if key else BlobCodec(),
+                         codec=BlobCodec.from_env(),
                          tenant_quota_bytes=int(settings.tenant_quota_gb * (1 << 30)) if settings.tenant_quota_gb
                          else None)
     api_keys = load_api_keys(settings.api_keys_file)

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 from model_worker.numerics import get_numerics
 from model_worker.sessions import admin
-from model_worker.sessions.codec import BlobCodec
+from model_worker.sessions.codec import MAGIC, BlobCodec
 from model_worker.sessions.errors import CorruptSession, SessionError
 from model_worker.sessions.manifest import blob_key, tenant_key
 from model_worker.sessions.store import SessionStore
 from model_worker.state import StateLayout
 
 DEFAULT_TENANT = "default"
-KEY_ENV = "DSV4_SESSION_KEY"  # 64 hex digits: AES-256 key for encryption at rest
 
 
 def add_store_arguments(p: argparse.ArgumentParser, required: bool) -> None:
@@ -36,9 +34,8 @@ def add_store_arguments(p: argparse.ArgumentParser, required: bool) -> None:
 def open_store(url: str, config, fingerprint: str, numerics: str) -> SessionStore:
     from model_worker.sessions.blobs import open_blobs
 
-    key = os.environ.get(KEY_ENV)
-    codec = BlobCodec(bytes.fromhex(key)) if key else BlobCodec()
-    return SessionStore(open_blobs(url), fingerprint, StateLayout(config, get_numerics(numerics)), codec=codec)
+    return SessionStore(open_blobs(url), fingerprint, StateLayout(config, get_numerics(numerics)),
+                        codec=BlobCodec.from_env())
 
 
 def add_sessions_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -64,6 +61,9 @@ def add_sessions_parser(subparsers: argparse._SubParsersAction) -> None:
         "--ttl", type=float, required=True)
     actions.add_parser("reindex", help="a Redis store: index every value (after workers of a version before the "
                                        "indexes wrote to it)")
+    actions.add_parser("rekey", help="seal every stored value (all tenants) with the current DSV4_SESSION_KEY: "
+                                     "after a rotation, before a key leaves DSV4_SESSION_PREVIOUS_KEYS; also "
+                                     "encrypts a store written unencrypted")
     p.set_defaults(func=run_sessions)
 
 
@@ -152,5 +152,20 @@ def _reindex(store: SessionStore, args: argparse.Namespace) -> int:
     return 0
 
 
+def _rekey(store: SessionStore, args: argparse.Namespace) -> int:
+    resealed = 0
+    for key in list(store.blobs.list("t/")):
+        blob = store.blobs.get(key)
+        if not blob or not blob.startswith(MAGIC):  # markers (a session's "touch") hold no value
+            continue
+        again = store.codec.reseal(key, blob)
+        if again is not None:
+            store.blobs.put(key, again)
+            resealed += 1
+    print(f"resealed {resealed} values with the current key")
+    return 0
+
+
 _ACTIONS = {"list": _list, "show": _show, "verify": _verify, "export": _export, "import": _import,
-            "delete": _delete, "collect": _collect, "expire": _expire, "reindex": _reindex}
+            "delete": _delete, "collect": _collect, "expire": _expire, "reindex": _reindex,
+            "rekey": _rekey}

@@ -6,6 +6,10 @@ The body is a safetensors file (pages, tails, token pages) or UTF-8 JSON (manife
 AES-256-GCM: a 12-byte nonce, then the ciphertext with its tag, authenticated together with the flags and the value's
 key, so a blob copied under another key, or relabelled unencrypted, does not open. The checksum catches truncation
 and bit rot before anything is parsed.
+
+Keys rotate without downtime: values are sealed with the current key and opened with it or any previous key
+(`DSV4_SESSION_KEY`, `DSV4_SESSION_PREVIOUS_KEYS`); `reseal` (the `sessions rekey` command) moves a stored value to
+the current key, so a previous key can be retired once every value is resealed.
 """
 
 from __future__ import annotations
@@ -21,30 +25,57 @@ from safetensors.torch import save as save_safetensors
 
 from model_worker.sessions.errors import CorruptSession
 
+KEY_ENV = "DSV4_SESSION_KEY"  # 64 hex digits: the AES-256 key values are sealed with
+PREVIOUS_KEYS_ENV = "DSV4_SESSION_PREVIOUS_KEYS"  # comma-separated: keys values sealed before a rotation open with
 MAGIC = b"DSV4SES1"
 _HEADER = len(MAGIC) + 1 + 32
 _ENCRYPTED = 1
 
 
 class BlobCodec:
-    def __init__(self, encryption_key: bytes | None = None) -> None:
-        if encryption_key is not None and len(encryption_key) != 32:
-            raise ValueError("the session encryption key must be 32 bytes (AES-256)")
-        self._aead = None
-        if encryption_key is not None:
+    def __init__(self, encryption_key: bytes | None = None, previous_keys: tuple[bytes, ...] = ()) -> None:
+        keys = [k for k in (encryption_key, *previous_keys) if k is not None]
+        if any(len(k) != 32 for k in keys):
+            raise ValueError("a session encryption key must be 32 bytes (AES-256)")
+        if previous_keys and encryption_key is None:
+            raise ValueError("previous session keys need a current key to seal with")
+        self._aeads = []
+        if keys:
             from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-            self._aead = AESGCM(encryption_key)
+            self._aeads = [AESGCM(k) for k in keys]  # the current first
+
+    @classmethod
+    def from_env(cls) -> BlobCodec:
+        """The codec the environment configures (no key: values are stored unencrypted)."""
+        current = os.environ.get(KEY_ENV)
+        previous = [k for k in os.environ.get(PREVIOUS_KEYS_ENV, "").split(",") if k.strip()]
+        try:
+            return cls(bytes.fromhex(current) if current else None, tuple(bytes.fromhex(k.strip()) for k in previous))
+        except ValueError as exc:
+            raise ValueError(f"{KEY_ENV} / {PREVIOUS_KEYS_ENV}: 64 hex digits each ({exc})") from None
 
     def seal(self, key: str, payload: bytes) -> bytes:
         flags = 0
-        if self._aead is not None:
+        if self._aeads:
             nonce = os.urandom(12)
             flags |= _ENCRYPTED
-            payload = nonce + self._aead.encrypt(nonce, payload, bytes([flags]) + key.encode())
+            payload = nonce + self._aeads[0].encrypt(nonce, payload, bytes([flags]) + key.encode())
         return MAGIC + bytes([flags]) + hashlib.sha256(bytes([flags]) + payload).digest() + payload
 
     def open(self, key: str, blob: bytes) -> bytes:
+        payload, sealed_with = self._open(key, blob)
+        if sealed_with is None and self._aeads:
+            raise CorruptSession(f"{key}: stored unencrypted while encryption at rest is configured")
+        return payload
+
+    def reseal(self, key: str, blob: bytes) -> bytes | None:
+        """The value sealed with the current key, or None when it already is (an unencrypted value is encrypted)."""
+        payload, sealed_with = self._open(key, blob)
+        return None if sealed_with == 0 or (sealed_with is None and not self._aeads) else self.seal(key, payload)
+
+    def _open(self, key: str, blob: bytes) -> tuple[bytes, int | None]:
+        """The payload and the index of the key that opened it (None: stored unencrypted)."""
         if len(blob) < _HEADER or not blob.startswith(MAGIC):
             raise CorruptSession(f"{key}: not a session blob (bad magic or truncated header)")
         flags, digest, body = blob[len(MAGIC)], blob[len(MAGIC) + 1 : _HEADER], blob[_HEADER:]
@@ -52,18 +83,18 @@ class BlobCodec:
             raise CorruptSession(f"{key}: checksum mismatch (truncated or altered)")
         if flags & ~_ENCRYPTED:
             raise CorruptSession(f"{key}: unknown flags {flags:#x} (written by a newer format?)")
-        if flags & _ENCRYPTED:
-            if self._aead is None:
-                raise CorruptSession(f"{key}: encrypted, and no session encryption key is configured")
-            from cryptography.exceptions import InvalidTag
+        if not flags & _ENCRYPTED:
+            return body, None
+        if not self._aeads:
+            raise CorruptSession(f"{key}: encrypted, and no session encryption key is configured")
+        from cryptography.exceptions import InvalidTag
 
+        for index, aead in enumerate(self._aeads):
             try:
-                return self._aead.decrypt(body[:12], body[12:], bytes([flags]) + key.encode())
+                return aead.decrypt(body[:12], body[12:], bytes([flags]) + key.encode()), index
             except InvalidTag:
-                raise CorruptSession(f"{key}: does not decrypt with the configured key") from None
-        if self._aead is not None:
-            raise CorruptSession(f"{key}: stored unencrypted while encryption at rest is configured")
-        return body
+                continue
+        raise CorruptSession(f"{key}: does not decrypt with the configured keys")
 
     def seal_tensors(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> bytes:
         contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}

@@ -14,7 +14,7 @@ import yaml
 
 from agent_runtime.settings import AgentSettings
 from model_worker.server.settings import WorkerSettings
-from model_worker.sessions.cli import KEY_ENV
+from model_worker.sessions.codec import KEY_ENV, PREVIOUS_KEYS_ENV
 from services.gateway.settings import GatewaySettings
 from services.jobs.settings import JobsSettings
 
@@ -23,7 +23,8 @@ K8S = ROOT / "deploy" / "k8s"
 SETTINGS = {"DSV4_AGENT_": AgentSettings, "DSV4_JOBS_": JobsSettings, "DSV4_GATEWAY_": GatewaySettings,
             "DSV4_WORKER_": WorkerSettings}
 # Read straight from os.environ by the code (not a settings model).
-DIRECT_ENV = {KEY_ENV: ROOT / "model_worker/sessions/cli.py",
+DIRECT_ENV = {KEY_ENV: ROOT / "model_worker/sessions/codec.py",
+              PREVIOUS_KEYS_ENV: ROOT / "model_worker/sessions/codec.py",
               "DSV4_GROUP_TIMEOUT_S": ROOT / "model_worker/parallel/launch.py"}
 # Read by the libraries (the OpenTelemetry SDK; prometheus_client's multiprocess mode), not by a settings model.
 OTEL_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME",

@@ -335,3 +335,26 @@ def test_a_key_of_the_wrong_length_is_rejected(length):
 
 def test_a_32_byte_key_is_accepted():
     assert BlobCodec(bytes(32)).open(NAME, BlobCodec(bytes(32)).seal(NAME, b"z")) == b"z"
+
+
+def test_a_previous_key_opens_and_reseal_moves_a_value_to_the_current_key() -> None:
+    sealed_old, plain = BlobCodec(OTHER_KEY).seal(NAME, SECRET), BlobCodec().seal(NAME, SECRET)
+    rotating = BlobCodec(KEY, previous_keys=(OTHER_KEY,))
+    assert rotating.open(NAME, sealed_old) == SECRET
+    with pytest.raises(CorruptSession):
+        BlobCodec(KEY).open(NAME, sealed_old)
+    for blob in (sealed_old, plain):  # an older key's value, and one stored before encryption was configured
+        moved = rotating.reseal(NAME, blob)
+        assert BlobCodec(KEY).open(NAME, moved) == SECRET and rotating.reseal(NAME, moved) is None
+    assert BlobCodec().reseal(NAME, plain) is None
+    with pytest.raises(ValueError):
+        BlobCodec(None, previous_keys=(OTHER_KEY,))
+
+
+def test_the_keys_come_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("DSV4_SESSION_KEY", KEY.hex())
+    monkeypatch.setenv("DSV4_SESSION_PREVIOUS_KEYS", f"{OTHER_KEY.hex()}, ")
+    assert BlobCodec.from_env().open(NAME, BlobCodec(OTHER_KEY).seal(NAME, SECRET)) == SECRET
+    monkeypatch.setenv("DSV4_SESSION_PREVIOUS_KEYS", "not-hex")
+    with pytest.raises(ValueError, match="64 hex digits"):
+        BlobCodec.from_env()

@@ -288,3 +288,26 @@ def test_generation_commits_at_turn_ends_and_every_n_tokens(model, store) -> Non
     assert commits == [100, 4, 4, 2] and len(result.token_ids) == 11
     reopened = store.open("acme", session.session_id)
     assert reopened.token_ids == TOKENS[:100] + result.token_ids[:10] and reopened.sampling == session.state.sampling
+
+
+def test_the_encryption_key_rotates_without_downtime(model, tmp_path) -> None:
+    """Sealed with the old key; opened by workers holding the new key and the old one as previous; `sessions rekey`
+    reseals every value (an unencrypted one too), after which the old key can go."""
+    from argparse import Namespace
+
+    from model_worker.sessions.cli import _rekey
+
+    old, new = bytes(range(32)), bytes(range(100, 132))
+    blobs = open_blobs(str(tmp_path / "sessions"))
+    before = SessionStore(blobs, model.fingerprint, model.layout, codec=BlobCodec(old))
+    session = before.create("acme")
+    grow(model, before, session, TOKENS[:600])
+    expected = feed(model, session, [4], chunk=1)
+    rotating = SessionStore(blobs, model.fingerprint, model.layout, codec=BlobCodec(new, previous_keys=(old,)))
+    assert torch.equal(feed(model, rotating.open("acme", session.session_id), [4], chunk=1), expected)
+    after = SessionStore(blobs, model.fingerprint, model.layout, codec=BlobCodec(new))
+    with pytest.raises((CorruptSession, SessionNotFound)):  # its records do not open either: none is readable
+        after.open("acme", session.session_id)
+    _rekey(rotating, Namespace())
+    assert all(rotating.codec.reseal(k, blobs.get(k)) is None for k in blobs.list("t/") if blobs.get(k))
+    assert torch.equal(feed(model, after.open("acme", session.session_id), [4], chunk=1), expected)
