@@ -96,12 +96,13 @@ def install(app: FastAPI) -> None:
     async def rate_limited(_: Request, error: RateLimited) -> JSONResponse:
         return response(ApiError(429, str(error), code="rate_limit_exceeded", retry_after=error.retry_after))
 
+    async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
+        log.warning("the database does not answer: %s", error)  # names hosts: the log only
+        return response(ApiError(503, "the gateway's database does not answer; try again",
+                                 code="service_unavailable", retry_after=5.0))
+
     for unreachable in UNREACHABLE:
-        @app.exception_handler(unreachable)
-        async def database_unavailable(_: Request, error: Exception) -> JSONResponse:
-            log.warning("the database does not answer: %s", error)  # names hosts: the log only
-            return response(ApiError(503, "the gateway's database does not answer; try again",
-                                     code="service_unavailable", retry_after=5.0))
+        app.add_exception_handler(unreachable, database_unavailable)
 
     @app.exception_handler(OSError)
     async def os_error(_: Request, error: OSError) -> JSONResponse:
