@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent_runtime.events import ApprovalRequested, ToolFinished, ToolStarted
-from agent_runtime.store.models import APPROVED, AWAITING, FINISHED, INTERRUPTED, REJECTED, STARTED, TOOL_RESULT
+from agent_runtime.store.tables import APPROVED, AWAITING, FINISHED, INTERRUPTED, REJECTED, STARTED, TOOL_RESULT
 from agent_runtime.store.transcript import Entry, TranscriptStore
-from agent_runtime.tools import ToolCall, ToolRegistry
-from model_worker.client import WorkerClient
+from agent_runtime.tools import ToolCall, ToolRegistry, ToolResult
+from foundation.clients.worker import WorkerClient
 
 
 @dataclass
@@ -96,13 +96,24 @@ def settle_calls(store: TranscriptStore, turn: TurnContext, session, calls: list
         store.set_calls(turn.tenant, session.id, approved, STARTED)
     for call in runnable:
         yield ToolStarted(call.id, call.name, call.arguments)
-    results = asyncio.run(turn.tools.run_calls([ToolCall(c.id, c.name, c.arguments) for c in runnable],
-                                               [c.key for c in runnable])) if runnable else []
+    results = asyncio.run(_run_calls(store, turn, session, runnable)) if runnable else []
     for call, result in zip(runnable, results):
-        store.finish_call(turn.tenant, session.id, call.id, Entry(TOOL_RESULT, result.content,
-                                                                  is_error=result.is_error))
         yield ToolFinished(call.id, call.name, result.content, result.is_error, FINISHED)
     return True
+
+
+async def _run_calls(store: TranscriptStore, turn: TurnContext, session, calls: list[OpenCall]) -> list[ToolResult]:
+    """Run the calls, each result appended (closing its call) as that call ends, while the others may still run: a
+    crash then leaves open only the calls that had not ended, and a resumed turn runs (or interrupts) just those, so
+    a non-idempotent tool that ended is never run twice. The append runs in a thread, off the loop the calls await
+    on; concurrent appends are serialized by the store (the session row is locked)."""
+
+    async def record(index: int, result: ToolResult) -> None:
+        await asyncio.to_thread(store.finish_call, turn.tenant, session.id, calls[index].id,
+                                Entry(TOOL_RESULT, result.content, is_error=result.is_error))
+
+    return await turn.tools.run_calls([ToolCall(c.id, c.name, c.arguments) for c in calls], [c.key for c in calls],
+                                      on_result=record)
 
 
 def _await_decisions(store: TranscriptStore, turn: TurnContext, session, call_ids: set[str]) -> dict[str, str] | None:

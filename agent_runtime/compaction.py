@@ -14,10 +14,10 @@ from typing import Any
 
 from agent_runtime.events import Compacted
 from agent_runtime.history import History, Message, read_history, summary_messages
-from agent_runtime.store.models import SYSTEM_NOTE, AgentSession
+from agent_runtime.store.tables import SYSTEM_NOTE, AgentSession
 from agent_runtime.store.transcript import Entry, TranscriptStore
-from model_worker.client import AlreadyExists, Sampling, SessionInfo, Tool, WorkerClient
-from model_worker.registry import WorkerPool
+from foundation.clients.worker import AlreadyExists, Sampling, SessionInfo, Tool, WorkerClient
+from foundation.registry import WorkerPool
 
 _MAX_ID, _ID_ATTEMPTS = 128, 8  # the worker's longest session ID; taken IDs skipped before giving up
 REBUILD = "rebuild"  # the policy a Compacted event names for a lost worker session rebuilt ("rebuild+<policy>")

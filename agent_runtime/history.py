@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agent_runtime.store.models import (
+from agent_runtime.store.tables import (
     ASSISTANT,
     SYSTEM_NOTE,
     TOOL_CALL,

@@ -3,8 +3,9 @@ and loop until an answer, the step limit, a budget or a cancel. SQL is the sourc
 
 1. A step's input, reply and tool calls are appended in one transaction with the worker session's commit that holds
    them. A worker session found ahead of that commit (the runtime died between the two) is rewound to it.
-2. Each tool result is appended as it arrives and closes its call. A call still open when the runtime restarts is
-   re-run with its idempotency key if its tool is idempotent; otherwise it ends "interrupted".
+2. Each tool result is appended as its call ends, the step's other calls still running, and closes its call. A call
+   still open when the runtime restarts is re-run with its idempotency key if its tool is idempotent, else ends
+   "interrupted"; a call that had ended is never run again.
 3. A call of a tool that requires approval waits for a human's decision, the turn paused and the worker session held;
    a decision made after a restart is picked up by whichever runtime continues the turn.
 4. The next step's input is the results of the last step's calls, read through the step index: a turn's work is
@@ -28,15 +29,15 @@ from agent_runtime.calls import OpenCall, TurnContext, TurnControl, open_calls, 
 from agent_runtime.compaction import Compactor, Rebuilder
 from agent_runtime.events import USAGE_NAMES, ModeChosen, StepStarted, TextDelta, TurnDone, TurnEvent
 from agent_runtime.policy import THINK_HIGH, DefaultPolicy, ModeDecision, ModePolicy, OperatorLimits, TurnSignals
-from agent_runtime.store.models import ASSISTANT, AWAITING, STARTED, TOOL_CALL, TOOL_RESULT, USER, AgentSession
+from agent_runtime.store.tables import ASSISTANT, AWAITING, STARTED, TOOL_CALL, TOOL_RESULT, USER, AgentSession
 from agent_runtime.store.transcript import AgentSessionExists, Entry, TranscriptStore
 from agent_runtime.think_max import job_step
 from agent_runtime.tools import ToolCall, ToolRegistry
-from model_worker.client import Delta, Final, Sampling, WorkerClient
-from model_worker.client import Tool as WorkerTool
-from model_worker.client.errors import NotFound, Unavailable
-from model_worker.registry import WorkerPool
-from services.jobs.client import JobsClient
+from foundation.clients.jobs import JobsClient
+from foundation.clients.worker import Delta, Final, Sampling, WorkerClient
+from foundation.clients.worker import Tool as WorkerTool
+from foundation.clients.worker.errors import NotFound, Unavailable
+from foundation.registry import WorkerPool
 
 tracer = trace.get_tracer("agent_runtime")
 log = logging.getLogger(__name__)
@@ -275,15 +276,16 @@ class AgentLoop:
             turn.client.rewind(session.worker_session_id, session.worker_commit)
 
     def _last_results(self, session) -> list[dict[str, Any]]:
-        """The results of the last step's calls: what the model reads next."""
+        """The results of the last step's calls: what the model reads next, in call order (not the order they ended)."""
         session = self.store.get(session.tenant, session.id)
         if not session.steps:
             return []
         last = self.store.step_entries(session.tenant, session.id, session.steps)
-        if not any(e.kind == TOOL_CALL for e in last):
+        order = {e.tool_call_id: i for i, e in enumerate(e for e in last if e.kind == TOOL_CALL)}
+        if not order:
             return []
-        return [{"role": "tool", "tool_call_id": e.tool_call_id, "content": e.content}
-                for e in last if e.kind == TOOL_RESULT]
+        results = sorted((e for e in last if e.kind == TOOL_RESULT), key=lambda e: order.get(e.tool_call_id, 0))
+        return [{"role": "tool", "tool_call_id": e.tool_call_id, "content": e.content} for e in results]
 
 
 def worker_session_name() -> str:

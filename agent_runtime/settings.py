@@ -6,13 +6,14 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from model_worker.client.settings import WorkerTlsSettings
-from model_worker.server.readiness import ReadinessSettings
-from services.jobs.client import JobsTlsSettings
+from foundation.clients.jobs import JobsTlsSettings
+from foundation.clients.worker.settings import WorkerTlsSettings
+from foundation.readiness import ReadinessSettings
 
 
 class AgentSettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
-    model_config = SettingsConfigDict(env_prefix="DSV4_AGENT_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DSV4_AGENT_", env_file=None, extra="ignore", cli_shortcuts={
+        "workers": "worker", "jobs-target": "jobs", "database-url": "database", "api-keys-file": "api-keys"})
 
     database_url: str = Field("sqlite:///data/agent.db", description="SQLAlchemy URL: PostgreSQL in deployment")
     workers: str = Field("127.0.0.1:50051", description="model worker gRPC addresses, comma-separated (with a "

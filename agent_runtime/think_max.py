@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 
 from agent_runtime.events import JobStatus
 from agent_runtime.tools import ToolCall
-from model_worker.client import Sampling
-from model_worker.client import convert as wconvert
+from foundation.clients.jobs import JobsClient
+from foundation.clients.worker import Sampling
+from foundation.clients.worker.convert import message_to_proto, sampling_to_proto
 from protos.dsv4.jobs.v1 import jobs_pb2
 from protos.dsv4.worker.v1 import worker_pb2
-from services.jobs.client import JobsClient
 
 _ENDED = ("completed", "failed", "expired", "cancelled")
 
@@ -27,9 +27,9 @@ def job_step(jobs: JobsClient, worker_session_id: str, inputs: list[dict], sampl
              cancelled: Callable[[], bool], poll_s: float) -> Iterator[JobStatus]:
     """Yields the job's status as it changes; returns (content, reasoning, calls, usage, the job's session), or
     None when the turn was cancelled (the job is cancelled too)."""
-    request = jobs_pb2.JobRequest(custom_id="turn", messages=[wconvert.message_to_proto(m) for m in inputs],
+    request = jobs_pb2.JobRequest(custom_id="turn", messages=[message_to_proto(m) for m in inputs],
                                   mode=worker_pb2.THINK_MAX, session_id=worker_session_id,
-                                  sampling=wconvert.sampling_to_proto(sampling or Sampling()))
+                                  sampling=sampling_to_proto(sampling or Sampling()))
     batch = jobs.submit([request], interactive=True)
     last = None
     while jobs.get(batch.id).status not in _ENDED:

@@ -15,16 +15,16 @@ import sqlalchemy
 import torch
 
 from agent_runtime.loop import AgentLoop, Limits
-from agent_runtime.store.models import ASSISTANT, FINISHED, TOOL_CALL, TOOL_RESULT, USER, AgentSession, StepRecord
-from agent_runtime.store.models import TranscriptEntry as Row
+from agent_runtime.store.tables import ASSISTANT, FINISHED, TOOL_CALL, TOOL_RESULT, USER, AgentSession, StepRecord
+from agent_runtime.store.tables import TranscriptEntry as Row
 from agent_runtime.store.transcript import TranscriptStore
 from agent_runtime.tools import ToolRegistry
 from bench.synthetic_state import fill_synthetic
-from model_worker.client import Sampling
+from foundation.clients.worker import Sampling
+from foundation.sql import utcnow
 from model_worker.engine.loading import load_model
 from model_worker.server.serve import serve_in_process
 from model_worker.sessions import BlobStore, OpenSession, open_blobs
-from services.sql import utcnow
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 TENANT = "acme"

@@ -38,9 +38,9 @@ from bench.agent_history import (
     synthetic_history,
     synthetic_worker_session,
 )
-from model_worker.client import WorkerClient
-from model_worker.registry import WorkerPool
-from services.sql import make_engine, sessions
+from foundation.clients.worker import WorkerClient
+from foundation.registry import WorkerPool
+from foundation.sql import make_engine, sessions
 
 
 def database(url: str | None, folder: str) -> tuple[str, str, Callable[[], None]]:

@@ -54,6 +54,7 @@ def decode_times(model, state, tokens: int, first_token: int = 1000) -> tuple[li
     return times, _indexer_seconds[0]
 
 
+@torch.no_grad()  # inference: the model's forward leaves that to its callers
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=100)

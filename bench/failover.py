@@ -27,10 +27,10 @@ from agent_runtime.events import StepStarted, TextDelta, TurnDone
 from agent_runtime.loop import AgentLoop
 from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.tools import ToolRegistry
-from model_worker.chat import load_tokenizer
-from model_worker.client import Final, Sampling, WorkerClient
-from model_worker.registry import WorkerPool
-from services.sql import make_engine, sessions
+from foundation.chat import load_tokenizer
+from foundation.clients.worker import Final, Sampling, WorkerClient
+from foundation.registry import WorkerPool
+from foundation.sql import make_engine, sessions
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM = "You are a research assistant."

@@ -25,12 +25,12 @@ from pathlib import Path
 import redis
 from sqlalchemy import create_engine
 
-from model_worker.client import Message, Sampling, WorkerClient
+from foundation.clients.worker import Message, Sampling, WorkerClient
 from services.jobs import celery_app
-from services.jobs.api import Jobs
 from services.jobs.db import make_engine, sessions, upgrade
-from services.jobs.service import JobStore
+from services.jobs.job_store import JobStore
 from services.jobs.settings import JobsSettings
+from services.jobs.use_cases import Jobs
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 ROOT = Path(__file__).parents[1]
@@ -94,7 +94,7 @@ def main() -> None:
             procs.append(celery)
             time.sleep(3)  # the consumer connects after the banner
             celery_app.configure(settings)
-            jobs = Jobs(JobStore(sessions(make_engine(database_url))))
+            jobs = Jobs(JobStore(sessions(make_engine(database_url))), celery_app.CeleryPublisher())
             client = WorkerClient(target, timeout=60)
             queued, direct = [], []
             for i in range(args.jobs):

@@ -127,6 +127,7 @@ def doc_formula_bytes(layout: StateLayout, num_tokens: int) -> int:
     return total
 
 
+@torch.no_grad()  # inference: the model's forward leaves that to its callers
 def measure_tiny(num_tokens: int, chunk: int = 512, seed: int = 0) -> tuple[dict[str, int], dict[str, int]]:
     """Prefill the tiny model (random weights, official numerics) in committed chunks: (real nbytes, computed)."""
     from model_worker.engine.loading import load_model

@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from model_worker.chat import load_tokenizer
-from model_worker.client import Final, Sampling, WorkerClient
+from foundation.chat import load_tokenizer
+from foundation.clients.worker import Final, Sampling, WorkerClient
 from model_worker.engine import Finished, Request, TextDelta
 from model_worker.engine.loading import load_model
 from model_worker.server.runtime import WorkerRuntime

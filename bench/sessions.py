@@ -21,11 +21,11 @@ import time
 import torch
 
 from bench.synthetic_state import fill_synthetic
+from foundation.blobs.stores import TieredBlobs
 from model_worker.engine.loading import load_model
 from model_worker.engine.threads import threads_for
 from model_worker.model import ForwardBatch
 from model_worker.sessions import Head, SessionStore, open_blobs
-from model_worker.sessions.blobs import TieredBlobs
 from model_worker.sessions.manifest import tenant_key
 
 CHUNK = 2048
@@ -144,6 +144,7 @@ def prefix_rows(model, head_tokens: int) -> None:
           f"| {head_tokens:,} tokens | {prefilled:.2f} | {reused:.3f} | **{prefilled / reused:.0f}x** |")
 
 
+@torch.no_grad()  # inference: the model's forward leaves that to its callers
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--contexts", default="32768,131072")

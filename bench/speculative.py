@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from model_worker.chat import load_tokenizer
+from foundation.chat import load_tokenizer
 from model_worker.engine import Finished, MtpDrafter, Request, Scheduler
 from model_worker.engine.loading import load_model
 from model_worker.sampling import SamplingParams

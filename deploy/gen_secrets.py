@@ -6,7 +6,7 @@
 The env file holds the passwords, the session encryption key and the services' own API keys (docker compose reads
 `.env` by itself; `kubectl create secret generic dsv4-secrets --from-env-file=.env` makes the cluster's Secret of
 it). The tables directory holds one API key table per service that authenticates its callers (`worker.json`,
-`jobs.json`, `agent.json`, `gateway.json`; model_worker/server/auth.py's format). Nothing that exists is replaced:
+`jobs.json`, `agent.json`, `gateway.json`; foundation/auth.py's format). Nothing that exists is replaced:
 a second run only adds what is missing, so it never rotates a secret by accident. `check` proves that every
 service's key is a service key in the table of each service it calls.
 """
@@ -99,7 +99,7 @@ def complete_tables(tables_dir: Path, env: dict[str, str]) -> tuple[list[str], s
 def problems(env: dict[str, str], tables_dir: Path) -> list[str]:
     """What would make a service refuse another: a missing secret, a missing table, a caller's key that is not a
     service key in its callee's table. Standard library only (it runs on the operator's machine, and the tables'
-    full format check is model_worker/server/auth.py's, at each service's start)."""
+    full format check is foundation/auth.py's, at each service's start)."""
     found = [f"{name} is not set" for name in SECRET_ENV if not env.get(name)]
     key = env.get("DSV4_SESSION_KEY", "")
     if key and (len(key) != 64 or any(c not in "0123456789abcdefABCDEF" for c in key)):

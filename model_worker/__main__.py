@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from model_worker.chat.cli import add_parse_parser, add_render_parser
+from foundation.chat.cli import add_parse_parser, add_render_parser
 from model_worker.checkpoint.cli import add_checkpoint_split_parser, add_init_checkpoint_parser
 from model_worker.cli_chat import add_chat_parser
 from model_worker.cli_logits import add_logits_parser

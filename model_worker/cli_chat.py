@@ -1,6 +1,7 @@
 """`python -m model_worker chat`: an interactive chat on the embedded default (tiny model, random weights) or on a
 real checkpoint, streaming to the terminal. The conversation is one append-only session: each turn prefills only
-its new tokens."""
+its new tokens. Turns run through the gRPC worker's own scheduler and step (`Generator` drives it one request at a
+time on this thread), so the chat samples, stops and commits exactly as the server does."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import argparse
 import sys
 import time
 
-from model_worker.chat import ChatSession, DSMLParseError, SessionHead, StreamingParser, load_tokenizer
-from model_worker.chat.parsing import ContentDelta, ReasoningDelta, ToolCallEvent
+from foundation.chat import ChatSession, DSMLParseError, SessionHead, StreamingParser, load_tokenizer
+from foundation.chat.parsing import ContentDelta, ReasoningDelta, ToolCallEvent
 from model_worker.engine import Generator
 from model_worker.engine.loading import load_model
 from model_worker.sampling import SamplingParams

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model_worker.engine.replica import ModelSpec, open_replica
+from model_worker.engine.runner import ModelRunner
 from model_worker.model import ForwardBatch
-from model_worker.parallel.launch import ModelSpec, open_replica
 from model_worker.sessions import SessionNotFound
 from model_worker.sessions.cli import add_store_arguments, open_store
 
@@ -54,26 +55,26 @@ def run_logits(args: argparse.Namespace) -> int:
     if replica is None:
         return 0  # a rank other than 0 of a launcher-started replica: it followed rank 0 to the end
     try:
-        return _write_logits(args, ids, replica.model)
+        return _write_logits(args, ids, replica.runner)
     finally:
         replica.close()
 
 
-def _write_logits(args: argparse.Namespace, ids: list[int], model) -> int:
-    if max(ids) >= model.config.vocab_size or min(ids) < 0:
-        raise ValueError(f"token ids must lie in [0, {model.config.vocab_size})")
+def _write_logits(args: argparse.Namespace, ids: list[int], runner: ModelRunner) -> int:
+    if max(ids) >= runner.config.vocab_size or min(ids) < 0:
+        raise ValueError(f"token ids must lie in [0, {runner.config.vocab_size})")
     selected = parse_positions(args.positions, len(ids))
     out = np.lib.format.open_memmap(args.out, mode="w+", dtype=np.float32,
-                                    shape=(len(selected), model.config.vocab_size))
+                                    shape=(len(selected), runner.config.vocab_size))
     chunk = args.prefill_chunk or len(ids)
-    store, session = _open_session(args, model, chunk)
-    state = session.state if session else model.new_state()
+    store, session = _open_session(args, runner, chunk)
+    state = session.state if session else runner.new_state()
     # A session must take every id before it commits; without one, positions past the selection are not computed.
     end = len(ids) if session else selected.stop
     for start in range(0, end, chunk):
         stop = min(start + chunk, end)
         wanted = [p for p in range(start, stop) if p in selected]
-        logits = model(ForwardBatch.single(ids[start:stop], state, logits="all" if wanted else "none")).logits
+        logits = runner.forward(ForwardBatch.single(ids[start:stop], state, logits="all" if wanted else "none")).logits
         state.commit()
         if wanted:
             rows = torch.tensor(wanted) - start
@@ -86,19 +87,19 @@ def _write_logits(args: argparse.Namespace, ids: list[int], model) -> int:
     return 0
 
 
-def _open_session(args: argparse.Namespace, model, chunk: int):
+def _open_session(args: argparse.Namespace, runner: ModelRunner, chunk: int):
     """(store, open session) for --session-store/--session, re-prefilling a session whose stored state was lost."""
     if not args.session_store and not args.session:
         return None, None
     if not (args.session_store and args.session):
         raise ValueError("--session-store and --session go together")
-    store = open_store(args.session_store, model.config, model.fingerprint, args.numerics)
+    store = open_store(args.session_store, runner.config, runner.fingerprint, args.numerics)
     try:
         session = store.open(args.tenant, args.session)
     except SessionNotFound:
         return store, store.create(args.tenant, session_id=args.session)
     if session.rebuilt:
         for start in range(0, len(session.replay), chunk):
-            model(ForwardBatch.single(session.replay[start : start + chunk], session.state, logits="none"))
+            runner.forward(ForwardBatch.single(session.replay[start : start + chunk], session.state, logits="none"))
         store.commit(session, session.replay)
     return store, session

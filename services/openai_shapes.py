@@ -10,12 +10,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from model_worker.client import Final, Usage
-from model_worker.server.convert import InputLimits as WorkerLimits
-from model_worker.server.convert import nesting
-from services import storable
+from foundation import storable
+from foundation.clients.worker import Final, Usage
+from foundation.wire import InputLimits as WorkerLimits
+from foundation.wire import nesting
 
 TOOL_CHOICE_MODES = ("auto", "none", "required")
+# OpenAI's reasoning_effort values, and this platform's mode names, to the worker's modes.
+MODES = {"max": "think-max", "high": "think-high", "medium": "think-high", "low": "non-think", "minimal": "non-think",
+         "none": "non-think", "think-max": "think-max", "think-high": "think-high", "non-think": "non-think"}
 
 
 class TooDeep(ValueError):
@@ -33,7 +36,7 @@ def check_depth(value: Any, limit: int, where: str) -> Any:
 def load_json(text: str | bytes, where: str, max_depth: int) -> Any:
     """JSON text as a value nested at most `max_depth` deep that a store can keep; json.JSONDecodeError for text that
     is not JSON, TooDeep for text nested so deep that the parser itself gives up, Unstorable for NaN or Infinity, a
-    NUL or an unpaired surrogate (services/storable.py)."""
+    NUL or an unpaired surrogate (foundation/storable.py)."""
     try:
         value = storable.loads(text, where)
     except RecursionError:

@@ -28,13 +28,26 @@ def _deterministic_seed(request: pytest.FixtureRequest) -> None:
     torch.manual_seed(seed)
 
 
+INTEGRATION_DIRS = ("integration", "deploy", "telemetry")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="no CUDA device")
+    """Tiers: a test is `integration` when it runs real parts (its module uses realparts.py's PostgreSQL, Redis,
+    Celery or service processes, or it lives in a folder of whole-platform checks); the rest are unit tests with
+    fakes or in-process parts. `gpu` tests are skipped without a CUDA device."""
+    skip_gpu = None if torch.cuda.is_available() else pytest.mark.skip(reason="no CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        if _runs_real_parts(item):
+            item.add_marker(pytest.mark.integration)
+        if skip_gpu is not None and "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+def _runs_real_parts(item: pytest.Item) -> bool:
+    folder = Path(item.path).relative_to(Path(__file__).parent).parts[0]
+    module = getattr(item, "module", None)
+    return folder in INTEGRATION_DIRS or (module is not None and any(
+        getattr(value, "__module__", None) == "realparts" for value in vars(module).values()))
 
 
 @pytest.fixture(scope="session")

@@ -67,7 +67,7 @@ def require_redis(url: str):
 @contextlib.contextmanager
 def redis_registry(url: str, prefix: str = "dsv4:registry"):
     """The worker registry on a real Redis, its keys cleared before and after."""
-    from model_worker.registry import RedisRegistry
+    from foundation.registry import RedisRegistry
 
     require_redis(url)
     registry = RedisRegistry(url, prefix=prefix)
@@ -212,13 +212,13 @@ def jobs_service(root: Path, database_url: str, broker_url: str, worker_target: 
     """The jobs service for real: its gRPC server in this process, a Celery worker process, PostgreSQL and Redis;
     yields the server's address. `api_keys`: its key table (as load_api_keys reads it); `worker_api_key`: the key
     its runners call the model worker with."""
-    from model_worker.server.auth import parse_api_keys
+    from foundation.auth import parse_api_keys
+    from foundation.sql import make_engine, sessions
     from services.jobs import celery_app
-    from services.jobs.api import Jobs
+    from services.jobs.job_store import JobStore
     from services.jobs.server import build_server
-    from services.jobs.service import JobStore
     from services.jobs.settings import JobsSettings
-    from services.sql import make_engine, sessions
+    from services.jobs.use_cases import Jobs
 
     settings = dict(database_url=database_url, broker_url=broker_url, worker_target=worker_target,
                     result_store=str(root / "results"), lease_seconds=5)
@@ -227,7 +227,8 @@ def jobs_service(root: Path, database_url: str, broker_url: str, worker_target: 
     celery_app.configure(JobsSettings(**settings))
     celery = start_celery(root, "jobs-service", **settings)
     engine = make_engine(database_url)
-    server, port = build_server(Jobs(JobStore(sessions(engine))), "127.0.0.1", 0, parse_api_keys(api_keys or {}))
+    jobs = Jobs(JobStore(sessions(engine)), celery_app.CeleryPublisher())
+    server, port = build_server(jobs, "127.0.0.1", 0, parse_api_keys(api_keys or {}))
     server.start()
     try:
         yield f"127.0.0.1:{port}"

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from agent_runtime import events as ev
-from agent_runtime.store.models import AgentSession, TranscriptEntry, Turn
+from agent_runtime.store.tables import AgentSession, TranscriptEntry, TurnRecord
 from protos.dsv4.agent.v1 import agent_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2
 
@@ -38,7 +38,7 @@ def entry(row: TranscriptEntry) -> pb.TranscriptEntry:
         call_status=row.call_status or "", is_error=row.is_error, created_at=stamp(row.created_at))
 
 
-def turn(row: Turn) -> pb.Turn:
+def turn(row: TurnRecord) -> pb.Turn:
     return pb.Turn(turn_id=row.id, session_id=row.session_id, status=row.status, mode=row.mode or "",
                    mode_reason=row.mode_reason or "", via_job=row.via_job, stop_reason=row.stop_reason or "",
                    content=row.content, usage=usage(row.usage), error=row.error or "", next_seq=row.next_event,

@@ -1,5 +1,5 @@
 """What a client sends the agent service, checked at the boundary before anything acts on it: every ID with the one
-validator (model_worker.ids), every size against a bound from the agent's settings, a turn's inputs as the loop
+validator (foundation.ids), every size against a bound from the agent's settings, a turn's inputs as the loop
 takes them, its sampling as the worker checks it. Past a bound, or malformed: ValueError (INVALID_ARGUMENT), never an
 error from deeper down. (Every string and float the store keeps, no NUL or NaN, is checked before this, for every RPC:
 `rpc` in server.py.)"""
@@ -14,11 +14,11 @@ from agent_runtime.loop import Limits
 from agent_runtime.policy import MODES
 from agent_runtime.service.runs import TurnRequest
 from agent_runtime.settings import AgentSettings
-from model_worker.client import Sampling
-from model_worker.client import convert as wconvert
-from model_worker.ids import check_id, check_optional_id
-from model_worker.sampling import SamplingParams
-from model_worker.server import convert as server_convert
+from foundation import wire
+from foundation.clients.worker import Sampling
+from foundation.clients.worker.convert import sampling_from_proto
+from foundation.ids import check_id, check_optional_id
+from foundation.sampling import SamplingParams
 from protos.dsv4.worker.v1 import worker_pb2
 
 _MODES = {worker_pb2.REASONING_MODE_UNSPECIFIED: None, worker_pb2.NON_THINK: MODES[0],
@@ -107,14 +107,14 @@ def _user_messages(messages, bounds: RequestBounds) -> list[dict]:
             raise ValueError(f"messages[{i}]: a user message has content only (no tool calls, results or reasoning)")
         if len(message.content.encode()) > bounds.max_message_bytes:
             raise ValueError(f"messages[{i}].content: over {bounds.max_message_bytes} bytes")
-    return server_convert.messages(messages)
+    return wire.messages(messages)
 
 
 def _sampling(message: worker_pb2.SamplingParams) -> Sampling:
-    """The turn's sampling, its values checked as the worker checks every request's (model_worker/sampling/params.py:
+    """The turn's sampling, its values checked as the worker checks every request's (foundation/sampling.py:
     ranges, finite numbers; InvalidSamplingParams is a ValueError), so a bad one is refused before the turn starts
     rather than failing its first step. Its sizes (stop strings, token IDs) are the worker's bounds to apply."""
-    sampling = wconvert.sampling_from_proto(message)
+    sampling = sampling_from_proto(message)
     SamplingParams(**{name: value for name, value in asdict(sampling).items()
                       if value is not None and name in _WORKER_SAMPLING})
     return sampling

@@ -30,14 +30,14 @@ from agent_runtime.events import (
 )
 from agent_runtime.loop import AgentLoop, Limits
 from agent_runtime.service.metrics import AgentMetrics
-from agent_runtime.store.models import AWAITING_APPROVAL, CANCELLED, DONE, FAILED, RUNNING, TURN_ACTIVE
+from agent_runtime.store.tables import AWAITING_APPROVAL, CANCELLED, DONE, FAILED, RUNNING, TURN_ACTIVE
 from agent_runtime.store.transcript import AgentSessionNotFound
 from agent_runtime.store.turns import TurnActive, TurnExists, TurnNotFound, TurnStore
-from model_worker.client import Sampling
-from model_worker.ids import check_id
-from model_worker.server.errors import status_of
-from model_worker.server.runtime import TenantLimit
-from model_worker.tenancy import act_for
+from foundation.clients.worker import Sampling
+from foundation.errors import status_of
+from foundation.ids import check_id
+from foundation.limits import TenantLimit
+from foundation.tenancy import act_for
 
 log = logging.getLogger(__name__)
 

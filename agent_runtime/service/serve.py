@@ -1,7 +1,7 @@
 """`python -m agent_runtime serve`: the agent service on a gRPC port, with health (grpc.health.v1), reflection and
 SIGTERM draining (health flips to NOT_SERVING, running turns get a grace period, then the process exits; a turn
 still running ends interrupted and continues from SQL). It serves from the start whatever is up: ready once its
-database answers (migrated then) and its worker registry does (model_worker/server/readiness.py); NOT_SERVING and
+database answers (migrated then) and its worker registry does (foundation/readiness.py); NOT_SERVING and
 refusing calls UNAVAILABLE until then. Model workers are not among its dependencies: a turn routes to whichever is up,
 and fails UNAVAILABLE when none is."""
 
@@ -27,24 +27,23 @@ from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnStore
 from agent_runtime.tools import ToolRegistry, add_builtins
 from agent_runtime.tools.sandbox import ToolSandbox
-from model_worker.client import WorkerClient
-from model_worker.client.policy import worker_tls
-from model_worker.registry import WorkerPool
-from model_worker.server.auth import load_api_keys
-from model_worker.server.common import add_health_and_reflection, serve_metrics, set_serving
-from model_worker.server.limits import TokenRates
-from model_worker.server.readiness import Dependency, Readiness, RefuseUntilReady
-from model_worker.server.serve import CHANNEL_OPTIONS, TlsFiles, tls_files
-from model_worker.server.settings import add_settings_flags, settings_from
-from model_worker.server.tracing import configure_tracing, grpc_server_interceptors
+from foundation.auth import load_api_keys
+from foundation.clients.worker import WorkerClient
+from foundation.clients.worker.policy import worker_tls
+from foundation.limits import TokenRates
+from foundation.metrics import serve_metrics
+from foundation.readiness import Dependency, Readiness, RefuseUntilReady
+from foundation.registry import WorkerPool
+from foundation.serving import CHANNEL_OPTIONS, TlsFiles, add_health_and_reflection, set_serving, tls_files
+from foundation.settings import add_settings_cli, settings_from
+from foundation.sql import make_engine, sessions
+from foundation.tracing import configure_tracing, grpc_server_interceptors
 from protos.dsv4.agent.v1 import agent_pb2_grpc
-from services.sql import make_engine, sessions
 
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="run the agent service (gRPC); flags override DSV4_AGENT_* settings")
-    add_settings_flags(p, AgentSettings, {"workers": "--worker", "database_url": "--database",
-                                          "jobs_target": "--jobs", "api_keys_file": "--api-keys"})
+    add_settings_cli(p, AgentSettings)
     p.set_defaults(func=run_serve)
 
 
@@ -64,7 +63,7 @@ class Runtime:
                                        lambda address: WorkerClient(address, api_key=settings.worker_api_key, **tls))
         self.jobs = None
         if settings.jobs_target:
-            from services.jobs.client import JobsClient
+            from foundation.clients.jobs import JobsClient
 
             self.jobs = JobsClient(settings.jobs_target, api_key=settings.jobs_api_key, tls_ca=settings.jobs_tls_ca,
                                    tls_cert=settings.jobs_tls_cert, tls_key=settings.jobs_tls_key)

@@ -1,7 +1,7 @@
 """The agent runtime over gRPC (protos/dsv4/agent/v1/agent.proto): tenants by API key, typed errors to status codes
 and per-tenant limits as on the model worker; turns run detached (runs.py) and are followed by cursor. Every ID and
 size a client sends is checked on the way in (requests.py), and every string and float is one the store keeps
-(services/storable.py, checked by `rpc` first); session and turn IDs are the tenant's own, so another tenant's is
+(foundation/storable.py, checked by `rpc` first); session and turn IDs are the tenant's own, so another tenant's is
 NOT_FOUND exactly as a missing one."""
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ from agent_runtime.loop import AgentLoop, worker_session_name
 from agent_runtime.service import convert
 from agent_runtime.service.requests import RequestBounds, new_session, turn_request
 from agent_runtime.service.runs import TurnRunner
-from agent_runtime.store.models import TURN_ACTIVE
+from agent_runtime.store.tables import TURN_ACTIVE
 from agent_runtime.store.transcript import AgentSessionExists, AgentSessionNotFound, NotDecidable, ToolCallNotFound
 from agent_runtime.store.turns import TurnActive, TurnExists, TurnNotFound
 from agent_runtime.think_max import ThinkMaxJobFailed
-from model_worker.client.errors import WorkerError
-from model_worker.ids import check_id, check_optional_id
-from model_worker.server.auth import tenant_for
-from model_worker.server.errors import error_codes
-from model_worker.server.limits import TokenRates
-from model_worker.tenancy import acting_for
+from foundation.auth import tenant_for
+from foundation.clients.worker.errors import WorkerError
+from foundation.errors import error_codes
+from foundation.ids import check_id, check_optional_id
+from foundation.limits import TokenRates
+from foundation.sql import UNREACHABLE
+from foundation.storable import check_message
+from foundation.tenancy import acting_for
 from protos.dsv4.agent.v1 import agent_pb2 as pb
 from protos.dsv4.agent.v1 import agent_pb2_grpc
-from services.sql import UNREACHABLE
-from services.storable import check_message
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import sessionmaker
 
-from agent_runtime.store.models import MemoryItem
+from agent_runtime.store.tables import MemoryItem
 from agent_runtime.tools.memory import MAX_KEYS, check
 
 

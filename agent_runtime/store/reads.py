@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent_runtime.store.models import OPEN_CALL, AgentSession, StepRecord, TranscriptEntry
+from agent_runtime.store.tables import OPEN_CALL, AgentSession, StepRecord, TranscriptEntry
 
 
 @dataclass

@@ -18,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent_runtime.store.errors import AgentSessionExists, AgentSessionNotFound, NotDecidable, ToolCallNotFound
-from agent_runtime.store.models import (
+from agent_runtime.store.reads import StoreStats, TranscriptReads
+from agent_runtime.store.tables import (
     APPROVED,
     AWAITING,
     FINISHED,
@@ -31,8 +32,7 @@ from agent_runtime.store.models import (
     StepRecord,
     TranscriptEntry,
 )
-from agent_runtime.store.reads import StoreStats, TranscriptReads
-from services.sql import migrate, utcnow
+from foundation.sql import migrate, utcnow
 
 __all__ = ["AgentSessionExists", "AgentSessionNotFound", "Entry", "NotDecidable", "StoreStats", "ToolCallNotFound",
            "TranscriptStore", "upgrade"]

@@ -14,16 +14,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
 from agent_runtime.store.errors import AgentSessionNotFound, TurnActive, TurnExists, TurnNotFound
-from agent_runtime.store.models import (
+from agent_runtime.store.tables import (
     CANCELLED,
     RUNNING,
     TURN_ACTIVE,
     TURN_INTERRUPTED,
     AgentSession,
-    Turn,
     TurnEventRecord,
+    TurnRecord,
 )
-from services.sql import utcnow
+from foundation.sql import utcnow
 
 __all__ = ["TurnActive", "TurnExists", "TurnNotFound", "TurnStore"]
 
@@ -32,26 +32,26 @@ class TurnStore:
     def __init__(self, sessions: sessionmaker, stale_after_s: float = 30.0) -> None:
         self.sessions, self.stale_after = sessions, dt.timedelta(seconds=stale_after_s)
 
-    def start(self, tenant: str, session_id: str, turn_id: str, owner: str, request: dict[str, Any]) -> Turn:
+    def start(self, tenant: str, session_id: str, turn_id: str, owner: str, request: dict[str, Any]) -> TurnRecord:
         """A new running turn, if the session runs none (an orphaned one ends interrupted first)."""
         try:
             with self.sessions.begin() as s:
                 session = s.get(AgentSession, (tenant, session_id), with_for_update=True)
                 if session is None or session.deleted:
                     raise AgentSessionNotFound(f"no agent session {session_id}")
-                if s.get(Turn, (tenant, turn_id)) is not None:
+                if s.get(TurnRecord, (tenant, turn_id)) is not None:
                     raise TurnExists(f"turn {turn_id} exists")
                 self._check_idle(s, session)
                 now = utcnow()
-                s.add(Turn(id=turn_id, session_id=session_id, tenant=tenant, status=RUNNING, via_job=False,
-                           content="", usage={}, owner=owner, heartbeat_at=now, cancel_requested=False, next_event=0,
-                           first_step=session.steps + 1, request=request, created_at=now))
+                s.add(TurnRecord(id=turn_id, session_id=session_id, tenant=tenant, status=RUNNING, via_job=False,
+                                 content="", usage={}, owner=owner, heartbeat_at=now, cancel_requested=False,
+                                 next_event=0, first_step=session.steps + 1, request=request, created_at=now))
                 session.active_turn = turn_id
         except IntegrityError:  # started by a concurrent call (on another session) since the check
             raise TurnExists(f"turn {turn_id} exists") from None
         return self.get(tenant, turn_id)
 
-    def resume(self, tenant: str, turn_id: str, owner: str) -> Turn:
+    def resume(self, tenant: str, turn_id: str, owner: str) -> TurnRecord:
         """Take over a turn whose owner is gone (to continue it after an approval): it runs again under `owner`."""
         with self.sessions.begin() as s:
             turn = self._turn(s, tenant, turn_id, lock=True)
@@ -65,21 +65,22 @@ class TurnStore:
             session.active_turn = turn_id
         return self.get(tenant, turn_id)
 
-    def orphans(self, limit: int = 16) -> list[Turn]:
+    def orphans(self, limit: int = 16) -> list[TurnRecord]:
         """Active turns whose runtime stopped renewing them (through an index): any runtime may adopt them."""
         with self.sessions() as s:
-            return list(s.scalars(select(Turn).where(Turn.status.in_(TURN_ACTIVE),
-                                                     Turn.heartbeat_at < utcnow() - self.stale_after)
-                                  .order_by(Turn.heartbeat_at).limit(limit)))
+            return list(s.scalars(select(TurnRecord).where(TurnRecord.status.in_(TURN_ACTIVE),
+                                                           TurnRecord.heartbeat_at < utcnow() - self.stale_after)
+                                  .order_by(TurnRecord.heartbeat_at).limit(limit)))
 
-    def get(self, tenant: str, turn_id: str) -> Turn:
+    def get(self, tenant: str, turn_id: str) -> TurnRecord:
         with self.sessions() as s:
             return self._turn(s, tenant, turn_id)
 
-    def list(self, tenant: str, session_id: str, limit: int = 20) -> list[Turn]:
+    def list(self, tenant: str, session_id: str, limit: int = 20) -> list[TurnRecord]:
         with self.sessions() as s:
-            return list(s.scalars(select(Turn).where(Turn.tenant == tenant, Turn.session_id == session_id)
-                                  .order_by(Turn.created_at.desc()).limit(limit)))
+            return list(s.scalars(select(TurnRecord)
+                                  .where(TurnRecord.tenant == tenant, TurnRecord.session_id == session_id)
+                                  .order_by(TurnRecord.created_at.desc()).limit(limit)))
 
     def heartbeat(self, tenant: str, turn_id: str, owner: str, status: str | None = None) -> bool:
         """Renew the turn (and set its status); returns whether a cancel was asked for."""
@@ -87,16 +88,18 @@ class TurnStore:
         if status is not None:
             values["status"] = status
         with self.sessions.begin() as s:
-            s.execute(update(Turn).where(Turn.tenant == tenant, Turn.id == turn_id, Turn.owner == owner,
-                                         Turn.status.in_(TURN_ACTIVE)).values(**values))
-            return bool(s.scalar(select(Turn.cancel_requested).where(Turn.tenant == tenant, Turn.id == turn_id)))
+            s.execute(update(TurnRecord).where(TurnRecord.tenant == tenant, TurnRecord.id == turn_id,
+                                               TurnRecord.owner == owner, TurnRecord.status.in_(TURN_ACTIVE))
+                      .values(**values))
+            return bool(s.scalar(select(TurnRecord.cancel_requested)
+                                 .where(TurnRecord.tenant == tenant, TurnRecord.id == turn_id)))
 
     def choose_mode(self, tenant: str, turn_id: str, mode: str, reason: str, via_job: bool) -> None:
         with self.sessions.begin() as s:
-            s.execute(update(Turn).where(Turn.tenant == tenant, Turn.id == turn_id)
+            s.execute(update(TurnRecord).where(TurnRecord.tenant == tenant, TurnRecord.id == turn_id)
                       .values(mode=mode, mode_reason=reason, via_job=via_job))
 
-    def cancel(self, tenant: str, turn_id: str) -> Turn:
+    def cancel(self, tenant: str, turn_id: str) -> TurnRecord:
         """Ask the turn to stop (its runner stops at the next token, tool or approval wait); an orphaned one ends
         cancelled at once."""
         with self.sessions.begin() as s:
@@ -109,7 +112,7 @@ class TurnStore:
                content: str = "", usage: dict[str, int] | None = None, error: str | None = None) -> bool:
         """End the turn if `owner` still owns it and it is active; returns whether it did."""
         with self.sessions.begin() as s:
-            turn = s.get(Turn, (tenant, turn_id), with_for_update=True)
+            turn = s.get(TurnRecord, (tenant, turn_id), with_for_update=True)
             if turn is None or turn.status not in TURN_ACTIVE or turn.owner != owner:
                 return False
             turn.status, turn.stop_reason, turn.content, turn.error = status, stop_reason, content, error
@@ -128,7 +131,7 @@ class TurnStore:
         with self.sessions.begin() as s:
             s.add_all(TurnEventRecord(tenant=tenant, turn_id=turn_id, seq=seq, kind=kind, payload=payload,
                                       created_at=utcnow()) for seq, kind, payload in events)
-            s.execute(update(Turn).where(Turn.tenant == tenant, Turn.id == turn_id)
+            s.execute(update(TurnRecord).where(TurnRecord.tenant == tenant, TurnRecord.id == turn_id)
                       .values(next_event=events[-1][0] + 1))
 
     def events(self, tenant: str, turn_id: str, after: int, limit: int = 500) -> list[TurnEventRecord]:
@@ -142,7 +145,7 @@ class TurnStore:
     def _check_idle(self, s, session: AgentSession) -> None:
         if session.active_turn is None:
             return
-        active = s.get(Turn, (session.tenant, session.active_turn), with_for_update=True)
+        active = s.get(TurnRecord, (session.tenant, session.active_turn), with_for_update=True)
         if active is None or active.status not in TURN_ACTIVE:
             return
         if not self._stale(active):
@@ -150,16 +153,16 @@ class TurnStore:
         active.status, active.ended_at = TURN_INTERRUPTED, utcnow()
         active.error = "its runtime stopped while it ran"
 
-    def orphaned(self, turn: Turn) -> bool:
+    def orphaned(self, turn: TurnRecord) -> bool:
         """Active, but its runtime stopped renewing it: a runtime will adopt it, or a new turn interrupts it."""
         return turn.status in TURN_ACTIVE and self._stale(turn)
 
-    def _stale(self, turn: Turn) -> bool:
+    def _stale(self, turn: TurnRecord) -> bool:
         return utcnow() - turn.heartbeat_at > self.stale_after
 
     @staticmethod
-    def _turn(s, tenant: str, turn_id: str, lock: bool = False) -> Turn:
-        turn = s.get(Turn, (tenant, turn_id), with_for_update=lock)
+    def _turn(s, tenant: str, turn_id: str, lock: bool = False) -> TurnRecord:
+        turn = s.get(TurnRecord, (tenant, turn_id), with_for_update=lock)
         if turn is None:
             raise TurnNotFound(f"no turn {turn_id}")
         return turn

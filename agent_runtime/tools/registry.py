@@ -21,15 +21,23 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import jsonschema
 
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_OUTPUT_BYTES = 64 << 10
 
-if TYPE_CHECKING:
-    from agent_runtime.tools.sandbox import ToolSandbox
+
+
+class Sandbox(Protocol):
+    """Where tools with an origin run (agent_runtime/tools/sandbox.py's `ToolSandbox`): another process, bounded."""
+
+    timeout_s: float
+    max_output_bytes: int
+
+    def run(self, origin: ToolOrigin, name: str, arguments: dict[str, Any], timeout_s: float,
+            max_output_bytes: int) -> tuple[str, int]: ...
 
 
 class ToolFailed(Exception):
@@ -90,7 +98,7 @@ class Tool:
 
 
 class ToolRegistry:
-    def __init__(self, sandbox: ToolSandbox | None = None) -> None:
+    def __init__(self, sandbox: Sandbox | None = None) -> None:
         self._tools: dict[str, Tool] = {}
         self.sandbox = sandbox
         self._origin: ToolOrigin | None = None
@@ -198,18 +206,24 @@ class ToolRegistry:
         text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False, default=str)
         return _result(call, *cut_output(text, max_bytes))
 
-    async def run_calls(self, calls: Sequence[ToolCall], idempotency_keys: Sequence[str | None] | None = None
-                        ) -> list[ToolResult]:
+    async def run_calls(self, calls: Sequence[ToolCall], idempotency_keys: Sequence[str | None] | None = None,
+                        on_result: Callable[[int, ToolResult], Awaitable[None]] | None = None) -> list[ToolResult]:
         """The calls of one assistant message, results in call order: concurrently, except serial tools, which
-        run one at a time after the others."""
+        run one at a time after the others. `on_result(index, result)` is awaited as each call ends, while the
+        others may still run: a caller that records it there keeps every ended call's result even if a later one
+        never ends (the agent loop's transcript, so a crash re-runs only the calls that had not ended)."""
         keys = list(idempotency_keys or [None] * len(calls))
         results: list[ToolResult | None] = [None] * len(calls)
-        concurrent = [i for i, c in enumerate(calls) if not (self._tools.get(c.name) and self._tools[c.name].serial)]
-        for i, result in zip(concurrent, await asyncio.gather(*(self.call(calls[i], keys[i]) for i in concurrent))):
-            results[i] = result
-        serial = sorted(set(range(len(calls))) - set(concurrent))
-        for i in serial:
+
+        async def run(i: int) -> None:
             results[i] = await self.call(calls[i], keys[i])
+            if on_result is not None:
+                await on_result(i, results[i])
+
+        concurrent = [i for i, c in enumerate(calls) if not (self._tools.get(c.name) and self._tools[c.name].serial)]
+        await asyncio.gather(*(run(i) for i in concurrent))
+        for i in sorted(set(range(len(calls))) - set(concurrent)):
+            await run(i)
         return results  # type: ignore[return-value] - every slot is filled above
 
 

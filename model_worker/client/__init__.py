@@ -1,78 +1,11 @@
-"""Typed Python client of the model worker's gRPC API (protos/dsv4/worker/v1/worker.proto), blocking and asyncio,
-so the agent runtime, the batch jobs and the gateway share one place that knows the wire format, the retry rules and
-the error codes. For example: `WorkerClient("worker:50051", api_key=key).generate_text(messages=[Message("user",
-"hi")], sampling=Sampling(temperature=0.0))` returns the Final event and the answer's text."""
+"""Moved to `foundation.clients.worker` (the clients live below every service, so a caller needs nothing of the
+worker's engine). This name stays so existing imports, `model_worker.client.<module>` included, keep working."""
 
-from model_worker.client.async_client import AsyncWorkerClient
-from model_worker.client.errors import (
-    Aborted,
-    AlreadyExists,
-    Cancelled,
-    DataLoss,
-    DeadlineExceeded,
-    FailedPrecondition,
-    Internal,
-    InvalidArgument,
-    NotFound,
-    OutOfRange,
-    PermissionDenied,
-    ProtocolError,
-    ResourceExhausted,
-    Unauthenticated,
-    Unavailable,
-    Unimplemented,
-    Unknown,
-    WorkerError,
-)
-from model_worker.client.policy import tls_credentials
-from model_worker.client.sync_client import WorkerClient
-from model_worker.client.types import (
-    Delta,
-    Event,
-    Final,
-    Load,
-    Message,
-    ModelInfo,
-    Sampling,
-    SessionInfo,
-    TokenLogprob,
-    Tool,
-    ToolCall,
-    Usage,
-)
+import importlib
+import sys
 
-__all__ = [
-    "Aborted",
-    "AlreadyExists",
-    "AsyncWorkerClient",
-    "Cancelled",
-    "DataLoss",
-    "DeadlineExceeded",
-    "Delta",
-    "Event",
-    "FailedPrecondition",
-    "Final",
-    "Internal",
-    "InvalidArgument",
-    "Load",
-    "Message",
-    "ModelInfo",
-    "NotFound",
-    "OutOfRange",
-    "PermissionDenied",
-    "ProtocolError",
-    "ResourceExhausted",
-    "Sampling",
-    "SessionInfo",
-    "TokenLogprob",
-    "Tool",
-    "ToolCall",
-    "Unauthenticated",
-    "Unavailable",
-    "Unimplemented",
-    "Unknown",
-    "Usage",
-    "WorkerClient",
-    "WorkerError",
-    "tls_credentials",
-]
+from foundation.clients.worker import *  # noqa: F403 - the alias re-exports the whole public surface
+from foundation.clients.worker import __all__  # noqa: F401
+
+for _module in ("async_client", "base", "convert", "errors", "policy", "requests", "settings", "sync_client", "types"):
+    sys.modules[f"{__name__}.{_module}"] = importlib.import_module(f"foundation.clients.worker.{_module}")

@@ -1,20 +1,44 @@
-"""One request's output as it is sampled: the sampler state, stop checking and the text released so far.
+"""The output stage of postprocessing: one request's output as it is sampled, its sampler state, detokenization,
+stop checks and the text released so far. Its input is a `SampledToken`, its output an `OutputDelta`.
 
-Shared by the single-sequence `Generator` and the batching `Scheduler`, so both stop, truncate and commit alike:
-every sampled token but the last is fed to the model; at the end the state is truncated back to the stop point (the
-stop checker only ever cuts the token of its last update, which is never fed, so commits made mid-output stay valid)
-and the sampler state of exactly the kept tokens travels with the sequence.
+It runs on the engine thread, right after sampling, and not on a thread of its own: a stop string must end the
+output at the exact token that completes it, before that token is fed to the model. Checked off-thread, the stop
+would be seen a step late, after the next pass had fed the token (and drafted past it), which would cost that
+step's compute and a rollback of the state for every stop; and the grammar of a constrained request must see each
+token before the next is sampled anyway. Detokenizing one token is microseconds beside a forward pass.
+
+Every sampled token but the last is fed to the model; at the end the state is truncated back to the stop point (the
+stop checker only ever cuts the token of its last update, which is never fed, so commits made mid-output stay
+valid) and the sampler state of exactly the kept tokens travels with the sequence.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
-from model_worker.chat import IncrementalDetokenizer, Tokenizer
+from foundation.chat import IncrementalDetokenizer, Tokenizer
 from model_worker.sampling import FinishReason, SamplingParams, SamplingState, StopChecker, TokenConstraint
 from model_worker.sampling.stopping import StopCheckResult
 from model_worker.state import SequenceState
+
+
+@dataclass(frozen=True)
+class SampledToken:
+    """What the sampler drew for a request: the output stage's input."""
+
+    token_id: int
+    logprob: float
+    top_logprobs: list[tuple[int, float]] | None = None  # when the request asked for them
+
+
+@dataclass(frozen=True)
+class OutputDelta:
+    """What one sampled token did to the output: the text it releases (text that may begin a stop string is held
+    back until it cannot) and whether the output ends with it (a stop, EOS, max_tokens or the context)."""
+
+    text: str
+    finished: bool
 
 
 class RequestOutput:
@@ -24,7 +48,7 @@ class RequestOutput:
         # says: with LENGTH, as if max_tokens were what the context leaves.
         room = max(context - start, 1)
         if params.max_tokens is None or params.max_tokens > room:
-            params = dataclasses.replace(params, max_tokens=room)
+            params = replace(params, max_tokens=room)
         self.sampling = SamplingState(params, prompt_token_ids=tuple(prompt_token_ids), constraint=constraint)
         self.stopper = StopChecker(params, eos_token_ids=(eos_token_id,))
         self.detok = IncrementalDetokenizer(tokenizer)
@@ -38,13 +62,13 @@ class RequestOutput:
     def finished(self) -> bool:
         return self.check.finished
 
-    def accept(self, token_id: int, logprob: float) -> str:
-        """Take one sampled token; returns the text it releases. Raises when the request's grammar rejects it."""
-        self.sampling.append(token_id)
-        self.token_ids.append(token_id)
-        self.logprobs.append(logprob)
-        self.check = self.stopper.update([token_id], [self.detok.feed([token_id])])
-        return self.check.text
+    def update(self, sampled: SampledToken) -> OutputDelta:
+        """Take one sampled token. Raises when the request's grammar rejects it."""
+        self.sampling.append(sampled.token_id)
+        self.token_ids.append(sampled.token_id)
+        self.logprobs.append(sampled.logprob)
+        self.check = self.stopper.update([sampled.token_id], [self.detok.feed([sampled.token_id])])
+        return OutputDelta(self.check.text, self.check.finished)
 
     def abort(self) -> str:
         """End as cancelled; returns the held-back text."""

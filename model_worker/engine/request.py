@@ -6,11 +6,10 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from foundation.sampling import BATCH, INTERACTIVE  # noqa: F401 - BATCH too: the engine's priorities, re-exported
 from model_worker.engine.output import RequestOutput
 from model_worker.sampling import FinishReason, SamplingParams, TokenConstraint
 from model_worker.state import SequenceState
-
-INTERACTIVE, BATCH = 0, 1
 
 
 @dataclass
@@ -24,6 +23,8 @@ class TextDelta:
 class EngineUnavailable(RuntimeError):
     """The engine can run no more passes (a rank of its replica is gone): its requests fail UNAVAILABLE, and callers
     go on elsewhere (another worker resumes their sessions from the store)."""
+
+    message_is_public = True  # the engine's own words, safe for the caller (foundation.errors)
 
 
 @dataclass

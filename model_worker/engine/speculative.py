@@ -10,12 +10,11 @@ vs a 1-token pass). A kept draft also yields the token after it from the same pa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from model_worker.engine.request import Request
+from model_worker.engine.runner import ModelRunner, as_runner
 from model_worker.model import DeepseekV4
-
-if TYPE_CHECKING:
-    from model_worker.engine.request import Request
 
 
 class Drafter(Protocol):
@@ -29,13 +28,14 @@ class MtpDrafter:
     embedding of the sampled token, it predicts the token after; the greedy draft is proposed. A request with a
     grammar gets the best draft its grammar allows."""
 
-    def __init__(self, model: DeepseekV4) -> None:
-        if not len(model.mtp):
+    def __init__(self, model: DeepseekV4 | ModelRunner) -> None:
+        """`model`: the runner to draft through (the scheduler's), or a model to run in this process."""
+        self.runner = as_runner(model)
+        if not self.runner.can_draft:
             raise ValueError("the model has no MTP layer to draft with")
-        self.model = model
 
     def propose(self, requests: Sequence[Request]) -> list[int | None]:
-        logits = self.model.draft([r.state for r in requests], [r.output.token_ids[-1] for r in requests])
+        logits = self.runner.draft([r.state for r in requests], [r.output.token_ids[-1] for r in requests])
         for row, request in zip(logits, requests):
             constraint = request.output.sampling.constraint
             if constraint is not None:

@@ -21,8 +21,8 @@ from model_worker.model.indexer import Indexer
 from model_worker.model.layers import Linear, RMSNorm, frozen_param
 from model_worker.model.rope import inv_freq
 from model_worker.numerics import Numerics
-from model_worker.parallel import SINGLE, TensorParallel
 from model_worker.state import LayerState, StateLayout
+from model_worker.tensor_parallel import SINGLE, TensorParallel
 
 
 class Attention(nn.Module):

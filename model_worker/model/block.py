@@ -13,8 +13,8 @@ from model_worker.model.layers import RMSNorm
 from model_worker.model.mhc import add_hc_params
 from model_worker.model.moe import MoE
 from model_worker.numerics import Numerics
-from model_worker.parallel import SINGLE, TensorParallel
 from model_worker.state import StateLayout
+from model_worker.tensor_parallel import SINGLE, TensorParallel
 
 
 class Block(nn.Module):

@@ -5,9 +5,11 @@
     logits = head(norm(hc_head(h)))                            [T, vocab]
     mtp: draft logits for token i+2 from (h_i, embed(token_{i+1}))       draft(): for the token after a sampled one
 
-All per-sequence state lives in `SequenceState`s passed with the batch; the modules hold weights only. Under
-tensor parallelism (`tp`) each rank holds its share of the heads, experts and vocabulary, and its states are the same
-as every other rank's (the K=V head and the compressors are replicated).
+All per-sequence state lives in `SequenceState`s passed with the batch; the modules hold weights only. Under tensor
+parallelism (`tp`) each rank holds its share of the heads, experts and vocabulary, and its states are the same as
+every other rank's (the K=V head and the compressors are replicated). The forward is plain torch, with no `no_grad`
+of its own, so the model can be trained; inference holds `no_grad` where it calls the model (the engine's runner,
+the other ranks' loop, the tools).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from model_worker.model.layers import Embedding, Linear, RMSNorm
 from model_worker.model.mhc import add_hc_params
 from model_worker.model.mtp import MTPBlock
 from model_worker.numerics import OFFICIAL, Numerics
-from model_worker.parallel import SINGLE, TensorParallel
 from model_worker.state import SequenceState, StateLayout
+from model_worker.tensor_parallel import SINGLE, TensorParallel
 
 
 class DeepseekV4(nn.Module):
@@ -52,7 +54,6 @@ class DeepseekV4(nn.Module):
     def new_state(self) -> SequenceState:
         return SequenceState(self.layout, self.embed.weight.device)
 
-    @torch.no_grad()
     def forward(self, batch: ForwardBatch) -> ForwardOutput:
         c, numerics, layout = self.config, self.numerics, self.layout
         segments, row = [], 0
@@ -86,7 +87,6 @@ class DeepseekV4(nn.Module):
             logits = self._logits(streams[rows], self.hc_head_fn, self.hc_head_base, self.hc_head_scale, self.norm)
         return ForwardOutput(logits, mtp_logits, mtp_segments)
 
-    @torch.no_grad()
     def draft(self, states: list[SequenceState], next_tokens: list[int]) -> torch.Tensor:
         """Draft logits [B, V] for the token after each `next_tokens[b]` (sampled from the main model's last logits,
         not yet fed): the MTP layer advances over its pairs up to (h_last, next_token)."""

@@ -17,8 +17,8 @@ from model_worker.model.batch import Segment
 from model_worker.model.compressor import Compressor
 from model_worker.model.layers import Linear
 from model_worker.numerics import Numerics
-from model_worker.parallel import SINGLE, TensorParallel
 from model_worker.state import LayerState, StateLayout
+from model_worker.tensor_parallel import SINGLE, TensorParallel
 
 
 class Indexer(nn.Module):

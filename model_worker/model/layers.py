@@ -14,7 +14,7 @@ from torch import nn
 
 import kernels
 from model_worker.numerics import Numerics
-from model_worker.parallel import SINGLE, TensorParallel
+from model_worker.tensor_parallel import SINGLE, TensorParallel
 
 
 def _frozen(tensor: torch.Tensor) -> nn.Parameter:

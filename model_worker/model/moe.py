@@ -19,7 +19,7 @@ import kernels
 from model_worker.config import ModelConfig
 from model_worker.model.layers import Linear, frozen_param
 from model_worker.numerics import Numerics
-from model_worker.parallel import SINGLE, TensorParallel
+from model_worker.tensor_parallel import SINGLE, TensorParallel
 
 
 class Gate(nn.Module):

@@ -13,7 +13,7 @@ from model_worker.model.block import Block
 from model_worker.model.layers import Linear, RMSNorm
 from model_worker.model.mhc import add_hc_params
 from model_worker.numerics import Numerics
-from model_worker.parallel import SINGLE, TensorParallel
+from model_worker.tensor_parallel import SINGLE, TensorParallel
 
 
 class MTPBlock(Block):

@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from model_worker.parallel.group import TensorParallel
+from model_worker.tensor_parallel import TensorParallel
 
 _BLOCK = 128
 _SPLIT = [(re.compile(pattern), dim) for pattern, dim in (

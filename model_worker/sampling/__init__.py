@@ -1,6 +1,6 @@
 """Sampling for the inference engine: params, per-request RNG and state, batch sampler, stopping."""
 
-from model_worker.sampling.params import InvalidSamplingParams, SamplingParams
+from foundation.sampling import InvalidSamplingParams, SamplingParams
 from model_worker.sampling.rng import RequestRng
 from model_worker.sampling.sampler import Sampler, SamplerOutput
 from model_worker.sampling.state import InvalidSnapshot, SamplingState, TokenConstraint

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 
 import kernels
+from foundation.sampling import InvalidSamplingParams
 from model_worker.sampling import ops
-from model_worker.sampling.params import InvalidSamplingParams
 from model_worker.sampling.state import SamplingState
 
 

@@ -16,7 +16,7 @@ from typing import Protocol
 
 import torch
 
-from model_worker.sampling.params import InvalidSamplingParams, SamplingParams
+from foundation.sampling import InvalidSamplingParams, SamplingParams
 from model_worker.sampling.rng import RequestRng
 
 SNAPSHOT_FORMAT = "sampling-state/1"

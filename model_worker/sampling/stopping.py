@@ -16,7 +16,7 @@ from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from model_worker.sampling.params import SamplingParams
+from foundation.sampling import SamplingParams
 
 
 class FinishReason(enum.StrEnum):

@@ -1,6 +1,6 @@
 """What every ModelWorker RPC does around its own work, in one place (the `rpc` decorator): typed errors become
 status codes (errors.py); every client-chosen ID in the request, or in each message of a request stream as it is
-read, is checked before anything uses it (model_worker.ids); and an RPC that computes (Generate, CreateSession
+read, is checked before anything uses it (foundation.ids); and an RPC that computes (Generate, CreateSession
 including copies, AppendSession, ImportSession) holds one of its tenant's slots throughout
 (`WorkerRuntime.tenant_slot`), its tokens charged at the tenant's rate where they enter the engine
 (`WorkerRuntime.submit`, `admit_tokens`)."""
@@ -11,8 +11,8 @@ from collections.abc import Iterable, Iterator
 
 from google.protobuf.message import Message
 
-from model_worker.ids import check_optional_id
-from model_worker.server.errors import error_codes
+from foundation.ids import check_optional_id
+from model_worker.server.errors import worker_error_codes
 
 # Fields of any worker request that carry an ID the client chose; empty ones are the server's to fill (or refused by
 # the RPC that needs them).
@@ -35,7 +35,7 @@ def _checked(request: Message | Iterable[Message]) -> Message | Iterator[Message
 
 def rpc(*, compute: bool = False):
     """Decorate a WorkerService method (unary or server-streaming, over a request or a request stream)."""
-    return error_codes(check=_checked, scope=_tenant_slot if compute else None)
+    return worker_error_codes(check=_checked, scope=_tenant_slot if compute else None)
 
 
 def _tenant_slot(service, context):

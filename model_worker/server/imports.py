@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Iterable
 from typing import IO
 
-from model_worker.server import convert
-from model_worker.server.generate import check_length
+from foundation import wire
 from model_worker.server.runtime import WorkerRuntime
+from model_worker.server.turn import chat_renderer
 from model_worker.sessions import admin
 from model_worker.sessions.archive import Export, read_export
 from model_worker.sessions.errors import InvalidSessionRequest, TooLarge
@@ -62,11 +62,11 @@ def check_export(runtime: WorkerRuntime, exported: Export) -> None:
     """Hold an export's head, chat state and tokens to what this worker would have stored itself."""
     vocab = runtime.model.config.vocab_size
     commit = exported.commit
-    pending = (commit.chat or {}).get("pending", [])
+    pending = list(commit.chat.pending) if commit.chat is not None else []
     if not isinstance(pending, list) or not all(type(t) is int and 0 <= t < vocab
                                                 for t in [*exported.token_ids, *pending]):
         raise InvalidSessionRequest(f"the export's tokens must lie in [0, {vocab})")
-    check_length(runtime, len(exported.token_ids) + len(pending))
+    runtime.check_length(len(exported.token_ids) + len(pending))
     head = commit.head
     try:
         request = pb.CreateSessionRequest(
@@ -77,15 +77,15 @@ def check_export(runtime: WorkerRuntime, exported: Export) -> None:
             response_format_json_schema=json.dumps(head.response_format) if head.response_format else "")
     except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as exc:
         raise InvalidSessionRequest(f"the export's head is not one a session has ({type(exc).__name__})") from None
-    inputs = convert.chat_input(request, runtime.limits)
-    if (inputs.tools or None) != head.tools or inputs.response_format != head.response_format:
+    inputs = wire.chat_input(request, runtime.limits)
+    if tuple(inputs.tools or ()) != head.tools or inputs.response_format != head.response_format:
         raise InvalidSessionRequest("the export's head is not one a session has (tools or response format)")
     runtime.grammars.constraint(ReplySpec(tools=[t["function"] for t in head.tools or ()],
                                           response_format=head.response_format))
-    renderer = (commit.chat or {}).get("renderer")
+    renderer = commit.chat.renderer if commit.chat is not None else None
     if renderer is not None:
         try:
-            resumed = runtime.renderer(head, renderer, exported.token_ids).state()
+            resumed = chat_renderer(runtime.tokenizer, head, renderer, exported.token_ids).state()
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise InvalidSessionRequest(f"the export's chat state does not resume ({type(exc).__name__})") from None
         if resumed != renderer:

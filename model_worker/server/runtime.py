@@ -1,24 +1,24 @@
 """What one worker process serves: the model on its engine thread (the continuous-batching scheduler), the session
-tiers (hot in process, then the store), tenants by API key, and the one-request-per-session rule."""
+tiers (hot in process, then the store, commits written by the commit writer's thread), tenants by API key, and the
+one-request-per-session rule. A turn on a session (what it feeds, owes, commits and settles) is turn.py's."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from collections.abc import Iterator, Mapping
-from concurrent.futures import Future
 
-from model_worker.chat import ChatSession, SessionHead, Tokenizer
+from foundation.auth import tenant_for
+from foundation.chat import Tokenizer
+from foundation.limits import TenantLimit, TokenRates
+from foundation.registry.records import WorkerRecord
+from foundation.wire import DEFAULT_LIMITS, InputLimits
 from model_worker.engine import MtpDrafter, Request, Scheduler
 from model_worker.model import DeepseekV4
-from model_worker.registry.records import WorkerRecord
-from model_worker.server.auth import tenant_for
-from model_worker.server.convert import DEFAULT_LIMITS, InputLimits
-from model_worker.server.limits import TokenRates
 from model_worker.server.telemetry import Metrics
-from model_worker.sessions import Head, OpenSession, SessionStore
+from model_worker.sessions import OpenSession, SessionStore
 from model_worker.sessions.archive import ImportLimits
-from model_worker.sessions.commits import CommitWriter, prepare
+from model_worker.sessions.commits import CommitWriter
 from model_worker.sessions.hot import HotSessions
 from model_worker.structured import GrammarCompiler
 
@@ -29,10 +29,6 @@ class SessionBusy(RuntimeError):
 
 class CommitMismatch(RuntimeError):
     """The session is not at the commit the request expected (FAILED_PRECONDITION): a retried turn already ran."""
-
-
-class TenantLimit(RuntimeError):
-    """The tenant already runs as many requests as it may (RESOURCE_EXHAUSTED: retry later)."""
 
 
 class WorkerRuntime:
@@ -132,47 +128,12 @@ class WorkerRuntime:
             with self._busy_lock:
                 self._busy.discard(key)
 
-    def chat(self, session: OpenSession) -> ChatSession:
-        """The session's chat renderer, as its last commit left it (a session takes messages or raw token ids,
-        not both: raw tokens bypass the renderer)."""
-        return self.renderer(session.head, (session.chat or {}).get("renderer"), session.token_ids)
-
-    def renderer(self, head: Head, state: dict | None, token_ids: list[int]) -> ChatSession:
-        chat_head = SessionHead(think_max=head.think_max, system_prompt=head.system_prompt,
-                                tools=tuple(head.tools or ()), response_format=head.response_format)
-        if state is None:
-            return ChatSession(chat_head, self.tokenizer)
-        return ChatSession.resume(chat_head, state, token_ids, self.tokenizer)
-
-    @staticmethod
-    def owed(session: OpenSession) -> list[int]:
-        """Tokens the session owes the model: a lost state's replay, then those of its last reply not yet fed."""
-        return session.replay + list((session.chat or {}).get("pending", []))
-
-    def next_turn(self, session: OpenSession, chat: ChatSession | None) -> list[int]:
-        """What goes before a new turn's tokens: the owed tokens and, when the last turn got no reply (its
-        generation was cancelled), the closing of an empty one (raw-token sessions keep no renderer)."""
-        owed = self.owed(session)
-        if chat is not None and chat.awaiting_reply:
-            owed += chat.append_completion([]).token_ids
-        return owed
-
-    def commit(self, session: OpenSession, chat: ChatSession | None, owed: list[int], token_ids: list[int]) -> Future:
-        """Commit `token_ids` (fed since the last commit) with the renderer's state and the tokens still owed to
-        the model (the last sampled token and the turn's closing EOS, fed at the start of the next turn). Prepared
-        here (on the engine thread: no storage I/O), written by the commit writer; the Future says when it is
-        durable."""
-        previous = (session.chat or {}).get("renderer")
-        session.chat = {"renderer": chat.state() if chat else previous, "pending": owed}
-        return self.writer.submit(prepare(self.store, session, token_ids))
-
-    def settle(self, session: OpenSession, commits: list[Future]) -> None:
-        """Wait until a request's commits are written. One that failed (byte cap, store down) leaves the session in
-        memory ahead of the store: it is dropped from the hot tier (the next request reopens the last written
-        commit) and the error is raised."""
-        try:
-            for commit in commits:
-                commit.result()
-        except BaseException:
-            self.hot.discard(session.tenant, session.session_id)
-            raise
+    def check_length(self, tokens: int, max_tokens: int | None = None) -> None:
+        """A sequence of `tokens` leaves room in the model's context for at least one generated token, and for
+        `max_tokens` when given (the scheduler ends any output at the context)."""
+        limit = self.model.config.max_seq_len
+        if tokens >= limit:
+            raise OverflowError(f"{tokens} tokens reach the model's context of {limit}")
+        if max_tokens is not None and tokens + max_tokens > limit:
+            raise OverflowError(f"max_tokens {max_tokens} is more than the {limit - tokens} tokens the model's "
+                                f"context of {limit} leaves after {tokens} tokens")

@@ -11,24 +11,25 @@ import socket
 import threading
 from concurrent import futures
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health
 
-from model_worker.chat import load_tokenizer
-from model_worker.parallel.launch import KEEPALIVE_S, ModelSpec, open_replica
-from model_worker.registry import Heartbeat, open_registry
-from model_worker.server.auth import load_api_keys
-from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection, serve_metrics, set_serving
-from model_worker.server.convert import InputLimits
+from foundation.auth import load_api_keys
+from foundation.blobs.stores import BlobStore, TieredBlobs, open_tiered
+from foundation.chat import load_tokenizer
+from foundation.metrics import serve_metrics
+from foundation.registry import Heartbeat, open_registry
+from foundation.serving import CHANNEL_OPTIONS, TlsFiles, add_health_and_reflection, set_serving, tls_files
+from foundation.settings import add_settings_cli, settings_from
+from foundation.tracing import configure_tracing, grpc_server_interceptors
+from foundation.wire import InputLimits
+from model_worker.engine.replica import KEEPALIVE_S, ModelSpec, open_replica
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.service import WorkerService
-from model_worker.server.settings import WorkerSettings, add_settings_flags, settings_from
-from model_worker.server.tracing import configure_tracing, grpc_server_interceptors
+from model_worker.server.settings import WorkerSettings
 from model_worker.sessions import BlobCodec, SessionStore
 from model_worker.sessions.archive import ImportLimits
-from model_worker.sessions.blobs import BlobStore, TieredBlobs, open_tiered
 from model_worker.sessions.upkeep import StoreUpkeep, UpkeepPolicy
 from protos.dsv4.worker.v1 import worker_pb2, worker_pb2_grpc
 
@@ -40,31 +41,8 @@ log = logging.getLogger(__name__)
 
 def add_serve_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("serve", help="run a model worker (gRPC)")
-    add_settings_flags(p, WorkerSettings, {"api_keys_file": "--api-keys"})
+    add_settings_cli(p, WorkerSettings)
     p.set_defaults(func=run_serve)
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    """PEM files of the server's identity and, for mutual TLS, of the CA its clients' certificates must chain to."""
-
-    cert: Path
-    key: Path
-    client_ca: Path | None = None
-
-    def credentials(self) -> grpc.ServerCredentials:
-        client_ca = self.client_ca.read_bytes() if self.client_ca else None
-        return grpc.ssl_server_credentials([(self.key.read_bytes(), self.cert.read_bytes())],
-                                           root_certificates=client_ca, require_client_auth=client_ca is not None)
-
-
-def tls_files(args) -> TlsFiles | None:
-    """From anything with tls_cert, tls_key and tls_client_ca (flags or settings)."""
-    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
-        return None
-    if not (args.tls_cert and args.tls_key):
-        raise SystemExit("serve: TLS needs both --tls-cert and --tls-key")
-    return TlsFiles(Path(args.tls_cert), Path(args.tls_key), Path(args.tls_client_ca) if args.tls_client_ca else None)
 
 
 def build_server(runtime: WorkerRuntime, host: str, port: int, threads: int = 32, tls: TlsFiles | None = None

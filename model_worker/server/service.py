@@ -1,29 +1,28 @@
 """The ModelWorker gRPC service: each RPC goes through one boundary (boundary.py: typed errors to status codes, every
 client-chosen ID checked, a tenant slot for those that compute) and delegates to the runtime, the scheduler
-(generation and appends run on the engine thread, at the tenant's token rate) and the session store."""
+(generation and appends run on the engine thread, at the tenant's token rate), a session's turns (turn.py) and the
+session store."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
-import queue
 import tempfile
-import uuid
 from collections.abc import Iterator
 
 import grpc
 
-from model_worker.chat.encoding import encode_prompt
-from model_worker.engine import Finished, Request
-from model_worker.ids import check_id
-from model_worker.sampling import SamplingParams
-from model_worker.server import convert
+from foundation import wire
+from foundation.chat import SessionHead
+from foundation.chat.encoding import encode_prompt
+from foundation.ids import check_id
 from model_worker.server.boundary import rpc
-from model_worker.server.generate import check_expected_commit, check_length, generate, session_input
+from model_worker.server.generate import generate
 from model_worker.server.imports import import_session
 from model_worker.server.runtime import WorkerRuntime
-from model_worker.sessions import Head, OpenSession, admin
+from model_worker.server.turn import SessionTurn, chat_renderer, check_expected_commit
+from model_worker.sessions import ChatState, OpenSession, admin
 from model_worker.sessions.manifest import check_session_id, tenant_key
 from model_worker.structured import ReplySpec
 from protos.dsv4.worker.v1 import worker_pb2 as pb
@@ -49,20 +48,17 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         if request.from_session:
             return self._copy_session(request, context)
         runtime, tenant = self.runtime, self._tenant(context)
-        inputs = convert.chat_input(request, runtime.limits)
-        head = Head(think_max=request.think_max, system_prompt=request.system_prompt or None,
-                    tools=inputs.tools or None, response_format=inputs.response_format)
+        inputs = wire.chat_input(request, runtime.limits)
+        head = SessionHead(think_max=request.think_max, system_prompt=request.system_prompt or None,
+                           tools=inputs.tools or (), response_format=inputs.response_format)
         # Every turn's grammar builds on these: refuse what cannot be enforced now, not on the first turn.
-        runtime.grammars.constraint(ReplySpec(tools=[t["function"] for t in head.tools or ()],
+        runtime.grammars.constraint(ReplySpec(tools=[t["function"] for t in head.tools],
                                               response_format=head.response_format))
-        chat = runtime.renderer(head, None, [])
-        check_length(runtime, len(chat.token_ids))
+        chat = chat_renderer(runtime.tokenizer, head, None, [])
+        runtime.check_length(len(chat.token_ids))
         session = runtime.store.create(tenant, head, request.session_id or None, prefix=chat.token_ids)
-        with self._filling(session):
-            if session.reused_prefix_tokens < len(chat.token_ids):  # nobody stored this head yet: prefill it
-                self._prefill(session, chat.token_ids[session.reused_prefix_tokens :], chat, context)
-            else:
-                runtime.settle(session, [runtime.commit(session, chat, [], [])])
+        with self._filling(session):  # what nobody of the tenant stored yet of this head is prefilled
+            SessionTurn(runtime, session, chat).prefill(chat.token_ids[session.reused_prefix_tokens :])
         runtime.hot.add(session)
         return self._session(tenant, session.session_id, session.reused_prefix_tokens)
 
@@ -73,19 +69,18 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         if request.system_prompt or request.tools or request.response_format_json_schema:
             raise ValueError("from_session: the copy takes the source's system prompt, tools and response format")
         with runtime.exclusive(tenant, request.from_session) as source:
-            source_head, tokens = source.head, list(source.token_ids)
-            renderer, pending = (source.chat or {}).get("renderer"), list((source.chat or {}).get("pending", []))
-        head_tokens = runtime.renderer(source_head, None, []).token_ids
+            source_head, tokens, state = source.head, list(source.token_ids), source.chat or ChatState()
+        head_tokens = chat_renderer(runtime.tokenizer, source_head, None, []).token_ids
         if tokens[: len(head_tokens)] != head_tokens:
             raise ValueError(f"from_session: session {request.from_session} does not start with its rendered head")
         head = dataclasses.replace(source_head, think_max=request.think_max)
-        new_head_tokens = runtime.renderer(head, None, []).token_ids
+        new_head_tokens = chat_renderer(runtime.tokenizer, head, None, []).token_ids
         transcript = new_head_tokens + tokens[len(head_tokens) :]
-        check_length(runtime, len(transcript) + len(pending))
-        chat = runtime.renderer(head, renderer, transcript) if renderer is not None else None
+        runtime.check_length(len(transcript) + len(state.pending))
+        chat = None if state.renderer is None else chat_renderer(runtime.tokenizer, head, state.renderer, transcript)
         session = runtime.store.create(tenant, head, request.session_id or None, prefix=new_head_tokens)
         with self._filling(session):
-            self._prefill(session, transcript[session.reused_prefix_tokens :], chat, context, owed=pending)
+            SessionTurn(runtime, session, chat).prefill(transcript[session.reused_prefix_tokens :], state.pending)
         runtime.hot.add(session)
         return self._session(tenant, session.session_id, session.reused_prefix_tokens)
 
@@ -105,31 +100,13 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         runtime, tenant = self.runtime, self._tenant(context)
         with runtime.exclusive(tenant, request.session_id) as session:
             check_expected_commit(session, request)
-            chat, _, prompt = session_input(runtime, session, request, convert.mode(request.mode),
-                                            convert.chat_input(request, runtime.limits))
-            if not prompt:
+            turn = SessionTurn.with_input(runtime, session, request, wire.mode(request.mode),
+                                          wire.chat_input(request, runtime.limits))
+            if not turn.feed:
                 raise ValueError("input: nothing to append")
             # The last token stays owed: a Generate without input then feeds it and samples the reply from it.
-            self._prefill(session, prompt[:-1], chat, context, owed=prompt[-1:])
+            turn.prefill(turn.feed[:-1], owed=turn.feed[-1:])
         return self._session(tenant, request.session_id)
-
-    def _prefill(self, session, prompt: list[int], chat, context, owed: list[int] = ()) -> None:
-        """Feed `prompt` to the session through the scheduler and commit it (no sampling)."""
-        if not prompt:
-            self.runtime.settle(session, [self.runtime.commit(session, chat, list(owed), [])])
-            return
-        done: queue.Queue = queue.Queue()
-        commits = []
-        job = Request(uuid.uuid4().hex, session.state, prompt, SamplingParams(temperature=0.0), done.put,
-                      prefill_only=True, tenant=session.tenant)
-        job.on_commit = lambda tokens: commits.append(self.runtime.commit(session, chat, list(owed), tokens))
-        self.runtime.submit(job)  # at the tenant's token rate
-        while not isinstance(finished := done.get(), Finished):
-            pass
-        self.runtime.settle(session, commits)
-        if finished.error or finished.discard_state:
-            self.runtime.hot.discard(session.tenant, session.session_id)
-            raise finished.failure() or RuntimeError("the append was cancelled")
 
     @rpc()
     def ForkSession(self, request, context) -> pb.Session:
@@ -202,13 +179,13 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
     @rpc()
     def Tokenize(self, request, context) -> pb.TokenizeResponse:
         self._tenant(context)
-        inputs = convert.chat_input(request, self.runtime.limits)
+        inputs = wire.chat_input(request, self.runtime.limits)
         if request.WhichOneof("input") == "text":
             return pb.TokenizeResponse(ids=self.runtime.tokenizer.encode(request.text))
         messages = inputs.messages or []
         if inputs.tools:
             messages.insert(0, {"role": "system", "content": "", "tools": inputs.tools})
-        return pb.TokenizeResponse(ids=encode_prompt(messages, convert.mode(request.mode),
+        return pb.TokenizeResponse(ids=encode_prompt(messages, wire.mode(request.mode),
                                                      tokenizer=self.runtime.tokenizer))
 
     @rpc()

@@ -1,22 +1,17 @@
-"""The model worker's settings (environment variables `DSV4_WORKER_*`, an optional settings file, command-line flags
-over both), and how every platform service turns a pydantic-settings model into its flags."""
+"""The model worker's settings: environment variables `DSV4_WORKER_*` (or a settings file), command-line flags of
+`python -m model_worker serve` over both (foundation/settings.py makes them; `--api-keys` names `api_keys_file`)."""
 
 from __future__ import annotations
 
-import argparse
-import os
-import types
-import typing
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SETTINGS_FILE_ENV = "DSV4_SETTINGS_FILE"
-
 
 class WorkerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DSV4_WORKER_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DSV4_WORKER_", env_file=None, extra="ignore",
+                                      cli_shortcuts={"api-keys-file": "api-keys"})
 
     checkpoint: str | None = Field(None, description="checkpoint directory (default: random weights of `config`)")
     config: str = Field("tiny", description="named config (tiny, flash, pro) or a config.json")
@@ -100,38 +95,3 @@ class WorkerSettings(BaseSettings):
     tls_key: str | None = Field(None, description="PEM private key of tls_cert")
     tls_client_ca: str | None = Field(None, description="PEM CA bundle: require client certificates it signed "
                                       "(mutual TLS)")
-
-
-def add_settings_flags(parser: argparse.ArgumentParser, settings: type[BaseSettings],
-                       flags: dict[str, str] | None = None) -> None:
-    """A flag per setting (`--name-with-dashes`, or as `flags` renames it), help from its description, default
-    None so that unset flags leave the environment and the file in force; and `--settings-file`."""
-    flags = flags or {}
-    for name, field in settings.model_fields.items():
-        flag = flags.get(name, "--" + name.replace("_", "-"))
-        kind = _scalar(field.annotation)
-        default = field.default if field.default is not None else "none"
-        help_text = f"{field.description} (default {default}; env {settings.model_config['env_prefix']}" \
-                    f"{name.upper()})"
-        if kind is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        elif typing.get_origin(kind) is Literal:
-            parser.add_argument(flag, dest=name, choices=typing.get_args(kind), default=None, help=help_text)
-        else:
-            parser.add_argument(flag, dest=name, type=kind, default=None, help=help_text)
-    parser.add_argument("--settings-file", help=f"a .env-style file of settings (or ${SETTINGS_FILE_ENV}); the "
-                        "environment wins over it, flags over both")
-
-
-def settings_from(settings: type[BaseSettings], args: argparse.Namespace):
-    """The settings: flags given, then the environment, then the settings file, then the defaults."""
-    overrides = {k: v for k, v in vars(args).items() if k in settings.model_fields and v is not None}
-    env_file = getattr(args, "settings_file", None) or os.environ.get(SETTINGS_FILE_ENV)
-    return settings(_env_file=env_file, **overrides)
-
-
-def _scalar(annotation):
-    """`int | None` -> int: what a flag's text converts to."""
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation

@@ -1,7 +1,8 @@
 """Persistent compressed KV sessions: the engine's paged state stored by ID, resumable without re-prefill."""
 
-from model_worker.sessions.blobs import BlobStore, open_blobs
+from foundation.blobs.stores import BlobStore, open_blobs
 from model_worker.sessions.codec import BlobCodec
+from model_worker.sessions.commits import CommitResult
 from model_worker.sessions.errors import (
     CorruptSession,
     IncompatibleSession,
@@ -11,12 +12,14 @@ from model_worker.sessions.errors import (
     SessionExists,
     SessionNotFound,
 )
-from model_worker.sessions.manifest import Head
-from model_worker.sessions.store import CommitResult, OpenSession, SessionStore
+from model_worker.sessions.manifest import ChatState, Head
+from model_worker.sessions.session import OpenSession
+from model_worker.sessions.store import SessionStore
 
 __all__ = [
     "BlobCodec",
     "BlobStore",
+    "ChatState",
     "CommitResult",
     "CorruptSession",
     "Head",

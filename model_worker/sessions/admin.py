@@ -28,6 +28,7 @@ from model_worker.sessions.manifest import (
     Commit,
     blob_key,
     check_session_id,
+    head_record,
     meta_key,
     session_prefix,
     tenant_key,
@@ -98,7 +99,7 @@ def stats(store: SessionStore, tenant: str, session_id: str) -> dict[str, object
     return {"session_id": session_id, "tokens": commit.num_tokens, "seq": commit.seq,
             "commits_retained": store.commit_seqs(tk, session_id), "values": len(keys),
             "bytes_by_tier": {tier.url: sum(tier.size(k) or 0 for k in keys) for tier in tiers},
-            "head": commit.head.__dict__, "parent": commit.parent, "last_used_at": last_use}
+            "head": head_record(commit.head), "parent": commit.parent, "last_used_at": last_use}
 
 
 def _page_groups(store: SessionStore, tk: str, commit: Commit) -> tuple[list[int], Chain, dict[str, str]]:

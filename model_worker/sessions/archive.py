@@ -154,8 +154,8 @@ def _header(body: bytes) -> tuple[Commit, list[int]]:
         commit = Commit.from_record(record)
     except (IncompatibleSession, CorruptSession) as exc:
         raise InvalidSessionRequest(f"export.json: {exc}") from None
-    if not isinstance(commit.chat, dict | None) or not isinstance(commit.sampling, str | None):
-        raise InvalidSessionRequest("export.json: the commit's chat or sampling state is of the wrong kind")
+    if not isinstance(commit.sampling, str | None):  # the chat state is checked by Commit.from_record
+        raise InvalidSessionRequest("export.json: the commit's sampling state is of the wrong kind")
     if commit.num_tokens != len(tokens):
         raise InvalidSessionRequest(f"export.json: {len(tokens)} tokens for a commit of {commit.num_tokens!r}")
     return commit, tokens

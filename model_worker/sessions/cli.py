@@ -32,7 +32,7 @@ def add_store_arguments(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def open_store(url: str, config, fingerprint: str, numerics: str) -> SessionStore:
-    from model_worker.sessions.blobs import open_blobs
+    from foundation.blobs.stores import open_blobs
 
     return SessionStore(open_blobs(url), fingerprint, StateLayout(config, get_numerics(numerics)),
                         codec=BlobCodec.from_env())

@@ -15,17 +15,17 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
+from foundation.blobs.stores import BlobStore
 from model_worker.sessions.chain import TOKEN_PAGE_BLOCKS, page_address, tail_address, token_page_address
+from model_worker.sessions.codec import BlobCodec
 from model_worker.sessions.errors import InvalidSessionRequest, StoreBehind
 from model_worker.sessions.manifest import Commit, blob_key, pack_tokens, tenant_key
+from model_worker.sessions.session import OpenSession
 from model_worker.sessions.state_io import full_pages, page_group, tail_tensors
-
-if TYPE_CHECKING:
-    from model_worker.sessions.store import OpenSession, SessionStore
 
 # What `prepare` advances in an OpenSession (restored when a synchronous commit fails); the token log is extended in
 # place (it may hold millions), so its length is what is kept.
@@ -53,6 +53,25 @@ class PreparedCommit:
         return sum(t.numel() * t.element_size() for _, tensors, _ in self.values for t in tensors.values())
 
 
+class CommitStore(Protocol):
+    """What a commit needs of the session store (store.SessionStore, which commits through this module): its
+    identity and geometry to prepare, its values, quota and records to write."""
+
+    fingerprint: str
+    layout_id: str
+    spans: dict[int, int]  # compression ratio -> tokens per page group
+    blobs: BlobStore
+    codec: BlobCodec
+
+    def check_quota(self, tk: str, new_bytes: int) -> None: ...
+
+    def count_written(self, tk: str, nbytes: int) -> None: ...
+
+    def write_commit(self, tk: str, record: Commit) -> int: ...
+
+    def prune(self, tk: str, session_id: str) -> None: ...
+
+
 def bookkeeping(session: OpenSession) -> dict[str, Any]:
     return {"num_token_ids": len(session.token_ids), **{name: getattr(session, name) for name in _BOOKKEEPING}}
 
@@ -63,7 +82,7 @@ def restore_bookkeeping(session: OpenSession, saved: dict[str, Any]) -> None:
         setattr(session, name, saved[name])
 
 
-def prepare(store: SessionStore, session: OpenSession, new_token_ids: Sequence[int],
+def prepare(store: CommitStore, session: OpenSession, new_token_ids: Sequence[int],
             checkpoint: bool = False) -> PreparedCommit:
     """Everything the commit after `new_token_ids` (the tokens fed since the last commit) writes; the session moves on
     to that commit in memory."""
@@ -108,13 +127,13 @@ def prepare(store: SessionStore, session: OpenSession, new_token_ids: Sequence[i
     return prepared
 
 
-def write(store: SessionStore, prepared: PreparedCommit) -> CommitResult:
+def write(store: CommitStore, prepared: PreparedCommit) -> CommitResult:
     """Seal and write the values, then the record. All or nothing: over the tenant's byte cap, nothing is written."""
     tk, repair = prepared.tk, prepared.repair
     values = [(key, tensors, metadata) for key, tensors, metadata in prepared.values
               if repair or not store.blobs.exists(key)]  # values are written once, except when repairing
     sealed = [(key, store.codec.seal_tensors(key, tensors, metadata)) for key, tensors, metadata in values]
-    store._check_quota(tk, sum(len(v) for _, v in sealed))
+    store.check_quota(tk, sum(len(v) for _, v in sealed))
     for key, value in sealed:
         if repair:
             store.blobs.put(key, value)
@@ -141,7 +160,7 @@ class CommitWriter:
 
     _REMEMBERED_FAILURES = 10_000
 
-    def __init__(self, store: SessionStore, max_pending_bytes: int = 1 << 30, wait_s: float = 60.0) -> None:
+    def __init__(self, store: CommitStore, max_pending_bytes: int = 1 << 30, wait_s: float = 60.0) -> None:
         self.store, self.max_pending_bytes, self.wait_s = store, max_pending_bytes, wait_s
         self.pending_bytes = 0
         self._room = threading.Condition()

@@ -31,6 +31,8 @@ class StoreBehind(SessionError):
     """The store has not kept up: commits waiting to be written fill their bound and none was taken in time
     (UNAVAILABLE: the session continues from its last written commit, on this worker or another)."""
 
+    message_is_public = True  # the store's own words, safe for the caller (foundation.errors)
+
 
 class TooLarge(SessionError):
     """Input over one of its bounds, e.g. an import past its byte or member limits (RESOURCE_EXHAUSTED)."""
@@ -40,6 +42,3 @@ class InvalidSessionRequest(SessionError, ValueError):
     """A malformed ID, position or argument (INVALID_ARGUMENT)."""
 
 
-class InvalidKey(InvalidSessionRequest):
-    """A storage key that could leave its store's root or alias another key (INVALID_ARGUMENT); the services check
-    the IDs keys are built from first, so this is the stores' own line of defence."""

@@ -20,7 +20,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from model_worker.sessions.store import OpenSession, SessionStore
+from model_worker.sessions.session import OpenSession
+from model_worker.sessions.store import SessionStore
 
 
 @dataclass

@@ -14,10 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
-from model_worker.ids import InvalidId, check_id
+from foundation.chat import SessionHead
+from foundation.ids import InvalidId, check_id
 from model_worker.sessions.errors import CorruptSession, IncompatibleSession, InvalidSessionRequest
 
 FORMAT = "dsv4-session/1"
@@ -57,15 +58,34 @@ def commit_key(tk: str, session_id: str, seq: int) -> str:
     return session_prefix(tk, session_id) + f"c/{seq:012d}"
 
 
-@dataclass
-class Head:
-    """What lives at the start of the prompt, fixed when the session is created."""
+Head = SessionHead  # the one head type (foundation.chat.SessionHead), under the name the store has always used
 
-    think_max: bool = False
-    system_prompt: str | None = None
-    tools: list[dict[str, Any]] | None = None
-    response_format: dict[str, Any] | None = None  # a JSON schema every reply's content must match
-    head_tokens: int = 0  # tokens of the rendered head (the shared-prefix candidate)
+
+def head_record(head: SessionHead) -> dict[str, Any]:
+    """The head as a commit record holds it (no tools: null, as records have always said)."""
+    return {"think_max": head.think_max, "system_prompt": head.system_prompt, "tools": head.tools or None,
+            "response_format": head.response_format, "head_tokens": head.head_tokens}
+
+
+@dataclass(frozen=True)
+class ChatState:
+    """What a commit keeps of the session's chat besides its tokens (model_worker/server/turn.py writes it)."""
+
+    renderer: dict[str, Any] | None = None  # foundation.chat.ChatSession.state(); None: never rendered
+    pending: tuple[int, ...] = ()  # tokens owed to the model: the next turn feeds them first
+
+    def to_record(self) -> dict[str, Any]:
+        return {"renderer": self.renderer, "pending": list(self.pending)}
+
+    @classmethod
+    def from_record(cls, record: Any) -> ChatState:
+        """The record's `chat` object (either key may be absent); anything else is a malformed record."""
+        renderer, pending = (record.get("renderer"), record.get("pending", [])) if isinstance(record, dict) else \
+            (None, None)
+        if not isinstance(renderer, dict | None) or not isinstance(pending, list) or \
+                not all(type(t) is int for t in pending):
+            raise CorruptSession("malformed commit record (chat: a renderer object or null, pending token ids)")
+        return cls(renderer, tuple(pending))
 
 
 @dataclass
@@ -79,24 +99,29 @@ class Commit:
     last_token_page: str | None  # address of the last full token page (each names its predecessor)
     partial_tokens: str  # base64 int32 LE: tokens after the last full token page
     tail: str  # address of the tail value
-    head: Head
+    head: SessionHead
     created_at: float
     parent: str | None = None  # "session@seq" this commit was forked or rewound from
     checkpoint: bool = False
     sampling: str | None = None  # base64 of the sampler's opaque state
-    chat: dict[str, Any] | None = None  # the chat renderer's state (model_worker.chat.ChatSession.state), opaque here
+    chat: ChatState | None = None
 
     def to_record(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        record = {f.name: getattr(self, f.name) for f in fields(self)}
+        record["head"] = head_record(self.head)
+        record["chat"] = None if self.chat is None else self.chat.to_record()
+        return {"format": FORMAT, **record}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Commit":
         if record.get("format") != FORMAT:
             raise IncompatibleSession(f"session format {record.get('format')!r} is not {FORMAT!r}")
-        fields = {k: v for k, v in record.items() if k != "format"}
+        values = {k: v for k, v in record.items() if k != "format"}
         try:
-            fields["head"] = Head(**fields["head"])
-            return cls(**fields)
+            values["head"] = SessionHead(**values["head"])
+            if values.get("chat") is not None:
+                values["chat"] = ChatState.from_record(values["chat"])
+            return cls(**values)
         except (KeyError, TypeError) as exc:  # a record of this format must have exactly these fields
             raise CorruptSession(f"malformed commit record ({exc})") from exc
 

@@ -14,11 +14,12 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
-from model_worker.sessions.blobs import BlobStore
+from foundation.blobs.stores import BlobStore
+from foundation.chat import SessionHead
 from model_worker.sessions.chain import (
     Chain,
     layout_id,
@@ -37,7 +38,6 @@ from model_worker.sessions.errors import (
 )
 from model_worker.sessions.manifest import (
     Commit,
-    Head,
     blob_key,
     check_session_id,
     commit_key,
@@ -46,32 +46,11 @@ from model_worker.sessions.manifest import (
     session_prefix,
     tenant_key,
 )
+from model_worker.sessions.session import OpenSession
 from model_worker.sessions.state_io import full_pages, restore_state
 from model_worker.state import SequenceState, StateLayout
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OpenSession:
-    """A session open in this process: the engine state at its last commit and what the next commit needs."""
-
-    tenant: str
-    session_id: str
-    state: SequenceState
-    token_ids: list[int]  # tokens committed so far
-    chain: Chain
-    head: Head
-    seq: int = -1  # the last commit's sequence number (-1: none yet)
-    stored_pages: dict[int, int] = field(default_factory=dict)  # ratio -> full page groups stored
-    token_pages: int = 0
-    last_token_page: str | None = None
-    sampling: bytes | None = None
-    chat: dict | None = None  # the chat renderer's state, stored with each commit
-    rebuilt: bool = False  # the stored state was lost: the session starts empty and `replay` must be prefilled
-    replay: list[int] = field(default_factory=list)  # the lost state's token log, to prefill and commit again
-    repair: bool = False  # opened past an unfinished commit: the next one rewrites values it may find damaged
-    reused_prefix_tokens: int = 0  # tokens whose state came from another session's stored prefix
 
 
 class SessionStore:
@@ -87,7 +66,7 @@ class SessionStore:
 
     # -- creating and opening ----------------------------------------------------------------------------------
 
-    def create(self, tenant: str, head: Head | None = None, session_id: str | None = None,
+    def create(self, tenant: str, head: SessionHead | None = None, session_id: str | None = None,
                prefix: Sequence[int] = (), reuse_at: Sequence[int] = ()) -> OpenSession:
         """Claim an ID (random 128-bit unless given; a taken one is refused). If a leading part of `prefix` (the
         rendered head, then its first turns) was committed by any session of this tenant, start from that state
@@ -98,7 +77,7 @@ class SessionStore:
         if not self.blobs.put_if_absent(meta_key(tk, session_id), self.codec.seal_json(
                 meta_key(tk, session_id), {"created_at": time.time(), "fingerprint": self.fingerprint})):
             raise SessionExists(f"session {session_id} already exists")
-        session = OpenSession(tenant, session_id, self.new_state(), [], self.tenant_chain(tk), head or Head())
+        session = OpenSession(tenant, session_id, self.new_state(), [], self.tenant_chain(tk), head or SessionHead())
         for length in sorted({p for p in (reuse_at or [len(prefix)]) if 0 < p <= len(prefix)}, reverse=True):
             if self._reuse_prefix(session, list(prefix[:length])):
                 break
@@ -202,7 +181,7 @@ class SessionStore:
             raise SessionExists(f"session {record.session_id} was committed concurrently (seq {record.seq})")
         return len(blob)
 
-    def _check_quota(self, tk: str, new_bytes: int) -> None:
+    def check_quota(self, tk: str, new_bytes: int) -> None:
         if self.tenant_quota_bytes is None or not new_bytes:
             return
         used = self._used(tk)

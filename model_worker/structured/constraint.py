@@ -10,7 +10,7 @@ from collections import OrderedDict
 import llguidance
 import torch
 
-from model_worker.chat import Tokenizer
+from foundation.chat import Tokenizer
 from model_worker.structured.reply_grammar import ReplySpec, reply_grammar
 from model_worker.structured.values import UnsupportedSchema
 

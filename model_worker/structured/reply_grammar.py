@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from model_worker.chat.protocol import DSML_ID, THINK_END_ID
+from foundation.chat.protocol import DSML_ID, THINK_END_ID
 from model_worker.structured.values import NO_DSML, UnsupportedSchema, json_value, lit, raw_string_terminal
 
 TOOL_CHOICES = ("auto", "none", "required")

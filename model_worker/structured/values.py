@@ -11,7 +11,7 @@ from typing import Any
 
 import llguidance
 
-from model_worker.chat.protocol import DSML
+from foundation.chat.protocol import DSML
 
 # Text that never spells the DSML marker: free text and raw values must not, or the tool-call parser (which reads
 # the decoded text) would take it for markup. The marker token itself is special to the grammar (never inside

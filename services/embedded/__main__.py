@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from model_worker.server.settings import add_settings_flags, settings_from
+from foundation.settings import add_settings_cli, settings_from
 from services.embedded.demo import run_demo
 from services.embedded.launcher import Platform
 from services.embedded.settings import EmbeddedSettings
@@ -19,7 +19,7 @@ from services.embedded.settings import EmbeddedSettings
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.embedded", description=__doc__)
-    add_settings_flags(parser, EmbeddedSettings)
+    add_settings_cli(parser, EmbeddedSettings)
     settings: EmbeddedSettings = settings_from(EmbeddedSettings, parser.parse_args(argv))
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent_runtime.client import AgentClient
-from model_worker.client import Sampling
-from services.jobs.client import JobsClient
+from foundation.clients.agent import AgentClient
+from foundation.clients.jobs import JobsClient
+from foundation.clients.worker import Sampling
 
 ENDED = ("completed", "failed", "expired", "cancelled")
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from model_worker.server.settings import add_settings_flags, settings_from
+from foundation.settings import add_settings_cli, settings_from
 from services.gateway.settings import GatewaySettings
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.gateway")
-    add_settings_flags(parser, GatewaySettings, {"workers": "--worker", "jobs_target": "--jobs",
-                                                 "database_url": "--database", "api_keys_file": "--api-keys"})
+    add_settings_cli(parser, GatewaySettings)
     settings = settings_from(GatewaySettings, parser.parse_args(argv))
     return serve(settings)
 
@@ -23,7 +22,7 @@ def serve(settings: GatewaySettings) -> int:
 
     import uvicorn
 
-    from model_worker.server.tracing import configure_tracing
+    from foundation.tracing import configure_tracing
     from services.gateway.app import build, create_app
 
     configure_tracing("dsv4-gateway")

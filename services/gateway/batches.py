@@ -19,15 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from model_worker.client.errors import NotFound, ResourceExhausted
-from model_worker.ids import check_id
+from foundation.clients.jobs import JobsClient
+from foundation.clients.worker.errors import NotFound, ResourceExhausted
+from foundation.ids import check_id
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from services.gateway import files
-from services.gateway.app import Gateway, GatewayDep, TenantDep
 from services.gateway.bounds import BoundedRoute
+from services.gateway.deps import GatewayDep, TenantDep
 from services.gateway.errors import ApiError
+from services.gateway.state import Gateway
 from services.gateway.store import StoredFile
-from services.jobs.client import JobsClient
 
 router = APIRouter(route_class=BoundedRoute)
 router.include_router(files.router)  # files exist here for batches; one router keeps the two mounted together
@@ -87,7 +88,8 @@ def owned_batch(jobs: JobsClient, tenant: str, batch_id: str) -> pb.Batch:
 
 
 def batch_object(batch: pb.Batch, output_file_id: str | None, error_file_id: str | None) -> dict[str, Any]:
-    """OpenAI's Batch object, as services/jobs/views.py renders it from its own rows (times of 0 are "not yet")."""
+    """OpenAI's Batch object, as services/jobs/batch_object.py renders it from its own rows (times of 0 are "not
+    yet")."""
     window_s = batch.expires_at - batch.created_at
     counts = batch.request_counts
     return {
@@ -106,7 +108,7 @@ def batch_object(batch: pb.Batch, output_file_id: str | None, error_file_id: str
 
 
 def result_line(batch_id: str, line: pb.ResultLine) -> dict[str, Any]:
-    """One line of OpenAI's batch output, as services/jobs/api.py renders its own; a cancelled request's partial
+    """One line of OpenAI's batch output, as services/jobs/use_cases.py renders its own; a cancelled request's partial
     output is in its response. The line id is derived, so writing the file again gives the same bytes."""
     response = json.loads(line.response_json) if line.response_json else None
     return {"id": f"batch_req_{_digest(batch_id, line.custom_id)}", "custom_id": line.custom_id,

@@ -12,10 +12,10 @@ from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from foundation.storable import Unstorable, check_text
 from services.gateway import errors
 from services.gateway.settings import GatewaySettings
 from services.openai_shapes import TooDeep, load_json
-from services.storable import Unstorable, check_text
 
 UPLOAD_PATH = "/v1/files"
 UPLOAD_FORM_BYTES = 1 << 20  # an upload's form fields besides the file (the file itself has max_file_bytes)
@@ -74,7 +74,7 @@ class BodyLimit:
 class BoundedRoute(APIRoute):
     """A route whose JSON body is parsed with its nesting bounded (settings.max_json_depth): deeper JSON, up to JSON
     so deep that the parser's own recursion gives out, is a 400 before pydantic or any serializer walks it. So is a
-    body or a query no store could keep (services/storable.py: a NUL or an unpaired surrogate in a string, NaN or
+    body or a query no store could keep (foundation/storable.py: a NUL or an unpaired surrogate in a string, NaN or
     Infinity)."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -13,12 +13,13 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from model_worker.client import Delta, Final, ToolCall
-from model_worker.client.errors import WorkerError
+from foundation.clients.worker import Delta, Final, ToolCall
+from foundation.clients.worker.errors import WorkerError
 from services.gateway import errors
-from services.gateway.app import Gateway, GatewayDep, TenantDep
 from services.gateway.bounds import BoundedRoute
+from services.gateway.deps import GatewayDep, TenantDep
 from services.gateway.openai_types import ChatCompletionRequest
+from services.gateway.state import Gateway
 from services.openai_shapes import chat_completion, tool_call_objects, usage_object
 
 router = APIRouter(route_class=BoundedRoute)

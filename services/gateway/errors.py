@@ -14,11 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from model_worker.client.errors import WorkerError
-from model_worker.server.auth import Forbidden, Unauthenticated
-from model_worker.server.errors import out_of_space
-from model_worker.server.limits import RateLimited
-from services.sql import UNREACHABLE
+from foundation.auth import Forbidden, Unauthenticated
+from foundation.clients.worker.errors import WorkerError
+from foundation.errors import out_of_space
+from foundation.limits import RateLimited
+from foundation.sql import UNREACHABLE
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,14 @@ from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from sqlalchemy import and_, or_, select
 
-from model_worker.ids import check_id
-from services.gateway.app import Gateway, GatewayDep, TenantDep
+from foundation.ids import check_id
+from foundation.sql import utcnow
+from foundation.storable import check_text
 from services.gateway.bounds import BoundedRoute
+from services.gateway.deps import GatewayDep, TenantDep
 from services.gateway.errors import ApiError
+from services.gateway.state import Gateway
 from services.gateway.store import StoredFile
-from services.sql import utcnow
-from services.storable import check_text
 
 router = APIRouter(route_class=BoundedRoute)
 

@@ -11,9 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from model_worker.client import Message, Sampling, Tool, ToolCall
-from services.jobs.spec import MODES
-from services.openai_shapes import InputLimits, load_json, response_schema, tool_choice_name
+from foundation.clients.worker import Message, Sampling, Tool, ToolCall
+from services.openai_shapes import MODES, InputLimits, load_json, response_schema, tool_choice_name
 
 # reasoning_effort (chat) / reasoning.effort (responses) -> DeepSeek-V4's modes: the jobs service's table, so a
 # request means the same through a batch line and through the gateway.

@@ -20,17 +20,18 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from model_worker.client import FailedPrecondition, Final, Message, NotFound, Tool, WorkerError
+from foundation.clients.worker import FailedPrecondition, Final, Message, NotFound, Tool, WorkerError
 from services.gateway import errors
 from services.gateway import responses_cleanup as cleanup
 from services.gateway import responses_request as inputs
 from services.gateway import responses_rows as rows
 from services.gateway import responses_shapes as shapes
-from services.gateway.app import Gateway, GatewayDep, TenantDep, first_event
 from services.gateway.bounds import BoundedRoute
+from services.gateway.deps import GatewayDep, TenantDep
 from services.gateway.responses_request import ResponsesRequest
 from services.gateway.responses_rows import ENDED
 from services.gateway.responses_shapes import EventStream
+from services.gateway.state import Gateway, first_event
 from services.gateway.store import StoredResponse
 
 router = APIRouter(route_class=BoundedRoute)
@@ -55,7 +56,7 @@ class Target:
 
 
 @dataclass
-class Turn:
+class ResponseTurn:
     """One POST /v1/responses: what it asks, the stored response it continues, its row (kept when it is stored)."""
 
     body: ResponsesRequest
@@ -82,7 +83,7 @@ async def create_response(body: ResponsesRequest, gw: GatewayDep, tenant: Tenant
     row = StoredResponse(id=response_id, tenant=tenant, model=gw.model_name, status="in_progress", store=body.store,
                          background=body.background, previous_response_id=body.previous_response_id, request=request)
     known = inputs.known_items(previous.body) if previous else set()
-    turn = Turn(body, row, previous, inputs.input_messages(body.input, known, gw.settings.max_json_depth),
+    turn = ResponseTurn(body, row, previous, inputs.input_messages(body.input, known, gw.settings.max_json_depth),
                 body.worker_tool_choice([tool["name"] for tool in conversation["tools"]]),
                 shapes.new_response(response_id, body, gw.model_name, conversation, int(time.time())))
     if body.background:
@@ -164,7 +165,7 @@ def _conversation(body: ResponsesRequest, previous: StoredResponse | None) -> di
     return conversation
 
 
-async def _start(gw: Gateway, turn: Turn) -> tuple[Target, Any, AsyncIterator]:
+async def _start(gw: Gateway, turn: ResponseTurn) -> tuple[Target, Any, AsyncIterator]:
     """(target, first event, the rest): the generation started where the conversation goes on. In place first; when
     the session has moved past the response (or another turn is on it), the worker refuses and it forks."""
     previous, body = turn.previous, turn.body
@@ -191,7 +192,7 @@ async def _start(gw: Gateway, turn: Turn) -> tuple[Target, Any, AsyncIterator]:
         raise _state_gone(previous) from None
 
 
-async def _new_session(gw: Gateway, turn: Turn) -> Target:
+async def _new_session(gw: Gateway, turn: ResponseTurn) -> Target:
     address = gw.pick()
     tools = [Tool(**tool) for tool in turn.conversation["tools"]] or None
     info = await gw.worker(address).create_session(session_id=turn.row.id, tools=tools,
@@ -217,7 +218,7 @@ def _state_gone(previous: StoredResponse) -> errors.ApiError:
                                 "newer response", param="previous_response_id", code="state_expired")
 
 
-def _generate(gw: Gateway, turn: Turn, target: Target) -> AsyncIterator:
+def _generate(gw: Gateway, turn: ResponseTurn, target: Target) -> AsyncIterator:
     body = turn.body
     common = dict(mode=body.mode(), sampling=body.sampling(body.max_output_tokens), tool_choice=turn.tool_choice,
                   response_format=body.schema())
@@ -230,7 +231,7 @@ def _generate(gw: Gateway, turn: Turn, target: Target) -> AsyncIterator:
                            **common)
 
 
-async def _finish(gw: Gateway, turn: Turn, target: Target, output: list[dict], final: Final) -> dict[str, Any]:
+async def _finish(gw: Gateway, turn: ResponseTurn, target: Target, output: list[dict], final: Final) -> dict[str, Any]:
     """The ended Response; a stored one's row points at the session's commit that now holds its reply."""
     usage = final.usage
     gw.count_usage(turn.row.tenant, usage)
@@ -245,7 +246,7 @@ async def _finish(gw: Gateway, turn: Turn, target: Target, output: list[dict], f
     return response
 
 
-async def _sse(gw: Gateway, turn: Turn, target: Target, first, events: AsyncIterator) -> AsyncIterator[str]:
+async def _sse(gw: Gateway, turn: ResponseTurn, target: Target, first, events: AsyncIterator) -> AsyncIterator[str]:
     stream, response, ended = EventStream(turn.row.id), turn.response, False
     yield stream.event("response.created", response=response)
     yield stream.event("response.in_progress", response=response)
@@ -276,7 +277,7 @@ async def _sse(gw: Gateway, turn: Turn, target: Target, first, events: AsyncIter
 
 # -- background: a job on the jobs service ------------------------------------------------------------------------
 
-async def _submit(gw: Gateway, turn: Turn) -> dict[str, Any]:
+async def _submit(gw: Gateway, turn: ResponseTurn) -> dict[str, Any]:
     jobs, body = gw.need_jobs(), turn.body
     if not body.store or body.stream:
         raise errors.ApiError(400, "background: a background response is polled: store it and do not stream it",

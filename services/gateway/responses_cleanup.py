@@ -20,8 +20,8 @@ import logging
 from sqlalchemy import delete, select
 from starlette.concurrency import run_in_threadpool
 
-from model_worker.client import NotFound, WorkerError
-from services.gateway.app import Gateway
+from foundation.clients.worker import NotFound, WorkerError
+from services.gateway.state import Gateway
 from services.gateway.store import StoredResponse
 
 log = logging.getLogger(__name__)

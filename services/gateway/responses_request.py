@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from model_worker.client import Message, Tool, ToolCall
-from model_worker.client import convert as wconvert
+from foundation.clients.worker import Message, Tool, ToolCall
+from foundation.clients.worker.convert import MODES, dump_json, message_to_proto, sampling_to_proto
 from protos.dsv4.jobs.v1 import jobs_pb2
 from protos.dsv4.worker.v1 import worker_pb2
 from services.gateway.errors import ApiError
@@ -159,14 +159,14 @@ def job_request(response_id: str, session_id: str, body: ResponsesRequest, messa
                 choice: str | None) -> jobs_pb2.JobRequest:
     """The jobs service's request for a background response: the new input, continuing `session_id`; `choice` the
     tool_choice as the worker takes it."""
-    request = jobs_pb2.JobRequest(custom_id=response_id, session_id=session_id, mode=wconvert.MODES[body.mode()],
-                                  messages=[wconvert.message_to_proto(m) for m in messages],
-                                  sampling=wconvert.sampling_to_proto(body.sampling(body.max_output_tokens)))
+    request = jobs_pb2.JobRequest(custom_id=response_id, session_id=session_id, mode=MODES[body.mode()],
+                                  messages=[message_to_proto(m) for m in messages],
+                                  sampling=sampling_to_proto(body.sampling(body.max_output_tokens)))
     if choice:
         flag = choice in ("auto", "none", "required")
         request.tool_choice.CopyFrom(worker_pb2.ToolChoice(**{choice: True} if flag else {"function": choice}))
     if (schema := body.schema()) is not None:
-        request.response_format.json_schema = wconvert.dump_json(schema)
+        request.response_format.json_schema = dump_json(schema)
     return request
 
 

@@ -7,11 +7,11 @@ from typing import Any
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from model_worker.ids import check_id
+from foundation.ids import check_id
+from foundation.sql import utcnow
 from services.gateway import errors
-from services.gateway.app import Gateway
+from services.gateway.state import Gateway
 from services.gateway.store import StoredResponse
-from services.sql import utcnow
 
 ENDED = ("completed", "incomplete", "failed", "cancelled")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from model_worker.client import Delta, ToolCall
+from foundation.clients.worker import Delta, ToolCall
 from services.gateway.responses_request import ResponsesRequest, item_id
 
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from model_worker.client.settings import WorkerTlsSettings
-from model_worker.server.readiness import ReadinessSettings
-from services.jobs.client import JobsTlsSettings
+from foundation.clients.jobs import JobsTlsSettings
+from foundation.clients.worker.settings import WorkerTlsSettings
+from foundation.readiness import ReadinessSettings
 from services.openai_shapes import InputLimits
 
 
 class GatewaySettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
-    model_config = SettingsConfigDict(env_prefix="DSV4_GATEWAY_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DSV4_GATEWAY_", env_file=None, extra="ignore", cli_shortcuts={
+        "workers": "worker", "jobs-target": "jobs", "database-url": "database", "api-keys-file": "api-keys"})
 
     host: str = Field("127.0.0.1", description="address to serve HTTP on")
     port: int = Field(8000, description="HTTP port; 0: any free port (printed)")

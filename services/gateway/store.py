@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Index, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.sql import JSONType, Text, Timestamp, migrate, utcnow
+from foundation.sql import JSONType, Text, Timestamp, migrate, utcnow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 ID = BigInteger().with_variant(Integer, "sqlite")

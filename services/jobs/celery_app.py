@@ -19,15 +19,15 @@ from celery.signals import worker_init, worker_shutdown
 from kombu import Exchange, Queue
 from opentelemetry import propagate, trace
 
-from model_worker.client import ResourceExhausted, Unavailable, WorkerClient
-from model_worker.registry import WorkerPool
-from model_worker.server.common import serve_metrics
-from model_worker.server.tracing import configure_tracing
-from model_worker.sessions import open_blobs
+from foundation.blobs import open_blobs
+from foundation.clients.worker import ResourceExhausted, Unavailable, WorkerClient
+from foundation.metrics import serve_metrics
+from foundation.registry import WorkerPool
+from foundation.tracing import configure_tracing
 from services.jobs.db import make_engine, sessions
+from services.jobs.job_store import JobStore
 from services.jobs.metrics import RunMetrics, worker_registry
 from services.jobs.runner import AttemptFailed, Runner
-from services.jobs.service import JobStore
 from services.jobs.settings import JobsSettings
 from services.jobs.spec import DEFAULT_QUEUE, THINK_MAX_QUEUE
 from services.jobs.webhook_store import WebhookStore
@@ -129,7 +129,7 @@ def resources() -> tuple[JobStore, Runner]:
     """This process's database engine, worker client and runner (made after the pool forks, never shared)."""
     pid = os.getpid()
     if pid not in _resources:
-        from model_worker.client.policy import worker_tls
+        from foundation.clients.worker.policy import worker_tls
 
         tls = worker_tls(settings)  # its PEM files read once per process, before anything else is opened
         store = JobStore(sessions(make_engine(settings.database_url)), settings.max_attempts,
@@ -179,6 +179,17 @@ def publish(requests: Iterable[tuple[int, str]], interactive: bool = False, head
         for request_id, queue in requests:
             run_request.apply_async((request_id,), queue=queue, priority=priority(settings, interactive),
                                     headers=carrier, producer=producer)
+
+
+class CeleryPublisher:
+    """The use cases' `Publisher` (services/jobs/use_cases.py) on this app: messages to the configured broker.
+    It looks the functions up when called, so a test that replaces them here replaces them for the use cases too."""
+
+    def publish(self, requests: Iterable[tuple[int, str]], interactive: bool = False) -> None:
+        publish(requests, interactive=interactive)
+
+    def announce_webhooks(self) -> int:
+        return announce_webhooks()
 
 
 @app.task(name="jobs.run_request", bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)

@@ -10,13 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from model_worker.server.settings import add_settings_flags, settings_from
-from model_worker.sessions import open_blobs
-from model_worker.tenancy import check_tenant
-from services.jobs.api import Jobs
+from foundation.blobs import open_blobs
+from foundation.settings import add_settings_cli, settings_from
+from foundation.tenancy import check_tenant
+from services.jobs.celery_app import CeleryPublisher
 from services.jobs.db import make_engine, sessions, upgrade
-from services.jobs.service import BatchNotFound, JobStore
+from services.jobs.job_store import BatchNotFound, JobStore
 from services.jobs.settings import JobsSettings
+from services.jobs.use_cases import Jobs
 from services.jobs.webhook_store import WebhookStore
 
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("watch", "show progress until the batch ends")):
         commands.add_parser(name, help=text).add_argument("batch_id")
     serve = commands.add_parser("serve", help="the jobs gRPC service (protos/dsv4/jobs/v1/jobs.proto)")
-    add_settings_flags(serve, JobsSettings, {"api_keys_file": "--api-keys"})
+    add_settings_cli(serve, JobsSettings)
     secret = commands.add_parser("webhook-secret", help="the tenant's webhook signing secret (made if it has "
                                  "none), as JSON; --rotate replaces it, the old one signing too for "
                                  "webhook_secret_grace_seconds")
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.database_url)
     store = JobStore(sessions(make_engine(settings.database_url)), settings.max_attempts,
                      settings.webhook_destinations())
-    jobs = Jobs(store, open_blobs(settings.result_store),
+    jobs = Jobs(store, CeleryPublisher(), open_blobs(settings.result_store),
                 settings.completion_window_seconds, limits=settings.batch_limits())
     try:
         return run(jobs, args, settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.sql import make_engine, migrate, sessions
+from foundation.sql import make_engine, migrate, sessions
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -12,7 +12,7 @@ import os
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from services.jobs.service import USAGE_FIELDS, Outcome
+from services.jobs.job_store import USAGE_FIELDS, Outcome
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # A request runs for a second (a short non-thinking answer) to hours (a long Think Max job).

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from model_worker.client import (
+from foundation.blobs import BlobStore
+from foundation.clients.worker import (
     Delta,
     Final,
     ResourceExhausted,
@@ -23,14 +24,13 @@ from model_worker.client import (
     WorkerClient,
     WorkerError,
 )
-from model_worker.client import requests as worker_requests
-from model_worker.registry import WorkerPool
-from model_worker.sessions.blobs import BlobStore
-from model_worker.tenancy import acting_for, in_current_context
+from foundation.clients.worker import requests as worker_requests
+from foundation.registry import WorkerPool
+from foundation.tenancy import acting_for, in_current_context
+from services.jobs.job_store import JobStore, Outcome
 from services.jobs.metrics import RunMetrics
-from services.jobs.models import CANCELLED, COMPLETED, FAILED, BatchRequest
-from services.jobs.service import JobStore, Outcome
 from services.jobs.spec import JobRequest
+from services.jobs.tables import CANCELLED, COMPLETED, FAILED, BatchRequest
 from services.openai_shapes import chat_completion
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The jobs gRPC service as a process (`python -m services.jobs serve`). It serves from the start whatever is up:
-ready once its database answers (migrated then) and its broker does (model_worker/server/readiness.py), NOT_SERVING
+ready once its database answers (migrated then) and its broker does (foundation/readiness.py), NOT_SERVING
 and refusing calls UNAVAILABLE until then; TLS from its settings; SIGTERM drains it. Celery workers and model workers
 are not among its dependencies: a batch it accepts waits in the broker for them."""
 
@@ -7,16 +7,16 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from model_worker.server.auth import load_api_keys
-from model_worker.server.common import serve_metrics
-from model_worker.server.readiness import Dependency, Readiness
-from model_worker.server.serve import tls_files
-from model_worker.server.tracing import configure_tracing
+from foundation.auth import load_api_keys
+from foundation.metrics import serve_metrics
+from foundation.readiness import Dependency, Readiness
+from foundation.serving import tls_files
+from foundation.tracing import configure_tracing
 from services.jobs import celery_app
-from services.jobs.api import Jobs
 from services.jobs.db import upgrade
 from services.jobs.server import build_server
 from services.jobs.settings import JobsSettings
+from services.jobs.use_cases import Jobs
 
 
 def dependencies(settings: JobsSettings, jobs: Jobs) -> list[Dependency]:

@@ -15,25 +15,24 @@ from typing import Any
 
 import grpc
 
-from model_worker.chat import ChatFormatError
-from model_worker.chat.messages import prepare_messages
-from model_worker.ids import check_id, check_optional_id
-from model_worker.server import convert
-from model_worker.server.auth import tenant_for
-from model_worker.server.common import CHANNEL_OPTIONS, add_health_and_reflection, set_serving
-from model_worker.server.errors import error_codes
-from model_worker.server.readiness import Readiness, RefuseUntilReady
-from model_worker.server.serve import TlsFiles
-from model_worker.server.tracing import grpc_server_interceptors
+from foundation import wire
+from foundation.auth import tenant_for
+from foundation.chat import ChatFormatError
+from foundation.chat.messages import prepare_messages
+from foundation.errors import error_codes
+from foundation.ids import check_id, check_optional_id
+from foundation.readiness import Readiness, RefuseUntilReady
+from foundation.serving import CHANNEL_OPTIONS, TlsFiles, add_health_and_reflection, set_serving
+from foundation.sql import UNREACHABLE
+from foundation.storable import check_message
+from foundation.tracing import grpc_server_interceptors
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.jobs.v1 import jobs_pb2_grpc
 from protos.dsv4.worker.v1 import worker_pb2
-from services.jobs.api import Jobs
-from services.jobs.models import BATCH_DONE, Batch
-from services.jobs.service import BatchNotFound
+from services.jobs.job_store import BatchNotFound
 from services.jobs.spec import MAX_CUSTOM_ID, BatchLimits, BatchTooLarge, InvalidLine, JobRequest, collect
-from services.sql import UNREACHABLE
-from services.storable import check_message
+from services.jobs.tables import BATCH_DONE, Batch
+from services.jobs.use_cases import Jobs
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Jobs"].full_name
 _MODES = {worker_pb2.REASONING_MODE_UNSPECIFIED: "think-max", worker_pb2.NON_THINK: "non-think",
@@ -47,17 +46,17 @@ rpc = error_codes([(BatchNotFound, grpc.StatusCode.NOT_FOUND), (BatchTooLarge, g
 
 def job_request(message: pb.JobRequest, line: int, limits: BatchLimits = BatchLimits()) -> JobRequest:
     """A typed request as the JSONL path would store it; raises InvalidLine. Its messages, tools and schema are
-    held to the model worker's own bounds (model_worker/server/convert.py), its size to the batch's."""
+    held to the model worker's own bounds (model_worker/server/wire.py), its size to the batch's."""
     limits.check_request(message.ByteSize(), line)
     if not message.custom_id or len(message.custom_id) > MAX_CUSTOM_ID:
         raise InvalidLine(line, f"custom_id: 1 to {MAX_CUSTOM_ID} characters")
     if message.mode not in _MODES:
         raise InvalidLine(line, f"mode: unknown reasoning mode {message.mode}")
     try:
-        messages = convert.messages(message.messages)
+        messages = wire.messages(message.messages)
         prepare_messages(messages)
-        tools = convert.tools(message.tools)
-        response_format = convert.json_schema(message.response_format.json_schema, "response_format.json_schema")
+        tools = wire.tools(message.tools)
+        response_format = wire.json_schema(message.response_format.json_schema, "response_format.json_schema")
         check_optional_id(message.session_id, "session_id")
     except (ValueError, ChatFormatError) as exc:
         raise InvalidLine(line, str(exc)) from None
@@ -67,7 +66,7 @@ def job_request(message: pb.JobRequest, line: int, limits: BatchLimits = BatchLi
     sampling: dict[str, Any] = {name: getattr(s, name) for name in _SCALARS if s.HasField(name)}
     sampling.update({k: v for k, v in (("stop", list(s.stop)), ("stop_token_ids", list(s.stop_token_ids)),
                                        ("logit_bias", dict(s.logit_bias))) if v})
-    choice = convert.tool_choice(message.tool_choice) if message.HasField("tool_choice") else None
+    choice = wire.tool_choice(message.tool_choice) if message.HasField("tool_choice") else None
     return JobRequest(message.custom_id, messages, _MODES[message.mode], tools, choice, response_format, sampling,
                       message.session_id or None)
 

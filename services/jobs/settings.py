@@ -6,10 +6,10 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from model_worker.client.settings import WorkerTlsSettings
-from model_worker.server.readiness import ReadinessSettings
+from foundation.clients.worker.settings import WorkerTlsSettings
+from foundation.readiness import ReadinessSettings
 from services.jobs.destinations import Destinations
-from services.jobs.service import MAX_ATTEMPTS
+from services.jobs.job_store import MAX_ATTEMPTS
 from services.jobs.spec import DEFAULT_QUEUE, BatchLimits
 from services.openai_shapes import InputLimits
 
@@ -17,7 +17,8 @@ _BATCH, _INPUT = BatchLimits(), InputLimits()
 
 
 class JobsSettings(WorkerTlsSettings, ReadinessSettings):
-    model_config = SettingsConfigDict(env_prefix="DSV4_JOBS_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="DSV4_JOBS_", env_file=None, extra="ignore",
+                                      cli_shortcuts={"api-keys-file": "api-keys"})
 
     database_url: str = Field("sqlite:///data/jobs.db", description="SQLAlchemy URL: PostgreSQL in deployment")
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker: redis://, amqp:// or "

@@ -10,7 +10,7 @@
 A batch is bounded (`BatchLimits`, the service's settings): past its count of requests or its bytes it is refused
 whole (BatchTooLarge, RESOURCE_EXHAUSTED) before any line is parsed; a line past its own bytes is reported invalid
 unread, and each line's JSON, messages, tools and schemas are held to the bounds the gateway applies (`InputLimits`),
-its text and numbers to what the store keeps (services/storable.py: no NUL, no NaN).
+its text and numbers to what the store keeps (foundation/storable.py: no NUL, no NaN).
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from model_worker.chat import ChatFormatError
-from model_worker.chat.messages import prepare_messages, tool_schema
-from model_worker.ids import check_id
+from foundation.chat import ChatFormatError
+from foundation.chat.messages import prepare_messages, tool_schema
+from foundation.ids import check_id
+from foundation.storable import Unstorable, check_json
 from services.openai_shapes import (
+    MODES,
     InputLimits,
     TooDeep,
     check_depth,
@@ -33,12 +35,8 @@ from services.openai_shapes import (
     response_schema,
     tool_choice_name,
 )
-from services.storable import Unstorable, check_json
 
 MAX_CUSTOM_ID = 512
-# OpenAI's reasoning_effort values, and this platform's mode names, to the worker's modes.
-MODES = {"max": "think-max", "high": "think-high", "medium": "think-high", "low": "non-think", "minimal": "non-think",
-         "none": "non-think", "think-max": "think-max", "think-high": "think-high", "non-think": "non-think"}
 THINK_MAX_QUEUE, DEFAULT_QUEUE = "think_max", "default"
 INT32_MAX, UINT64_MAX = 2**31 - 1, 2**64 - 1
 SAMPLING_FIELDS = ("temperature", "top_p", "top_k", "min_p", "frequency_penalty", "presence_penalty", "seed",

@@ -1,4 +1,4 @@
-"""What every transition of the batch store does inside its transaction (services/jobs/service.py): lock the batch
+"""What every transition of the batch store does inside its transaction (services/jobs/job_store.py): lock the batch
 row (always before request rows), end a request with its one result and usage row and the batch's counts, and end
 the batch once no request is left; and the forms a request's end takes."""
 
@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services.jobs.models import (
+from services.jobs.tables import (
     BATCH_DONE,
     CANCELLED,
     CANCELLING,

@@ -11,8 +11,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from services.jobs.models import BATCH_DONE, Batch, BatchRequest, WebhookSecret, utcnow
 from services.jobs.signing import new_secret
+from services.jobs.tables import BATCH_DONE, Batch, BatchRequest, WebhookSecret, utcnow
 
 MAX_ERROR_CHARS = 500
 

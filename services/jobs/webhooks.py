@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from services.jobs.batch_object import batch_object
 from services.jobs.destinations import (
     Destinations,
     Forbidden,
@@ -22,10 +23,9 @@ from services.jobs.destinations import (
     parse_url,
     system_resolver,
 )
-from services.jobs.models import Batch
-from services.jobs.service import JobStore
+from services.jobs.job_store import JobStore
 from services.jobs.signing import signed_headers
-from services.jobs.views import batch_view
+from services.jobs.tables import Batch
 from services.jobs.webhook_http import DeliveryFailed, post
 from services.jobs.webhook_store import Attempt, WebhookStore
 
@@ -98,5 +98,5 @@ def event_body(jobs: JobStore, batch: Batch) -> bytes:
     ended: dt.datetime | None = getattr(batch, f"{batch.status}_at", None)
     event: dict[str, Any] = {"type": f"batch.{batch.status}",
                              "timestamp": (ended or batch.created_at).isoformat().replace("+00:00", "Z"),
-                             "data": batch_view(jobs, batch)}
+                             "data": batch_object(jobs, batch)}
     return json.dumps(event, separators=(",", ":")).encode()

@@ -11,12 +11,12 @@ from realparts import tiny_worker_in_process
 from agent_runtime.compaction import ClearToolResults, Compaction, Compactor, Summarize
 from agent_runtime.events import Compacted, ModeChosen, TurnDone
 from agent_runtime.loop import AgentLoop, Limits
-from agent_runtime.store.models import ASSISTANT, SYSTEM_NOTE, TOOL_CALL, TOOL_RESULT, USER
+from agent_runtime.store.tables import ASSISTANT, SYSTEM_NOTE, TOOL_CALL, TOOL_RESULT, USER
 from agent_runtime.store.transcript import Entry, TranscriptStore, upgrade
 from agent_runtime.tools import ToolRegistry
-from model_worker.chat import ChatSession, SessionHead, load_tokenizer
-from model_worker.client import AlreadyExists, Final, ModelInfo, Sampling, SessionInfo, WorkerClient
-from services.sql import make_engine, sessions
+from foundation.chat import ChatSession, SessionHead, load_tokenizer
+from foundation.clients.worker import AlreadyExists, Final, ModelInfo, Sampling, SessionInfo, WorkerClient
+from foundation.sql import make_engine, sessions
 
 TOOLS = [{"type": "function", "function": {"name": "lookup", "description": "Look a thing up.",
                                            "parameters": {"type": "object", "properties": {"q": {"type": "integer"}}}}}]

@@ -11,12 +11,12 @@ from realparts import tiny_worker_in_process
 from agent_runtime.compaction import ClearToolResults, Compaction, Compactor, Rebuilder
 from agent_runtime.events import Compacted, ModeChosen, StepStarted, TurnDone
 from agent_runtime.loop import AgentLoop, Limits
-from agent_runtime.store.models import SYSTEM_NOTE, TOOL_CALL, TOOL_RESULT
+from agent_runtime.store.tables import SYSTEM_NOTE, TOOL_CALL, TOOL_RESULT
 from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.tools import ToolRegistry
-from model_worker.client import NotFound, Sampling, WorkerClient
+from foundation.clients.worker import NotFound, Sampling, WorkerClient
+from foundation.sql import make_engine, sessions
 from model_worker.sessions.manifest import tenant_key
-from services.sql import make_engine, sessions
 
 SAMPLING, ONE_STEP = Sampling(temperature=0.0, max_tokens=60), Limits(max_steps=1)  # room for a whole call
 RESTORED = "Context restored from the saved conversation"

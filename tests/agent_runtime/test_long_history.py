@@ -26,8 +26,8 @@ from bench.agent_history import (
     synthetic_history,
     synthetic_worker_session,
 )
-from model_worker.client import WorkerClient
-from services.sql import make_engine, sessions
+from foundation.clients.worker import WorkerClient
+from foundation.sql import make_engine, sessions
 
 HISTORY_TURNS = 20_000
 

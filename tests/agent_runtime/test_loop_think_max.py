@@ -11,9 +11,9 @@ from agent_runtime.loop import AgentLoop, Limits
 from agent_runtime.store.transcript import TranscriptStore
 from agent_runtime.store.transcript import upgrade as upgrade_agent
 from agent_runtime.tools import ToolRegistry
-from model_worker.client import Sampling, WorkerClient
-from services.jobs.client import JobsClient
-from services.sql import make_engine, sessions
+from foundation.clients.jobs import JobsClient
+from foundation.clients.worker import Sampling, WorkerClient
+from foundation.sql import make_engine, sessions
 
 
 def test_think_max_turns_go_through_the_jobs_service(tmp_path, database_url, broker_url, model_worker):

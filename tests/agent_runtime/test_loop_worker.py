@@ -10,11 +10,11 @@ from realparts import tiny_worker_in_process
 
 from agent_runtime.events import ToolFinished, ToolStarted, TurnDone
 from agent_runtime.loop import AgentLoop, Limits
-from agent_runtime.store.models import INTERRUPTED, TOOL_CALL
+from agent_runtime.store.tables import INTERRUPTED, TOOL_CALL
 from agent_runtime.store.transcript import Entry, TranscriptStore, upgrade
 from agent_runtime.tools import ToolRegistry
-from model_worker.client import Sampling, WorkerClient
-from services.sql import make_engine, sessions
+from foundation.clients.worker import Sampling, WorkerClient
+from foundation.sql import make_engine, sessions
 
 
 @pytest.fixture(scope="module")

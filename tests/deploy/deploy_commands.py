@@ -13,9 +13,9 @@ import shlex
 from unittest import mock
 
 import pytest
-from deploy_manifests import DIRECT_ENV, OTEL_ENV, SETTINGS, interpolate, load_script
+from deploy_manifests import DIRECT_ENV, MODULE_PREFIX, OTEL_ENV, SETTINGS, interpolate, load_script
 
-from model_worker.server.common import LIVENESS
+from foundation.serving import LIVENESS
 
 # `python -m X`: the module whose main() builds X's parser.
 MAIN_MODULES = {"model_worker": "model_worker.__main__", "services.jobs": "services.jobs.cli",
@@ -55,9 +55,20 @@ def parse_python_m(argv: list[str]) -> tuple[str, argparse.Namespace]:
     assert importlib.util.find_spec(f"{module}.__main__"), f"no {module}/__main__.py"
     parser = real_parser(module)
     try:
-        return module, parser.parse_args(argv[3:])
+        args = parser.parse_args(argv[3:])
     except SystemExit as exc:
         raise AssertionError(f"{shlex.join(argv)}: the real parser rejects it") from exc
+    # The flags' values as the command's settings model takes them (validated and typed: the parser keeps text and
+    # leaves out flags not given), None for a setting no flag gives.
+    model = SETTINGS[MODULE_PREFIX[module]]
+    flags = {name: value for name, value in vars(args).items() if name in model.model_fields}
+    try:
+        given = model.model_validate(flags)
+    except ValueError as exc:
+        raise AssertionError(f"{shlex.join(argv)}: its settings refuse it: {exc}") from exc
+    for name in model.model_fields:
+        setattr(args, name, getattr(given, name) if name in flags else None)
+    return module, args
 
 
 def check_celery(argv: list[str]) -> str:

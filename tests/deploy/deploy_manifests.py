@@ -29,7 +29,12 @@ DIRECT_ENV = {KEY_ENV: ROOT / "model_worker/sessions/codec.py",
 # Read by the libraries (the OpenTelemetry SDK; prometheus_client's multiprocess mode), not by a settings model.
 OTEL_ENV = {"OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_SERVICE_NAME",
             "PROMETHEUS_MULTIPROC_DIR"}
-PLATFORM_IMAGES = ("dsv4-platform:cpu", "dsv4-worker:gpu")
+# The platform's images (deploy/Dockerfile.*): the control plane's (the `control` extra, no torch) and the model
+# worker's (the `worker` extra), each with the Dockerfile that builds it.
+CONTROL_IMAGE, WORKER_IMAGES = "dsv4-control:cpu", ("dsv4-worker:cpu", "dsv4-worker:gpu")
+PLATFORM_IMAGES = (CONTROL_IMAGE, *WORKER_IMAGES)
+DOCKERFILES = {"dsv4-control:cpu": "Dockerfile.control", "dsv4-worker:cpu": "Dockerfile.worker",
+               "dsv4-worker:gpu": "Dockerfile.gpu"}
 # The settings prefix of each platform server module, and which of its settings a caller's key for it goes in.
 MODULE_PREFIX = {"model_worker": "DSV4_WORKER_", "services.jobs": "DSV4_JOBS_", "agent_runtime": "DSV4_AGENT_",
                  "services.gateway": "DSV4_GATEWAY_"}

@@ -18,9 +18,8 @@ from deploy_manifests import K8S, containers, k8s_documents, kustomize, load_com
 from deploy_operator import DIALS, Process, compose_processes, k8s_processes
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from model_worker.client.policy import tls_client_options
-from model_worker.server.common import add_health_and_reflection, set_serving
-from model_worker.server.serve import TlsFiles
+from foundation.clients.worker.policy import tls_client_options
+from foundation.serving import TlsFiles, add_health_and_reflection, set_serving
 
 K8S_VERSION = "1.31.0"
 # The name a caller's settings give each gRPC server (`{name}_tls_ca`, `{name}_target`, `{name}_tls_server_name`).

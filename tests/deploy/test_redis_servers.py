@@ -23,7 +23,7 @@ from deploy_operator import (
 )
 from realparts import Process
 
-from model_worker.sessions.blobs import open_blobs
+from foundation.blobs.stores import open_blobs
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="no redis-server on this machine")
 

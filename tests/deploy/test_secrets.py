@@ -40,9 +40,9 @@ from deploy_operator import (
     redis_servers_k8s,
 )
 
-from model_worker.server.auth import Forbidden, parse_api_keys, tenant_for
+from foundation.auth import Forbidden, parse_api_keys, tenant_for
+from foundation.tenancy import TENANT_HEADER
 from model_worker.sessions.codec import BlobCodec
-from model_worker.tenancy import TENANT_HEADER
 
 SECRET_ENV = load_script("gen_secrets").SECRET_ENV
 SECRET_NAME = re.compile(r"PASSWORD|_SECRET$|TOKEN|_KEY$|_AUTH$")

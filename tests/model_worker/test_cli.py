@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from cli_runner import run
 
-from model_worker.chat import load_tokenizer, render_prompt
+from foundation.chat import load_tokenizer, render_prompt
 
 
 def test_logits_are_the_same_in_one_pass_and_in_chunks(small_checkpoint: Path, tmp_path: Path) -> None:

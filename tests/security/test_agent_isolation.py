@@ -24,9 +24,9 @@ import sqlalchemy
 from agent_isolation_tools import BOMB
 from realparts import Process, child_env, database_url, model_worker  # noqa: F401 - fixtures
 
-from agent_runtime.client import AgentClient
-from model_worker.client import Sampling
-from model_worker.client.errors import AlreadyExists, NotFound
+from foundation.clients.agent import AgentClient
+from foundation.clients.worker import Sampling
+from foundation.clients.worker.errors import AlreadyExists, NotFound
 from protos.dsv4.agent.v1 import agent_pb2 as pb
 from protos.dsv4.agent.v1 import agent_pb2_grpc
 from protos.dsv4.worker.v1 import worker_pb2

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from realparts import Process, broker_url, child_env, database_url  # noqa: F401 - fixtures
 
-from model_worker.tenancy import TENANT_HEADER
+from foundation.tenancy import TENANT_HEADER
 from protos.dsv4.agent.v1 import agent_pb2
 from protos.dsv4.jobs.v1 import jobs_pb2
 from protos.dsv4.worker.v1 import worker_pb2
@@ -114,8 +114,8 @@ def _ok(outcome: grpc_reflect.Outcome):
 
 
 def _worker_in_process(root):
+    from foundation.auth import load_api_keys
     from model_worker.engine.loading import load_model
-    from model_worker.server.auth import load_api_keys
     from model_worker.server.serve import serve_in_process
     from model_worker.sessions import open_blobs
 

@@ -39,17 +39,18 @@ def worker(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def jobs(database_url):  # noqa: F811 - fixture
+    from foundation.sql import make_engine, sessions
     from services.jobs import celery_app
-    from services.jobs.api import Jobs
+    from services.jobs.job_store import JobStore
     from services.jobs.server import build_server
-    from services.jobs.service import JobStore
     from services.jobs.settings import JobsSettings
-    from services.sql import make_engine, sessions
+    from services.jobs.use_cases import Jobs
 
     settings = JobsSettings(database_url=database_url, broker_url=BROKER, max_batch_requests=MAX_BATCH_REQUESTS)
     celery_app.configure(settings)
     engine = make_engine(database_url)
-    server, port = build_server(Jobs(JobStore(sessions(engine)), limits=settings.batch_limits()), "127.0.0.1", 0)
+    jobs = Jobs(JobStore(sessions(engine)), celery_app.CeleryPublisher(), limits=settings.batch_limits())
+    server, port = build_server(jobs, "127.0.0.1", 0)
     server.start()
     yield f"127.0.0.1:{port}"
     server.stop(grace=1).wait()

@@ -11,7 +11,7 @@ import json
 import pytest
 from realparts import database_url  # noqa: F401 - fixtures
 
-from model_worker.client import InvalidArgument, NotFound, ResourceExhausted
+from foundation.clients.worker import InvalidArgument, NotFound, ResourceExhausted
 from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2
 
@@ -24,13 +24,13 @@ BROKER = "memory://"
 @pytest.fixture(scope="module")
 def jobs(database_url):  # noqa: F811 - fixture
     """A client per key of the jobs service, served in this process with the limits above."""
+    from foundation.clients.jobs import JobsClient
+    from foundation.sql import make_engine, sessions
     from services.jobs import celery_app
-    from services.jobs.api import Jobs
-    from services.jobs.client import JobsClient
+    from services.jobs.job_store import JobStore
     from services.jobs.server import build_server
-    from services.jobs.service import JobStore
     from services.jobs.settings import JobsSettings
-    from services.sql import make_engine, sessions
+    from services.jobs.use_cases import Jobs
 
     settings = JobsSettings(database_url=database_url, broker_url=BROKER, max_batch_requests=MAX_REQUESTS,
                             max_batch_bytes=MAX_BYTES, max_request_bytes=MAX_REQUEST_BYTES,
@@ -38,8 +38,8 @@ def jobs(database_url):  # noqa: F811 - fixture
                             max_json_depth=MAX_DEPTH)
     celery_app.configure(settings)
     engine = make_engine(database_url)
-    server, port = build_server(Jobs(JobStore(sessions(engine)), limits=settings.batch_limits()), "127.0.0.1", 0,
-                                KEYS)
+    jobs = Jobs(JobStore(sessions(engine)), celery_app.CeleryPublisher(), limits=settings.batch_limits())
+    server, port = build_server(jobs, "127.0.0.1", 0, KEYS)
     server.start()
     clients = {tenant: JobsClient(f"127.0.0.1:{port}", api_key=key) for key, tenant in KEYS.items()}
     yield clients

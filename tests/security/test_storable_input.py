@@ -1,6 +1,6 @@
 """Input that no store keeps, sent as a tenant would over the public APIs: a NUL character (PostgreSQL's text and JSONB
 columns refuse it) or NaN / Infinity (not JSON, so not JSONB) anywhere in a request is the client's mistake, refused
-with a status naming the field where the request enters the service (services/storable.py), never INTERNAL or 500;
+with a status naming the field where the request enters the service (foundation/storable.py), never INTERNAL or 500;
 an upstream's internal failure reaches a gateway client as a 502 with no detail of it; and a Response's usage is one
 the `openai` SDK reads, its cache_write_tokens what this request computed and left in the conversation's session.
 
@@ -44,19 +44,19 @@ def key_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def jobs(database_url, key_file):  # noqa: F811 - fixture
-    from model_worker.server.auth import load_api_keys
+    from foundation.auth import load_api_keys
+    from foundation.sql import make_engine, sessions
     from services.jobs import celery_app
-    from services.jobs.api import Jobs
+    from services.jobs.job_store import JobStore
     from services.jobs.server import build_server
-    from services.jobs.service import JobStore
     from services.jobs.settings import JobsSettings
-    from services.sql import make_engine, sessions
+    from services.jobs.use_cases import Jobs
 
     settings = JobsSettings(database_url=database_url, broker_url="memory://")
     celery_app.configure(settings)
     engine = make_engine(database_url)
-    server, port = build_server(Jobs(JobStore(sessions(engine)), limits=settings.batch_limits()), "127.0.0.1", 0,
-                                load_api_keys(str(key_file)))
+    jobs = Jobs(JobStore(sessions(engine)), celery_app.CeleryPublisher(), limits=settings.batch_limits())
+    server, port = build_server(jobs, "127.0.0.1", 0, load_api_keys(str(key_file)))
     server.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     yield f"127.0.0.1:{port}", jobs_pb2_grpc.JobsStub(channel)

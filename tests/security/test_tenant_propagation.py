@@ -13,9 +13,9 @@ import time
 import pytest
 from realparts import Process, broker_url, child_env, database_url, jobs_service, start_gateway  # noqa: F401
 
-from model_worker.client import NotFound, PermissionDenied, Sampling, WorkerClient
-from model_worker.server.auth import ApiKey, Forbidden, Unauthenticated, parse_api_keys, tenant_for
-from model_worker.tenancy import TENANT_HEADER, acting_for
+from foundation.auth import ApiKey, Forbidden, Unauthenticated, parse_api_keys, tenant_for
+from foundation.clients.worker import NotFound, PermissionDenied, Sampling, WorkerClient
+from foundation.tenancy import TENANT_HEADER, acting_for
 
 WORKER_KEYS = {"w-alice": "alice", "w-bob": "bob", "w-jobs": {"tenant": "jobs", "service": True},
                "w-gateway": {"tenant": "gateway", "service": True}, "w-agent": {"tenant": "agent", "service": True}}
@@ -81,9 +81,9 @@ def test_a_service_key_acts_for_the_tenant_it_names_and_no_other(worker):
 
 
 def _batch(jobs_target: str, key: str, session_id: str):
+    from foundation.clients.jobs import JobsClient
     from protos.dsv4.jobs.v1 import jobs_pb2
     from protos.dsv4.worker.v1 import worker_pb2
-    from services.jobs.client import JobsClient
 
     with JobsClient(jobs_target, api_key=key, timeout=60) as client:
         request = jobs_pb2.JobRequest(custom_id="q", session_id=session_id, mode=worker_pb2.NON_THINK,
@@ -162,7 +162,7 @@ def test_a_background_response_runs_for_its_caller_through_the_jobs_service(work
 
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory, worker, jobs, database_url):  # noqa: F811 - fixtures
-    from agent_runtime.client import AgentClient
+    from foundation.clients.agent import AgentClient
 
     root = tmp_path_factory.mktemp("propagation-agent")
     (root / "keys.json").write_text(json.dumps(EDGE_KEYS))
@@ -200,7 +200,7 @@ def test_the_agent_service_acts_for_the_sessions_tenant(worker, agent):
 
 
 def test_a_plain_key_naming_another_tenant_is_refused_by_the_jobs_service(jobs):
-    from services.jobs.client import JobsClient
+    from foundation.clients.jobs import JobsClient
 
     with JobsClient(jobs, api_key="j-bob") as client, acting_for("alice"), pytest.raises(PermissionDenied):
         client.list()

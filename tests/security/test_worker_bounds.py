@@ -11,11 +11,11 @@ import tracemalloc
 import grpc
 import pytest
 
+from foundation.serving import CHANNEL_OPTIONS
+from foundation.wire import InputLimits
 from model_worker.config import TINY
 from model_worker.engine.loading import load_model
 from model_worker.sampling import SamplingParams, StopChecker
-from model_worker.server.common import CHANNEL_OPTIONS
-from model_worker.server.convert import InputLimits
 from model_worker.server.serve import serve_in_process
 from model_worker.server.settings import WorkerSettings
 from model_worker.sessions import open_blobs

@@ -15,15 +15,15 @@ import tarfile
 import grpc
 import pytest
 
+from foundation.blobs import InvalidKey
+from foundation.blobs.stores import FsspecBlobs, RedisBlobs, TieredBlobs
+from foundation.serving import CHANNEL_OPTIONS
 from model_worker.engine.loading import load_model
 from model_worker.model import ForwardBatch
-from model_worker.server.common import CHANNEL_OPTIONS
 from model_worker.server.serve import serve_in_process
 from model_worker.sessions import SessionStore, open_blobs
 from model_worker.sessions.archive import ImportLimits
-from model_worker.sessions.blobs import FsspecBlobs, RedisBlobs, TieredBlobs
 from model_worker.sessions.commits import CommitWriter, prepare
-from model_worker.sessions.errors import InvalidSessionRequest
 from model_worker.sessions.manifest import tenant_key
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2_grpc
@@ -166,9 +166,9 @@ def test_stores_refuse_keys_that_would_leave_their_root(blob_store, key) -> None
                   lambda: blob_store.put_if_absent(key, b"x"), lambda: blob_store.exists(key),
                   lambda: blob_store.delete(key), lambda: blob_store.size(key), lambda: blob_store.written_at(key)]
     for operation in operations:
-        with pytest.raises(InvalidSessionRequest):
+        with pytest.raises(InvalidKey):
             operation()
-    with pytest.raises(InvalidSessionRequest):
+    with pytest.raises(InvalidKey):
         list(blob_store.list(key + "/"))
     blob_store.put("t/a/b", b"kept")
     assert blob_store.get("t/a/b") == b"kept" and list(blob_store.list("t/")) == ["t/a/b"]

@@ -8,7 +8,7 @@ import threading
 from sqlalchemy import Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from services.sql import make_engine, sessions
+from foundation.sql import make_engine, sessions
 
 
 class Base(DeclarativeBase):

@@ -21,8 +21,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from realparts import PG, Process, broker_url, child_env, fresh_postgres, start_gateway, wait_for  # noqa: F401
 
-from model_worker.client import Unavailable
-from model_worker.server.common import LIVENESS
+from foundation.clients.worker import Unavailable
+from foundation.serving import LIVENESS
 
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
 FAST_RETRIES = {"dependency_retry_max_seconds": "0.5", "dependency_check_seconds": "0.5"}
@@ -152,7 +152,7 @@ def service(args: list[str], env: dict[str, str], log, ready_line: str):
 
 
 def test_agent_service_started_before_its_database(tmp_path):
-    from agent_runtime.client import AgentClient
+    from foundation.clients.agent import AgentClient
 
     proxy = LateProxy(5432)
     with fresh_postgres("agent") as url, contextlib.ExitStack() as stack:
@@ -179,7 +179,7 @@ def test_agent_service_started_before_its_database(tmp_path):
 
 
 def test_jobs_service_started_before_its_database_and_broker(tmp_path, broker_url):  # noqa: F811 - fixture
-    from services.jobs.client import JobsClient
+    from foundation.clients.jobs import JobsClient
 
     database_proxy, broker_proxy = LateProxy(5432), LateProxy(6379)
     with fresh_postgres("jobs") as url, contextlib.ExitStack() as stack:

@@ -18,13 +18,13 @@ from cryptography.x509.oid import NameOID
 from pki import issue, write
 
 from agent_runtime.settings import AgentSettings
-from model_worker.chat import load_tokenizer
-from model_worker.client import Unavailable, WorkerClient
-from model_worker.client.policy import worker_tls
+from foundation.chat import load_tokenizer
+from foundation.clients.worker import Unavailable, WorkerClient
+from foundation.clients.worker.policy import worker_tls
+from foundation.serving import TlsFiles, set_serving
 from model_worker.engine.loading import load_model
-from model_worker.server.common import set_serving
 from model_worker.server.runtime import WorkerRuntime
-from model_worker.server.serve import SERVICE_NAME, TlsFiles, build_server
+from model_worker.server.serve import SERVICE_NAME, build_server
 from model_worker.sessions import SessionStore, open_blobs
 from services.gateway.settings import GatewaySettings
 from services.jobs.settings import JobsSettings

@@ -42,11 +42,11 @@ def jobs_in_process(root: Path, worker: str) -> Iterator[tuple[str, str, str]]:
 
     from model_worker.sessions import open_blobs
     from services.jobs import celery_app
-    from services.jobs.api import Jobs
     from services.jobs.db import make_engine, sessions, upgrade
+    from services.jobs.job_store import JobStore
     from services.jobs.server import build_server
-    from services.jobs.service import JobStore
     from services.jobs.settings import JobsSettings
+    from services.jobs.use_cases import Jobs
 
     settings = JobsSettings(database_url=f"sqlite:///{root}/jobs.db", broker_url=f"sqla+sqlite:///{root}/broker.db",
                             worker_target=worker, result_store=str(root / "results"), host="127.0.0.1",
@@ -54,7 +54,7 @@ def jobs_in_process(root: Path, worker: str) -> Iterator[tuple[str, str, str]]:
     upgrade(settings.database_url)
     celery_app.configure(settings)
     engine = make_engine(settings.database_url)
-    jobs = Jobs(JobStore(sessions(engine)), open_blobs(settings.result_store))
+    jobs = Jobs(JobStore(sessions(engine)), celery_app.CeleryPublisher(), open_blobs(settings.result_store))
     server, port = build_server(jobs, "127.0.0.1", 0)
     server.start()
     with contextlib.ExitStack() as stack:

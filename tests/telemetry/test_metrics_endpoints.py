@@ -9,9 +9,9 @@ import json
 from readings import http, total
 from realparts import wait_for
 
-from agent_runtime.client import AgentClient
-from model_worker.client import Sampling
-from services.jobs.client import JobsClient
+from foundation.clients.agent import AgentClient
+from foundation.clients.jobs import JobsClient
+from foundation.clients.worker import Sampling
 
 
 def moved(url: str, name: str, before: float, by: float = 1, **labels: str) -> float:

@@ -11,12 +11,12 @@ from opentelemetry.trace import SpanKind
 from readings import assert_child, finished, http
 from realparts import wait_for
 
-from agent_runtime.client import AgentClient
-from model_worker.client import Sampling
-from model_worker.client import convert as wconvert
+from foundation.clients.agent import AgentClient
+from foundation.clients.jobs import JobsClient
+from foundation.clients.worker import Sampling
+from foundation.clients.worker.convert import sampling_to_proto
 from protos.dsv4.jobs.v1 import jobs_pb2
 from protos.dsv4.worker.v1 import worker_pb2
-from services.jobs.client import JobsClient
 
 TRACER = trace.get_tracer("tests.telemetry")
 SAMPLING = Sampling(temperature=0.0, max_tokens=3)
@@ -47,7 +47,7 @@ def test_the_gateways_request_span_parents_its_worker_and_jobs_calls(platform, s
 def test_a_think_max_batch_runs_in_its_submitters_trace_through_celery(platform, spans):
     generate = f"chat {platform.model}"
     request = jobs_pb2.JobRequest(custom_id="traced", messages=[worker_pb2.ChatMessage(role="user", content="hi")],
-                                  mode=worker_pb2.THINK_MAX, sampling=wconvert.sampling_to_proto(SAMPLING))
+                                  mode=worker_pb2.THINK_MAX, sampling=sampling_to_proto(SAMPLING))
     with JobsClient(platform.jobs) as jobs:
         with TRACER.start_as_current_span("submitter") as caller:
             batch = jobs.submit([request])

@@ -1,6 +1,6 @@
-"""Alembic environment of the jobs tables (the URL comes from services.sql.migrate)."""
+"""Alembic environment of the jobs tables (the URL comes from foundation.sql.migrate)."""
 
-from services.jobs.models import Base
-from services.sql import run_migrations
+from foundation.sql import run_migrations
+from services.jobs.tables import Base
 
 run_migrations(Base.metadata, version_table="jobs_alembic_version")

@@ -15,16 +15,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from realparts import Process, child_env
 
-from agent_runtime.client import AgentClient
-from model_worker.client import Sampling, WorkerClient
-from model_worker.client.errors import (
+from foundation.clients.agent import AgentClient
+from foundation.clients.worker import Sampling, WorkerClient
+from foundation.clients.worker.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
     Unauthenticated,
 )
-from model_worker.tenancy import acting_for
+from foundation.tenancy import acting_for
 
 SAMPLING = Sampling(temperature=0.0, max_tokens=48)
 

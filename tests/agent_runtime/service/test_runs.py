@@ -13,8 +13,8 @@ from agent_runtime.events import ModeChosen, StepStarted, TextDelta, ToolStarted
 from agent_runtime.service.runs import TurnRequest, TurnRunner
 from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnStore
-from model_worker.server.runtime import TenantLimit
-from services.sql import make_engine, sessions
+from foundation.limits import TenantLimit
+from foundation.sql import make_engine, sessions
 
 
 class FakeLoop:

@@ -11,8 +11,8 @@ import time
 import pytest
 from realparts import Process, child_env, redis_registry
 
-from agent_runtime.client import AgentClient
-from model_worker.client import Sampling
+from foundation.clients.agent import AgentClient
+from foundation.clients.worker import Sampling
 
 REGISTRY = "redis://127.0.0.1:6379/10"
 

@@ -8,7 +8,7 @@ from agent_runtime.store.memory import SqlMemory
 from agent_runtime.store.transcript import upgrade
 from agent_runtime.tools import KeyValueMemory
 from agent_runtime.tools import memory as bounds
-from services.sql import make_engine, sessions
+from foundation.sql import make_engine, sessions
 
 
 @pytest.fixture(params=["sql", "in-process"])

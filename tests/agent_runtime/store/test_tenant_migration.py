@@ -11,7 +11,7 @@ from realparts import fresh_postgres
 
 from agent_runtime.store.transcript import MIGRATIONS, AgentSessionNotFound, TranscriptStore
 from agent_runtime.store.turns import TurnStore
-from services.sql import make_engine, sessions
+from foundation.sql import make_engine, sessions
 
 STAMP = "2025-01-01 00:00:00"
 

@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy
 from realparts import fresh_postgres
 
-from agent_runtime.store.models import ASSISTANT, INTERRUPTED, TOOL_CALL, USER, TranscriptEntry, Turn
+from agent_runtime.store.tables import ASSISTANT, INTERRUPTED, TOOL_CALL, USER, TranscriptEntry, TurnRecord
 from agent_runtime.store.transcript import AgentSessionNotFound, Entry, NotDecidable, TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnActive, TurnNotFound, TurnStore
-from services.sql import make_engine, sessions, utcnow
+from foundation.sql import make_engine, sessions, utcnow
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -127,12 +127,12 @@ def test_turns_one_at_a_time_with_heartbeats_cancels_and_events(store):
     # A turn whose runtime died (stale heartbeat) is an orphan; a new turn on its session interrupts it.
     turns.start("acme", "s", "t3", owner="runtime-a", request={})
     with store.sessions.begin() as s:
-        s.execute(sqlalchemy.update(Turn).values(heartbeat_at=utcnow() - dt.timedelta(minutes=5)))
+        s.execute(sqlalchemy.update(TurnRecord).values(heartbeat_at=utcnow() - dt.timedelta(minutes=5)))
     assert [t.id for t in turns.orphans()] == ["t3"] and turns.orphaned(turns.get("acme", "t3"))
     turns.start("acme", "s", "t4", owner="runtime-b", request={})
     assert turns.get("acme", "t3").status == "interrupted" and turns.orphans() == []
     with store.sessions.begin() as s:
-        s.execute(sqlalchemy.update(Turn).where(Turn.id == "t4").values(
+        s.execute(sqlalchemy.update(TurnRecord).where(TurnRecord.id == "t4").values(
             heartbeat_at=utcnow() - dt.timedelta(minutes=5)))
     assert turns.resume("acme", "t4", owner="runtime-c").owner == "runtime-c"  # adopted after a restart
     with pytest.raises(TurnActive):
@@ -178,7 +178,7 @@ def test_the_migrations_build_the_models_schema(store):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from agent_runtime.store.models import Base
+    from agent_runtime.store.tables import Base
 
     with store.sessions().connection() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": "agent_runtime_alembic_version"})

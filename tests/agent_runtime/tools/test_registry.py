@@ -106,6 +106,25 @@ def test_calls_run_concurrently_except_serial_tools():
     assert peak[0] == 3 and order[-2:] == ["1", "3"]  # the three parallel ones together, then each serial alone
 
 
+def test_each_result_is_handed_over_as_its_call_ends_while_the_others_still_run():
+    registry, release, handed = ToolRegistry(), threading.Event(), []
+    params = {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}
+    registry.add(Tool("quick", "", params, lambda name: name))
+    registry.add(Tool("blocked", "", params, lambda name: name if release.wait(10) else "never released"))
+    registry.add(Tool("alone", "", params, lambda name: name, serial=True))
+
+    async def on_result(index, result):
+        handed.append((index, result.content))
+        if result.content == "q":  # the blocked call still runs: this hand-over is what lets it end
+            release.set()
+
+    calls = [ToolCall("a", "blocked", {"name": "b"}), ToolCall("s", "alone", {"name": "s"}),
+             ToolCall("q", "quick", {"name": "q"})]
+    results = run(registry.run_calls(calls, on_result=on_result))
+    assert [r.content for r in results] == ["b", "s", "q"]  # in call order
+    assert handed == [(2, "q"), (0, "b"), (1, "s")]  # as each ended; the serial one after the others
+
+
 def test_idempotency_keys_reach_the_tools_that_ask(tools):
     assert run(tools.call(ToolCall("c9", "charge", {"amount": 5}), idempotency_key="turn-4/c9")).content == \
         "turn-4/c9"

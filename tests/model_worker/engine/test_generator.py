@@ -6,7 +6,7 @@ import pytest
 import torch
 from small_config import SMALL
 
-from model_worker.chat import load_tokenizer
+from foundation.chat import load_tokenizer
 from model_worker.checkpoint.random_init import random_state_dict
 from model_worker.engine import Generator
 from model_worker.model import DeepseekV4

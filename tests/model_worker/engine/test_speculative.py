@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_scheduler import PROMPTS, Recorder, drain, model, request, tokenizer  # noqa: F401 - fixtures
+from engine_testlib import PROMPTS, drain, request
 
 from model_worker.engine import MtpDrafter, Scheduler
 from model_worker.model import ForwardBatch
@@ -29,7 +29,7 @@ class Oracle:
         return drafts
 
 
-def run(model, tokenizer, params: list[SamplingParams], drafter=None, commit_every: int = 0):  # noqa: F811
+def run(model, tokenizer, params: list[SamplingParams], drafter=None, commit_every: int = 0):
     scheduler = Scheduler(model, tokenizer, token_budget=256, drafter=drafter)
     runs = [request(model, f"r{i}", prompt, p, commit_every=commit_every) for i, (prompt, p) in
             enumerate(zip(PROMPTS, params))]
@@ -39,11 +39,11 @@ def run(model, tokenizer, params: list[SamplingParams], drafter=None, commit_eve
     return runs, steps, scheduler
 
 
-def continuation_logits(model, r) -> torch.Tensor:  # noqa: F811
+def continuation_logits(model, r) -> torch.Tensor:
     return model(ForwardBatch.single([3], r.state)).logits
 
 
-def assert_same_replies_and_states(model, plain, speculative) -> None:  # noqa: F811
+def assert_same_replies_and_states(model, plain, speculative) -> None:
     for (r0, rec0), (r1, rec1) in zip(plain, speculative):
         assert rec1.final.token_ids == rec0.final.token_ids
         assert rec1.final.sequence_tokens == rec0.final.sequence_tokens == r1.state.num_tokens
@@ -52,7 +52,7 @@ def assert_same_replies_and_states(model, plain, speculative) -> None:  # noqa: 
 
 
 @pytest.mark.parametrize("sampled", [False, True])
-def test_drafts_of_the_models_own_tokens_are_all_kept(model, tokenizer, sampled):  # noqa: F811
+def test_drafts_of_the_models_own_tokens_are_all_kept(model, tokenizer, sampled):
     params = [SamplingParams(temperature=0.9 if sampled else 0.0, seed=i, max_tokens=12, stop_token_ids=(5,))
               for i in range(len(PROMPTS))]
     plain, plain_steps, _ = run(model, tokenizer, params)
@@ -64,7 +64,7 @@ def test_drafts_of_the_models_own_tokens_are_all_kept(model, tokenizer, sampled)
     assert steps < plain_steps and scheduler.stats.accepted_draft_tokens > 0
 
 
-def test_wrong_drafts_are_all_rolled_back_even_across_commits(model, tokenizer):  # noqa: F811
+def test_wrong_drafts_are_all_rolled_back_even_across_commits(model, tokenizer):
     params = [SamplingParams(temperature=0.0, max_tokens=9) for _ in PROMPTS]
     plain, _, _ = run(model, tokenizer, params, commit_every=2)
     replies = {r.request_id: rec.final.token_ids for r, rec in plain}
@@ -75,7 +75,7 @@ def test_wrong_drafts_are_all_rolled_back_even_across_commits(model, tokenizer):
         assert rec.commits == plain_rec.commits
 
 
-def test_the_mtp_drafter_leaves_greedy_replies_unchanged(model, tokenizer):  # noqa: F811
+def test_the_mtp_drafter_leaves_greedy_replies_unchanged(model, tokenizer):
     params = [SamplingParams(temperature=0.0, max_tokens=10) for _ in PROMPTS]
     plain, _, _ = run(model, tokenizer, params)
     speculative, _, scheduler = run(model, tokenizer, params, MtpDrafter(model))

@@ -12,7 +12,7 @@ import time
 import pytest
 from realparts import Process, child_env
 
-from model_worker.client import Delta, Sampling, Unavailable, WorkerClient
+from foundation.clients.worker import Delta, Sampling, Unavailable, WorkerClient
 
 GREEDY = Sampling(temperature=0.0, max_tokens=8)
 TURNS = ["Tell me a story.", "And then?", "How does it end?"]

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from model_worker.engine.loading import load_model
+from model_worker.engine.replica import ModelSpec, ReplicaLeader, open_replica
+from model_worker.engine.runner import LocalRunner
 from model_worker.model import ForwardBatch
-from model_worker.parallel.launch import ModelSpec, open_replica
-from model_worker.parallel.replica import ReplicaLeader
 
 SPEC = ModelSpec(None, "tiny", 0, "reference")
 
@@ -21,29 +21,29 @@ def rel_err(ours: torch.Tensor, full: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def single():
-    return load_model(None, "tiny", 0, "reference")
+    return LocalRunner(load_model(None, "tiny", 0, "reference"))
 
 
-def script(model, ids: torch.Tensor) -> list[torch.Tensor]:
-    """One run through everything the engine does with a model; the logits it saw, in order."""
+def script(runner, ids: torch.Tensor) -> list[torch.Tensor]:
+    """One run through everything the engine does with a model runner; the logits it saw, in order."""
     seen = []
-    whole = model.new_state()
-    seen.append(model(ForwardBatch.single(ids, whole, logits="all")).logits)  # prefill past the window and 2 HCA
-    chunked, other = model.new_state(), model.new_state()
+    whole = runner.new_state()
+    seen.append(runner.forward(ForwardBatch.single(ids, whole, logits="all")).logits)  # past the window and 2 HCA
+    chunked, other = runner.new_state(), runner.new_state()
     for first, size in ((0, 100), (100, 1), (101, 150), (251, 49)):  # chunked prefill, mixed with another sequence
         batch = ForwardBatch(torch.cat([ids[first:first + size], ids[:3]]), [size, 3], [chunked, other])
-        seen.append(model(batch).logits)
+        seen.append(runner.forward(batch).logits)
         chunked.commit()
         other.truncate(0)
     for _ in range(4):  # decode, with a rejected draft rolled back on every step
         token = int(seen[-1][0].argmax())
-        seen.append(model(ForwardBatch.single([token, 7], chunked, logits="all")).logits)
+        seen.append(runner.forward(ForwardBatch.single([token, 7], chunked, logits="all")).logits)
         chunked.truncate(chunked.num_tokens - 1)
         chunked.commit()
-    seen.append(model.draft([chunked], [int(seen[-1][0].argmax())]))
-    resumed = model.new_state()  # a session resumed from the store: a state that arrives whole
+    seen.append(runner.draft([chunked], [int(seen[-1][0].argmax())]))
+    resumed = runner.new_state()  # a session resumed from the store: a state that arrives whole
     resumed.restore(chunked.snapshot())
-    seen.append(model(ForwardBatch.single([5], resumed)).logits)
+    seen.append(runner.forward(ForwardBatch.single([5], resumed)).logits)
     return seen
 
 
@@ -53,8 +53,8 @@ def test_logits_equal_one_ranks(single, size):
     expected = script(single, ids)
     replica = open_replica(SPEC, size)
     try:
-        assert isinstance(replica.model, ReplicaLeader)
-        got = script(replica.model, ids)
+        assert isinstance(replica.runner, ReplicaLeader)
+        got = script(replica.runner, ids)
     finally:
         replica.close()
     assert [g.shape for g in got] == [e.shape for e in expected]
@@ -80,14 +80,14 @@ def test_every_dropped_sequence_is_announced_once(single):
     import gc
 
     group = RecordingGroup()
-    leader = ReplicaLeader(single, group)
+    leader = ReplicaLeader(single.model, group)
     first, second = single.new_state(), single.new_state()
-    leader(ForwardBatch.single([1, 2], first))
-    leader(ForwardBatch.single([3], second))  # this pass takes the (empty) drop list: later drops must still count
+    leader.forward(ForwardBatch.single([1, 2], first))
+    leader.forward(ForwardBatch.single([3], second))  # this pass takes the (empty) drop list: later drops still count
     del first
     gc.collect()
     third = single.new_state()
-    leader(ForwardBatch.single([4], third))
+    leader.forward(ForwardBatch.single([4], third))
     assert group.sent[-1][3] == [0]  # the first sequence's mirror, freed on the other ranks
-    leader(ForwardBatch.single([5], third))
+    leader.forward(ForwardBatch.single([5], third))
     assert group.sent[-1][3] == []

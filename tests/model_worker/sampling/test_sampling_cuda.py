@@ -11,7 +11,7 @@ import torch
 
 from model_worker.sampling import Sampler, SamplingParams, SamplingState
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.gpu
 
 PARAMS = [
     SamplingParams(temperature=0.0, repetition_penalty=1.5),

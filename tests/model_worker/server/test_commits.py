@@ -9,7 +9,7 @@ import threading
 
 import grpc
 import pytest
-from test_server import Worker, run, user
+from server_testlib import Worker, run, user
 
 from model_worker.engine.loading import load_model
 from model_worker.sessions.commits import CommitWriter, PreparedCommit

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from model_worker.server.limits import RateLimited, TokenRates
+from foundation.limits import RateLimited, TokenRates
 
 
 def test_input_is_refused_while_short_and_output_is_charged_after() -> None:

@@ -4,7 +4,7 @@ it has succeeded once, then only its check; every change reaches the watchers; a
 
 from __future__ import annotations
 
-from model_worker.server.readiness import FIRST_RETRY_S, Dependency, Readiness
+from foundation.readiness import FIRST_RETRY_S, Dependency, Readiness
 
 
 class Flaky:

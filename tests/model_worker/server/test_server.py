@@ -7,62 +7,11 @@ import threading
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
+from server_testlib import Worker, greedy, run, user
 
-from model_worker.chat import load_tokenizer
-from model_worker.engine.loading import load_model
-from model_worker.server.runtime import WorkerRuntime
-from model_worker.server.serve import CHANNEL_OPTIONS, SERVICE_NAME, build_server
-from model_worker.sessions import SessionStore, open_blobs
+from model_worker.server.serve import SERVICE_NAME
 from protos.dsv4.worker.v1 import worker_pb2 as pb
-from protos.dsv4.worker.v1 import worker_pb2_grpc
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_model(None, "tiny", numerics="official")
-
-
-class Worker:
-    """A worker on an OS-chosen port over the store at `root`."""
-
-    def __init__(self, model, root, api_keys=None, **limits) -> None:
-        store = SessionStore(open_blobs(str(root)), model.fingerprint, model.layout)
-        self.runtime = WorkerRuntime(model, load_tokenizer(), store, api_keys=api_keys, token_budget=256, **limits)
-        self.server, port, self.health = build_server(self.runtime, "127.0.0.1", 0, threads=8)
-        self.runtime.start()
-        self.server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
-        self.stub = worker_pb2_grpc.ModelWorkerStub(self.channel)
-        self.health_stub = health_pb2_grpc.HealthStub(self.channel)
-
-    def stop(self) -> None:
-        self.channel.close()
-        self.server.stop(grace=5).wait()
-        self.runtime.stop()
-
-
-@pytest.fixture
-def worker(model, tmp_path):
-    w = Worker(model, tmp_path / "store")
-    yield w
-    w.stop()
-
-
-def greedy(max_tokens: int, **fields) -> pb.SamplingParams:
-    return pb.SamplingParams(temperature=0.0, max_tokens=max_tokens, **fields)
-
-
-def user(text: str) -> pb.Messages:
-    return pb.Messages(messages=[pb.ChatMessage(role="user", content=text)])
-
-
-def run(stub, request) -> tuple[list[pb.GenerateResponse], pb.Final]:
-    responses = list(stub.Generate(request, timeout=120))
-    assert responses[-1].WhichOneof("event") == "final"
-    return responses[:-1], responses[-1].final
 
 
 def test_stateless_generation_streams_deltas_then_a_final(worker) -> None:
@@ -220,8 +169,8 @@ def test_append_then_generate_the_reply_without_new_input(worker) -> None:
 
 
 def test_the_typed_client_against_the_real_worker(worker) -> None:
-    from model_worker.client import Final, Sampling, WorkerClient
-    from model_worker.client.errors import FailedPrecondition, NotFound
+    from foundation.clients.worker import Final, Sampling, WorkerClient
+    from foundation.clients.worker.errors import FailedPrecondition, NotFound
 
     port = worker.channel._channel.target().decode().rsplit(":", 1)[1]
     with WorkerClient(f"127.0.0.1:{port}", timeout=60) as client:
@@ -351,3 +300,17 @@ def test_a_tenant_over_its_token_rate_is_told_when_to_come_back(model, tmp_path)
         assert 10 < retry_after < 13  # 20 input + 2 output tokens against 10 of burst, at 1 token/s
     finally:
         limited.stop()
+
+
+def test_a_one_token_reply_is_owed_to_the_next_turn_like_any_other(worker) -> None:
+    """A reply of one token feeds nothing (its token is sampled, never fed), yet its end is a commit point: the next
+    turn feeds that token and the reply's closing first, exactly as after a longer reply."""
+    prefilled = {}
+    for max_tokens in (1, 2):
+        session = worker.stub.CreateSession(pb.CreateSessionRequest(system_prompt="s")).session_id
+        _, first = run(worker.stub, pb.GenerateRequest(session_id=session, messages=user("one"),
+                                                       sampling=greedy(max_tokens, ignore_eos=True)))
+        assert first.usage.completion_tokens == max_tokens
+        _, second = run(worker.stub, pb.GenerateRequest(session_id=session, messages=user("two"), sampling=greedy(1)))
+        prefilled[max_tokens] = second.usage.prefilled_tokens
+    assert prefilled[1] == prefilled[2]

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_server import Worker
+from server_testlib import Worker
 
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 

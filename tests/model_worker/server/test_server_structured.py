@@ -10,7 +10,7 @@ import json
 import grpc
 import jsonschema
 import pytest
-from test_server import Worker, run, user
+from server_testlib import Worker, run, user
 
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 

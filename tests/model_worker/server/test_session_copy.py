@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from test_server import Worker, run, user
+from server_testlib import Worker, run, user
 
-from model_worker.chat import ChatMode, ChatSession, SessionHead, load_tokenizer
+from foundation.chat import ChatMode, ChatSession, SessionHead, load_tokenizer
 from model_worker.engine.loading import load_model
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 

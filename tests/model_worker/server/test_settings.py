@@ -7,16 +7,17 @@ import argparse
 import pytest
 
 from agent_runtime.settings import AgentSettings
-from model_worker.server.settings import SETTINGS_FILE_ENV, WorkerSettings, add_settings_flags, settings_from
+from foundation.settings import SETTINGS_FILE_ENV, add_settings_cli, settings_from
+from model_worker.server.settings import WorkerSettings
 from services.embedded.settings import EmbeddedSettings
 from services.gateway.settings import GatewaySettings
 from services.jobs.settings import JobsSettings
 
 
-def parse(settings, argv: list[str], flags: dict[str, str] | None = None) -> argparse.Namespace:
+def parse(settings, argv: list[str]):
     parser = argparse.ArgumentParser()
-    add_settings_flags(parser, settings, flags)
-    return parser.parse_args(argv)
+    add_settings_cli(parser, settings)
+    return settings_from(settings, parser.parse_args(argv))
 
 
 def test_flags_win_over_the_environment_which_wins_over_the_file(tmp_path, monkeypatch):
@@ -24,25 +25,24 @@ def test_flags_win_over_the_environment_which_wins_over_the_file(tmp_path, monke
     file.write_text("DSV4_WORKER_PORT=7001\nDSV4_WORKER_TOKEN_BUDGET=128\nDSV4_WORKER_CONFIG=flash\n"
                     "DSV4_AGENT_PORT=7002\n")  # one file may hold every service's settings
     monkeypatch.setenv("DSV4_WORKER_TOKEN_BUDGET", "256")
-    settings = settings_from(WorkerSettings, parse(WorkerSettings, ["--settings-file", str(file), "--config",
-                                                                    "pro", "--speculative"]))
+    settings = parse(WorkerSettings, ["--settings-file", str(file), "--config", "pro", "--speculative"])
     assert (settings.port, settings.token_budget, settings.config, settings.speculative) == (7001, 256, "pro", True)
     monkeypatch.setenv(SETTINGS_FILE_ENV, str(file))
-    assert settings_from(AgentSettings, parse(AgentSettings, [])).port == 7002
-    defaults = settings_from(WorkerSettings, parse(WorkerSettings, ["--no-speculative"]))
+    assert parse(AgentSettings, []).port == 7002
+    defaults = parse(WorkerSettings, ["--no-speculative"])
     assert defaults.token_budget == 256 and not defaults.speculative and defaults.hot_budget_gb == 4.0
 
 
 def test_flags_are_typed_and_renamed_and_bad_values_are_refused(capsys):
-    args = parse(WorkerSettings, ["--api-keys", "k.json", "--kv-budget-gb", "2.5", "--numerics", "reference"],
-                 {"api_keys_file": "--api-keys"})
-    assert (args.api_keys_file, args.kv_budget_gb, args.numerics) == ("k.json", 2.5, "reference")
+    settings = parse(WorkerSettings, ["--api-keys", "k.json", "--kv-budget-gb", "2.5", "--numerics", "reference"])
+    assert (settings.api_keys_file, settings.kv_budget_gb, settings.numerics) == ("k.json", 2.5, "reference")
     with pytest.raises(SystemExit):
         parse(WorkerSettings, ["--numerics", "fp4"])
     with pytest.raises(SystemExit):
         parse(WorkerSettings, ["--port", "many"])
-    with pytest.raises(ValueError):
-        settings_from(WorkerSettings, parse(WorkerSettings, ["--token-budget", "0"]))
+    with pytest.raises(SystemExit):
+        parse(WorkerSettings, ["--token-budget", "0"])
+    assert "--token-budget (DSV4_WORKER_TOKEN_BUDGET)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("settings", [WorkerSettings, JobsSettings, AgentSettings, GatewaySettings,

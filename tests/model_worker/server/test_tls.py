@@ -10,11 +10,12 @@ import pytest
 from grpc_health.v1 import health_pb2
 from pki import make_pki
 
-from model_worker.chat import load_tokenizer
-from model_worker.client import Message, Sampling, Unavailable, WorkerClient, tls_credentials
+from foundation.chat import load_tokenizer
+from foundation.clients.worker import Message, Sampling, Unavailable, WorkerClient, tls_credentials
+from foundation.serving import TlsFiles
 from model_worker.engine.loading import load_model
 from model_worker.server.runtime import WorkerRuntime
-from model_worker.server.serve import SERVICE_NAME, TlsFiles, build_server
+from model_worker.server.serve import SERVICE_NAME, build_server
 from model_worker.sessions import SessionStore, open_blobs
 
 
@@ -75,7 +76,7 @@ def test_a_client_certificate_needs_its_key(pki):
 def test_serve_needs_both_certificate_and_key():
     import argparse
 
-    from model_worker.server.serve import tls_files
+    from foundation.serving import tls_files
 
     assert tls_files(argparse.Namespace(tls_cert=None, tls_key=None, tls_client_ca=None)) is None
     with pytest.raises(SystemExit, match="both"):

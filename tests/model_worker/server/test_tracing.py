@@ -8,7 +8,7 @@ from concurrent import futures
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from model_worker.server.tracing import tracer_provider
+from foundation.tracing import tracer_provider
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):

@@ -9,13 +9,13 @@ import uuid
 from collections import Counter
 
 import pytest
-from test_sessions_store import TOKENS, grow, small_model
+from sessions_testlib import TOKENS, grow, small_model
 
+from foundation.blobs.keys import glob_escape
+from foundation.blobs.redis_store import RedisBlobs
+from foundation.blobs.stores import open_tiered
 from model_worker.sessions import SessionStore
-from model_worker.sessions.blobs import open_tiered
-from model_worker.sessions.keys import glob_escape
 from model_worker.sessions.manifest import tenant_key
-from model_worker.sessions.redis_blobs import RedisBlobs
 
 URL = "redis://127.0.0.1:6379/12"
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from small_config import SMALL
+from sessions_testlib import TOKENS, feed, grow, small_model
 
-from model_worker.checkpoint.random_init import random_state_dict
-from model_worker.model import DeepseekV4, ForwardBatch
-from model_worker.numerics import OFFICIAL, REFERENCE
+from model_worker.numerics import OFFICIAL
 from model_worker.sessions import (
     BlobCodec,
     CorruptSession,
@@ -25,39 +23,6 @@ from model_worker.sessions import (
 )
 from model_worker.sessions.chain import page_address
 from model_worker.sessions.manifest import blob_key, tenant_key
-
-TOKENS = torch.randint(1, 500, (4200,), generator=torch.Generator().manual_seed(11)).tolist()
-
-
-def small_model(numerics=REFERENCE) -> DeepseekV4:
-    model = DeepseekV4(SMALL, quantized=True, numerics=numerics)
-    model.load_state_dict(random_state_dict(model, 3), assign=True, strict=True)
-    model.fingerprint = f"small-3-{numerics.name}"
-    return model
-
-
-@pytest.fixture(scope="module")
-def model() -> DeepseekV4:
-    return small_model()
-
-
-@pytest.fixture
-def store(tmp_path, model) -> SessionStore:
-    return SessionStore(open_blobs(str(tmp_path / "sessions")), model.fingerprint, model.layout)
-
-
-def feed(model: DeepseekV4, session, token_ids: list[int], chunk: int = 300) -> torch.Tensor:
-    """Prefill token_ids in chunks; the logits after the last one."""
-    logits = None
-    for start in range(0, len(token_ids), chunk):
-        logits = model(ForwardBatch.single(token_ids[start : start + chunk], session.state)).logits[-1]
-    return logits
-
-
-def grow(model, store, session, token_ids: list[int], chunk: int = 300) -> None:
-    for start in range(0, len(token_ids), chunk):
-        feed(model, session, token_ids[start : start + chunk])
-        store.commit(session, token_ids[start : start + chunk])
 
 
 def test_resume_in_another_store_object_is_bitwise_the_same(model, store, tmp_path) -> None:
@@ -270,7 +235,7 @@ def test_the_token_log_spans_token_pages_and_a_damaged_one_is_an_error(model, st
 
 
 def test_generation_commits_at_turn_ends_and_every_n_tokens(model, store) -> None:
-    from model_worker.chat import load_tokenizer
+    from foundation.chat import load_tokenizer
     from model_worker.engine import Generator
     from model_worker.sampling import SamplingParams
 

@@ -10,17 +10,12 @@ import time
 
 import pytest
 import torch
-from test_sessions_store import TOKENS, feed, grow, small_model
+from sessions_testlib import TOKENS, feed, grow
 
+from foundation.blobs.stores import TieredBlobs, open_tiered
 from model_worker.sessions import SessionStore, admin, open_blobs
-from model_worker.sessions.blobs import TieredBlobs, open_tiered
 from model_worker.sessions.hot import HotSessions
 from model_worker.sessions.manifest import blob_key, tenant_key
-
-
-@pytest.fixture(scope="module")
-def model():
-    return small_model()
 
 
 @pytest.fixture

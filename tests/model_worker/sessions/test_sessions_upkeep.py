@@ -11,23 +11,18 @@ import uuid
 
 import pytest
 from realparts import Process, child_env, require_redis, wait_for
-from test_sessions_store import TOKENS, grow, small_model
+from sessions_testlib import TOKENS, grow
 
-from model_worker.client import Message, ResourceExhausted, WorkerClient
+from foundation.blobs.keys import glob_escape
+from foundation.blobs.redis_store import RedisBlobs
+from foundation.clients.worker import Message, ResourceExhausted, WorkerClient
 from model_worker.sessions import SessionStore, admin, open_blobs
 from model_worker.sessions.hot import HotSessions
-from model_worker.sessions.keys import glob_escape
 from model_worker.sessions.manifest import session_prefix, tenant_key
-from model_worker.sessions.redis_blobs import RedisBlobs
 from model_worker.sessions.upkeep import CLAIMS, StoreUpkeep, UpkeepPolicy
 
 HOUR = 3600.0
 POLICY = UpkeepPolicy(every_seconds=60, ttl_seconds=HOUR, grace_seconds=0)
-
-
-@pytest.fixture(scope="module")
-def model():
-    return small_model()
 
 
 def _sessions(model, store: SessionStore, count: int, tenant: str = "acme") -> list[str]:

@@ -10,10 +10,10 @@ import jsonschema
 import pytest
 import torch
 
-from model_worker.chat import load_tokenizer
-from model_worker.chat.dsml import render_tool_calls
-from model_worker.chat.parsing import parse_completion
-from model_worker.chat.protocol import DSML_ID, EOS, EOS_ID, THINK_END, THINK_END_ID, ChatMode
+from foundation.chat import load_tokenizer
+from foundation.chat.dsml import render_tool_calls
+from foundation.chat.parsing import parse_completion
+from foundation.chat.protocol import DSML_ID, EOS, EOS_ID, THINK_END, THINK_END_ID, ChatMode
 from model_worker.structured import GrammarCompiler, ReplySpec, UnsupportedSchema
 
 WEATHER = {"name": "get_weather", "parameters": {

@@ -191,10 +191,10 @@ def test_listing_reads_past_other_tenants_batches(gateway):
 
 
 def test_a_file_over_the_limit_is_refused_and_leaves_no_bytes(tmp_path):
-    from services.gateway.app import Gateway
     from services.gateway.errors import ApiError
     from services.gateway.files import NewFile
     from services.gateway.settings import GatewaySettings
+    from services.gateway.state import Gateway
 
     gw = Gateway(GatewaySettings(files_dir=str(tmp_path)), jobs=None, db=None)
     with pytest.raises(ApiError) as error, NewFile(gw, "acme", "file-big", limit=8) as new:

@@ -70,8 +70,8 @@ def test_the_migrations_build_the_models_schema(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    from foundation.sql import make_engine
     from services.gateway.store import Base, upgrade
-    from services.sql import make_engine
 
     url = f"sqlite:///{tmp_path}/gateway.db"
     upgrade(url)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from model_worker.client.errors import ResourceExhausted, WorkerError
+from foundation.clients.worker.errors import ResourceExhausted, WorkerError
 from services.gateway import errors
 
 

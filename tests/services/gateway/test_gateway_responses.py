@@ -12,8 +12,8 @@ import uuid
 import openai
 import pytest
 
-from model_worker.client import NotFound, WorkerClient
-from model_worker.tenancy import acting_for
+from foundation.clients.worker import NotFound, WorkerClient
+from foundation.tenancy import acting_for
 
 PICK = {"type": "function", "name": "pick", "description": "Pick a color.", "parameters": {
     "type": "object", "properties": {"color": {"type": "string", "enum": ["red", "blue"]}}, "required": ["color"],

@@ -11,10 +11,10 @@ import pytest
 from realparts import start_celery, wait_for
 
 from services.jobs import celery_app
-from services.jobs.api import Jobs
 from services.jobs.db import make_engine, sessions
-from services.jobs.service import JobStore
+from services.jobs.job_store import JobStore
 from services.jobs.settings import JobsSettings
+from services.jobs.use_cases import Jobs
 
 
 def rabbitmq() -> str:
@@ -34,7 +34,7 @@ def test_a_batch_through_another_broker(broker, tmp_path, database_url, model_wo
     celery_app.configure(JobsSettings(**settings))
     celery = start_celery(tmp_path, f"via-{broker}", **settings)
     try:
-        jobs = Jobs(JobStore(sessions(make_engine(database_url))))
+        jobs = Jobs(JobStore(sessions(make_engine(database_url))), celery_app.CeleryPublisher())
         lines = [json.dumps({"custom_id": f"{broker}-{i}", "body": {
             "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "max" if i else "none",
             "max_tokens": 3, "temperature": 0}}) for i in range(3)]
@@ -54,7 +54,7 @@ def test_an_interactive_job_goes_before_queued_batch_work(tmp_path, database_url
     settings = dict(database_url=database_url, broker_url=broker_url, worker_target=target,
                     result_store=str(tmp_path / "results"))
     celery_app.configure(JobsSettings(**settings))
-    jobs = Jobs(JobStore(sessions(make_engine(database_url))))
+    jobs = Jobs(JobStore(sessions(make_engine(database_url))), celery_app.CeleryPublisher())
 
     def batch(prefix: str, n: int, interactive: bool) -> str:
         lines = [json.dumps({"custom_id": f"{prefix}{i}", "body": {"messages": [{"role": "user", "content": "x"}],
@@ -69,7 +69,7 @@ def test_an_interactive_job_goes_before_queued_batch_work(tmp_path, database_url
             wait_for(lambda b=batch_id: jobs.get("acme", b)["status"] == "completed", 90, "not completed")
         from sqlalchemy import select
 
-        from services.jobs.models import BatchRequest
+        from services.jobs.tables import BatchRequest
 
         with jobs.store.sessions() as s:
             order = list(s.scalars(select(BatchRequest.custom_id).where(

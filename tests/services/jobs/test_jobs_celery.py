@@ -16,11 +16,11 @@ from sqlalchemy import func, select
 
 from model_worker.sessions import open_blobs
 from services.jobs import celery_app
-from services.jobs.api import Jobs
 from services.jobs.db import make_engine, sessions
-from services.jobs.models import BatchRequest, Result, UsageLedger
-from services.jobs.service import JobStore
+from services.jobs.job_store import JobStore
 from services.jobs.settings import JobsSettings
+from services.jobs.tables import BatchRequest, Result, UsageLedger
+from services.jobs.use_cases import Jobs
 
 
 def request_line(custom_id: str, max_tokens: int, effort: str = "none", **body) -> str:
@@ -39,7 +39,8 @@ def setup(tmp_path_factory, database_url, broker_url, model_worker):
                     reap_every_seconds=1, longest_job_seconds=600, inline_output_bytes=200)
     celery = start_celery(root, "w1", beat=True, **settings)
     celery_app.configure(JobsSettings(**settings))  # this process publishes to the same broker
-    jobs = Jobs(JobStore(sessions(make_engine(database_url))), open_blobs(str(root / "results")))
+    jobs = Jobs(JobStore(sessions(make_engine(database_url))), celery_app.CeleryPublisher(),
+                open_blobs(str(root / "results")))
     jobs.settings = settings
     yield jobs, celery
     celery.stop()

@@ -14,11 +14,11 @@ from realparts import Process, child_env, start_celery, wait_for
 from sqlalchemy import func, select
 
 from services.jobs import celery_app
-from services.jobs.api import Jobs
 from services.jobs.db import make_engine, sessions
-from services.jobs.models import BatchRequest, Result, UsageLedger
-from services.jobs.service import JobStore
+from services.jobs.job_store import JobStore
 from services.jobs.settings import JobsSettings
+from services.jobs.tables import BatchRequest, Result, UsageLedger
+from services.jobs.use_cases import Jobs
 
 
 def free_port() -> int:
@@ -57,7 +57,7 @@ def world(tmp_path, database_url, broker_url):
                     reap_every_seconds=1, longest_job_seconds=20, visibility_timeout_seconds=25,
                     progress_every_tokens=16)
     celery_app.configure(JobsSettings(**settings))
-    jobs = Jobs(JobStore(sessions(make_engine(database_url))))
+    jobs = Jobs(JobStore(sessions(make_engine(database_url))), celery_app.CeleryPublisher())
     state = {"model_worker": model_worker, "port": port, "settings": settings, "root": tmp_path}
     yield jobs, state
     state["model_worker"].stop()
@@ -131,7 +131,7 @@ def test_a_private_redis_restarted_while_jobs_are_queued_and_running(world, tmp_
 
 
 def test_jobs_on_sessions_never_change_them_and_resume_without_re_prefill(world):
-    from model_worker.client import Message, Sampling, WorkerClient
+    from foundation.clients.worker import Message, Sampling, WorkerClient
 
     jobs, state = world
     client = WorkerClient(f"127.0.0.1:{state['port']}", timeout=60)
@@ -158,7 +158,7 @@ def test_jobs_on_sessions_never_change_them_and_resume_without_re_prefill(world)
         assert results["copy"]["usage"]["prompt_tokens_details"]["cached_tokens"] >= session_length
         assert results["fork"]["usage"]["prompt_tokens_details"]["cached_tokens"] >= deep.tokens
         with jobs.store.sessions() as s:
-            from services.jobs.models import UsageLedger
+            from services.jobs.tables import UsageLedger
 
             prefilled = dict(s.execute(select(UsageLedger.custom_id, UsageLedger.prefilled_tokens)
                                        .where(UsageLedger.batch_id == batch["id"])).all())

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from services.jobs.job_store import Outcome
 from services.jobs.metrics import MULTIPROC_ENV, RunMetrics, worker_registry
-from services.jobs.service import Outcome
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -23,7 +23,7 @@ FORKED_CHILD_RUNS_A_REQUEST = textwrap.dedent("""
     import os
     from prometheus_client import generate_latest
     from services.jobs.metrics import RunMetrics, worker_registry
-    from services.jobs.service import Outcome
+    from services.jobs.job_store import Outcome
 
     metrics = RunMetrics()  # made before the fork, as the Celery app makes it at import
     pid = os.fork()

@@ -13,9 +13,9 @@ from realparts import start_celery, wait_for
 from sqlalchemy import select, update
 
 from services.jobs.db import make_engine, sessions, upgrade
-from services.jobs.models import BatchRequest, Result
-from services.jobs.service import JobStore, Outcome
+from services.jobs.job_store import JobStore, Outcome
 from services.jobs.spec import parse_jsonl
+from services.jobs.tables import BatchRequest, Result
 
 
 def line(custom_id: str, **body) -> str:
@@ -99,15 +99,15 @@ def test_attempts_handed_back_for_an_unavailable_worker_do_not_count(store):
 def test_a_poison_line_ends_failed_after_its_attempts_while_the_others_complete(database_url, broker_url,
                                                                                 model_worker, tmp_path):
     from services.jobs import celery_app
-    from services.jobs.api import Jobs
     from services.jobs.settings import JobsSettings
+    from services.jobs.use_cases import Jobs
 
     target, _ = model_worker
     settings = dict(database_url=database_url, broker_url=broker_url, worker_target=target, max_attempts=3,
                     result_store=str(tmp_path / "results"), lease_seconds=3)
     celery_app.configure(JobsSettings(**settings))  # this process publishes to the same broker
     celery = start_celery(tmp_path, "poison", **settings)
-    jobs = Jobs(JobStore(sessions(make_engine(database_url))))
+    jobs = Jobs(JobStore(sessions(make_engine(database_url))), celery_app.CeleryPublisher())
     try:
         # Stored but not yet published: the poison line's row is then broken the way no handler expects (its
         # body lacks its messages), so every attempt raises in the runner; the too-wide one holds what submission

@@ -10,11 +10,11 @@ from realparts import start_celery, wait_for
 from sqlalchemy import func, select
 
 from services.jobs import celery_app
-from services.jobs.api import Jobs
 from services.jobs.db import make_engine, sessions
-from services.jobs.models import UsageLedger
-from services.jobs.service import JobStore
+from services.jobs.job_store import JobStore
 from services.jobs.settings import JobsSettings
+from services.jobs.tables import UsageLedger
+from services.jobs.use_cases import Jobs
 
 REQUESTS = 1000
 
@@ -25,7 +25,7 @@ def test_a_thousand_requests(tmp_path, database_url, broker_url, model_worker):
                     result_store=str(tmp_path / "results"), lease_seconds=30, requeue_after_seconds=120)
     celery_app.configure(JobsSettings(**settings))
     celery = start_celery(tmp_path, "many", concurrency=16, pool="threads", **settings)
-    jobs = Jobs(JobStore(sessions(make_engine(database_url))))
+    jobs = Jobs(JobStore(sessions(make_engine(database_url))), celery_app.CeleryPublisher())
     lines = [json.dumps({"custom_id": f"q{i}", "body": {"messages": [{"role": "user", "content": f"n{i}"}],
                                                        "reasoning_effort": "none", "max_tokens": 1 + i % 4,
                                                        "temperature": 0}}) for i in range(REQUESTS)]

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import func, select, update
 
 from services.jobs.db import make_engine, sessions, upgrade
-from services.jobs.models import BatchRequest, Result, UsageLedger
-from services.jobs.service import BatchNotFound, JobStore, Outcome
+from services.jobs.job_store import BatchNotFound, JobStore, Outcome
 from services.jobs.spec import parse_jsonl
+from services.jobs.tables import BatchRequest, Result, UsageLedger
 
 
 def line(custom_id: str, **body) -> str:
@@ -123,7 +123,7 @@ def test_the_migrations_build_the_models_schema(store):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from services.jobs.models import Base
+    from services.jobs.tables import Base
 
     with store.sessions().connection() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": "jobs_alembic_version"})

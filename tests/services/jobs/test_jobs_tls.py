@@ -9,9 +9,9 @@ import contextlib
 import pytest
 from pki import make_pki
 
-from model_worker.client import Unavailable
-from model_worker.server.serve import tls_files
-from services.jobs.client import JobsClient
+from foundation.clients.jobs import JobsClient
+from foundation.clients.worker import Unavailable
+from foundation.serving import tls_files
 from services.jobs.settings import JobsSettings
 
 
@@ -22,17 +22,19 @@ def pki(tmp_path_factory):
 
 @contextlib.contextmanager
 def jobs_over_tls(root, pki, mutual: bool):
-    from services.jobs.api import Jobs
+    from services.jobs.celery_app import CeleryPublisher
     from services.jobs.db import make_engine, sessions, upgrade
+    from services.jobs.job_store import JobStore
     from services.jobs.server import build_server
-    from services.jobs.service import JobStore
+    from services.jobs.use_cases import Jobs
 
     cert, key = pki["server"]
     settings = JobsSettings(database_url=f"sqlite:///{root}/jobs.db", tls_cert=cert, tls_key=key,
                             tls_client_ca=pki["ca"] if mutual else None)
     upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
-    server, port = build_server(Jobs(JobStore(sessions(engine))), "127.0.0.1", 0, tls=tls_files(settings))
+    server, port = build_server(Jobs(JobStore(sessions(engine)), CeleryPublisher()), "127.0.0.1", 0,
+                                tls=tls_files(settings))
     server.start()
     try:
         yield f"127.0.0.1:{port}"

@@ -11,10 +11,10 @@ from opentelemetry import trace
 from realparts import wait_for
 
 from services.jobs import celery_app
-from services.jobs.api import Jobs
 from services.jobs.db import make_engine, sessions
-from services.jobs.service import JobStore
+from services.jobs.job_store import JobStore
 from services.jobs.settings import JobsSettings
+from services.jobs.use_cases import Jobs
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_a_jobs_span_is_a_child_of_the_submitters(tmp_path, database_url, privat
     target, _ = model_worker
     celery_app.configure(JobsSettings(database_url=database_url, broker_url=private_broker, worker_target=target,
                                       result_store=str(tmp_path / "results")))
-    jobs = Jobs(JobStore(sessions(make_engine(database_url))))
+    jobs = Jobs(JobStore(sessions(make_engine(database_url))), celery_app.CeleryPublisher())
     line = json.dumps({"custom_id": "traced", "body": {"messages": [{"role": "user", "content": "hi"}],
                                                       "reasoning_effort": "none", "max_tokens": 2}})
     with start_worker(celery_app.app, pool="solo", perform_ping_check=False, shutdown_timeout=10):

@@ -24,9 +24,9 @@ from sqlalchemy import update
 
 from services.jobs.db import make_engine, sessions
 from services.jobs.destinations import Destinations, InvalidWebhookUrl
-from services.jobs.models import Batch, BatchRequest
-from services.jobs.service import JobStore, Outcome
+from services.jobs.job_store import JobStore, Outcome
 from services.jobs.spec import parse_jsonl
+from services.jobs.tables import Batch, BatchRequest
 from services.jobs.webhook_store import WebhookStore
 from services.jobs.webhooks import WebhookPolicy, WebhookSender
 
@@ -230,8 +230,9 @@ def test_submission_refuses_a_url_that_cannot_be_a_webhook(database_url):
 
     from protos.dsv4.jobs.v1 import jobs_pb2 as jpb
     from protos.dsv4.jobs.v1 import jobs_pb2_grpc
-    from services.jobs.api import Jobs
+    from services.jobs.celery_app import CeleryPublisher
     from services.jobs.server import build_server
+    from services.jobs.use_cases import Jobs
 
     plain = JobStore(sessions(make_engine(database_url)))  # no allow-list
     valid, _ = parse_jsonl(LINE)
@@ -240,7 +241,7 @@ def test_submission_refuses_a_url_that_cannot_be_a_webhook(database_url):
                 "http://localhost/", "http://0x7f.1/", "http://[::ffff:10.0.0.1]/", "http://example.com:0/"):
         with pytest.raises(InvalidWebhookUrl):
             plain.submit("acme", valid, [], 3600, webhook_url=url)
-    server, port = build_server(Jobs(plain), "127.0.0.1", 0)
+    server, port = build_server(Jobs(plain, CeleryPublisher()), "127.0.0.1", 0)
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as refused:
@@ -304,8 +305,8 @@ def test_a_batch_ended_in_celery_has_its_webhook_sent_by_a_task_of_its_own(store
     from realparts import start_celery, wait_for
 
     from services.jobs import celery_app
-    from services.jobs.api import Jobs
     from services.jobs.settings import JobsSettings
+    from services.jobs.use_cases import Jobs
 
     settings = dict(database_url=database_url, broker_url=broker_url, worker_target="127.0.0.1:9",
                     result_store=str(tmp_path / "results"), webhook_allow_networks="127.0.0.1")
@@ -325,8 +326,8 @@ def test_a_batch_ended_in_celery_has_its_webhook_sent_by_a_task_of_its_own(store
             celery_app.publish(to_publish)
             wait_for(lambda: receiver.received, 60, "no webhook arrived")
             # A batch with no valid line ends failed as it is submitted: its webhook is announced then.
-            refused = Jobs(store).submit_jsonl("celery", line.replace('"hi"}]}', '"hi"}], "top_k": -1}'),
-                                               webhook_url=receiver.url())
+            refused = Jobs(store, celery_app.CeleryPublisher()).submit_jsonl(
+                "celery", line.replace('"hi"}]}', '"hi"}], "top_k": -1}'), webhook_url=receiver.url())
             wait_for(lambda: len(receiver.received) == 2, 60, "no webhook for the batch failed at submission")
         (headers, body), (_, refused_body) = receiver.received
         event = json.loads(body)

@@ -1,0 +1,305 @@
+"""The asyncio client (grpc.aio): the same methods as the blocking WorkerClient, awaited, for the gateway and other
+event-loop code. Create it inside the event loop that uses it (a grpc.aio channel belongs to one loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any, Unpack
+
+import grpc
+
+from foundation.clients.worker import convert, errors, policy, requests
+from foundation.clients.worker.types import (
+    Delta,
+    Event,
+    Final,
+    GenerateArgs,
+    Load,
+    Message,
+    Mode,
+    ModelInfo,
+    Priority,
+    Sampling,
+    SessionInfo,
+    Tool,
+)
+from protos.dsv4.worker.v1 import worker_pb2 as pb
+from protos.dsv4.worker.v1 import worker_pb2_grpc
+
+
+class AsyncWorkerClient:
+    """`timeout` is the default deadline of every call in seconds (None: none); each method takes its own. Failed
+    calls raise `errors.WorkerError` subclasses; bad arguments raise ValueError/TypeError before sending."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        api_key: str | None = None,
+        timeout: float | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
+        channel_options: Sequence[tuple[str, Any]] | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        options = policy.channel_options(channel_options)
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
+        self._stub = worker_pb2_grpc.ModelWorkerStub(self._channel)
+        self._metadata = policy.auth_metadata(api_key)
+        self._timeout = timeout
+        self._retry = policy.RetryPolicy(retries, backoff)
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncWorkerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- calls ---------------------------------------------------------------------------------------------------
+
+    def _deadline(self, timeout: float | None) -> policy.Deadline:
+        return policy.Deadline(self._timeout if timeout is None else timeout)
+
+    async def _unary(self, name: str, request: Any, timeout: float | None, *, retry: bool = True) -> Any:
+        method = getattr(self._stub, name)
+        deadline, metadata = self._deadline(timeout), policy.call_metadata(self._metadata)
+        attempt = 0
+        while True:
+            try:
+                return await method(request, timeout=deadline.remaining(), metadata=metadata)
+            except grpc.RpcError as error:
+                delay = self._retry.delay(error, attempt, deadline) if retry else None
+                if delay is None:
+                    raise errors.from_rpc_error(error) from error
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def _stream(self, name: str, request: Any, timeout: float | None) -> AsyncIterator[Any]:
+        """The responses of a server stream, retried only while none has arrived; closing it cancels the call."""
+        method = getattr(self._stub, name)
+        deadline, metadata = self._deadline(timeout), policy.call_metadata(self._metadata)
+        attempt = 0
+        while True:
+            call = method(request, timeout=deadline.remaining(), metadata=metadata)
+            started = False
+            try:
+                async for response in call:
+                    started = True
+                    yield response
+                return
+            except grpc.RpcError as error:
+                delay = None if started else self._retry.delay(error, attempt, deadline)
+                if delay is None:
+                    raise errors.from_rpc_error(error) from error
+            finally:
+                call.cancel()  # a no-op once finished; stops the generation when the caller stops reading
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    # -- generation ----------------------------------------------------------------------------------------------
+
+    def generate(
+        self,
+        *,
+        session_id: str | None = None,
+        messages: Sequence[Message] | None = None,
+        token_ids: Sequence[int] | None = None,
+        tools: Sequence[Tool] | None = None,
+        mode: Mode | None = None,
+        sampling: Sampling | None = None,
+        tool_choice: str | None = None,
+        response_format: dict[str, Any] | str | None = None,
+        priority: Priority | None = None,
+        request_id: str | None = None,
+        commit_every: int | None = None,
+        expected_commit: int | None = None,
+        timeout: float | None = None,
+    ) -> AsyncIterator[Event]:
+        """Stream Delta / ToolCall events and one Final last. `tool_choice` is "auto", "none", "required" or a tool
+        name; `response_format` a JSON schema. Arguments are checked now; the call starts on the first `anext`.
+        Stopping early (`aclose`) cancels the generation."""
+        request = requests.generate(
+            session_id=session_id,
+            messages=messages,
+            token_ids=token_ids,
+            tools=tools,
+            mode=mode,
+            sampling=sampling,
+            tool_choice=tool_choice,
+            response_format=response_format,
+            priority=priority,
+            request_id=request_id,
+            commit_every=commit_every,
+            expected_commit=expected_commit,
+        )
+        return self._events(request, timeout)
+
+    async def _events(self, request: pb.GenerateRequest, timeout: float | None) -> AsyncIterator[Event]:
+        finished = False
+        async with contextlib.aclosing(self._stream("Generate", request, timeout)) as responses:
+            async for response in responses:
+                event = convert.event_from_proto(response)
+                if event is not None:
+                    finished = isinstance(event, Final)
+                    yield event
+        if not finished:
+            raise errors.ProtocolError("the Generate stream ended without a final event")
+
+    async def generate_text(self, **kwargs: Unpack[GenerateArgs]) -> tuple[Final, str]:
+        """Run `generate` to the end: its Final and the answer's text (the non-reasoning deltas, joined)."""
+        parts: list[str] = []
+        final: Final | None = None
+        # Read to the end, so the call finishes rather than being cancelled.
+        async for event in self.generate(**kwargs):
+            if isinstance(event, Delta) and not event.reasoning:
+                parts.append(event.text)
+            elif isinstance(event, Final):
+                final = event
+        assert final is not None  # _events raises when the stream has none
+        return final, "".join(parts)
+
+    async def abort(self, request_id: str, *, timeout: float | None = None) -> bool:
+        """Whether a running request was aborted (False: unknown or already finished)."""
+        return (await self._unary("Abort", pb.AbortRequest(request_id=request_id), timeout)).aborted
+
+    # -- sessions ------------------------------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        *,
+        system_prompt: str = "",
+        tools: Sequence[Tool] | None = None,
+        think_max: bool = False,
+        session_id: str | None = None,
+        response_format: dict[str, Any] | str | None = None,
+        from_session: str | None = None,
+        timeout: float | None = None,
+    ) -> SessionInfo:
+        """A new session; with `from_session`, a copy of that session's transcript (e.g. `think_max=True` for a
+        Think Max copy), prefilled."""
+        request = requests.create_session(
+            system_prompt=system_prompt,
+            tools=tools,
+            think_max=think_max,
+            session_id=session_id,
+            response_format=response_format,
+            from_session=from_session,
+        )
+        return convert.session_from_proto(await self._unary("CreateSession", request, timeout))
+
+    async def append(
+        self,
+        session_id: str,
+        messages: Sequence[Message] | None = None,
+        *,
+        token_ids: Sequence[int] | None = None,
+        mode: Mode | None = None,
+        expected_commit: int | None = None,
+        timeout: float | None = None,
+    ) -> SessionInfo:
+        """Prefill and commit without generating. Retried on UNAVAILABLE only with `expected_commit` (the session's
+        commit the append builds on): without it, an append that reached the server before the connection failed
+        would be applied twice; with it, the server refuses the repeat (FailedPrecondition)."""
+        request = requests.append(session_id, messages, token_ids, mode, expected_commit)
+        response = await self._unary("AppendSession", request, timeout, retry=expected_commit is not None)
+        return convert.session_from_proto(response)
+
+    async def fork(
+        self,
+        session_id: str,
+        commit: int | None = None,
+        new_session_id: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> SessionInfo:
+        request = requests.fork(session_id, commit, new_session_id)
+        return convert.session_from_proto(await self._unary("ForkSession", request, timeout))
+
+    async def rewind(self, session_id: str, commit: int, *, timeout: float | None = None) -> SessionInfo:
+        request = pb.RewindSessionRequest(session_id=session_id, commit=commit)
+        return convert.session_from_proto(await self._unary("RewindSession", request, timeout))
+
+    async def get_session(self, session_id: str, *, include_bytes: bool = False,
+                    timeout: float | None = None) -> SessionInfo:
+        """The session's length, commits and head; `include_bytes` also sizes its stored values per tier (work
+        proportional to its length)."""
+        request = pb.GetSessionRequest(session_id=session_id, include_bytes=include_bytes)
+        return convert.session_from_proto(await self._unary("GetSession", request, timeout))
+
+    async def list_sessions(self, *, page_size: int | None = None, timeout: float | None = None) -> list[str]:
+        """Every session ID, fetching page after page (`timeout` applies to each page)."""
+        ids: list[str] = []
+        token = ""
+        while True:
+            request = pb.ListSessionsRequest(page_size=page_size or 0, page_token=token)
+            page = await self._unary("ListSessions", request, timeout)
+            ids.extend(page.session_ids)
+            if not page.next_page_token:
+                return ids
+            if page.next_page_token == token:
+                raise errors.ProtocolError(f"ListSessions returned its page token {token!r} again")
+            token = page.next_page_token
+
+    async def delete_session(self, session_id: str, *, timeout: float | None = None) -> None:
+        await self._unary("DeleteSession", pb.DeleteSessionRequest(session_id=session_id), timeout)
+
+    async def hold_session(self, session_id: str, holder: str, seconds: float, *,
+                           timeout: float | None = None) -> None:
+        """Keep the session from expiring for `seconds` while `holder` needs it (renew by calling again); 0 releases."""
+        request = pb.HoldSessionRequest(session_id=session_id, holder=holder, seconds=seconds)
+        await self._unary("HoldSession", request, timeout)
+
+    async def export_session(
+        self, session_id: str, path: str | os.PathLike[str], *, timeout: float | None = None
+    ) -> int:
+        """Write the session's export file to `path`; returns its size. The file appears whole or not at all (the
+        chunks go to a temporary file beside it, renamed at the end)."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+        size = 0
+        try:
+            request = pb.ExportSessionRequest(session_id=session_id)
+            with os.fdopen(fd, "wb") as file:
+                async with contextlib.aclosing(self._stream("ExportSession", request, timeout)) as chunks:
+                    async for chunk in chunks:
+                        await asyncio.to_thread(file.write, chunk.data)  # keep the loop free on slow disks
+                        size += len(chunk.data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return size
+
+    # -- tokens and the worker -----------------------------------------------------------------------------------
+
+    async def tokenize(
+        self,
+        text: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        mode: Mode | None = None,
+        tools: Sequence[Tool] | None = None,
+        timeout: float | None = None,
+    ) -> list[int]:
+        request = requests.tokenize(text, messages, mode, tools)
+        return list((await self._unary("Tokenize", request, timeout)).ids)
+
+    async def detokenize(self, ids: Sequence[int], *, timeout: float | None = None) -> str:
+        return (await self._unary("Detokenize", pb.DetokenizeRequest(ids=ids), timeout)).text
+
+    async def model_info(self, *, timeout: float | None = None) -> ModelInfo:
+        return convert.model_info_from_proto(await self._unary("GetModelInfo", pb.GetModelInfoRequest(), timeout))
+
+    async def load(self, *, timeout: float | None = None) -> Load:
+        return convert.load_from_proto(await self._unary("GetLoad", pb.GetLoadRequest(), timeout))
