@@ -67,6 +67,7 @@ def turns(request, worker, tmp_path_factory):
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_turn_does_the_same_database_work_at_a_million_tokens_of_history(turns):
     short, long = turns
     assert (long.reason, long.steps) == (short.reason, short.steps) == ("answer", 2)  # the call, then the answer

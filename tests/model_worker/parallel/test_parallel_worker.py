@@ -37,6 +37,7 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("parallel-worker")
 
 
+@pytest.mark.slow
 def test_sessions_move_between_parallel_layouts_and_a_dead_rank_stops_the_replica(root):
     one, single = start(root, "one-rank", 1)
     try:

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from cli_runner import run
 
 
+@pytest.mark.slow
 def test_a_session_continues_in_a_new_process(small_checkpoint: Path, tmp_path: Path) -> None:
     ids = np.random.default_rng(1).integers(0, 512, 300).tolist()
     for name, part in (("all", ids), ("a", ids[:280]), ("b", ids[280:])):

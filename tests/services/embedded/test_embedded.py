@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from realparts import ROOT, child_env
 
 
@@ -28,6 +29,7 @@ def run_readme_journeys(endpoints: dict[str, str]) -> subprocess.CompletedProces
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_the_platform_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path):
     data = tmp_path / "data"
     ports = ["--worker-port", "0", "--jobs-port", "0", "--agent-port", "0", "--gateway-port", "0"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
 from realparts import start_celery, wait_for
 from sqlalchemy import func, select
 
@@ -19,6 +20,7 @@ from services.jobs.use_cases import Jobs
 REQUESTS = 1000
 
 
+@pytest.mark.slow
 def test_a_thousand_requests(tmp_path, database_url, broker_url, model_worker):
     target, _ = model_worker
     settings = dict(database_url=database_url, broker_url=broker_url, worker_target=target,
