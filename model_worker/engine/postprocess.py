@@ -6,7 +6,8 @@
     sample    one token per request from its row, every row in one sampler call; a kept draft also samples the row
               after it
     output    detokenize and check stops (output.py: `SampledToken` in, `OutputDelta` out); stream a `TextDelta`
-    commit    mid-output commit points, every `commit_every` fed tokens
+    commit    mid-output commit points, every `commit_every` fed tokens (and, with `checkpoint_every`, mid-input ones
+              where the input reaches each multiple of it)
 
 It returns the requests that end this step and why (`Ending`); the scheduler finishes them (`finish`: truncate to
 the stop point, the last commit, the `Finished` event) and drops them from its queues. Requests are independent: a
@@ -69,14 +70,18 @@ class Postprocessor:
         request.fed += len(chunk.token_ids)
         self.stats.prefilled_tokens += len(chunk.token_ids)
         request.state.commit()  # input tokens are never rolled back
+        checkpoint = request.checkpoint_every and request.state.num_tokens % request.checkpoint_every == 0
         if not chunk.completes:
+            if checkpoint and request.on_commit and (error := commit_input(request)):
+                ended[request] = Ending(error=error)
             return False
         request.phase = Phase.DECODE
         # The end of the appended input is a turn boundary.
-        if request.on_commit and (error := commit(request, list(request.prompt_token_ids))):
+        if request.on_commit and (error := commit_input(request)):
             ended[request] = Ending(error=error)
             return False
-        request.output = RequestOutput(self.tokenizer, request.params, request.prompt_token_ids,
+        request.output = RequestOutput(self.tokenizer, request.params,
+                                       [*request.context_token_ids, *request.prompt_token_ids],
                                        self.config.eos_token_id, request.state.num_tokens, self.config.max_seq_len,
                                        request.constraint)
         if request.prefill_only:
@@ -147,6 +152,13 @@ class Postprocessor:
                                   len(request.prompt_token_ids), len(tokens), request.state.num_tokens,
                                   discard_state=discard, error=ending.error, draft_tokens=request.drafted,
                                   accepted_draft_tokens=request.accepted, unavailable=ending.unavailable))
+
+
+def commit_input(request: Request) -> str | None:
+    """A commit point inside or at the end of the input: the input tokens fed since the last one."""
+    tokens = list(request.prompt_token_ids[request.committed_input : request.fed])
+    request.committed_input = request.fed
+    return commit(request, tokens)
 
 
 def commit(request: Request, tokens: list[int]) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from foundation.sampling import BATCH, INTERACTIVE  # noqa: F401 - BATCH too: the engine's priorities, re-exported
@@ -66,6 +66,10 @@ class Request:
     commit_every: int = 0
     priority: int = INTERACTIVE
     prefill_only: bool = False  # append the input, commit it and finish without sampling
+    # Tokens already in the state before the prompt (a cached prefix): the sampler's penalties count them as input.
+    context_token_ids: Sequence[int] = ()
+    checkpoint_every: int = 0  # also a commit point wherever the input reaches a multiple of this (prefix checkpoints)
+    committed_input: int = 0  # prompt tokens handed to commit points so far
     constraint: TokenConstraint | None = None  # the grammar the output must follow
     draft: int | None = None  # a proposed next token, fed after the last sampled one and verified by sampling
     drafted: int = 0

@@ -143,7 +143,10 @@ class Scheduler:
                               key=lambda r: (r.priority, r.arrival)):
             if budget <= 0:
                 break
-            chunk = request.prompt_token_ids[request.fed : request.fed + budget]
+            take = budget
+            if request.checkpoint_every:  # a chunk ends at each checkpoint, where the state is kept
+                take = min(take, request.checkpoint_every - request.state.num_tokens % request.checkpoint_every)
+            chunk = request.prompt_token_ids[request.fed : request.fed + take]
             prefills.append(PrefillChunk(request, chunk, request.fed + len(chunk) == len(request.prompt_token_ids)))
             budget -= len(chunk)
         return SchedulerOutput(decodes, prefills)

@@ -9,7 +9,7 @@ import queue
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 
@@ -37,6 +37,7 @@ class Generation:
     reused: int = 0
     tenant: str = ""
     constraint: OutputConstraint | None = None
+    cached: list[int] = field(default_factory=list)  # without a session: the input's prefix found in the cache
 
 
 def generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.ServicerContext,
@@ -65,8 +66,12 @@ def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc
         generation.constraint = _constraint(runtime, request, generation, inputs.tools, inputs.response_format,
                                             params)
         runtime.check_length(len(generation.prompt), params.max_tokens)
-        yield from _run(runtime, generation, runtime.model.new_state(), request, request_id, params, mode, context,
-                        span)
+        hit = runtime.prefixes.lookup(tenant, generation.prompt)
+        span.set_attribute("dsv4.prefix_cache.matched_tokens", hit.tokens)
+        generation.cached, generation.prompt = generation.prompt[: hit.tokens], generation.prompt[hit.tokens :]
+        generation.reused = hit.tokens
+        yield from _run(runtime, generation, hit.state or runtime.model.new_state(), request, request_id, params,
+                        mode, context, span)
         return
     if request.tools:
         raise ValueError("tools: a session's tools are fixed when it is created")
@@ -112,9 +117,12 @@ def _run(runtime: WorkerRuntime, generation: Generation, state, request: pb.Gene
     engine_request = Request(request_id, state, generation.prompt, params, events.put,
                              priority=wire.priority(request.priority),
                              commit_every=request.commit_every if request.HasField("commit_every") else 0,
-                             constraint=generation.constraint, tenant=generation.tenant)
+                             constraint=generation.constraint, tenant=generation.tenant,
+                             context_token_ids=generation.cached)
     if generation.turn is not None:
         generation.turn.hook(engine_request)
+    elif runtime.prefixes.enabled:
+        _checkpoint_into(runtime, generation, engine_request)
     runtime.submit(engine_request)  # at the tenant's token rate
     # Client gone, deadline: stop this request (not whatever holds its ID) at the next step; only once it was taken.
     context.add_callback(lambda: runtime.scheduler.cancel(engine_request))
@@ -123,6 +131,20 @@ def _run(runtime: WorkerRuntime, generation: Generation, state, request: pb.Gene
         yield from _stream(runtime, generation, engine_request, events, request_id, mode, context, span, logprobs)
     finally:  # the caller went away mid-stream: stop at the next step (a no-op once finished)
         runtime.scheduler.cancel(engine_request)
+
+
+def _checkpoint_into(runtime: WorkerRuntime, generation: Generation, engine_request: Request) -> None:
+    """A request without a session leaves prefix checkpoints at its commit points: every `prefix_checkpoint_every`
+    tokens of its input, the end of its input and the end of its output."""
+    engine_request.checkpoint_every = runtime.prefixes.every
+    engine_request.commit_every = 0  # mid-output states are worth little to later requests
+    inputs = generation.cached + generation.prompt
+
+    def on_commit(_tokens: list[int]) -> None:
+        output = engine_request.output
+        runtime.prefixes.put(generation.tenant, inputs + (output.token_ids if output else []), engine_request.state)
+
+    engine_request.on_commit = on_commit
 
 
 def _stream(runtime: WorkerRuntime, generation: Generation, engine_request: Request, events: queue.Queue,

@@ -20,6 +20,7 @@ from model_worker.sessions import OpenSession, SessionStore
 from model_worker.sessions.archive import ImportLimits
 from model_worker.sessions.commits import CommitWriter
 from model_worker.sessions.hot import HotSessions
+from model_worker.sessions.prefix_cache import CHECKPOINT_EVERY, PrefixCache
 from model_worker.structured import GrammarCompiler
 
 
@@ -39,7 +40,8 @@ class WorkerRuntime:
                  max_requests_per_tenant: int | None = None, tokens_per_second_per_tenant: float | None = None,
                  speculative: bool = False, input_limits: InputLimits = DEFAULT_LIMITS,
                  import_limits: ImportLimits = ImportLimits(), max_page_size: int = 1000,
-                 commit_queue_bytes: int = 1 << 30) -> None:
+                 commit_queue_bytes: int = 1 << 30, prefix_cache_bytes: int = 1 << 30,
+                 prefix_checkpoint_every: int = CHECKPOINT_EVERY) -> None:
         self.model, self.tokenizer, self.store, self.model_name = model, tokenizer, store, model_name
         self.limits = input_limits  # what one request may carry (convert.chat_input, convert.sampling)
         self.import_limits, self.max_page_size = import_limits, max_page_size
@@ -55,6 +57,8 @@ class WorkerRuntime:
         self.metrics.waiting.set_function(lambda: self.scheduler.load["waiting"])
         self.metrics.kv_bytes.labels("hot").set_function(lambda: self.hot.nbytes)
         self.hot = HotSessions(store, hot_budget_bytes)
+        self.prefixes = PrefixCache(store, prefix_cache_bytes, prefix_checkpoint_every, self.metrics)
+        self.metrics.kv_bytes.labels("prefix").set_function(lambda: self.prefixes.nbytes)
         self.writer = CommitWriter(store, commit_queue_bytes)
         self.serving = False
         self._busy: set[tuple[str, str]] = set()

@@ -106,7 +106,9 @@ def run_serve(args: argparse.Namespace) -> int:
                             speculative=settings.speculative, input_limits=InputLimits.from_settings(settings),
                             import_limits=ImportLimits.from_settings(settings),
                             max_page_size=settings.list_max_page_size,
-                            commit_queue_bytes=int(settings.commit_queue_gb * gib))
+                            commit_queue_bytes=int(settings.commit_queue_gb * gib),
+                            prefix_cache_bytes=int(settings.prefix_cache_gb * gib),
+                            prefix_checkpoint_every=settings.prefix_checkpoint_every)
     tls = tls_files(settings)
     server, port, health_servicer = build_server(runtime, settings.host, settings.port, settings.threads, tls)
     if settings.metrics_port is not None:

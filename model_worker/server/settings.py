@@ -31,6 +31,10 @@ class WorkerSettings(BaseSettings):
     api_keys_file: str | None = Field(None, description="JSON file {key: tenant}; without it every caller is the "
                                       "default tenant")
     hot_budget_gb: float = Field(4.0, gt=0, description="GiB of session state kept hot in this process")
+    prefix_cache_gb: float = Field(1.0, ge=0, description="GiB of prefix checkpoints kept hot (automatic prefix "
+                                   "caching for requests without a session); 0 turns it off")
+    prefix_checkpoint_every: int = Field(2048, gt=0, description="a prefix checkpoint every this many tokens of a "
+                                         "long input, besides the end of each input and output")
     token_budget: int = Field(512, gt=0, description="tokens per engine step")
     max_running: int = Field(64, gt=0, description="requests in the engine's batch at once")
     max_waiting: int = Field(1024, ge=0, description="requests queued for admission before RESOURCE_EXHAUSTED")

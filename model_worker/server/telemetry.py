@@ -38,6 +38,9 @@ class Metrics:
         self.draft_tokens = Counter("dsv4_draft_tokens", "speculative drafts verified", registry=r)
         self.accepted_draft_tokens = Counter("dsv4_accepted_draft_tokens", "speculative drafts kept", registry=r)
         self.kv_bytes = Gauge("dsv4_kv_bytes", "KV state bytes by tier", ["tier"], registry=r)
+        self.prefix_cache = Counter("dsv4_prefix_cache_events", "prefix cache lookups (hit, miss) and evictions",
+                                    ["event"], registry=r)
+        self.prefix_cache_stored = Counter("dsv4_prefix_cache_checkpoints", "prefix checkpoints kept", registry=r)
 
 
 @dataclass

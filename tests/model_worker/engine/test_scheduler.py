@@ -103,6 +103,22 @@ def test_an_output_that_fed_nothing_still_ends_at_a_commit_point(fake, tokenizer
     assert recorder.commits == [PROMPTS[2], []] and r.state.tokens == PROMPTS[2]
 
 
+def test_prefix_checkpoints_cut_the_input_at_each_multiple_and_are_commit_points(fake, tokenizer) -> None:
+    """With `checkpoint_every`, prefill chunks end at each multiple of it (counted from the sequence's start, a
+    cached prefix included), and each is a commit point with the input fed since the last."""
+    scheduler = Scheduler(fake, tokenizer, token_budget=100)
+    r, recorder = request(fake, "ckpt", PROMPTS[0][:250], dataclasses.replace(GREEDY, max_tokens=2),
+                          checkpoint_every=64)
+    r.state.tokens.extend([3] * 10)  # as if 10 tokens came from the cache
+    r.state.commit()
+    scheduler.submit(r)
+    drain(scheduler)
+    fed = [len(plan.prefills[0].token_ids) for plan in fake.plans if plan.prefills]
+    assert fed == [54, 64, 64, 64, 4]
+    assert [len(c) for c in recorder.commits] == [54, 64, 64, 64, 4, 1]  # then the end of the input, the output
+    assert sum(recorder.commits[:5], []) == PROMPTS[0][:250]
+
+
 def test_abort_returns_partial_output_and_commits_nothing_of_it(fake, tokenizer) -> None:
     scheduler = Scheduler(fake, tokenizer)
     r, recorder = request(fake, "a", PROMPTS[1], forced([5], max_tokens=50), commit_every=4)

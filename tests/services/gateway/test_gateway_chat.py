@@ -89,3 +89,17 @@ def test_response_format_is_enforced(gateway):
         model=model, messages=[{"role": "user", "content": "yes or no?"}], temperature=0, max_tokens=40,
         response_format={"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema}})
     assert json.loads(reply.choices[0].message.content)["verdict"] in ("yes", "no")
+
+
+def test_a_client_that_resends_its_conversation_gets_its_history_from_the_cache(gateway):
+    """No session, no `previous_response_id`: the worker's prefix cache finds what the last call computed."""
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    messages = [{"role": "user", "content": "Here is a long document. " + "All work and no play. " * 60}]
+    first = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=4)
+    assert first.usage.prompt_tokens_details.cached_tokens == 0
+    messages += [{"role": "assistant", "content": first.choices[0].message.content},
+                 {"role": "user", "content": "Shorter, please."}]
+    second = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=4)
+    assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
+    assert second.usage.prompt_tokens > second.usage.prompt_tokens_details.cached_tokens
