@@ -8,6 +8,7 @@ state read). New sessions and stateless requests go to the least loaded worker, 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import itertools
 import threading
@@ -59,13 +60,22 @@ class WorkerPool(Generic[C]):
                 self.clients[address] = self._connect(address)
             return self.clients[address]
 
-    def route(self, session_id: str | None = None, *, hint: str | None = None,
+    def route(self, session_id: str | None = None, *, hint: str | None = None, affinity: str | None = None,
               exclude: Collection[str] = ()) -> str:
-        """The address for a session (`hint`: where the caller last saw it), or for a new one with None."""
+        """The address for a session (`hint`: where the caller last saw it), or for a new one with None. Without a
+        session, requests of one `affinity` (a conversation resent whole, batch lines over one document: whatever
+        makes their prompts share a prefix) go to one worker, whose prefix cache holds what they share, while its
+        load allows."""
         live = {w.address: w for w in self._live(exclude)}
         if not live:
             raise NoWorker("no live model worker" + (f" besides {', '.join(exclude)}" if exclude else ""))
         best = self._least_loaded(list(live.values()))
+        if session_id is None and affinity is not None:
+            # Rendezvous hashing: the same worker for the same key, and only that key's share moves when workers
+            # come and go.
+            chosen = max(live.values(), key=lambda w: hashlib.sha256(f"{affinity}\0{w.address}".encode()).digest())
+            return chosen.address if not (chosen.load >= self.overloaded_at and best.load < chosen.load) \
+                else best.address
         if session_id is not None:
             holder = self.registry.holder(session_id) or hint
             if holder in live and not (live[holder].load >= self.overloaded_at and best.load < live[holder].load):
@@ -73,9 +83,9 @@ class WorkerPool(Generic[C]):
             self.registry.claim(session_id, best.address, self.session_ttl_s)
         return best.address
 
-    def connect(self, session_id: str | None = None, *, hint: str | None = None,
+    def connect(self, session_id: str | None = None, *, hint: str | None = None, affinity: str | None = None,
                 exclude: Collection[str] = ()) -> tuple[str, C]:
-        address = self.route(session_id, hint=hint, exclude=exclude)
+        address = self.route(session_id, hint=hint, affinity=affinity, exclude=exclude)
         return address, self.client(address)
 
     def placed(self, session_id: str, address: str) -> None:

@@ -23,6 +23,7 @@ from model_worker.engine import Finished, Request, TextDelta
 from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.telemetry import RequestClock, generate_span, record_usage
 from model_worker.server.turn import SessionTurn, check_expected_commit, request_token_ids
+from model_worker.sessions.prefix_cache import Computing
 from model_worker.structured import OutputConstraint, ReplySpec
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 
@@ -38,6 +39,7 @@ class Generation:
     tenant: str = ""
     constraint: OutputConstraint | None = None
     cached: list[int] = field(default_factory=list)  # without a session: the input's prefix found in the cache
+    computing: Computing | None = None  # without a session: what others wanting this input's prefix wait for
 
 
 def generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc.ServicerContext,
@@ -66,7 +68,7 @@ def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc
         generation.constraint = _constraint(runtime, request, generation, inputs.tools, inputs.response_format,
                                             params)
         runtime.check_length(len(generation.prompt), params.max_tokens)
-        hit = runtime.prefixes.lookup(tenant, generation.prompt)
+        hit, generation.computing = runtime.prefixes.acquire(tenant, generation.prompt)
         span.set_attribute("dsv4.prefix_cache.matched_tokens", hit.tokens)
         generation.cached, generation.prompt = generation.prompt[: hit.tokens], generation.prompt[hit.tokens :]
         generation.reused = hit.tokens
@@ -123,14 +125,15 @@ def _run(runtime: WorkerRuntime, generation: Generation, state, request: pb.Gene
         generation.turn.hook(engine_request)
     elif runtime.prefixes.enabled:
         _checkpoint_into(runtime, generation, engine_request)
-    runtime.submit(engine_request)  # at the tenant's token rate
-    # Client gone, deadline: stop this request (not whatever holds its ID) at the next step; only once it was taken.
-    context.add_callback(lambda: runtime.scheduler.cancel(engine_request))
     try:
+        runtime.submit(engine_request)  # at the tenant's token rate
+        # Client gone, deadline: stop this request (not whatever holds its ID) at the next step; only once taken.
+        context.add_callback(lambda: runtime.scheduler.cancel(engine_request))
         logprobs = request.sampling.logprobs or params.top_logprobs > 0
         yield from _stream(runtime, generation, engine_request, events, request_id, mode, context, span, logprobs)
     finally:  # the caller went away mid-stream: stop at the next step (a no-op once finished)
         runtime.scheduler.cancel(engine_request)
+        runtime.prefixes.release(generation.computing)
 
 
 def _checkpoint_into(runtime: WorkerRuntime, generation: Generation, engine_request: Request) -> None:
@@ -142,7 +145,8 @@ def _checkpoint_into(runtime: WorkerRuntime, generation: Generation, engine_requ
 
     def on_commit(_tokens: list[int]) -> None:
         output = engine_request.output
-        runtime.prefixes.put(generation.tenant, inputs + (output.token_ids if output else []), engine_request.state)
+        runtime.prefixes.put(generation.tenant, inputs + (output.token_ids if output else []), engine_request.state,
+                             generation.computing)
 
     engine_request.on_commit = on_commit
 

@@ -57,9 +57,9 @@ class WorkerRuntime:
         self.metrics.waiting.set_function(lambda: self.scheduler.load["waiting"])
         self.metrics.kv_bytes.labels("hot").set_function(lambda: self.hot.nbytes)
         self.hot = HotSessions(store, hot_budget_bytes)
-        self.prefixes = PrefixCache(store, prefix_cache_bytes, prefix_checkpoint_every, self.metrics)
-        self.metrics.kv_bytes.labels("prefix").set_function(lambda: self.prefixes.nbytes)
         self.writer = CommitWriter(store, commit_queue_bytes)
+        self.prefixes = PrefixCache(store, prefix_cache_bytes, prefix_checkpoint_every, self.metrics, self.writer)
+        self.metrics.kv_bytes.labels("prefix").set_function(lambda: self.prefixes.nbytes)
         self.serving = False
         self._busy: set[tuple[str, str]] = set()
         self._busy_lock = threading.Lock()

@@ -25,8 +25,10 @@ from model_worker.sessions.chain import Chain, page_address, token_page_address
 from model_worker.sessions.errors import CorruptSession, InvalidSessionRequest, SessionExists, SessionNotFound
 from model_worker.sessions.manifest import (
     FORMAT,
+    PREFIX_RECORD,
     Commit,
     blob_key,
+    check_new_session_id,
     check_session_id,
     head_record,
     meta_key,
@@ -41,7 +43,7 @@ def fork(store: SessionStore, tenant: str, session_id: str, seq: int | None = No
     """A new session sharing every value of `session_id` at commit `seq` (default: its newest)."""
     tk = tenant_key(tenant)
     source = store.read_commit(tk, check_session_id(session_id), seq)
-    new_id = check_session_id(new_id) if new_id is not None else os.urandom(16).hex()
+    new_id = check_new_session_id(new_id) if new_id is not None else os.urandom(16).hex()
     if not store.blobs.put_if_absent(meta_key(tk, new_id), store.codec.seal_json(
             meta_key(tk, new_id), {"created_at": time.time(), "fingerprint": store.fingerprint})):
         raise SessionExists(f"session {new_id} already exists")
@@ -75,7 +77,7 @@ def _delete(store: SessionStore, tk: str, session_id: str) -> None:
 
 def list_sessions(store: SessionStore, tenant: str, limit: int = 100, after: str = "") -> list[str]:
     """IDs of the tenant's sessions in order, `limit` of them after `after` (a page token)."""
-    return [i for i in _session_ids(store, tenant_key(tenant)) if i > after][:limit]
+    return [i for i in _session_ids(store, tenant_key(tenant)) if i > after and not i.startswith(PREFIX_RECORD)][:limit]
 
 
 def _session_ids(store: SessionStore, tk: str) -> list[str]:

@@ -183,6 +183,13 @@ class CommitWriter:
         self._queue.put((prepared, future, size, refused))
         return future
 
+    def try_submit(self, prepared: PreparedCommit) -> Future | None:
+        """`submit` when there is room now, else None: for writes not worth the engine's time (prefix checkpoints)."""
+        with self._room:
+            if not self._has_room(prepared.nbytes):
+                return None
+        return self.submit(prepared)
+
     def _has_room(self, size: int) -> bool:
         return not self.pending_bytes or self.pending_bytes + size <= self.max_pending_bytes
 

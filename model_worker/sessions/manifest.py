@@ -38,6 +38,18 @@ def check_session_id(session_id: str, kind: str = "session_id") -> str:
         raise InvalidSessionRequest(str(exc)) from None
 
 
+# The ID prefix of the prefix cache's records (prefix_store.py): sessions of the store, which no client may create
+# and listings leave out.
+PREFIX_RECORD = "prefix."
+
+
+def check_new_session_id(session_id: str, kind: str = "session_id") -> str:
+    """An ID a client picks for a new session: valid, and not one the prefix cache's records take."""
+    if check_session_id(session_id, kind).startswith(PREFIX_RECORD):
+        raise InvalidSessionRequest(f"{kind}: IDs that start with {PREFIX_RECORD!r} are reserved")
+    return session_id
+
+
 def salt_key(tk: str) -> str:
     return f"t/{tk}/salt"
 

@@ -14,18 +14,23 @@ found by a request of the same tenant, weights and numerics whose tokens agree u
 request's chain from its end: each chain block lists the checkpoints that lie inside it, and the first whose address
 matches is the longest reusable prefix. At least one token is always left to prefill (its logits start the reply).
 
-This is the hot tier: checkpoints are state snapshots in this process under an LRU byte budget, counted per tenant.
+The hot tier is this module: checkpoints as state snapshots in this process under an LRU byte budget, counted per
+tenant. The cold tier is the session store (prefix_store.py): a hot miss looks there, and a stored hit turns hot.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from model_worker.sessions.chain import Chain, tail_address
+from model_worker.sessions.commits import CommitWriter
 from model_worker.sessions.manifest import tenant_key
+from model_worker.sessions.prefix_store import StoredPrefixes
+from model_worker.sessions.session import OpenSession
 from model_worker.sessions.store import SessionStore
 from model_worker.state import SequenceState, StateSnapshot
 
@@ -33,6 +38,11 @@ from model_worker.state import SequenceState, StateSnapshot
 # which grows with the position, while recomputing a span costs its prefill; every 2,048 tokens keeps a prompt that
 # diverges inside a cached document within 2,048 tokens of recompute.
 CHECKPOINT_EVERY = 2048
+# A hot checkpoint is a snapshot of the whole state (a copy on the engine thread that grows with the position, ~3.5 KB
+# a token for Flash), so a state larger than this share of the budget is checkpointed in the store only, whose
+# checkpoint adds just the page groups since the last and a tail.
+HOT_SHARE = 8
+WAIT_S = 120.0  # how long a request waits for another computing its prefix before computing it itself
 
 
 @dataclass
@@ -53,16 +63,49 @@ class PrefixHit:
     state: SequenceState | None
 
 
+class Computing:
+    """A request computing an input: the checkpoints it will leave (each multiple of `every`, the end of its input)
+    are worth waiting for to a request whose tokens share them."""
+
+    def __init__(self, tenant_key: str, chain_values: list[bytes], token_ids: list[int], every: int) -> None:
+        self.tenant_key, self.chain_values, self.token_ids, self.every = tenant_key, chain_values, token_ids, every
+        self.record: OpenSession | None = None  # where its checkpoints are stored (prefix_store.py)
+
+    def reaches(self, tk: str, chain: Chain, token_ids: Sequence[int], limit: int) -> int:
+        """The longest checkpoint this computation leaves that `token_ids` (chained as `chain`) can use, up to
+        `limit` tokens."""
+        if tk != self.tenant_key:
+            return 0
+        if len(self.token_ids) <= limit and list(token_ids[: len(self.token_ids)]) == self.token_ids:
+            return len(self.token_ids)
+        blocks = 0  # full chain blocks in common (so every token up to their end), then tokens one by one
+        for mine, theirs in zip(self.chain_values[1:], chain.values[1:]):
+            if mine != theirs:
+                break
+            blocks += 1
+        shared = blocks * chain.block
+        span = slice(shared, shared + chain.block)
+        for mine, theirs in zip(self.token_ids[span], token_ids[span]):
+            if mine != theirs:
+                break
+            shared += 1
+        return min(shared, limit) // self.every * self.every
+
+
 class PrefixCache:
-    def __init__(self, store: SessionStore, budget_bytes: int, every: int = CHECKPOINT_EVERY, metrics=None) -> None:
+    def __init__(self, store: SessionStore, budget_bytes: int, every: int = CHECKPOINT_EVERY, metrics=None,
+                 writer: CommitWriter | None = None) -> None:
+        """With a commit `writer`, checkpoints are also stored (the cold tier, prefix_store.py)."""
         self.store, self.budget_bytes, self.every, self.metrics = store, budget_bytes, every, metrics
+        self.cold = StoredPrefixes(store, writer) if writer is not None else None
         self._entries: OrderedDict[str, Checkpoint] = OrderedDict()  # least recently used first
         # The chain value of a block -> {position inside it: how many checkpoints are there} (sequences that part
         # inside a block share its value, so a position may hold several).
         self._by_block: dict[bytes, dict[int, int]] = {}
         self._tenant_bytes: dict[str, int] = {}
         self.nbytes = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified as checkpoints are kept and computations end
+        self._computing: list[Computing] = []
 
     @property
     def enabled(self) -> bool:
@@ -73,40 +116,81 @@ class PrefixCache:
         chain.extend(token_ids)
         return chain
 
-    def lookup(self, tenant: str, token_ids: Sequence[int]) -> PrefixHit:
-        """The longest checkpoint of `tenant` that `token_ids` extends, leaving at least one token to prefill."""
-        if not self.enabled or len(token_ids) < 2:
-            return PrefixHit(0, None)
-        tk, chain = tenant_key(tenant), self.chain(tenant, token_ids)
-        limit = len(token_ids) - 1
-        with self._lock:
-            for block in range(limit // chain.block, -1, -1):
-                positions = self._by_block.get(chain.values[block], {})
-                for position in sorted((p for p in positions if p <= limit), reverse=True):
-                    address = tail_address(chain, position, token_ids)
-                    entry = self._entries.get(address)
-                    if entry is not None and entry.tenant_key == tk and entry.tokens == position:
-                        self._entries.move_to_end(address)
-                        snapshot = entry.snapshot
-                        break
-                else:
-                    continue
-                break
-            else:
-                self._count("miss")
-                return PrefixHit(0, None)
-        self._count("hit")
-        state = self.store.new_state()
-        state.restore(snapshot)
-        state.sampling = None  # the RNG of the request that left it is not this request's
-        return PrefixHit(position, state)
+    def lookup(self, tenant: str, token_ids: Sequence[int], leave: int = 1) -> PrefixHit:
+        """The longest checkpoint of `tenant` that `token_ids` extends, leaving at least `leave` tokens to prefill
+        (a generation needs one: its logits start the reply)."""
+        hit, _ = self.acquire(tenant, token_ids, compute=False, leave=leave)
+        return hit
 
-    def put(self, tenant: str, token_ids: Sequence[int], state: SequenceState) -> None:
-        """Keep `state` (after exactly `token_ids`, all committed) as a checkpoint, evicting the least recently used
-        past the budget. A position already kept is only refreshed."""
+    def acquire(self, tenant: str, token_ids: Sequence[int], compute: bool = True, wait_s: float = WAIT_S,
+                leave: int = 1) -> tuple[PrefixHit, Computing | None]:
+        """`lookup`, after waiting (up to `wait_s`) for requests already computing a longer prefix of `token_ids`
+        to reach it, so a prefix is computed once however many requests want it at the same time. With `compute`,
+        the caller is then registered as computing the rest (others wait for it in turn) until it calls `release`."""
+        limit = len(token_ids) - leave
+        if not self.enabled or limit < 1:
+            return PrefixHit(0, None), None
+        tk, chain = tenant_key(tenant), self.chain(tenant, token_ids)
+        deadline = time.monotonic() + wait_s
+        with self._lock:
+            while True:
+                position, snapshot = self._longest(tk, chain, token_ids, limit)
+                ahead = max((c.reaches(tk, chain, token_ids, limit) for c in self._computing), default=0)
+                left = deadline - time.monotonic()
+                if ahead <= position or left <= 0:
+                    break
+                self._lock.wait(left)
+            computing = None
+            if compute:
+                computing = Computing(tk, chain.values, list(token_ids), self.every)
+                self._computing.append(computing)
+        stored = self.cold.find(tenant, chain, token_ids, position, limit) if self.cold is not None else None
+        if stored is not None:
+            self._count("stored_hit")
+            position, state = stored
+            self.put(tenant, token_ids, state)  # hot from now on
+        elif snapshot is not None:
+            self._count("hit")
+            state = self.store.new_state()
+            state.restore(snapshot)
+        else:
+            self._count("miss")
+            return PrefixHit(0, None), computing
+        state.sampling = None  # the RNG of the request that left it is not this request's
+        return PrefixHit(position, state), computing
+
+    def release(self, computing: Computing | None) -> None:
+        """The request has ended (its checkpoints are kept, or it failed): nobody waits for it any more."""
+        if computing is not None:
+            with self._lock:
+                self._computing.remove(computing)
+                self._lock.notify_all()
+
+    def _longest(self, tk: str, chain: Chain, token_ids: Sequence[int], limit: int
+                 ) -> tuple[int, StateSnapshot | None]:
+        for block in range(limit // chain.block, -1, -1):
+            positions = self._by_block.get(chain.values[block], {})
+            for position in sorted((p for p in positions if p <= limit), reverse=True):
+                address = tail_address(chain, position, token_ids)
+                entry = self._entries.get(address)
+                if entry is not None and entry.tenant_key == tk and entry.tokens == position:
+                    self._entries.move_to_end(address)
+                    return position, entry.snapshot
+        return 0, None
+
+    def put(self, tenant: str, token_ids: Sequence[int], state: SequenceState,
+            computing: Computing | None = None) -> None:
+        """Keep `state` (after `token_ids[:state.num_tokens]`, all committed) as a checkpoint, evicting the least
+        recently used past the budget (a position already kept is only refreshed); a request's own checkpoints
+        (`computing`) are stored too."""
         tokens = state.num_tokens
         if not self.enabled or tokens == 0 or len(token_ids) < tokens:
             return
+        if computing is not None and self.cold is not None:
+            computing.record = self.cold.write(tenant, token_ids, state, computing.record)
+        nbytes = state.nbytes()["total"]  # what its snapshot holds, counted in whole pages as the hot sessions are
+        if nbytes > self.budget_bytes // HOT_SHARE:
+            return  # a snapshot costs the whole state: past this size, the store's incremental checkpoint only
         chain = self.chain(tenant, token_ids[:tokens])
         address = tail_address(chain, tokens, token_ids)
         with self._lock:
@@ -114,9 +198,6 @@ class PrefixCache:
                 self._entries.move_to_end(address)
                 return
         snapshot = state.snapshot()  # outside the lock: a copy of the state
-        nbytes = sum(rows.numel() * rows.element_size() for _, rows in snapshot.tensors.values())
-        if nbytes > self.budget_bytes:
-            return
         entry = Checkpoint(tenant_key(tenant), tokens, snapshot, nbytes, chain.values[tokens // chain.block])
         with self._lock:
             if address in self._entries:
@@ -127,6 +208,7 @@ class PrefixCache:
             self._account(entry, +1)
             while self.nbytes > self.budget_bytes:
                 self._evict(next(iter(self._entries)))
+            self._lock.notify_all()
         if self.metrics is not None:
             self.metrics.prefix_cache_stored.inc()
 
@@ -159,3 +241,12 @@ class PrefixCache:
     def _count(self, what: str) -> None:
         if self.metrics is not None:
             self.metrics.prefix_cache.labels(what).inc()
+
+
+def start_session_from(store: SessionStore, session: OpenSession, prefix: Sequence[int], state: SequenceState) -> None:
+    """A new session starts from `state` (after exactly `prefix`, a prefix cache's hit) instead of empty; its first
+    commit stores every page group (those already stored are not written again: they are content-addressed)."""
+    session.state, session.token_ids, session.stored_pages = state, list(prefix), {}
+    session.chain = store.tenant_chain(tenant_key(session.tenant))
+    session.chain.extend(prefix)
+    session.reused_prefix_tokens = len(prefix)

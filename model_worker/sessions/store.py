@@ -37,8 +37,10 @@ from model_worker.sessions.errors import (
     SessionNotFound,
 )
 from model_worker.sessions.manifest import (
+    PREFIX_RECORD,
     Commit,
     blob_key,
+    check_new_session_id,
     check_session_id,
     commit_key,
     meta_key,
@@ -72,8 +74,16 @@ class SessionStore:
         rendered head, then its first turns) was committed by any session of this tenant, start from that state
         instead of empty: the longest of `reuse_at` (positions to try, e.g. the head's end and turn boundaries,
         where sessions commit; default: all of `prefix`)."""
+        session_id = check_new_session_id(session_id) if session_id is not None else os.urandom(16).hex()
+        return self._claim(tenant, head, session_id, prefix, reuse_at)
+
+    def create_record(self, tenant: str) -> OpenSession:
+        """A prefix cache's record (prefix_store.py): an empty session under a reserved ID."""
+        return self._claim(tenant, None, PREFIX_RECORD + os.urandom(16).hex())
+
+    def _claim(self, tenant: str, head: SessionHead | None, session_id: str, prefix: Sequence[int] = (),
+               reuse_at: Sequence[int] = ()) -> OpenSession:
         tk = tenant_key(tenant)
-        session_id = check_session_id(session_id) if session_id is not None else os.urandom(16).hex()
         if not self.blobs.put_if_absent(meta_key(tk, session_id), self.codec.seal_json(
                 meta_key(tk, session_id), {"created_at": time.time(), "fingerprint": self.fingerprint})):
             raise SessionExists(f"session {session_id} already exists")
@@ -145,20 +155,28 @@ class SessionStore:
         session.stored_pages = {r: full_pages(session.state, r) for r in self.spans}
 
     def _reuse_prefix(self, session: OpenSession, prefix: list[int]) -> bool:
+        found = self.state_at(session, prefix)
+        if found is None:
+            return False
+        session.state, session.token_ids, session.chain = found.state, found.token_ids, found.chain
+        session.stored_pages, session.reused_prefix_tokens = found.stored_pages, len(prefix)
+        return True
+
+    def state_at(self, session: OpenSession, prefix: Sequence[int]) -> OpenSession | None:
+        """`session` (of its tenant) as it would be after exactly `prefix`, if any session of the tenant committed
+        there; None when nothing is stored there or it is damaged (not an error: the caller prefills it itself)."""
         tk = tenant_key(session.tenant)
         chain = self.tenant_chain(tk)
         chain.extend(prefix)
         address = tail_address(chain, len(prefix), prefix)
         if not self.blobs.exists(blob_key(tk, address)):
-            return False
+            return None
         candidate = replace(session, state=self.new_state(), token_ids=list(prefix), chain=chain)
         try:
             self._load_state(tk, candidate, address)
         except (CorruptSession, ValueError):
-            return False  # a damaged shared prefix is not an error: this session prefills it itself
-        session.state, session.token_ids, session.chain = candidate.state, candidate.token_ids, chain
-        session.stored_pages, session.reused_prefix_tokens = candidate.stored_pages, len(prefix)
-        return True
+            return None
+        return candidate
 
     # -- committing --------------------------------------------------------------------------------------------
 

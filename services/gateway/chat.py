@@ -37,7 +37,7 @@ async def chat_completions(body: ChatCompletionRequest, gw: GatewayDep, tenant: 
     call_id = f"chatcmpl-{uuid.uuid4().hex}"
     if not body.stream:
         with gw.slot(tenant):
-            events, event = await gw.start_stateless(**arguments)
+            events, event = await gw.start_stateless(body.affinity(tenant), **arguments)
             final = event if isinstance(event, Final) else None
             async for event in events:
                 if isinstance(event, Final):
@@ -46,7 +46,7 @@ async def chat_completions(body: ChatCompletionRequest, gw: GatewayDep, tenant: 
         return JSONResponse(chat_completion(call_id, gw.model_name, final, usage_object(final.usage)))
     gw.acquire(tenant)  # here, so that a refusal is an HTTP status rather than a broken stream; _sse releases
     try:
-        events, first = await gw.start_stateless(**arguments)
+        events, first = await gw.start_stateless(body.affinity(tenant), **arguments)
     except BaseException:
         gw.release(tenant)
         raise

@@ -5,6 +5,7 @@ counts, schema sizes and depth are the gateway's settings (`InputLimits`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -124,6 +125,7 @@ class StreamOptions(Edge):
 
 class ChatCompletionRequest(GenerationFields):
     messages: list[ChatMessage] = Field(min_length=1)
+    prompt_cache_key: str | None = Field(None, max_length=1024)
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, gt=0)
@@ -131,6 +133,12 @@ class ChatCompletionRequest(GenerationFields):
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
     n: int = 1
+
+    def affinity(self, tenant: str) -> str:
+        """What keeps a conversation's calls on one worker, whose prefix cache holds it: the caller's
+        `prompt_cache_key`, else its opening messages (what every later call of it resends)."""
+        opening = self.prompt_cache_key or json.dumps([[m.role, m.content[:4096]] for m in self.messages[:2]])
+        return hashlib.sha256(f"{tenant}\0{opening}".encode()).hexdigest()
 
     @field_validator("n")
     @classmethod

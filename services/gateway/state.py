@@ -100,20 +100,21 @@ class Gateway:
         return errors.ApiError(503, self.readiness.refusal(), code="not_ready",
                                retry_after=self.readiness.retry_after_s())
 
-    async def start_stateless(self, **arguments) -> tuple[AsyncIterator, object]:
-        """A generation that needs no session, on the least loaded worker: its stream and its first event."""
+    async def start_stateless(self, affinity: str | None = None, **arguments) -> tuple[AsyncIterator, object]:
+        """A generation that needs no session, on the worker its `affinity` prefers (WorkerPool.route) or the least
+        loaded: its stream and its first event."""
         async def start(client: AsyncWorkerClient):
             events = client.generate(**arguments)
             return events, await first_event(events)
 
-        return await self._on_any_worker(start)
+        return await self._on_any_worker(start, affinity)
 
-    async def _on_any_worker(self, call: Callable[[AsyncWorkerClient], Awaitable]):
-        """`call` on the least loaded live worker; one that is unreachable (before anything ran there) is skipped
-        for the next."""
+    async def _on_any_worker(self, call: Callable[[AsyncWorkerClient], Awaitable], affinity: str | None = None):
+        """`call` on the worker `affinity` prefers, or the least loaded live worker; one that is unreachable
+        (before anything ran there) is skipped for the next."""
         tried: set[str] = set()
         while True:
-            address = self.workers.route(exclude=tried)
+            address = self.workers.route(affinity=affinity, exclude=tried)
             try:
                 return await call(self.workers.client(address))
             except Unavailable:

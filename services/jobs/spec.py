@@ -126,6 +126,12 @@ class JobRequest:
     session_id: str | None = None
 
     @property
+    def opening(self) -> str:
+        """The line's first two messages, where lines of one batch put what they share (a document, instructions):
+        lines with the same opening go to one worker, whose prefix cache computes it once."""
+        return json.dumps([[m.get("role"), str(m.get("content"))[:4096]] for m in self.messages[:2]])
+
+    @property
     def queue(self) -> str:
         """Think Max runs go to the queue served by GPU-backed workers."""
         return THINK_MAX_QUEUE if self.mode == "think-max" else DEFAULT_QUEUE

@@ -81,6 +81,21 @@ def test_a_session_goes_to_its_holder_until_it_is_overloaded_or_lost():
         workers.route("s", exclude={"a:1", "b:1"})
 
 
+def test_requests_of_one_affinity_go_to_one_worker_while_its_load_allows():
+    registry = LocalRegistry()
+    for address in ("a:1", "b:1", "c:1"):
+        registry.announce(record(address, running=0), [], ttl_s=30)
+    workers = pool(registry)
+    chosen = {key: workers.route(affinity=key) for key in (f"conversation-{i}" for i in range(12))}
+    assert all(workers.route(affinity=key) == address for key, address in chosen.items())  # stable
+    assert len(set(chosen.values())) == 3  # and spread over the workers
+    key, address = next(iter(chosen.items()))
+    registry.announce(record(address, running=4, waiting=2), [], ttl_s=30)  # queueing: the least loaded instead
+    assert workers.route(affinity=key) != address
+    registry.announce(record(address, running=0), [], ttl_s=30)
+    assert workers.route(affinity=key) == address
+
+
 def test_a_hint_places_a_session_nobody_claims_and_equal_loads_take_turns():
     workers = pool(LocalRegistry(["a:1", "b:1", "c:1"]))
     assert workers.route("s", hint="c:1") == "c:1"

@@ -5,6 +5,8 @@ the middle reuses what they share."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from prometheus_client import generate_latest
 from server_testlib import Worker
@@ -35,6 +37,7 @@ def call(worker: Worker, messages: list[pb.ChatMessage], key: str = "ka", max_to
 def test_a_resent_conversation_prefills_only_what_it_added(workers) -> None:
     cached, plain = workers
     conversation = [pb.ChatMessage(role="user", content=DOCUMENT + " What is line 3?")]
+    previous_prompt = 0
     for turn in range(3):
         tokens, final = call(cached, conversation)
         plain_tokens, plain_final = call(plain, conversation)
@@ -65,3 +68,52 @@ def test_a_prompt_that_parts_in_the_middle_reuses_the_checkpoints_before_it(work
     # The longest checkpoint before the edit: a multiple of 64 tokens, within 64 tokens of where they part.
     assert second.usage.reused_tokens > 0 and second.usage.reused_tokens % 64 == 0
     assert second.usage.prefilled_tokens < second.usage.prompt_tokens - second.usage.reused_tokens + 64
+
+
+def test_requests_that_share_a_document_at_the_same_time_compute_it_once(workers) -> None:
+    cached, _ = workers
+    finals = []
+    threads = [threading.Thread(target=lambda i=i: finals.append(call(cached, [pb.ChatMessage(
+        role="user", content=f"{DOCUMENT} Question {i}: what is on line {i}?")], max_tokens=2)[1])) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    prompt = max(final.usage.prompt_tokens for final in finals)
+    assert len(finals) == 4 and sorted(final.usage.reused_tokens for final in finals)[0] == 0
+    assert sum(final.usage.prefilled_tokens for final in finals) < prompt + 3 * 80  # the document once
+
+
+def test_a_new_session_starts_from_what_stateless_requests_computed_of_its_head(workers) -> None:
+    cached, plain = workers
+    call(cached, [pb.ChatMessage(role="system", content=DOCUMENT), pb.ChatMessage(role="user", content="Hi.")])
+    replies = {}
+    for name, worker in (("cached", cached), ("plain", plain)):
+        metadata = [("authorization", "Bearer ka")]
+        session = worker.stub.CreateSession(pb.CreateSessionRequest(system_prompt=DOCUMENT), metadata=metadata)
+        responses = list(worker.stub.Generate(pb.GenerateRequest(
+            session_id=session.session_id, messages=pb.Messages(messages=[pb.ChatMessage(role="user", content="Go.")]),
+            sampling=pb.SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)), metadata=metadata,
+            timeout=120))
+        replies[name] = (session.reused_prefix_tokens, [t for r in responses if r.WhichOneof("event") == "delta"
+                                                         for t in r.delta.token_ids])
+    assert replies["cached"][0] >= 448 and replies["plain"][0] == 0  # the head is ~500 tokens, checkpoints every 64
+    assert replies["cached"][1] == replies["plain"][1]
+
+
+def test_a_restarted_worker_finds_the_checkpoints_in_the_store(model, tmp_path) -> None:
+    conversation = [pb.ChatMessage(role="user", content=DOCUMENT + " Summarize.")]
+    first = Worker(model, tmp_path / "store", api_keys=KEYS, prefix_checkpoint_every=64)
+    try:
+        _, before = call(first, conversation)
+    finally:
+        first.stop()  # its commit writer writes what it holds first
+    again = Worker(model, tmp_path / "store", api_keys=KEYS, prefix_checkpoint_every=64)
+    try:
+        _, after = call(again, conversation + [pb.ChatMessage(role="assistant", content=before.content),
+                                               pb.ChatMessage(role="user", content="Shorter.")])
+    finally:
+        again.stop()
+    assert after.usage.reused_tokens >= before.usage.prompt_tokens
+    metrics = generate_latest(again.runtime.metrics.registry).decode()
+    assert 'dsv4_prefix_cache_events_total{event="stored_hit"} 1.0' in metrics

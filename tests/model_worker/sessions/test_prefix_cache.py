@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import threading
+import time
 
 import pytest
 import torch
@@ -15,8 +17,9 @@ from small_config import SMALL
 from model_worker.checkpoint.random_init import random_state_dict
 from model_worker.model import DeepseekV4, ForwardBatch
 from model_worker.numerics import REFERENCE
-from model_worker.sessions import SessionStore, open_blobs
-from model_worker.sessions.prefix_cache import PrefixCache
+from model_worker.sessions import InvalidSessionRequest, SessionStore, admin, open_blobs
+from model_worker.sessions.commits import CommitWriter
+from model_worker.sessions.prefix_cache import HOT_SHARE, PrefixCache
 
 CONFIGS = [SMALL, dataclasses.replace(SMALL, window_size=16, compress_ratios=(4, 16, 0, 16, 0), index_topk=5)]
 
@@ -83,22 +86,103 @@ def test_tenants_weights_and_numerics_never_share(tmp_path) -> None:
 
 def test_the_byte_budget_evicts_the_least_recently_used(tmp_path) -> None:
     model = small_model()
-    probe = cache_for(model, tmp_path / "probe")
-    states = {}
-    for n, start in ((120, 2), (120, 132), (120, 262)):
-        tokens = list(range(start, start + n))
+    sequences = {}
+    for first in range(HOT_SHARE + 1):  # each its own sequence (a different first token), 120 tokens
+        tokens = [first + 2] + list(range(100, 219))
         state = model.new_state()
         prefill(model, state, tokens)
         state.commit()
-        states[start] = (tokens, state)
-    probe.put("acme", *states[2])
+        sequences[first] = (tokens, state)
+    probe = cache_for(model, tmp_path / "probe")
+    probe.put("acme", *sequences[0])
     one = probe.nbytes
-    cache = cache_for(model, tmp_path / "budget", budget=2 * one + one // 2)
-    cache.put("acme", *states[2])
-    cache.put("globex", *states[132])
-    assert cache.lookup("acme", states[2][0] + [1]).tokens == 120  # now the most recently used
-    cache.put("acme", *states[262])
-    assert len(cache) == 2 and cache.nbytes <= cache.budget_bytes
-    assert cache.lookup("globex", states[132][0] + [1]).tokens == 0  # evicted
-    assert cache.lookup("acme", states[2][0] + [1]).tokens == 120
+    cache = cache_for(model, tmp_path, budget=HOT_SHARE * one)  # room for HOT_SHARE of them
+    for first in range(HOT_SHARE):
+        cache.put("globex" if first == 1 else "acme", *sequences[first])
+    assert cache.lookup("acme", sequences[0][0] + [1]).tokens == 120  # the oldest, now the most recently used
+    cache.put("acme", *sequences[HOT_SHARE])
+    assert len(cache) == HOT_SHARE and cache.nbytes <= cache.budget_bytes
+    assert cache.lookup("globex", sequences[1][0] + [1]).tokens == 0  # the least recently used went
+    assert cache.lookup("acme", sequences[0][0] + [1]).tokens == 120
     assert cache.tenant_bytes("acme") == cache.nbytes and cache.tenant_bytes("globex") == 0
+    too_large = cache_for(model, tmp_path / "small", budget=HOT_SHARE * one - 1)
+    too_large.put("acme", *sequences[0])  # over its share of the budget: not kept hot
+    assert len(too_large) == 0
+
+
+def test_a_request_waits_for_another_computing_its_prefix_instead_of_computing_it_again(tmp_path) -> None:
+    model = small_model()
+    cache = cache_for(model, tmp_path, every=64)
+    document = list(range(2, 302))
+    first, computing = cache.acquire("acme", document + [7])
+    assert first.tokens == 0 and computing is not None
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(cache.acquire("acme", document + [8, 9], compute=False)))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive()  # the first request will leave the checkpoint at 256 (a multiple of 64 both share)
+    other, _ = cache.acquire("globex", document + [8, 9], compute=False)
+    assert other.tokens == 0  # another tenant never waits on acme's work
+    state = model.new_state()
+    prefill(model, state, document[:256])
+    state.commit()
+    cache.put("acme", document, state)
+    waiter.join(10)
+    assert got[0][0].tokens == 256
+    cache.release(computing)
+    late, _ = cache.acquire("acme", document + [5], compute=False, wait_s=0)
+    assert late.tokens == 256
+
+
+def test_stored_checkpoints_serve_another_process_and_expire_with_their_record(tmp_path) -> None:
+    model = small_model()
+    root = tmp_path / "store"
+    store = SessionStore(open_blobs(str(root)), model.fingerprint, model.layout)
+    writer = CommitWriter(store)
+    cache = PrefixCache(store, 1 << 30, every=64, writer=writer)
+    tokens = list(range(2, 302))
+    hit, computing = cache.acquire("acme", tokens)
+    assert hit.tokens == 0
+    state = model.new_state()
+    for end in (128, 300):  # a mid-input checkpoint, then the end of the input
+        prefill(model, state, tokens[state.num_tokens : end])
+        state.commit()
+        cache.put("acme", tokens, state, computing)
+    cache.release(computing)
+    writer.close()
+    full = prefill(model, model.new_state(), tokens + [7, 8])
+
+    # Another worker of the same store (nothing hot): the stored checkpoint, the same logits from there.
+    fresh = PrefixCache(SessionStore(open_blobs(str(root)), model.fingerprint, model.layout), 1 << 30, every=64,
+                        writer=CommitWriter(store))
+    stored, _ = fresh.acquire("acme", tokens + [7, 8], compute=False)
+    assert stored.tokens == 300
+    torch.testing.assert_close(prefill(model, stored.state, [7, 8]), full[300:], rtol=1e-4, atol=1e-4)
+    assert fresh.lookup("acme", tokens[:200] + [9]).tokens == 128 and len(fresh) == 2  # each hit turned hot
+    assert fresh.cold.find("globex", fresh.chain("globex", tokens + [7]), tokens + [7], 0, 300) is None
+    assert admin.list_sessions(store, "acme") == []  # records are the cache's, not the tenant's sessions
+    with pytest.raises(InvalidSessionRequest):
+        store.create("acme", session_id="prefix.mine")
+
+    # Unused past the TTL, the record goes, and collection takes its values; the marker goes at the next lookup.
+    assert len(admin.expire(store, "acme", ttl_seconds=60, now=time.time() + 3600)) == 1
+    assert admin.collect(store, "acme", grace_seconds=0) > 0
+    later = PrefixCache(store, 1 << 30, every=64, writer=CommitWriter(store))
+    assert later.lookup("acme", tokens + [7]).tokens == 0
+    assert not [key for key in store.blobs.list("t/") if "/px/" in key]
+
+
+def test_a_checkpoint_past_the_tenants_quota_is_not_stored_and_fails_nothing(tmp_path) -> None:
+    model = small_model()
+    store = SessionStore(open_blobs(str(tmp_path)), model.fingerprint, model.layout, tenant_quota_bytes=1000)
+    writer = CommitWriter(store)
+    cache = PrefixCache(store, 1 << 30, every=64, writer=writer)
+    tokens = list(range(2, 202))
+    _, computing = cache.acquire("acme", tokens)
+    state = model.new_state()
+    prefill(model, state, tokens)
+    state.commit()
+    cache.put("acme", tokens, state, computing)
+    writer.close()
+    assert cache.lookup("acme", tokens + [5]).tokens == 200  # hot still
+    assert PrefixCache(store, 1 << 30, writer=CommitWriter(store)).lookup("acme", tokens + [5]).tokens == 0

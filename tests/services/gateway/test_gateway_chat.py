@@ -96,10 +96,12 @@ def test_a_client_that_resends_its_conversation_gets_its_history_from_the_cache(
     client = gateway.client()
     model = client.models.list().data[0].id
     messages = [{"role": "user", "content": "Here is a long document. " + "All work and no play. " * 60}]
-    first = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=4)
+    key = {"prompt_cache_key": "conversation-1"}  # a routing hint: this conversation's calls go to one worker
+    first = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=4, extra_body=key)
     assert first.usage.prompt_tokens_details.cached_tokens == 0
     messages += [{"role": "assistant", "content": first.choices[0].message.content},
                  {"role": "user", "content": "Shorter, please."}]
-    second = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=4)
+    second = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=4,
+                                            extra_body=key)
     assert second.usage.prompt_tokens_details.cached_tokens >= first.usage.prompt_tokens
     assert second.usage.prompt_tokens > second.usage.prompt_tokens_details.cached_tokens
