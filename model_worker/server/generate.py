@@ -83,6 +83,7 @@ def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc
             turn = SessionTurn.reply(runtime, session)
         else:
             turn = SessionTurn.with_input(runtime, session, request, mode, inputs)
+            turn.reuse_computed_prefix()
         generation = Generation(turn.feed, turn.new_tokens, turn, reused=len(session.token_ids), tenant=tenant)
         generation.constraint = _constraint(runtime, request, generation, session.head.tools,
                                             inputs.response_format or session.head.response_format, params)

@@ -175,7 +175,7 @@ async def _start(gw: Gateway, turn: ResponseTurn) -> tuple[Target, Any, AsyncIte
     elif body.store:
         target = await _new_session(gw, turn)
     else:
-        target = Target(gw.pick())
+        target = Target(gw.pick(body.affinity(turn.row.tenant)))
     try:
         try:
             events = _generate(gw, turn, target)
@@ -193,7 +193,7 @@ async def _start(gw: Gateway, turn: ResponseTurn) -> tuple[Target, Any, AsyncIte
 
 
 async def _new_session(gw: Gateway, turn: ResponseTurn) -> Target:
-    address = gw.pick()
+    address = gw.pick(turn.body.affinity(turn.row.tenant))
     tools = [Tool(**tool) for tool in turn.conversation["tools"]] or None
     info = await gw.worker(address).create_session(session_id=turn.row.id, tools=tools,
                                                      system_prompt=turn.conversation["instructions"],

@@ -4,6 +4,8 @@ and the session mapping in responses.py."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -54,6 +56,14 @@ class ResponsesRequest(GenerationFields):
     include: list[str] | None = None
     truncation: str | None = None
     parallel_tool_calls: bool | None = None
+    prompt_cache_key: str | None = Field(None, max_length=1024)
+
+    def affinity(self, tenant: str) -> str:
+        """What sends a new conversation to the worker whose prefix cache may hold its start: the caller's
+        `prompt_cache_key`, else its instructions and first input."""
+        first = self.input if isinstance(self.input, str) else json.dumps(self.input[:1], default=str)
+        opening = self.prompt_cache_key or json.dumps([self.instructions or "", first[:4096]])
+        return hashlib.sha256(f"{tenant}\0{opening}".encode()).hexdigest()
 
     def refuse_unsupported(self) -> None:
         """OpenAI fields the platform does not implement are refused: ignoring them would quietly change the reply."""

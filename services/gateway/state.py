@@ -57,9 +57,10 @@ class Gateway:
         self.workers = WorkerPool.open(self.settings.worker_registry, self.settings.workers,
                                        lambda a: AsyncWorkerClient(a, api_key=self.settings.worker_api_key, **tls))
 
-    def pick(self) -> str:
-        """The worker a new session or a stateless request goes to: the least loaded."""
-        return self.workers.route()
+    def pick(self, affinity: str | None = None) -> str:
+        """The worker a new session or a stateless request goes to: the one its `affinity` prefers while its load
+        allows (WorkerPool.route), else the least loaded."""
+        return self.workers.route(affinity=affinity)
 
     def place(self, session_id: str, hint: str) -> str:
         """The worker a stored conversation's session goes to: where it is hot, else another that resumes it."""

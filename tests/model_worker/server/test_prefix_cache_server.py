@@ -117,3 +117,39 @@ def test_a_restarted_worker_finds_the_checkpoints_in_the_store(model, tmp_path) 
     assert after.usage.reused_tokens >= before.usage.prompt_tokens
     metrics = generate_latest(again.runtime.metrics.registry).decode()
     assert 'dsv4_prefix_cache_events_total{event="stored_hit"} 1.0' in metrics
+
+
+def test_a_new_sessions_first_turn_starts_from_what_its_tenant_computed(model, tmp_path) -> None:
+    """A session's first turn (a Responses call without previous_response_id) finds the stateless call before it;
+    its commit stores the whole state, so the session goes on after a restart as if it had computed it all."""
+    message = pb.ChatMessage(role="user", content=DOCUMENT + " Summarize.")
+    metadata = [("authorization", "Bearer ka")]
+    replies = {}
+    for name, cache_bytes in (("cached", 1 << 30), ("plain", 0)):
+        root = tmp_path / name
+        worker = Worker(model, root, api_keys=KEYS, prefix_checkpoint_every=64, prefix_cache_bytes=cache_bytes)
+        try:
+            call(worker, [message])
+            session = worker.stub.CreateSession(pb.CreateSessionRequest(), metadata=metadata).session_id
+            first = run_on(worker, session, message)
+        finally:
+            worker.stop()
+        again = Worker(model, root, api_keys=KEYS, prefix_cache_bytes=0)  # nothing cached: the store's session only
+        try:
+            second = run_on(again, session, pb.ChatMessage(role="user", content="Shorter."))
+        finally:
+            again.stop()
+        replies[name] = (first, second)
+    (first, second), (plain_first, plain_second) = replies["cached"], replies["plain"]
+    assert first[1].usage.prefilled_tokens <= 64 < first[1].usage.reused_tokens  # the document came from the cache
+    assert plain_first[1].usage.reused_tokens <= 1
+    assert first[0] == plain_first[0] and second[0] == plain_second[0]
+    assert second[1].usage.prefilled_tokens == plain_second[1].usage.prefilled_tokens
+
+
+def run_on(worker: Worker, session_id: str, message: pb.ChatMessage) -> tuple[list[int], pb.Final]:
+    responses = list(worker.stub.Generate(pb.GenerateRequest(
+        session_id=session_id, messages=pb.Messages(messages=[message]),
+        sampling=pb.SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)),
+        metadata=[("authorization", "Bearer ka")], timeout=120))
+    return [t for r in responses if r.WhichOneof("event") == "delta" for t in r.delta.token_ids], responses[-1].final

@@ -202,3 +202,16 @@ def test_deleting_responses_deletes_the_worker_sessions_only_they_need(gateway):
         assert sessions() == {fork.id}  # the last response naming it is gone: so is the session
         client.responses.delete(fork.id)  # a fork is a session of its own, deleted with its only response
         assert sessions() == set()
+
+
+def test_a_new_conversation_that_resends_a_chat_history_finds_it_in_the_prefix_cache(gateway):
+    """No previous_response_id: the new conversation's session starts from what the chat completion computed."""
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    question = "Here is a report. " + "Everything nominal. " * 40
+    chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": question}],
+                                          temperature=0, max_tokens=4)
+    response = client.responses.create(model=model, max_output_tokens=4, input=[
+        {"role": "user", "content": question}, {"role": "assistant", "content": chat.choices[0].message.content},
+        {"role": "user", "content": "Go on."}], extra_body={"prompt_cache_key": "report-1"})
+    assert response.usage.input_tokens_details.cached_tokens >= chat.usage.prompt_tokens - 1  # all but BOS
