@@ -13,10 +13,12 @@ import pytest
 from realparts import Process, child_env, start_celery, wait_for
 from sqlalchemy import func, select
 
+from foundation.registry import LocalRegistry, WorkerPool
 from services.jobs import celery_app
 from services.jobs.db import make_engine, sessions
 from services.jobs.job_store import JobStore
 from services.jobs.settings import JobsSettings
+from services.jobs.spec import parse_line
 from services.jobs.tables import BatchRequest, Result, UsageLedger
 from services.jobs.use_cases import Jobs
 
@@ -182,7 +184,9 @@ def test_a_killed_model_worker_hands_its_job_to_another(world):
     try:
         batch = jobs.submit_jsonl("acme", line("moved", 150))
         wait_for(lambda: started(jobs, batch["id"]), 60, "the request did not start")
-        first = workers[addresses[0]]  # equal loads: a pool's first pick is the first address
+        # Equal loads: the runner's pool picks the worker the line's opening prefers (prefix cache affinity).
+        opening = parse_line(line("moved", 150), 1).opening
+        first = workers[WorkerPool(LocalRegistry(addresses), str).route(affinity=opening)]
         first.kill()
         first.stop()
         wait_for(lambda: jobs.get("acme", batch["id"])["status"] == "completed", 120,
