@@ -1,7 +1,9 @@
-"""Fixtures of the session store tests: the small real model (once per module; sessions_testlib.py) and a store
-on files in the test's own folder."""
+"""Fixtures of the session store tests: the small real model (once per module; sessions_testlib.py), a store on
+files in the test's own folder, and an empty key space on the machine's Redis (skipped without one)."""
 
 from __future__ import annotations
+
+import uuid
 
 import pytest
 from sessions_testlib import small_model
@@ -18,3 +20,18 @@ def model() -> DeepseekV4:
 @pytest.fixture
 def store(tmp_path, model) -> SessionStore:
     return SessionStore(open_blobs(str(tmp_path / "sessions")), model.fingerprint, model.layout)
+
+
+@pytest.fixture
+def redis_url():
+    redis = pytest.importorskip("redis")
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    url = f"redis://127.0.0.1:6379/0?prefix=test-sessions-{uuid.uuid4().hex}:"
+    yield url
+    blobs = open_blobs(url)
+    for key in list(blobs.list("")):
+        blobs.delete(key)
+    blobs.client.delete(blobs.prefix + "\0layout")

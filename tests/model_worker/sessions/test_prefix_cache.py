@@ -134,10 +134,15 @@ def test_a_request_waits_for_another_computing_its_prefix_instead_of_computing_i
     assert late.tokens == 256
 
 
-def test_stored_checkpoints_serve_another_process_and_expire_with_their_record(tmp_path) -> None:
+@pytest.fixture(params=["files", "redis"])
+def store_url(request, tmp_path):
+    """The cold tier on files, and on Redis (skipped without a server), each empty."""
+    return str(tmp_path / "store") if request.param == "files" else request.getfixturevalue("redis_url")
+
+
+def test_stored_checkpoints_serve_another_process_and_expire_with_their_record(store_url) -> None:
     model = small_model()
-    root = tmp_path / "store"
-    store = SessionStore(open_blobs(str(root)), model.fingerprint, model.layout)
+    store = SessionStore(open_blobs(store_url), model.fingerprint, model.layout)
     writer = CommitWriter(store)
     cache = PrefixCache(store, 1 << 30, every=64, writer=writer)
     tokens = list(range(2, 302))
@@ -153,7 +158,7 @@ def test_stored_checkpoints_serve_another_process_and_expire_with_their_record(t
     full = prefill(model, model.new_state(), tokens + [7, 8])
 
     # Another worker of the same store (nothing hot): the stored checkpoint, the same logits from there.
-    fresh = PrefixCache(SessionStore(open_blobs(str(root)), model.fingerprint, model.layout), 1 << 30, every=64,
+    fresh = PrefixCache(SessionStore(open_blobs(store_url), model.fingerprint, model.layout), 1 << 30, every=64,
                         writer=CommitWriter(store))
     stored, _ = fresh.acquire("acme", tokens + [7, 8], compute=False)
     assert stored.tokens == 300

@@ -18,21 +18,6 @@ from model_worker.sessions.hot import HotSessions
 from model_worker.sessions.manifest import blob_key, tenant_key
 
 
-@pytest.fixture
-def redis_url():
-    redis = pytest.importorskip("redis")
-    try:
-        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
-    except redis.ConnectionError:
-        pytest.skip("no Redis at 127.0.0.1:6379")
-    url = f"redis://127.0.0.1:6379/0?prefix=test-tiers-{os.getpid()}:"
-    yield url
-    blobs = open_blobs(url)
-    for key in list(blobs.list("")):
-        blobs.delete(key)
-    blobs.client.delete(blobs.prefix + "\0layout")
-
-
 def test_warm_in_front_of_cold(model, redis_url, tmp_path) -> None:
     worker_a = SessionStore(open_tiered(str(tmp_path / "cold"), redis_url), model.fingerprint, model.layout)
     session = worker_a.create("acme")
