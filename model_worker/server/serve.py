@@ -90,7 +90,8 @@ def run_serve(args: argparse.Namespace) -> int:
         return 0  # a rank other than 0 of a launcher-started replica: it followed rank 0 to the end
     model = replica.model
     blobs = session_blobs(settings)
-    store = SessionStore(blobs, model.fingerprint, model.layout,
+    # Opened sessions and prefix checkpoints restored from the store live where the model runs.
+    store = SessionStore(blobs, model.fingerprint, model.layout, device=str(model.device),
                          codec=BlobCodec.from_env(),
                          tenant_quota_bytes=int(settings.tenant_quota_gb * (1 << 30)) if settings.tenant_quota_gb
                          else None)
