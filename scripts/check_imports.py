@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import grimp
+import networkx
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,67 +27,21 @@ def root_packages() -> list[str]:
 
 
 def strongly_connected(nodes, edges: dict[str, set[str]]) -> list[list[str]]:
-    """Tarjan's algorithm, iterative (a deep import chain must not hit the recursion limit): the components of more
-    than one node, each sorted."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    components = []
-    for start in sorted(nodes):
-        if start in index:
-            continue
-        work = [(start, iter(sorted(edges.get(start, ()))))]
-        index[start] = low[start] = len(index)
-        stack.append(start)
-        on_stack.add(start)
-        while work:
-            node, successors = work[-1]
-            for successor in successors:
-                if successor not in index:
-                    index[successor] = low[successor] = len(index)
-                    stack.append(successor)
-                    on_stack.add(successor)
-                    work.append((successor, iter(sorted(edges.get(successor, ())))))
-                    break
-                if successor in on_stack:
-                    low[node] = min(low[node], index[successor])
-            else:
-                work.pop()
-                if work:
-                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
-                if low[node] == index[node]:
-                    component = []
-                    while True:
-                        member = stack.pop()
-                        on_stack.discard(member)
-                        component.append(member)
-                        if member == node:
-                            break
-                    if len(component) > 1:
-                        components.append(sorted(component))
-    return components
+    """The components of more than one node (networkx's, iterative: a deep import chain is no problem), each
+    sorted."""
+    graph = networkx.DiGraph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from((a, b) for a, targets in edges.items() for b in targets)
+    return sorted(sorted(c) for c in networkx.strongly_connected_components(graph) if len(c) > 1)
 
 
 def closed_path(component: list[str], edges: dict[str, set[str]]) -> list[str]:
     """A shortest path from the component's first node back to itself, inside the component."""
     start, members = component[0], set(component)
-    previous: dict[str, str] = {}
-    frontier = [start]
-    while frontier:
-        following = []
-        for node in frontier:
-            for successor in sorted(edges.get(node, ()) & members):
-                if successor == start:
-                    path = [node]
-                    while path[-1] != start:
-                        path.append(previous[path[-1]])
-                    return [start, *reversed(path[:-1]), start] if len(path) > 1 else [start, node, start]
-                if successor not in previous:
-                    previous[successor] = node
-                    following.append(successor)
-        frontier = following
-    raise AssertionError(f"no cycle through {start}")
+    inside = networkx.DiGraph((a, b) for a in component for b in edges.get(a, ()) & members)
+    back = min((networkx.shortest_path(inside, successor, start) for successor in sorted(inside.successors(start))),
+               key=len)
+    return [start, *back]
 
 
 def child_of(package: str, module: str) -> str:

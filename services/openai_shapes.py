@@ -4,6 +4,7 @@ and the response objects with their usage (with DeepSeek's `reasoning_content`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -133,3 +134,11 @@ def chat_completion(call_id: str, model: str, final: Final, usage: dict[str, Any
     return {"id": call_id, "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": final.finish_reason or "stop"}],
             "usage": usage}
+
+
+def cache_affinity(tenant: str, prompt_cache_key: str | None, opening: Iterable[object]) -> str:
+    """The routing key that keeps requests sharing a prefix on one worker, whose prefix cache holds it (the
+    `affinity` of WorkerPool.route): OpenAI's `prompt_cache_key` when the caller gives one, else the opening of the
+    prompt (what every later call of a conversation, or every line of a batch, sends again), within the tenant."""
+    key = prompt_cache_key or json.dumps([str(part)[:4096] for part in opening])
+    return hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()

@@ -114,11 +114,6 @@ class Replica:
     def __init__(self, runner: ModelRunner, tp: TensorParallel, ranks: LocalRanks | None) -> None:
         self.runner, self.tp, self.ranks = runner, tp, ranks
 
-    @property
-    def model(self) -> ModelRunner:
-        """The runner, under the name the serve command reads."""
-        return self.runner
-
     def close(self) -> None:
         """Stop the other ranks and leave the group."""
         if self.tp.size == 1:

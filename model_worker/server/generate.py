@@ -117,12 +117,16 @@ def _stateless(runtime: WorkerRuntime, request: pb.GenerateRequest, mode: ChatMo
 def _run(runtime: WorkerRuntime, generation: Generation, state, request: pb.GenerateRequest, request_id: str,
          params, mode, context: grpc.ServicerContext, span) -> Iterator[pb.GenerateResponse]:
     events: queue.Queue = queue.Queue()
+    on_session = generation.turn is not None
+    # A session commits mid-output every commit_every tokens; a request without one leaves prefix checkpoints every
+    # prefix_checkpoint_every tokens of its input (mid-output states are worth little to later requests).
+    commit_every = request.commit_every if on_session and request.HasField("commit_every") else 0
+    checkpoint_every = runtime.prefixes.every if not on_session and runtime.prefixes.enabled else 0
     engine_request = Request(request_id, state, generation.prompt, params, events.put,
-                             priority=wire.priority(request.priority),
-                             commit_every=request.commit_every if request.HasField("commit_every") else 0,
-                             constraint=generation.constraint, tenant=generation.tenant,
-                             context_token_ids=generation.cached)
-    if generation.turn is not None:
+                             priority=wire.priority(request.priority), commit_every=commit_every,
+                             checkpoint_every=checkpoint_every, constraint=generation.constraint,
+                             tenant=generation.tenant, context_token_ids=generation.cached)
+    if on_session:
         generation.turn.hook(engine_request)
     elif runtime.prefixes.enabled:
         _checkpoint_into(runtime, generation, engine_request)
@@ -140,14 +144,12 @@ def _run(runtime: WorkerRuntime, generation: Generation, state, request: pb.Gene
 def _checkpoint_into(runtime: WorkerRuntime, generation: Generation, engine_request: Request) -> None:
     """A request without a session leaves prefix checkpoints at its commit points: every `prefix_checkpoint_every`
     tokens of its input, the end of its input and the end of its output."""
-    engine_request.checkpoint_every = runtime.prefixes.every
-    engine_request.commit_every = 0  # mid-output states are worth little to later requests
     inputs = generation.cached + generation.prompt
 
     def on_commit(_tokens: list[int]) -> None:
-        output = engine_request.output
-        runtime.prefixes.put(generation.tenant, inputs + (output.token_ids if output else []), engine_request.state,
-                             generation.computing)
+        output = engine_request.output  # none yet inside the input: no copy of a long input per checkpoint
+        tokens = inputs if output is None else inputs + output.token_ids
+        runtime.prefixes.put(generation.tenant, tokens, engine_request.state, generation.computing)
 
     engine_request.on_commit = on_commit
 

@@ -88,7 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
                            settings.tensor_parallel)
     if replica is None:
         return 0  # a rank other than 0 of a launcher-started replica: it followed rank 0 to the end
-    model = replica.model
+    model = replica.runner
     blobs = session_blobs(settings)
     # Opened sessions and prefix checkpoints restored from the store live where the model runs.
     store = SessionStore(blobs, model.fingerprint, model.layout, device=str(model.device),
@@ -146,7 +146,7 @@ def run_serve(args: argparse.Namespace) -> int:
         print(f"tensor parallel over {replica.tp.size} ranks (pids {replica.ranks.pids()})", flush=True)
         replica.ranks.watch(lost)
     if replica.tp.size > 1:
-        replica.model.keep_alive(lambda reason: lost(-1, None), KEEPALIVE_S)
+        replica.runner.keep_alive(lambda reason: lost(-1, None), KEEPALIVE_S)
     signal.signal(signal.SIGTERM, drain)
     signal.signal(signal.SIGINT, drain)
     stopping.wait()

@@ -24,7 +24,6 @@ from model_worker.server.runtime import WorkerRuntime
 from model_worker.server.turn import SessionTurn, chat_renderer, check_expected_commit
 from model_worker.sessions import ChatState, OpenSession, admin
 from model_worker.sessions.manifest import check_session_id, tenant_key
-from model_worker.sessions.prefix_cache import start_session_from
 from model_worker.structured import ReplySpec
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2_grpc
@@ -58,7 +57,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         chat = chat_renderer(runtime.tokenizer, head, None, [])
         runtime.check_length(len(chat.token_ids))
         session = runtime.store.create(tenant, head, request.session_id or None, prefix=chat.token_ids)
-        self._from_prefix_cache(session, chat.token_ids)
+        runtime.prefixes.advance_session(session, chat.token_ids, leave=0)  # beyond what the store matched
         with self._filling(session):  # what nobody of the tenant stored or computed yet of this head is prefilled
             SessionTurn(runtime, session, chat).prefill(chat.token_ids[session.reused_prefix_tokens :])
         runtime.hot.add(session)
@@ -81,18 +80,11 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
         runtime.check_length(len(transcript) + len(state.pending))
         chat = None if state.renderer is None else chat_renderer(runtime.tokenizer, head, state.renderer, transcript)
         session = runtime.store.create(tenant, head, request.session_id or None, prefix=new_head_tokens)
-        self._from_prefix_cache(session, transcript)
+        runtime.prefixes.advance_session(session, transcript, leave=0)
         with self._filling(session):
             SessionTurn(runtime, session, chat).prefill(transcript[session.reused_prefix_tokens :], state.pending)
         runtime.hot.add(session)
         return self._session(tenant, session.session_id, session.reused_prefix_tokens)
-
-    def _from_prefix_cache(self, session: OpenSession, tokens: list[int]) -> None:
-        """Start a new session from the longest prefix of `tokens` its tenant computed lately (a stateless request,
-        a long system prompt), when that is longer than what the store matched."""
-        hit = self.runtime.prefixes.lookup(session.tenant, tokens, leave=0)
-        if hit.state is not None and hit.tokens > session.reused_prefix_tokens:
-            start_session_from(self.runtime.store, session, tokens[: hit.tokens], hit.state)
 
     @contextlib.contextmanager
     def _filling(self, session: OpenSession) -> Iterator[None]:

@@ -34,7 +34,6 @@ from model_worker.sampling import SamplingParams
 from model_worker.server.runtime import CommitMismatch, WorkerRuntime
 from model_worker.sessions import ChatState, OpenSession
 from model_worker.sessions.commits import prepare
-from model_worker.sessions.prefix_cache import start_session_from
 
 
 def chat_renderer(tokenizer: Tokenizer, head: SessionHead, state: Mapping[str, Any] | None,
@@ -110,13 +109,9 @@ class SessionTurn:
         `previous_response_id`, a new agent session), start from the longest prefix of everything it will hold that
         its tenant computed lately (the prefix cache), so that only the rest is fed."""
         session = self.session
-        if session.seq != 0 or session.replay or not self.feed:
-            return
-        tokens = session.token_ids + self.feed
-        hit = self.runtime.prefixes.lookup(session.tenant, tokens)
-        if hit.state is not None and hit.tokens > len(session.token_ids):
-            start_session_from(self.runtime.store, session, tokens[: hit.tokens], hit.state)
-            self.feed = tokens[hit.tokens :]
+        if session.seq == 0 and not session.replay and self.feed:
+            tokens = session.token_ids + self.feed
+            self.feed = tokens[self.runtime.prefixes.advance_session(session, tokens) :]
 
     def owed(self) -> list[int]:
         """Tokens the session owes the model: a lost state's replay, then those its last commit left owed."""

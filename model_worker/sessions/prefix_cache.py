@@ -65,11 +65,18 @@ class PrefixHit:
 
 class Computing:
     """A request computing an input: the checkpoints it will leave (each multiple of `every`, the end of its input)
-    are worth waiting for to a request whose tokens share them."""
+    are worth waiting for to a request whose tokens share them. Its chain, over its input and then its output as it
+    grows, addresses its own checkpoints."""
 
-    def __init__(self, tenant_key: str, chain_values: list[bytes], token_ids: list[int], every: int) -> None:
-        self.tenant_key, self.chain_values, self.token_ids, self.every = tenant_key, chain_values, token_ids, every
+    def __init__(self, tenant_key: str, chain: Chain, token_ids: list[int], every: int) -> None:
+        self.tenant_key, self.chain, self.token_ids, self.every = tenant_key, chain, token_ids, every
         self.record: OpenSession | None = None  # where its checkpoints are stored (prefix_store.py)
+
+    def chain_through(self, token_ids: Sequence[int], tokens: int) -> Chain:
+        """The request's chain, extended to cover `tokens` of `token_ids` (its input, then its output)."""
+        if tokens > self.chain.num_tokens:
+            self.chain.extend(token_ids[self.chain.num_tokens : tokens])
+        return self.chain
 
     def reaches(self, tk: str, chain: Chain, token_ids: Sequence[int], limit: int) -> int:
         """The longest checkpoint this computation leaves that `token_ids` (chained as `chain`) can use, up to
@@ -79,7 +86,7 @@ class Computing:
         if len(self.token_ids) <= limit and list(token_ids[: len(self.token_ids)]) == self.token_ids:
             return len(self.token_ids)
         blocks = 0  # full chain blocks in common (so every token up to their end), then tokens one by one
-        for mine, theirs in zip(self.chain_values[1:], chain.values[1:]):
+        for mine, theirs in zip(self.chain.values[1:], chain.values[1:]):
             if mine != theirs:
                 break
             blocks += 1
@@ -89,7 +96,7 @@ class Computing:
             if mine != theirs:
                 break
             shared += 1
-        return min(shared, limit) // self.every * self.every
+        return min(shared, limit, len(self.token_ids)) // self.every * self.every  # its input's checkpoints
 
 
 class PrefixCache:
@@ -142,13 +149,13 @@ class PrefixCache:
                 self._lock.wait(left)
             computing = None
             if compute:
-                computing = Computing(tk, chain.values, list(token_ids), self.every)
+                computing = Computing(tk, chain.copy(), list(token_ids), self.every)
                 self._computing.append(computing)
         stored = self.cold.find(tenant, chain, token_ids, position, limit) if self.cold is not None else None
         if stored is not None:
             self._count("stored_hit")
             position, state = stored
-            self.put(tenant, token_ids, state)  # hot from now on
+            self._keep(tenant, chain, token_ids, state)  # hot from now on
         elif snapshot is not None:
             self._count("hit")
             state = self.store.new_state()
@@ -158,6 +165,17 @@ class PrefixCache:
             return PrefixHit(0, None), computing
         state.sampling = None  # the RNG of the request that left it is not this request's
         return PrefixHit(position, state), computing
+
+    def advance_session(self, session: OpenSession, tokens: Sequence[int], leave: int = 1) -> int:
+        """Move a new session (holding a prefix of `tokens`) on to the longest prefix of `tokens` its tenant computed
+        lately, when that is longer than what it holds; its next commit stores every page group (those already
+        stored are not written again: they are content-addressed). Returns how many of `tokens` it now holds."""
+        hit = self.lookup(session.tenant, tokens, leave)
+        if hit.state is not None and hit.tokens > len(session.token_ids):
+            session.state, session.token_ids, session.stored_pages = hit.state, list(tokens[: hit.tokens]), {}
+            session.chain = self.chain(session.tenant, session.token_ids)
+            session.reused_prefix_tokens = hit.tokens
+        return len(session.token_ids)
 
     def release(self, computing: Computing | None) -> None:
         """The request has ended (its checkpoints are kept, or it failed): nobody waits for it any more."""
@@ -182,16 +200,24 @@ class PrefixCache:
             computing: Computing | None = None) -> None:
         """Keep `state` (after `token_ids[:state.num_tokens]`, all committed) as a checkpoint, evicting the least
         recently used past the budget (a position already kept is only refreshed); a request's own checkpoints
-        (`computing`) are stored too."""
+        (`computing`) are stored too, and addressed with its chain (no hashing of what it already chained)."""
         tokens = state.num_tokens
         if not self.enabled or tokens == 0 or len(token_ids) < tokens:
             return
-        if computing is not None and self.cold is not None:
-            computing.record = self.cold.write(tenant, token_ids, state, computing.record)
+        if computing is None:
+            chain = self.chain(tenant, token_ids[:tokens])
+        else:
+            chain = computing.chain_through(token_ids, tokens)
+            if self.cold is not None:
+                computing.record = self.cold.write(tenant, token_ids, state, computing.record)
+        self._keep(tenant, chain, token_ids, state)
+
+    def _keep(self, tenant: str, chain: Chain, token_ids: Sequence[int], state: SequenceState) -> None:
+        """The hot half of `put`: `chain` covers at least the state's tokens."""
+        tokens = state.num_tokens
         nbytes = state.nbytes()["total"]  # what its snapshot holds, counted in whole pages as the hot sessions are
         if nbytes > self.budget_bytes // HOT_SHARE:
             return  # a snapshot costs the whole state: past this size, the store's incremental checkpoint only
-        chain = self.chain(tenant, token_ids[:tokens])
         address = tail_address(chain, tokens, token_ids)
         with self._lock:
             if address in self._entries:
@@ -243,10 +269,3 @@ class PrefixCache:
             self.metrics.prefix_cache.labels(what).inc()
 
 
-def start_session_from(store: SessionStore, session: OpenSession, prefix: Sequence[int], state: SequenceState) -> None:
-    """A new session starts from `state` (after exactly `prefix`, a prefix cache's hit) instead of empty; its first
-    commit stores every page group (those already stored are not written again: they are content-addressed)."""
-    session.state, session.token_ids, session.stored_pages = state, list(prefix), {}
-    session.chain = store.tenant_chain(tenant_key(session.tenant))
-    session.chain.extend(prefix)
-    session.reused_prefix_tokens = len(prefix)

@@ -58,15 +58,13 @@ class StoredPrefixes:
         future = self.writer.try_submit(prepared)
         if future is None:
             return None  # the store is behind: this record stops here (its next commit would need this one)
-        chain, tk, record_id = record.chain.copy(), tenant_key(tenant), record.session_id
-        future.add_done_callback(lambda done: self._mark(done, tk, chain, tokens, record_id))
+        marker = marker_folder(tenant_key(tenant), record.chain.values[tokens // record.chain.block]) + str(tokens)
+        future.add_done_callback(lambda done: self._mark(done, marker, record.session_id))
         return record
 
-    def _mark(self, done: Future, tk: str, chain: Chain, tokens: int, record_id: str) -> None:
-        if done.exception() is not None:
-            return  # over the quota, or the store failed: nothing to find there
-        block = chain.values[tokens // chain.block]
-        self.store.blobs.put(marker_folder(tk, block) + str(tokens), record_id.encode())
+    def _mark(self, done: Future, marker: str, record_id: str) -> None:
+        if done.exception() is None:  # else over the quota, or the store failed: nothing to find there
+            self.store.blobs.put(marker, record_id.encode())
 
     def find(self, tenant: str, chain: Chain, token_ids: Sequence[int], above: int,
              limit: int) -> tuple[int, SequenceState] | None:
@@ -79,7 +77,9 @@ class StoredPrefixes:
             positions = sorted((int(key[len(folder) :]) for key in self.store.blobs.list(folder)
                                 if key[len(folder) :].isdigit()), reverse=True)
             for position in (p for p in positions if above < p <= limit):
-                found = self.store.state_at(probe, token_ids[:position])
+                through = chain.copy()
+                through.truncate(position, token_ids)  # the chain in hand, not hashed again
+                found = self.store.state_at(probe, token_ids[:position], through)
                 record_id = (self.store.blobs.get(folder + str(position)) or b"").decode()
                 if found is not None:
                     if record_id:

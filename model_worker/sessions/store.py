@@ -162,12 +162,15 @@ class SessionStore:
         session.stored_pages, session.reused_prefix_tokens = found.stored_pages, len(prefix)
         return True
 
-    def state_at(self, session: OpenSession, prefix: Sequence[int]) -> OpenSession | None:
+    def state_at(self, session: OpenSession, prefix: Sequence[int],
+                 chain: Chain | None = None) -> OpenSession | None:
         """`session` (of its tenant) as it would be after exactly `prefix`, if any session of the tenant committed
-        there; None when nothing is stored there or it is damaged (not an error: the caller prefills it itself)."""
+        there; None when nothing is stored there or it is damaged (not an error: the caller prefills it itself).
+        `chain`: the tenant's chain over exactly `prefix`, when the caller has it."""
         tk = tenant_key(session.tenant)
-        chain = self.tenant_chain(tk)
-        chain.extend(prefix)
+        if chain is None:
+            chain = self.tenant_chain(tk)
+            chain.extend(prefix)
         address = tail_address(chain, len(prefix), prefix)
         if not self.blobs.exists(blob_key(tk, address)):
             return None

@@ -5,7 +5,6 @@ counts, schema sizes and depth are the gateway's settings (`InputLimits`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -13,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from foundation.clients.worker import Message, Sampling, Tool, ToolCall
-from services.openai_shapes import MODES, InputLimits, load_json, response_schema, tool_choice_name
+from services.openai_shapes import MODES, InputLimits, cache_affinity, load_json, response_schema, tool_choice_name
 
 # reasoning_effort (chat) / reasoning.effort (responses) -> DeepSeek-V4's modes: the jobs service's table, so a
 # request means the same through a batch line and through the gateway.
@@ -137,8 +136,8 @@ class ChatCompletionRequest(GenerationFields):
     def affinity(self, tenant: str) -> str:
         """What keeps a conversation's calls on one worker, whose prefix cache holds it: the caller's
         `prompt_cache_key`, else its opening messages (what every later call of it resends)."""
-        opening = self.prompt_cache_key or json.dumps([[m.role, m.content[:4096]] for m in self.messages[:2]])
-        return hashlib.sha256(f"{tenant}\0{opening}".encode()).hexdigest()
+        return cache_affinity(tenant, self.prompt_cache_key, [part for m in self.messages[:2]
+                                                              for part in (m.role, m.content)])
 
     @field_validator("n")
     @classmethod

@@ -4,7 +4,6 @@ and the session mapping in responses.py."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -16,7 +15,7 @@ from protos.dsv4.jobs.v1 import jobs_pb2
 from protos.dsv4.worker.v1 import worker_pb2
 from services.gateway.errors import ApiError
 from services.gateway.openai_types import Edge, FunctionDef, GenerationFields, arguments_object, effort_mode, text_of
-from services.openai_shapes import InputLimits, response_schema
+from services.openai_shapes import InputLimits, cache_affinity, response_schema
 
 
 class FunctionTool(FunctionDef):
@@ -62,8 +61,7 @@ class ResponsesRequest(GenerationFields):
         """What sends a new conversation to the worker whose prefix cache may hold its start: the caller's
         `prompt_cache_key`, else its instructions and first input."""
         first = self.input if isinstance(self.input, str) else json.dumps(self.input[:1], default=str)
-        opening = self.prompt_cache_key or json.dumps([self.instructions or "", first[:4096]])
-        return hashlib.sha256(f"{tenant}\0{opening}".encode()).hexdigest()
+        return cache_affinity(tenant, self.prompt_cache_key, [self.instructions or "", first])
 
     def refuse_unsupported(self) -> None:
         """OpenAI fields the platform does not implement are refused: ignoring them would quietly change the reply."""

@@ -101,7 +101,7 @@ class Runner:
             return self._end(request_id, Outcome(FAILED, error={"code": "invalid_request", "message": str(exc)}),
                              started)
         try:  # the worker holding the job's session hot, else the one its opening prefers, else the least loaded
-            address, client = self.workers.connect(job.session_id, affinity=job.opening)
+            address, client = self.workers.connect(job.session_id, affinity=job.affinity)
         except Unavailable:
             self.store.release(request_id, self.owner)
             raise

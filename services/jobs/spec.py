@@ -30,6 +30,7 @@ from services.openai_shapes import (
     MODES,
     InputLimits,
     TooDeep,
+    cache_affinity,
     check_depth,
     load_json,
     response_schema,
@@ -126,10 +127,11 @@ class JobRequest:
     session_id: str | None = None
 
     @property
-    def opening(self) -> str:
-        """The line's first two messages, where lines of one batch put what they share (a document, instructions):
-        lines with the same opening go to one worker, whose prefix cache computes it once."""
-        return json.dumps([[m.get("role"), str(m.get("content"))[:4096]] for m in self.messages[:2]])
+    def affinity(self) -> str:
+        """Where the line goes (WorkerPool.route): by its first two messages, where lines of one batch put what they
+        share (a document, instructions), so lines that share them go to one worker, whose prefix cache computes it
+        once."""
+        return cache_affinity("", None, [part for m in self.messages[:2] for part in (m.get("role"), m.get("content"))])
 
     @property
     def queue(self) -> str:

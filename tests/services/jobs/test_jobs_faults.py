@@ -185,8 +185,8 @@ def test_a_killed_model_worker_hands_its_job_to_another(world):
         batch = jobs.submit_jsonl("acme", line("moved", 150))
         wait_for(lambda: started(jobs, batch["id"]), 60, "the request did not start")
         # Equal loads: the runner's pool picks the worker the line's opening prefers (prefix cache affinity).
-        opening = parse_line(line("moved", 150), 1).opening
-        first = workers[WorkerPool(LocalRegistry(addresses), str).route(affinity=opening)]
+        affinity = parse_line(line("moved", 150), 1).affinity
+        first = workers[WorkerPool(LocalRegistry(addresses), str).route(affinity=affinity)]
         first.kill()
         first.stop()
         wait_for(lambda: jobs.get("acme", batch["id"])["status"] == "completed", 120,
