@@ -104,7 +104,12 @@ def test_one_request_per_session_and_cancellation_keeps_the_last_commit(worker) 
             break
         threading.Event().wait(0.05)
     assert done.is_set()
-    info = stub.GetSession(pb.GetSessionRequest(session_id=session.session_id))
+    # the turn's input commit is written after the engine lets the request go: wait for it, not for a clock
+    for _ in range(200):
+        info = stub.GetSession(pb.GetSessionRequest(session_id=session.session_id))
+        if info.tokens > session.tokens:
+            break
+        threading.Event().wait(0.05)
     # the input was committed; nothing of the cancelled output was
     _, final = run(stub, pb.GenerateRequest(session_id=session.session_id, messages=user("again"),
                                             sampling=greedy(1)))
