@@ -161,8 +161,11 @@ def _write_shards(out: Path, files: dict[str, tuple[torch.Tensor, str]], num_sha
 def _write_configs(out: Path, config: ModelConfig, fmt: str, files: dict[str, tuple[torch.Tensor, str]]) -> None:
     root = to_hf_dict(config)
     if fmt == OFFICIAL:
+        # The snapshot's root config also keeps the pre-transformers keys (converters such as llama.cpp's read them).
         root.update(quantization_config=_QUANTIZATION_CONFIG, torch_dtype="bfloat16",
-                    compress_ratios=list(config.compress_ratios))
+                    compress_ratios=list(config.compress_ratios), num_hash_layers=config.n_hash_layers,
+                    qk_rope_head_dim=config.rope_head_dim, norm_topk_prob=True, topk_method="noaux_tc",
+                    hidden_act="silu")
         _write_json(out / ROOT_CONFIG, root)
         (out / INFERENCE_CONFIG).parent.mkdir(exist_ok=True)
         _write_json(out / INFERENCE_CONFIG, config.to_official_dict())
