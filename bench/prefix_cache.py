@@ -13,6 +13,7 @@ suffix.
     .venv/bin/python bench/prefix_cache.py --turns 40 [--json out.json]
     .venv/bin/python bench/prefix_cache.py --batch --document-lines 1600 --lines 32
     .venv/bin/python bench/prefix_cache.py --checkpoint-bytes
+    .venv/bin/python bench/prefix_cache.py --concurrent-hits 8 [--document-tokens 16384]
 
 The batch case: lines that share a long document, as a batch through the jobs service (Celery, 4 lines at a time),
 once with the cache and once without: how many times the document was computed, and the batch's wall time.
@@ -21,6 +22,7 @@ once with the cache and once without: how many times the document was computed, 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform as host
@@ -33,13 +35,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import torch  # noqa: E402
 from openai import OpenAI  # noqa: E402
 
 from bench.kv_bytes import MODELS, computed_state_bytes, growth_per_token  # noqa: E402
 from foundation.chat.protocol import EOS_ID  # noqa: E402
 from foundation.clients.jobs import JobsClient  # noqa: E402
+from model_worker.engine.loading import load_model  # noqa: E402
+from model_worker.model import ForwardBatch  # noqa: E402
 from model_worker.numerics import OFFICIAL  # noqa: E402
+from model_worker.sessions import SessionStore, open_blobs  # noqa: E402
+from model_worker.sessions.prefix_cache import PrefixCache  # noqa: E402
 from model_worker.state import StateLayout  # noqa: E402
+from model_worker.state.pages import pools_for  # noqa: E402
 from services.embedded.launcher import Platform  # noqa: E402
 from services.embedded.settings import EmbeddedSettings  # noqa: E402
 
@@ -143,8 +151,9 @@ def shared_document_batch(root: Path, cache_gb: str, document_lines: int, lines:
 
 def checkpoint_bytes(every: int = 2048) -> list[dict]:
     """Flash and Pro in official numerics, from the engine's own StateLayout (bench/kv_bytes.py, nothing allocated):
-    a hot checkpoint is a snapshot of the whole state; a stored one adds the page groups completed since the last
-    (shared, content-addressed) and a tail (window, compressor tails, MTP inputs)."""
+    a hot checkpoint alone keeps the whole state alive (its pages by reference, its tail copied); a stored one adds
+    the page groups completed since the last (shared, content-addressed) and a tail (window, compressor tails, MTP
+    inputs)."""
     rows = []
     for name, config in MODELS.items():
         layout = StateLayout(config, OFFICIAL)
@@ -160,6 +169,50 @@ def checkpoint_bytes(every: int = 2048) -> list[dict]:
     return rows
 
 
+def concurrent_hits(document_tokens: int, hits: int, steps: int) -> dict:
+    """`hits` requests resume from one checkpoint of a long document and decode `steps` tokens together (one batch),
+    in this process on `tiny` (official numerics): the page pool's bytes in use after the checkpoint, after the hits
+    adopt it and after they decode, against what each holding a copy would take; and the decode step's time with the
+    pages shared and with private copies (deep snapshots), alternated."""
+    model = load_model(None, "tiny", numerics="official")
+    pools = pools_for(model.layout, "cpu")
+    tokens = [3 + i % 120000 for i in range(document_tokens + 1)]
+    with tempfile.TemporaryDirectory(prefix="prefix-hits-") as scratch:
+        cache = PrefixCache(SessionStore(open_blobs(scratch), model.fingerprint, model.layout), 1 << 34)
+        state = model.new_state()
+        with torch.no_grad():
+            for first in range(0, document_tokens, 2048):
+                model(ForwardBatch.single(tokens[first : min(first + 2048, document_tokens)], state))
+                state.commit()
+        cache.put("bench", tokens, state)
+        pages = sum(paged.nbytes() for layer in state.layers for paged in layer.paged())
+        snapshot = state.snapshot()
+        del state
+        gc.collect()
+        checkpoint = pools.nbytes_in_use()
+        shared = [cache.lookup("bench", tokens).state for _ in range(hits)]
+        adopted = pools.nbytes_in_use()
+        private = [model.new_state() for _ in range(hits)]
+        for copy in private:
+            copy.restore(snapshot)
+        timings = {"shared": [], "private": []}
+        with torch.no_grad():
+            for step in range(steps):
+                for name, states in (("shared", shared), ("private", private))[:: 1 if step % 2 else -1]:
+                    start = time.perf_counter()
+                    model(ForwardBatch(torch.full((hits,), 7), [1] * hits, states))
+                    timings[name].append(time.perf_counter() - start)
+                    for one in states:
+                        one.commit()
+        private_pages = sum(paged.nbytes() for copy in private for layer in copy.layers for paged in layer.paged())
+        decoded = pools.nbytes_in_use() - private_pages  # the copies' pages are theirs alone
+    return {"document_tokens": document_tokens, "hits": hits, "steps": steps,
+            "checkpoint_page_bytes": pages, "pool_bytes_after_checkpoint": checkpoint,
+            "pool_bytes_after_hits_adopt": adopted, "pool_bytes_after_hits_decode": decoded,
+            "copies_would_hold": private_pages,
+            "median_step_ms": {name: round(1000 * statistics.median(t), 2) for name, t in timings.items()}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--turns", type=int, default=40)
@@ -169,7 +222,13 @@ def main() -> int:
     parser.add_argument("--document-lines", type=int, default=1600, help="batch case: ~10 tokens a line")
     parser.add_argument("--lines", type=int, default=32)
     parser.add_argument("--checkpoint-bytes", action="store_true", help="only Flash's and Pro's checkpoint bytes")
+    parser.add_argument("--concurrent-hits", type=int, default=0,
+                        help="only the shared-pages case: this many requests resume from one checkpoint")
+    parser.add_argument("--document-tokens", type=int, default=16384, help="shared-pages case")
     args = parser.parse_args()
+    if args.concurrent_hits:
+        print(json.dumps(concurrent_hits(args.document_tokens, args.concurrent_hits, 32), indent=2))
+        return 0
     if args.checkpoint_bytes:
         print(json.dumps(checkpoint_bytes(), indent=2))
         return 0

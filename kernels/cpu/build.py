@@ -35,7 +35,7 @@ SIGNATURES = {
     "hc_post": (_INT, [_P, _INT, _P, _INT, _I64, _I64, _I64, _P, _P, _P]),
     "hc_head": (_INT, [_P, _INT, _I64, _I64, _I64, _P, _P, _P, _F32, _F32, _P]),
     "fp4_expert_ffn": (_INT, [_P, _INT, _I64, _I64, _P, _P, _I64, _P, _P, _P, _P, _I64, _F32, _INT, _P]),
-    "indexer_topk_fp4": (_INT, [_P, _P, _I64, _I64, _I64, _P, _I64, _I64, _I64, _P, _I64, _INT, _P, _P]),
+    "indexer_topk_fp4": (_INT, [_P, _P, _I64, _I64, _I64, _P, _I64, _P, _I64, _I64, _P, _I64, _INT, _P, _P]),
     "sinkhorn": (None, [_P, _I64, _I64, _I64, _F32, _P]),
     "bf16_linear": (None, [_P, _I64, _I64, _P, _I64, _I64, _I64, _INT, _P]),
     "rms_norm": (None, [_P, _INT, _I64, _I64, _P, _F32, _P]),

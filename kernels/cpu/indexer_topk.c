@@ -195,11 +195,13 @@ static inline __m256 bf16_round8(__m256 v) {
 #define KEY_BLOCK 8
 
 /* q [t, heads, dim] float32; head_weights [t, heads]; keys: rows of `key_stride` bytes, dim/2 packed FP4 then dim/32
- * ue8m0 scales; only keys [first, last) are scanned, key s counting for query i when s < num_visible[i]. Writes per
- * query its best k entries, best first, into out_scores/out_ids [t, k] (-inf / -1 where fewer). Scores are rounded
- * to bf16 first when bf16_scores. heads % 8 == 0, dim % 64 == 0. Returns 0, or -1 when out of memory. */
+ * ue8m0 scales; key s is row rows[s] (keys in a shared page pool), or row s when rows is NULL; only keys [first,
+ * last) are scanned, key s counting for query i when s < num_visible[i]. Writes per query its best k entries, best
+ * first, into out_scores/out_ids [t, k] (-inf / -1 where fewer). Scores are rounded to bf16 first when bf16_scores.
+ * heads % 8 == 0, dim % 64 == 0. Returns 0, or -1 when out of memory. */
 int indexer_topk_fp4(const float *q, const float *head_weights, int64_t t_count, int64_t heads, int64_t dim,
-                     const uint8_t *keys, int64_t key_stride, int64_t first, int64_t last, const int64_t *num_visible,
+                     const uint8_t *keys, int64_t key_stride, const int64_t *rows, int64_t first, int64_t last,
+                     const int64_t *num_visible,
                      int64_t k, int bf16_scores, float *out_scores, int64_t *out_ids) {
     int64_t half = dim / 2, blocks = dim / FP4_BLOCK, vectors = t_count * heads;
     float *q_split = malloc((size_t)(vectors * dim + KEY_BLOCK * dim) * sizeof(float));
@@ -225,7 +227,7 @@ int indexer_topk_fp4(const float *q, const float *head_weights, int64_t t_count,
     for (int64_t s0 = first; s0 < last; s0 += KEY_BLOCK) {
         int64_t count = last - s0 < KEY_BLOCK ? last - s0 : KEY_BLOCK;
         for (int64_t j = 0; j < count; j++) {
-            const uint8_t *row = keys + (s0 + j) * key_stride;
+            const uint8_t *row = keys + (rows ? rows[s0 + j] : s0 + j) * key_stride;
             if (exact) decode_key_int8(row, dim, keys8 + j * dim, k_scales + j * blocks);
             else decode_key_float(row, dim, key + j * dim);
         }

@@ -22,16 +22,18 @@ def indexer_topk(
     num_visible: torch.Tensor,
     topk: int,
     score_dtype: torch.dtype,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Same contract as kernels.ref.indexer_topk.indexer_topk."""
     lib = library()
-    n, dim = keys.shape[0], q.shape[-1]
+    n, dim = keys.shape[0] if rows is None else rows.shape[0], q.shape[-1]
     k = min(topk, n)
     if (lib is None or keys.dtype != torch.uint8 or q.device.type != "cpu" or not 0 < q.shape[0] <= MAX_QUERIES
             or k == 0 or dim % 64 or q.shape[1] % 8 or score_dtype not in (torch.float32, torch.bfloat16)
             or keys.stride(1) != 1):
-        return ref.indexer_topk(q, head_weights, keys, num_visible, topk, score_dtype)
+        return ref.indexer_topk(q, head_weights, keys, num_visible, topk, score_dtype, rows)
     q = q.float().contiguous()
+    row_index = None if rows is None else rows.to(torch.int64).contiguous()
     weights = head_weights.float().contiguous()
     visible = num_visible.to(torch.int64).contiguous()
     last = min(n, int(visible.max()))
@@ -41,8 +43,9 @@ def indexer_topk(
 
     def scan(part: int, first: int, end: int) -> None:
         check(lib.indexer_topk_fp4(q.data_ptr(), weights.data_ptr(), q.shape[0], q.shape[1], dim, keys.data_ptr(),
-                                   keys.stride(0), first, end, visible.data_ptr(), k, score_dtype == torch.bfloat16,
-                                   scores[part].data_ptr(), ids[part].data_ptr()), "indexer_topk")
+                                   keys.stride(0), None if row_index is None else row_index.data_ptr(), first, end,
+                                   visible.data_ptr(), k, score_dtype == torch.bfloat16, scores[part].data_ptr(),
+                                   ids[part].data_ptr()), "indexer_topk")
 
     run_parts(ranges, scan)
     if len(ranges) == 1:

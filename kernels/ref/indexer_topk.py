@@ -23,6 +23,7 @@ def indexer_topk(
     num_visible: torch.Tensor,
     topk: int,
     score_dtype: torch.dtype,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """I[t, s] = Σ_h w[t, h] · ReLU(q[t, h] · K[s]); top-k over the entries s < num_visible[t].
 
@@ -33,26 +34,28 @@ def indexer_topk(
         num_visible: [T] int64 number of entries visible to each query.
         topk: k; the result has min(k, N) columns.
         score_dtype: dtype the scores are rounded to before selection (bf16 in the official numerics).
+        rows: [N] int64, the row of `keys` holding entry s (entries in the pages of a shared pool); None: row s.
+            With it, `keys` may hold any rows and N = rows.shape[0].
     Returns:
         [T, min(k, N)] int64 entry indices, best first (equal scores: lower index first), -1 where fewer than k
         entries are visible.
     """
-    return blockwise_topk(q, head_weights, keys, num_visible, topk, score_dtype, lambda scores: scores)
+    return blockwise_topk(q, head_weights, keys, num_visible, topk, score_dtype, lambda scores: scores, rows)
 
 
 def blockwise_topk(q: torch.Tensor, head_weights: torch.Tensor, keys: torch.Tensor, num_visible: torch.Tensor,
-                   topk: int, score_dtype: torch.dtype, combine: Callable[[torch.Tensor], torch.Tensor]
-                   ) -> torch.Tensor:
+                   topk: int, score_dtype: torch.dtype, combine: Callable[[torch.Tensor], torch.Tensor],
+                   rows: torch.Tensor | None = None) -> torch.Tensor:
     """The selection loop: each key block's float32 scores over q's heads go through `combine` (identity, or a sum
     over the ranks holding the other heads), are rounded to score_dtype and merged into a running top k."""
-    n, dim = keys.shape[0], q.shape[-1]
+    n, dim = keys.shape[0] if rows is None else rows.shape[0], q.shape[-1]
     k = min(topk, n)
     if k == 0 or q.shape[0] == 0:
         return torch.full((q.shape[0], k), -1, dtype=torch.long, device=q.device)
     best = torch.full((q.shape[0], 0), _NONE, dtype=torch.long, device=q.device)
     qf, wf = q.float(), head_weights.float()
     for first in range(0, n, KEY_BLOCK):
-        block = keys[first : first + KEY_BLOCK]
+        block = keys[first : first + KEY_BLOCK] if rows is None else keys[rows[first : first + KEY_BLOCK]]
         if block.dtype == torch.uint8:
             logits = fp4_key_logits(qf, block, dim).relu_()
         else:

@@ -19,8 +19,9 @@ def indexer_topk_sharded(
     topk: int,
     score_dtype: torch.dtype,
     all_reduce: Callable[[torch.Tensor], torch.Tensor],
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """As `indexer_topk`, with q [T, H_local, c] and head_weights [T, H_local] this rank's heads; `all_reduce` sums a
     float32 tensor over the ranks in place. Every rank must call it with the same keys and visibility."""
     return blockwise_topk(q, head_weights, keys, num_visible, topk, score_dtype,
-                          lambda partial: all_reduce(partial.contiguous()))
+                          lambda partial: all_reduce(partial.contiguous()), rows)

@@ -31,7 +31,8 @@ def sparse_attention(
         q: [T, H, D] queries.
         window_kv: [Nw, D] raw (uncompressed) K=V rows, float or stored (uint8 [Nw, kv_entry_bytes(D, rope_dim)]);
             window_idx [T, W] rows per query, -1 = none.
-        comp_kv: [Nc, D] compressed K=V entries, float or stored; comp_idx [T, C] entries per query, -1 = none.
+        comp_kv: [Nc, D] compressed K=V entries, float or stored (any rows: a page pool's storage); comp_idx [T, C]
+            rows of comp_kv per query, -1 = none.
         sinks: [H] float32 sink logits (denominator only).
         rope_dim: trailing rope dims of a stored entry (unused for float rows).
     Returns:
@@ -41,10 +42,15 @@ def sparse_attention(
     if window_idx.shape[1] + comp_idx.shape[1] == 0:  # nothing to attend to: the sink takes all the weight
         return out
     dim = q.shape[-1]
-    if comp_kv.dtype == torch.uint8 and comp_idx.numel() < comp_kv.shape[0]:
-        # Top-k picks a few of many pages' entries: decode each picked entry once, however many queries picked it.
-        needed, remapped = torch.unique(comp_idx, return_inverse=True)
-        comp_kv, comp_idx = comp_kv[needed.clamp(min=0)], torch.where(comp_idx >= 0, remapped, -1)
+    if comp_kv.shape[0]:
+        # Entries are read where they lie (a pool's pages hold every sequence's) and top-k picks a few of them:
+        # decode each entry a query reads once, however many queries read it, and no other.
+        used = torch.zeros(comp_kv.shape[0], dtype=torch.bool, device=comp_kv.device)
+        used[comp_idx[comp_idx >= 0]] = True
+        if not bool(used.all()):
+            remap = torch.cumsum(used, 0) - 1
+            comp_kv = comp_kv[used]
+            comp_idx = torch.where(comp_idx >= 0, remap[comp_idx.clamp(min=0)], -1)
     kv_all = torch.cat((_float_rows(window_kv, dim, rope_dim), _float_rows(comp_kv, dim, rope_dim)))
     idx_all = torch.cat((window_idx, torch.where(comp_idx >= 0, comp_idx + window_kv.shape[0], comp_idx)), dim=1)
     for start in range(0, q.shape[0], _QUERY_BLOCK):

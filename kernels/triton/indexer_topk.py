@@ -36,14 +36,19 @@ _FLOOR = -(1 << 63)  # below every rank key: fills the running best while it hol
 
 
 @triton.jit
-def _key_tile(k_ptr, s, s_ok, sk_n, sk_c, C: tl.constexpr, STORED: tl.constexpr, PAIRS: tl.constexpr):
-    """Keys s split into their even and their odd dims, each [C/2, BLOCK_S] float32 (transposed for the dot).
+def _key_tile(k_ptr, rows_ptr, s, s_ok, sk_n, sk_c, C: tl.constexpr, STORED: tl.constexpr, PAIRS: tl.constexpr,
+              HAS_ROWS: tl.constexpr):
+    """Keys s split into their even and their odd dims, each [C/2, BLOCK_S] float32 (transposed for the dot); key s
+    is row rows[s] of k when HAS_ROWS (keys in a shared page pool), else row s.
 
     A packed byte holds dims 2i (low nibble) and 2i + 1, so splitting the dims avoids re-interleaving the nibbles;
     the query is split the same way.
     """
     i = tl.arange(0, C // 2)[:, None]
-    row = k_ptr + s[None, :] * sk_n
+    if HAS_ROWS:
+        row = k_ptr + tl.load(rows_ptr + s, mask=s_ok, other=0)[None, :] * sk_n
+    else:
+        row = k_ptr + s[None, :] * sk_n
     ok = s_ok[None, :]
     if STORED:
         packed = tl.load(row + i * sk_c, mask=ok, other=0).to(tl.int32)
@@ -58,10 +63,10 @@ def _key_tile(k_ptr, s, s_ok, sk_n, sk_c, C: tl.constexpr, STORED: tl.constexpr,
 
 @triton.jit
 def _rank_tile(
-    q_ptr, w_ptr, k_ptr, vis_ptr, out_ptr, T, H, first, cols,
+    q_ptr, w_ptr, k_ptr, rows_ptr, vis_ptr, out_ptr, T, H, first, cols,
     sq_t, sq_h, sq_c, sw_t, sw_h, sk_n, sk_c, so_t,
     C: tl.constexpr, STORED: tl.constexpr, PAIRS: tl.constexpr, PIECES: tl.constexpr, BF16_DOT: tl.constexpr,
-    ROUND_BF16: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr,
+    ROUND_BF16: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_S: tl.constexpr, HAS_ROWS: tl.constexpr,
 ):
     """Rank keys of queries [BLOCK_T] x keys first + [BLOCK_S] into out[t, s - first] (PIECES 0: float32 dots)."""
     t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
@@ -73,7 +78,7 @@ def _rank_tile(
     # The head sum starts at +0.0 and +0.0 + -0.0 is +0.0, so no score is -0.0 (it would rank below 0.0).
     scores = tl.zeros([BLOCK_T, BLOCK_S], dtype=tl.float32)
     if first + tl.program_id(1) * BLOCK_S < tl.max(visible, axis=0):
-        key_even, key_odd = _key_tile(k_ptr, s, s_ok, sk_n, sk_c, C, STORED, PAIRS)
+        key_even, key_odd = _key_tile(k_ptr, rows_ptr, s, s_ok, sk_n, sk_c, C, STORED, PAIRS, HAS_ROWS)
         if BF16_DOT:
             key_even = key_even.to(tl.bfloat16)
             key_odd = key_odd.to(tl.bfloat16)
@@ -119,14 +124,15 @@ def indexer_topk(
     num_visible: torch.Tensor,
     topk: int,
     score_dtype: torch.dtype,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Same contract as kernels.ref.indexer_topk.indexer_topk (head dims: a power of two >= 32, else the twin)."""
-    n, dim = keys.shape[0], q.shape[-1]
+    n, dim = keys.shape[0] if rows is None else rows.shape[0], q.shape[-1]
     t, k = q.shape[0], min(topk, n)
     stored = keys.dtype == torch.uint8
     if (dim < 32 or dim & (dim - 1) or score_dtype not in (torch.float32, torch.bfloat16)
             or not (stored or keys.dtype.is_floating_point)):
-        return ref.indexer_topk(q, head_weights, keys, num_visible, topk, score_dtype)
+        return ref.indexer_topk(q, head_weights, keys, num_visible, topk, score_dtype, rows)
     if k == 0 or t == 0:
         return torch.full((t, k), -1, dtype=torch.long, device=q.device)
     pieces = 0  # float32 dots unless the keys are exact in bf16
@@ -134,6 +140,7 @@ def indexer_topk(
         pieces = 1 if q.dtype == torch.bfloat16 else 3
     weights = head_weights.float()
     visible = num_visible.to(device=q.device, dtype=torch.int64).contiguous()
+    row_index = visible if rows is None else rows.to(device=q.device, dtype=torch.int64).contiguous()
     width = min(n, max(KEY_BLOCK, SCORES_PER_PASS // t))
     ranks = torch.empty((t, k + width), dtype=torch.int64, device=q.device)
     ranks[:, :k] = _FLOOR  # the kernel fills the rest
@@ -142,10 +149,11 @@ def indexer_topk(
     for first in range(0, n, width):
         cols = min(width, n - first)
         _rank_tile[(triton.cdiv(t, block_t), triton.cdiv(cols, block_s))](
-            q, weights, keys, visible, ranks[:, k:], t, q.shape[1], first, cols,
+            q, weights, keys, row_index, visible, ranks[:, k:], t, q.shape[1], first, cols,
             *q.stride(), *weights.stride(), *keys.stride(), ranks.stride(0),
             C=dim, STORED=stored, PAIRS=INDEX_KEY_BLOCK // 2, PIECES=pieces, BF16_DOT=pieces > 0 and q.is_cuda,
-            ROUND_BF16=score_dtype == torch.bfloat16, BLOCK_T=block_t, BLOCK_S=block_s, num_warps=4,
+            ROUND_BF16=score_dtype == torch.bfloat16, BLOCK_T=block_t, BLOCK_S=block_s, HAS_ROWS=rows is not None,
+            num_warps=4,
         )
         # the first block has no running best yet: rank its keys alone
         candidates = ranks[:, k if first == 0 else 0 : k + cols]

@@ -199,7 +199,10 @@ class Scheduler:
 
     def _bytes_at_end(self, request: Request) -> int:
         growth = request.growth_bound(self.config.max_seq_len)
-        return request.state.nbytes()["total"] + int(self._growth * growth)
+        # Pages shared with a prefix checkpoint (or with other requests resumed from it) are counted once, by the
+        # prefix cache's budget, not once per request that holds them.
+        state = request.state
+        return state.nbytes()["total"] - state.shared_page_bytes() + int(self._growth * growth)
 
     def _finish(self, request: Request, ending: Ending) -> None:
         self.postprocess.finish(request, ending)

@@ -98,7 +98,7 @@ class Attention(nn.Module):
         self, comp_features: torch.Tensor | None, index_inputs: tuple[torch.Tensor, ...] | None, seg: Segment,
         state: LayerState, layout: StateLayout, numerics: Numerics,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Extend the compressed entries; return the stored entries [M, *] and the ids this chunk reads [n, C]."""
+        """Extend the compressed entries; return the storage they lie in [M, *] and the rows this chunk reads [n, C]."""
         n = seg.length
         if self.kind == WINDOW:
             return state.window.buffer[:0], seg.shared(("no entries",), lambda: seg.positions.new_zeros(n, 0))
@@ -112,9 +112,14 @@ class Attention(nn.Module):
                 ids = torch.arange(count, device=seg.positions.device)[None, :].expand(n, -1)
                 return torch.where(ids < seg.visible_entries(self.ratio)[:, None], ids, torch.full_like(ids, -1))
 
-            return state.entries.view(), seg.shared(("every entry", self.ratio, count), dense_ids)
-        top = self.indexer.select(*index_inputs, seg, state, layout, self.freqs, numerics)
-        return state.entries.view(), top
+            ids = seg.shared(("every entry", self.ratio, count), dense_ids)
+        else:
+            ids = self.indexer.select(*index_inputs, seg, state, layout, self.freqs, numerics)
+        # Entries are read where they lie in the layer's page pool: entry ids become storage rows.
+        storage, rows = state.entries.storage_rows()
+        if rows.numel() == 0:
+            return storage, ids
+        return storage, torch.where(ids >= 0, rows[ids.clamp(min=0)], -1)
 
     def _grouped_wo_a(self, o: torch.Tensor, numerics: Numerics) -> torch.Tensor:
         """o [T, H, D] -> [T, groups * o_lora_rank]: each group of heads through its own slice of wo_a."""

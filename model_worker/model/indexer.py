@@ -53,8 +53,8 @@ class Indexer(nn.Module):
         if keys.shape[0]:
             state.index_keys.append(layout.encode_index_keys(kernels.hadamard(keys) if numerics.quantize else keys))
         visible = seg.visible_entries(self.ratio)
+        keys, rows = state.index_keys.storage_rows()  # keys are read where they lie in the layer's page pool
         if self.tp.size == 1:
-            return kernels.indexer_topk(q, weights, state.index_keys.view(), visible, self.topk,
-                                        numerics.index_score_dtype)
-        return kernels.indexer_topk_sharded(q, weights, state.index_keys.view(), visible, self.topk,
-                                            numerics.index_score_dtype, self.tp.all_reduce)
+            return kernels.indexer_topk(q, weights, keys, visible, self.topk, numerics.index_score_dtype, rows)
+        return kernels.indexer_topk_sharded(q, weights, keys, visible, self.topk, numerics.index_score_dtype,
+                                            self.tp.all_reduce, rows)

@@ -21,6 +21,7 @@ from model_worker.sessions.archive import ImportLimits
 from model_worker.sessions.commits import CommitWriter
 from model_worker.sessions.hot import HotSessions
 from model_worker.sessions.prefix_cache import CHECKPOINT_EVERY, PrefixCache
+from model_worker.state.pages import pools_for
 from model_worker.structured import GrammarCompiler
 
 
@@ -60,6 +61,8 @@ class WorkerRuntime:
         self.writer = CommitWriter(store, commit_queue_bytes)
         self.prefixes = PrefixCache(store, prefix_cache_bytes, prefix_checkpoint_every, self.metrics, self.writer)
         self.metrics.kv_bytes.labels("prefix").set_function(lambda: self.prefixes.nbytes)
+        pages = pools_for(store.layout, store.device)  # every page once, however many states and checkpoints hold it
+        self.metrics.kv_bytes.labels("pages").set_function(pages.nbytes_in_use)
         self.serving = False
         self._busy: set[tuple[str, str]] = set()
         self._busy_lock = threading.Lock()

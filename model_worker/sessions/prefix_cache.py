@@ -14,8 +14,11 @@ found by a request of the same tenant, weights and numerics whose tokens agree u
 request's chain from its end: each chain block lists the checkpoints that lie inside it, and the first whose address
 matches is the longest reusable prefix. At least one token is always left to prefill (its logits start the reply).
 
-The hot tier is this module: checkpoints as state snapshots in this process under an LRU byte budget, counted per
-tenant. The cold tier is the session store (prefix_store.py): a hot miss looks there, and a stored hit turns hot.
+The hot tier is this module: checkpoints in this process under an LRU byte budget, counted per tenant. A checkpoint
+holds the state's pages by reference (state/pages.py) and copies only its row logs, so checkpoints of one
+conversation, the requests that resume from them and the live state they came from all hold their common full pages
+once; the budget counts each page once per tenant however many checkpoints hold it. The cold tier is the session
+store (prefix_store.py): a hot miss looks there, and a stored hit turns hot.
 """
 
 from __future__ import annotations
@@ -32,15 +35,16 @@ from model_worker.sessions.manifest import tenant_key
 from model_worker.sessions.prefix_store import StoredPrefixes
 from model_worker.sessions.session import OpenSession
 from model_worker.sessions.store import SessionStore
-from model_worker.state import SequenceState, StateSnapshot
+from model_worker.state import SequenceState, SharedState
+from model_worker.state.pages import PagePool
 
-# Measured on `tiny` (docs/benchmarks.md, prefix cache): a checkpoint in the hot tier is a snapshot of the state,
-# which grows with the position, while recomputing a span costs its prefill; every 2,048 tokens keeps a prompt that
-# diverges inside a cached document within 2,048 tokens of recompute.
+# Measured on `tiny` (docs/benchmarks.md, prefix cache): a checkpoint costs its row logs and the pages since the last
+# (in memory; page groups and a tail in the store), while recomputing a span costs its prefill; every 2,048 tokens
+# keeps a prompt that diverges inside a cached document within 2,048 tokens of recompute.
 CHECKPOINT_EVERY = 2048
-# A hot checkpoint is a snapshot of the whole state (a copy on the engine thread that grows with the position, ~3.5 KB
-# a token for Flash), so a state larger than this share of the budget is checkpointed in the store only, whose
-# checkpoint adds just the page groups since the last and a tail.
+# A hot checkpoint keeps every page of the state alive once the requests that shared them end (~3.5 KB a token for
+# Flash), so a state larger than this share of the budget is checkpointed in the store only, whose checkpoint adds
+# just the page groups since the last and a tail.
 HOT_SHARE = 8
 WAIT_S = 120.0  # how long a request waits for another computing its prefix before computing it itself
 
@@ -49,8 +53,7 @@ WAIT_S = 120.0  # how long a request waits for another computing its prefix befo
 class Checkpoint:
     tenant_key: str
     tokens: int
-    snapshot: StateSnapshot
-    nbytes: int
+    state: SharedState
     block_value: bytes  # the chain value of the block it lies in (its place in the index)
 
 
@@ -110,6 +113,7 @@ class PrefixCache:
         # inside a block share its value, so a position may hold several).
         self._by_block: dict[bytes, dict[int, int]] = {}
         self._tenant_bytes: dict[str, int] = {}
+        self._held: dict[tuple[str, PagePool, int], int] = {}  # (tenant key, pool, page) -> checkpoints holding it
         self.nbytes = 0
         self._lock = threading.Condition()  # notified as checkpoints are kept and computations end
         self._computing: list[Computing] = []
@@ -141,7 +145,7 @@ class PrefixCache:
         deadline = time.monotonic() + wait_s
         with self._lock:
             while True:
-                position, snapshot = self._longest(tk, chain, token_ids, limit)
+                position, shared = self._longest(tk, chain, token_ids, limit)
                 ahead = max((c.reaches(tk, chain, token_ids, limit) for c in self._computing), default=0)
                 left = deadline - time.monotonic()
                 if ahead <= position or left <= 0:
@@ -156,10 +160,10 @@ class PrefixCache:
             self._count("stored_hit")
             position, state = stored
             self._keep(tenant, chain, token_ids, state)  # hot from now on
-        elif snapshot is not None:
+        elif shared is not None:
             self._count("hit")
             state = self.store.new_state()
-            state.restore(snapshot)
+            state.adopt(shared)  # its pages by reference: concurrent hits hold them once
         else:
             self._count("miss")
             return PrefixHit(0, None), computing
@@ -185,7 +189,7 @@ class PrefixCache:
                 self._lock.notify_all()
 
     def _longest(self, tk: str, chain: Chain, token_ids: Sequence[int], limit: int
-                 ) -> tuple[int, StateSnapshot | None]:
+                 ) -> tuple[int, SharedState | None]:
         for block in range(limit // chain.block, -1, -1):
             positions = self._by_block.get(chain.values[block], {})
             for position in sorted((p for p in positions if p <= limit), reverse=True):
@@ -193,7 +197,7 @@ class PrefixCache:
                 entry = self._entries.get(address)
                 if entry is not None and entry.tenant_key == tk and entry.tokens == position:
                     self._entries.move_to_end(address)
-                    return position, entry.snapshot
+                    return position, entry.state
         return 0, None
 
     def put(self, tenant: str, token_ids: Sequence[int], state: SequenceState,
@@ -215,16 +219,15 @@ class PrefixCache:
     def _keep(self, tenant: str, chain: Chain, token_ids: Sequence[int], state: SequenceState) -> None:
         """The hot half of `put`: `chain` covers at least the state's tokens."""
         tokens = state.num_tokens
-        nbytes = state.nbytes()["total"]  # what its snapshot holds, counted in whole pages as the hot sessions are
-        if nbytes > self.budget_bytes // HOT_SHARE:
-            return  # a snapshot costs the whole state: past this size, the store's incremental checkpoint only
+        if state.nbytes()["total"] > self.budget_bytes // HOT_SHARE:
+            return  # it would hold the whole state: past this size, the store's incremental checkpoint only
         address = tail_address(chain, tokens, token_ids)
         with self._lock:
             if address in self._entries:
                 self._entries.move_to_end(address)
                 return
-        snapshot = state.snapshot()  # outside the lock: a copy of the state
-        entry = Checkpoint(tenant_key(tenant), tokens, snapshot, nbytes, chain.values[tokens // chain.block])
+        shared = state.share()  # outside the lock: the row logs are copied
+        entry = Checkpoint(tenant_key(tenant), tokens, shared, chain.values[tokens // chain.block])
         with self._lock:
             if address in self._entries:
                 return
@@ -257,8 +260,20 @@ class PrefixCache:
         self._count("eviction")
 
     def _account(self, entry: Checkpoint, sign: int) -> None:
-        self.nbytes += sign * entry.nbytes
-        left = self._tenant_bytes.get(entry.tenant_key, 0) + sign * entry.nbytes
+        """Count a checkpoint in (+1) or out (-1): its row logs, and each page it holds that no other checkpoint of
+        its tenant holds."""
+        delta = entry.state.log_bytes()
+        for pool, page in entry.state.page_holds():
+            key = (entry.tenant_key, pool, page)
+            held = self._held.get(key, 0) + sign
+            if held == (1 if sign > 0 else 0):
+                delta += pool.page_bytes
+            if held:
+                self._held[key] = held
+            else:
+                self._held.pop(key, None)
+        self.nbytes += sign * delta
+        left = self._tenant_bytes.get(entry.tenant_key, 0) + sign * delta
         if left:
             self._tenant_bytes[entry.tenant_key] = left
         else:

@@ -29,7 +29,8 @@ def full_pages(state: SequenceState, ratio: int) -> int:
 
 
 def page_group(state: SequenceState, ratio: int, index: int) -> dict[str, torch.Tensor]:
-    """The tensors of page group (ratio, index)."""
+    """The tensors of page group (ratio, index), copied: the writer thread encodes them later, when the pages may
+    have gone back to their pool and hold another sequence's entries."""
     out = {}
     for layer_id, layer in enumerate(state.main_layers):
         if layer.ratio != ratio:
@@ -37,7 +38,7 @@ def page_group(state: SequenceState, ratio: int, index: int) -> dict[str, torch.
         for name in _PAGED:
             paged: PagedRows | None = getattr(layer, name)
             if paged is not None:
-                out[f"{layer_id}.{_STREAM_NAMES[name]}"] = paged.page(index)
+                out[f"{layer_id}.{_STREAM_NAMES[name]}"] = paged.page(index).clone()
     return out
 
 

@@ -13,7 +13,8 @@ import torch
 
 from model_worker.config import CSA, HCA, WINDOW
 from model_worker.state.layout import PAGE_ENTRIES, StateLayout
-from model_worker.state.rows import PagedRows, RowLog
+from model_worker.state.pages import PagePool, pools_for
+from model_worker.state.rows import PagedRows, RowLog, SharedPages
 
 
 class LayerState:
@@ -29,12 +30,15 @@ class LayerState:
         self.entries: PagedRows | None = None
         self.index_comp: RowLog | None = None
         self.index_keys: PagedRows | None = None
+        pools = pools_for(layout, device)
         if self.kind != WINDOW:
             self.comp = RowLog(layout.compressor_width(self.kind), torch.float32, device)
-            self.entries = PagedRows(layout.kv_width, layout.kv_dtype, PAGE_ENTRIES, device)
+            self.entries = PagedRows(pools.get((layer_id, "entries"), layout.kv_width, layout.kv_dtype, PAGE_ENTRIES,
+                                               device))
         if self.kind == CSA:
             self.index_comp = RowLog(layout.compressor_width(CSA, index=True), torch.float32, device)
-            self.index_keys = PagedRows(layout.index_key_width, layout.kv_dtype, PAGE_ENTRIES, device)
+            self.index_keys = PagedRows(pools.get((layer_id, "index_keys"), layout.index_key_width, layout.kv_dtype,
+                                                  PAGE_ENTRIES, device))
 
     def logs(self) -> list[RowLog]:
         return [log for log in (self.window, self.comp, self.index_comp) if log is not None]
@@ -76,6 +80,27 @@ class StateSnapshot:
     mtp_pairs: int
     tensors: dict[str, tuple[int, torch.Tensor]] = field(default_factory=dict)
     sampling: bytes | None = None
+
+
+@dataclass
+class SharedState:
+    """A checkpoint of a SequenceState in this process: its paged streams by reference (their pages held, not
+    copied), its row logs (window, compressor tails, MTP inputs: bounded by the window) copied. Adoptable by any
+    state of the same layout and device; its hold on the pages ends when it is garbage."""
+
+    num_tokens: int
+    committed: int
+    mtp_pairs: int
+    logs: dict[str, tuple[int, torch.Tensor]]
+    pages: dict[str, SharedPages]
+    sampling: bytes | None = None
+
+    def page_holds(self) -> list[tuple[PagePool, int]]:
+        """Every (pool, page) it holds."""
+        return [(shared.pool, page) for shared in self.pages.values() for page in shared.pages]
+
+    def log_bytes(self) -> int:
+        return sum(rows.nbytes for _, rows in self.logs.values())
 
 
 class SequenceState:
@@ -140,6 +165,10 @@ class SequenceState:
         totals["total"] = sum(totals.values())
         return totals
 
+    def shared_page_bytes(self) -> int:
+        """Bytes of pages this state holds together with checkpoints or other states (counted once elsewhere)."""
+        return sum(paged.shared_nbytes() for layer in self.layers for paged in layer.paged())
+
     def _stores(self) -> dict[str, RowLog | PagedRows]:
         stores: dict[str, RowLog | PagedRows] = {"mtp_hidden": self.mtp_hidden, "recent_tokens": self.recent_tokens}
         for i, layer in enumerate(self.layers):
@@ -158,6 +187,31 @@ class SequenceState:
                 snap.tensors[key] = (0, store.view().clone())
         return snap
 
+    def share(self) -> SharedState:
+        """A checkpoint that shares this state's pages (see SharedState): eight requests that adopt it hold its
+        full pages once."""
+        logs, pages = {}, {}
+        for key, store in self._stores().items():
+            if isinstance(store, RowLog):
+                logs[key] = (store.start, store.rows(store.start, store.end).clone())
+            else:
+                pages[key] = store.share()
+        return SharedState(self.num_tokens, self.committed, self.mtp_pairs, logs, pages, self.sampling)
+
+    def adopt(self, shared: SharedState) -> None:
+        """Become the state `shared` was taken of: its pages held by reference, its row logs copied."""
+        stores = self._stores()
+        if set(stores) != set(shared.logs) | set(shared.pages):
+            raise ValueError("checkpoint was taken from a state of a different layout")
+        for key, store in stores.items():
+            if isinstance(store, RowLog):
+                start, rows = shared.logs[key]
+                store.reset(start, rows)
+            else:
+                store.adopt(shared.pages[key])
+        self.num_tokens, self.committed, self.mtp_pairs = shared.num_tokens, shared.committed, shared.mtp_pairs
+        self.sampling = shared.sampling
+
     def restore(self, snap: StateSnapshot) -> None:
         stores = self._stores()
         if set(stores) != set(snap.tensors):
@@ -172,4 +226,4 @@ class SequenceState:
         self.sampling = snap.sampling
 
 
-__all__ = ["CSA", "HCA", "LayerState", "SequenceState", "StateSnapshot", "WINDOW"]
+__all__ = ["CSA", "HCA", "LayerState", "SequenceState", "SharedState", "StateSnapshot", "WINDOW"]

@@ -82,6 +82,9 @@ class FakeState:
     def nbytes(self) -> dict[str, int]:
         return {"total": self.bytes_per_token * len(self.tokens)}
 
+    def shared_page_bytes(self) -> int:
+        return 0  # a fake state holds no pages
+
 
 class FakeRunner:
     """A model runner without a model. The logits after each position peak (at 10) at `next_token` of the sequence

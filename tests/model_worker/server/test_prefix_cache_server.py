@@ -11,10 +11,20 @@ import pytest
 from prometheus_client import generate_latest
 from server_testlib import Worker
 
+from model_worker.engine.loading import load_model
 from protos.dsv4.worker.v1 import worker_pb2 as pb
 
 KEYS = {"ka": "acme", "kb": "globex"}
 DOCUMENT = " ".join(f"line {i}: the quick brown fox jumps over the lazy dog." for i in range(40))
+
+
+@pytest.fixture(scope="module")
+def model():
+    """Reference numerics: a hit computes the rest in other chunks than a full prefill, and only float32 keeps the
+    greedy tokens of both the same on every CPU (official numerics round per chunk shape, so near-ties may part:
+    seen on an AVX-512 machine at the 6th token of the third call). Logit parity of hits:
+    tests/model_worker/sessions/test_prefix_cache.py."""
+    return load_model(None, "tiny", numerics="reference")
 
 
 @pytest.fixture
@@ -57,6 +67,10 @@ def test_a_resent_conversation_prefills_only_what_it_added(workers) -> None:
     metrics = generate_latest(cached.runtime.metrics.registry).decode()
     assert 'dsv4_prefix_cache_events_total{event="hit"} 2.0' in metrics
     assert 'dsv4_prefix_cache_events_total{event="miss"} 2.0' in metrics
+    # every page once: the checkpoints share the conversation's pages, which count under "pages" and "prefix" alike
+    pages = float(metrics.split('dsv4_kv_bytes{tier="pages"} ')[1].split()[0])
+    prefix = float(metrics.split('dsv4_kv_bytes{tier="prefix"} ')[1].split()[0])
+    assert 0 < pages and 0 < prefix
 
 
 def test_a_prompt_that_parts_in_the_middle_reuses_the_checkpoints_before_it(workers) -> None:

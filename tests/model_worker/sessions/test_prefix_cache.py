@@ -5,6 +5,7 @@ feed; tenants, weights and numerics never share; the byte budget evicts least re
 from __future__ import annotations
 
 import dataclasses
+import gc
 import random
 import threading
 import time
@@ -20,6 +21,7 @@ from model_worker.numerics import REFERENCE
 from model_worker.sessions import InvalidSessionRequest, SessionStore, admin, open_blobs
 from model_worker.sessions.commits import CommitWriter
 from model_worker.sessions.prefix_cache import HOT_SHARE, PrefixCache
+from model_worker.state.pages import pools_for
 
 CONFIGS = [SMALL, dataclasses.replace(SMALL, window_size=16, compress_ratios=(4, 16, 0, 16, 0), index_topk=5)]
 
@@ -191,3 +193,62 @@ def test_a_checkpoint_past_the_tenants_quota_is_not_stored_and_fails_nothing(tmp
     writer.close()
     assert cache.lookup("acme", tokens + [5]).tokens == 200  # hot still
     assert PrefixCache(store, 1 << 30, writer=CommitWriter(store)).lookup("acme", tokens + [5]).tokens == 0
+
+
+def _page_bytes(state) -> tuple[int, int]:
+    """(bytes of one page of each paged stream, bytes of every page the state holds)."""
+    streams = [paged for layer in state.layers for paged in layer.paged()]
+    return sum(paged.pool.page_bytes for paged in streams), sum(paged.nbytes() for paged in streams)
+
+
+def test_concurrent_hits_hold_the_prefix_pages_once(tmp_path) -> None:
+    model = small_model()
+    pools = pools_for(model.layout, "cpu")
+    tokens = [2 + i % 509 for i in range(1100)]
+    state = model.new_state()
+    prefill(model, state, tokens[:1030])
+    state.commit()
+    cache = cache_for(model, tmp_path)
+    cache.put("acme", tokens, state)
+    one_page_each, prefix_pages = _page_bytes(state)
+    del state
+    gc.collect()
+    gc.disable()  # no unrelated state may give pages back while the pool is measured
+    try:
+        before = pools.nbytes_in_use()
+        hits = [cache.lookup("acme", tokens) for _ in range(8)]
+        assert [hit.tokens for hit in hits] == [1030] * 8
+        assert pools.nbytes_in_use() == before  # adopting a checkpoint copies no page
+        # the scheduler's admission counts them once, not once per request
+        assert all(hit.state.shared_page_bytes() == prefix_pages for hit in hits)
+        for hit in hits:  # each goes on: its shared partial pages are copied before it writes, nothing else
+            prefill(model, hit.state, tokens[1030:1040])
+        grown = pools.nbytes_in_use() - before
+    finally:
+        gc.enable()
+    # per stream and hit, one page of its own (the shared partial page copied, or a new one), against a copy of
+    # every page of the prefix each without sharing
+    assert grown <= 8 * one_page_each < 8 * prefix_pages
+    for hit in hits:  # the full pages are the same pages
+        for mine, first in zip(hit.state.layers, hits[0].state.layers, strict=True):
+            for paged, other in zip(mine.paged(), first.paged(), strict=True):
+                full = 1030 // mine.ratio // paged.page_size
+                assert paged.pages[:full] == other.pages[:full]
+
+
+def test_checkpoints_of_one_conversation_count_their_common_pages_once(tmp_path) -> None:
+    model = small_model()
+    tokens = [2 + i % 509 for i in range(1200)]
+    state = model.new_state()
+    alone = []
+    cache = cache_for(model, tmp_path)
+    for end in (600, 1200):
+        prefill(model, state, tokens[state.num_tokens : end])
+        state.commit()
+        probe = cache_for(model, tmp_path / f"probe{end}")
+        probe.put("acme", tokens, state)
+        alone.append(probe.nbytes)
+        cache.put("acme", tokens, state)
+    assert len(cache) == 2
+    assert alone[1] < cache.nbytes < sum(alone)  # the first checkpoint's full pages counted once
+    assert cache.tenant_bytes("acme") == cache.nbytes

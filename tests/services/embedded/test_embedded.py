@@ -54,7 +54,8 @@ def test_the_platform_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path):
                                                r"(\d+) new tokens prefilled", output).groups())
         assert reused > 300 and 0 < prefilled <= 16, output
         # 3. the Think Max batch ran on the Celery worker to the end
-        assert "3/3 done" in output and len(re.findall(r"q\d: completed, 48 tokens \(48 reasoning\)", output)) == 3
+        # (how many of the 48 are reasoning is the random weights' choice: one may close its thinking early)
+        assert "3/3 done" in output and len(re.findall(r"q\d: completed, 48 tokens \(\d+ reasoning\)", output)) == 3
         assert (data / "sessions").is_dir() and (data / "agent.db").is_file() and (data / "broker.db").is_file()
 
         readme = run_readme_journeys(endpoints)
