@@ -19,6 +19,7 @@ import grimp
 import networkx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the packages as they are in this checkout, installed or not
 
 
 def root_packages() -> list[str]:

@@ -167,3 +167,33 @@ def run_on(worker: Worker, session_id: str, message: pb.ChatMessage) -> tuple[li
         sampling=pb.SamplingParams(temperature=0.0, max_tokens=4, ignore_eos=True)),
         metadata=[("authorization", "Bearer ka")], timeout=120))
     return [t for r in responses if r.WhichOneof("event") == "delta" for t in r.delta.token_ids], responses[-1].final
+
+
+def test_a_hit_gives_the_tokens_of_the_session_path_in_official_numerics(tmp_path) -> None:
+    """A stateless caller resending its raw token history and a session fed the same turns compute the same thing
+    (the checkpoint at the end of each reply is where the session's commit is), so in official numerics too the
+    tokens are the same, call after call."""
+    worker = Worker(load_model(None, "tiny", numerics="official"), tmp_path / "store", api_keys=KEYS)
+    acme = [("authorization", "Bearer ka")]
+    sampling = pb.SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True)
+
+    def generate(request: pb.GenerateRequest) -> tuple[list[int], pb.Final]:
+        responses = list(worker.stub.Generate(request, timeout=120, metadata=acme))
+        tokens = [t for r in responses if r.WhichOneof("event") == "delta" for t in r.delta.token_ids]
+        return tokens, responses[-1].final
+
+    try:
+        session = worker.stub.CreateSession(pb.CreateSessionRequest(), metadata=acme)
+        assert session.tokens == 1  # the BOS
+        history = [0]
+        for turn, new in enumerate([list(range(1000, 1600)), list(range(3000, 3020)), list(range(5000, 5030))]):
+            in_session, _ = generate(pb.GenerateRequest(session_id=session.session_id, token_ids=pb.TokenIds(ids=new),
+                                                        sampling=sampling))
+            stateless, final = generate(pb.GenerateRequest(token_ids=pb.TokenIds(ids=history + new),
+                                                           sampling=sampling))
+            assert stateless == in_session
+            if turn:  # everything but the last reply's last token (never fed) came from the cache
+                assert final.usage.reused_tokens == len(history) - 1
+            history += new + stateless
+    finally:
+        worker.stop()

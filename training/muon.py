@@ -1,0 +1,84 @@
+"""Muon with DeepSeek-V4's hybrid Newton-Schulz orthogonalization, and the optimizer split of the recipe.
+
+Each Muon step: momentum (Nesterov, 0.95), then the update normalized by its Frobenius norm and orthogonalized by ten
+Newton-Schulz iterations on its wide orientation (X <- a X + (b A + c A^2) X with A = X X^T): eight with
+(3.4445, -4.7750, 2.0315), which push every singular value quickly towards 1, and two with (2, -1.5, 0.5), which
+settle them at 1; then rescaled to an RMS of 0.18, so that Muon and AdamW share one learning rate, with decoupled
+weight decay. AdamW takes the embedding, the output head, every RMSNorm and mHC's static biases and gating factors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+FAST = (3.4445, -4.7750, 2.0315)
+SETTLE = (2.0, -1.5, 0.5)
+SCHEDULE = (FAST,) * 8 + (SETTLE,) * 2
+UPDATE_RMS = 0.18
+
+
+def orthogonalize(update: torch.Tensor, schedule: tuple[tuple[float, float, float], ...] = SCHEDULE,
+                  eps: float = 1e-7) -> torch.Tensor:
+    """The hybrid Newton-Schulz iteration on matrices [..., m, n] (float32, each matrix on its own): their polar
+    factors U V^T, approximately."""
+    x = update.float()
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:
+        x = x.mT
+    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)
+    for a, b, c in schedule:
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon for matrices; a 3-D parameter (the routed experts' [experts, out, in]) is one matrix per expert."""
+
+    def __init__(self, params: Iterable[nn.Parameter], lr: float = 1e-3, momentum: float = 0.95,
+                 weight_decay: float = 0.1, update_rms: float = UPDATE_RMS) -> None:
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
+                                  "update_rms": update_rms})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else torch.enable_grad()(closure)()
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                buffer = state.get("momentum")
+                if buffer is None:
+                    buffer = state["momentum"] = torch.zeros_like(param, dtype=torch.float32)
+                grad = param.grad.float()
+                buffer.mul_(group["momentum"]).add_(grad)
+                nesterov = grad.add(buffer, alpha=group["momentum"])
+                update = orthogonalize(nesterov)
+                # An orthogonal [m, n] matrix has RMS 1/sqrt(max(m, n)): rescale to the target RMS.
+                update = update * (group["update_rms"] * max(nesterov.shape[-2:]) ** 0.5)
+                param.mul_(1 - group["lr"] * group["weight_decay"])
+                param.add_(update.view_as(param).to(param.dtype), alpha=-group["lr"])
+        return loss
+
+
+def adamw_parameter(name: str, param: nn.Parameter) -> bool:
+    """Whether the recipe gives `name` to AdamW: the embedding and the output head, and every vector (RMSNorm
+    weights, mHC's static biases and gating factors, attention sinks), and the compressors' positional biases."""
+    return param.dim() < 2 or name in ("embed.weight", "head.weight") or name.endswith(".ape")
+
+
+def optimizers(model: nn.Module, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
+               ) -> tuple[Muon, torch.optim.AdamW]:
+    """The recipe's split of the model's float parameters (made trainable here; the hash-routing tables are
+    integers and stay fixed): (Muon, AdamW), one learning-rate scale for both."""
+    muon, adamw = [], []
+    for name, param in model.named_parameters():
+        if param.is_floating_point():
+            param.requires_grad_(True)
+            (adamw if adamw_parameter(name, param) else muon).append(param)
+    return (Muon(muon, lr=lr, weight_decay=weight_decay),
+            torch.optim.AdamW(adamw, lr=lr, betas=betas, weight_decay=weight_decay))
