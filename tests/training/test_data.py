@@ -1,0 +1,79 @@
+"""Synthetic agent traces: every reply reads back through the platform's parser as the call or answer it stands
+for, the loss covers exactly the replies, generation is deterministic, held-out phrasings and evaluation seeds never
+reach the training data, and the calculator is exact."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from foundation.chat import load_tokenizer, parse_completion
+from training.data import FAMILIES, fingerprint, generate, held_out, render
+from training.data.tools import calculate
+from training.data.traces import (
+    ASK_BOTH,
+    ASK_CALC,
+    ASK_JSON,
+    ASK_NEEDLE,
+    ASK_NO_TOOL,
+    ASK_RECALL,
+    ASK_STORE,
+    EVAL_SEED_BASE,
+    MODES,
+)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_reply_parses_back_and_only_replies_carry_the_loss(family: str, mode: str) -> None:
+    tokenizer = load_tokenizer()
+    rendered = render(generate(family, 7, mode=mode), tokenizer)
+    trace = rendered.trace
+    for text, calls, turn in zip(rendered.replies, trace.calls, trace.turns, strict=True):
+        parsed = parse_completion(text, mode)
+        assert [(c.name, c.arguments) for c in parsed.tool_calls] == calls
+        assert parsed.content == turn.reply["content"] and parsed.saw_eos
+        assert parsed.reasoning_content == turn.reply.get("reasoning_content")
+    assert trace.answer in rendered.replies[-1]
+    replies = [t for t, m in zip(rendered.token_ids, rendered.loss_mask, strict=True) if m]
+    assert replies == [t for text in rendered.replies for t in tokenizer.encode(text)]
+    if family == "json":
+        assert set(json.loads(trace.answer)) == {"name", "age", "city"}
+
+
+def test_generation_is_deterministic_and_seeds_differ() -> None:
+    first = [render(generate(family, 3)).token_ids for family in FAMILIES]
+    assert first == [render(generate(family, 3)).token_ids for family in FAMILIES]
+    assert all(a != b for a, b in zip(first, [render(generate(family, 4)).token_ids for family in FAMILIES]))
+
+
+def test_held_out_phrasings_and_evaluation_seeds_never_reach_training() -> None:
+    phrasings = [re.compile(re.sub(r"\\\{\w\\\}", ".+", re.escape(template)))
+                 for table in (ASK_CALC, ASK_STORE, ASK_RECALL, ASK_NEEDLE, ASK_JSON, ASK_NO_TOOL, ASK_BOTH)
+                 for template in table["held_out"]]
+    training = [render(generate(family, seed)) for family in FAMILIES for seed in range(20)]
+    candidates = [render(generate(family, EVAL_SEED_BASE + seed, phrasing)) for family in FAMILIES
+                  for seed in range(10) for phrasing in ("train", "held_out")]
+    seen = {fingerprint(r.token_ids) for r in training}
+    evaluation = held_out(candidates, seen)
+    assert len(evaluation) < len(candidates)  # short families repeat: seeds alone would not keep the sets apart
+    assert {r.trace.family for r in evaluation} == set(FAMILIES)
+    users = [m["content"] for r in training for turn in r.trace.turns for m in turn.inputs if m["role"] == "user"]
+    assert not [p for p in phrasings if any(p.search(text) for text in users)]
+    held_out_users = [m["content"] for r in evaluation if r.trace.phrasing == "held_out" for turn in r.trace.turns
+                      for m in turn.inputs if m["role"] == "user"]
+    assert all(any(p.search(text) for p in phrasings) for text in held_out_users if not text.startswith("Keep these"))
+    assert not {fingerprint(r.token_ids) for r in training} & {fingerprint(r.token_ids) for r in evaluation}
+
+
+def test_needle_distance_grows_with_its_log_lines() -> None:
+    short, long = (render(generate("needle", 1, needle_lines=n)) for n in (20, 200))
+    assert len(long.token_ids) > 5 * len(short.token_ids) and long.trace.answer in long.replies[-1]
+
+
+@pytest.mark.parametrize(("expression", "result"), [("(12 + 30) * 2", "84"), ("7 / 4", "1.75"), ("1 / 3", "0.333333"),
+                                                     ("5 - 9 * 2", "-13")])
+def test_the_calculator_is_exact(expression: str, result: str) -> None:
+    assert calculate(expression) == result
