@@ -8,9 +8,10 @@ import torch
 def sinkhorn(logits: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
     """logits [..., n, n] (float32) -> comb [..., n, n]: row softmax + eps, column normalize, then iters-1 rounds of
     row and column normalization (the official order)."""
-    comb = torch.softmax(logits, dim=-1).add_(eps)
-    comb.div_(comb.sum(dim=-2, keepdim=True).add_(eps))
+    # Out of place, so that training can differentiate through it (the same values as in place).
+    comb = torch.softmax(logits, dim=-1) + eps
+    comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
     for _ in range(iters - 1):
-        comb.div_(comb.sum(dim=-1, keepdim=True).add_(eps))
-        comb.div_(comb.sum(dim=-2, keepdim=True).add_(eps))
+        comb = comb / (comb.sum(dim=-1, keepdim=True) + eps)
+        comb = comb / (comb.sum(dim=-2, keepdim=True) + eps)
     return comb

@@ -13,14 +13,15 @@ import torch
 
 from model_worker.config import CSA, HCA, WINDOW
 from model_worker.state.layout import PAGE_ENTRIES, StateLayout
-from model_worker.state.pages import PagePool, pools_for
+from model_worker.state.pages import PagePool, PagePools, pools_for
 from model_worker.state.rows import PagedRows, RowLog, SharedPages
 
 
 class LayerState:
     """State of one attention layer (main or MTP)."""
 
-    def __init__(self, layout: StateLayout, layer_id: int, device: torch.device | str) -> None:
+    def __init__(self, layout: StateLayout, layer_id: int, device: torch.device | str,
+                 pools: PagePools | None = None) -> None:
         config = layout.config
         self.kind = config.layer_type(layer_id)
         self.ratio = config.compress_ratios[layer_id]
@@ -30,7 +31,7 @@ class LayerState:
         self.entries: PagedRows | None = None
         self.index_comp: RowLog | None = None
         self.index_keys: PagedRows | None = None
-        pools = pools_for(layout, device)
+        pools = pools or pools_for(layout, device)
         if self.kind != WINDOW:
             self.comp = RowLog(layout.compressor_width(self.kind), torch.float32, device)
             self.entries = PagedRows(pools.get((layer_id, "entries"), layout.kv_width, layout.kv_dtype, PAGE_ENTRIES,
@@ -106,10 +107,13 @@ class SharedState:
 class SequenceState:
     """Everything the engine keeps for one sequence between forward passes."""
 
-    def __init__(self, layout: StateLayout, device: torch.device | str = "cpu") -> None:
+    def __init__(self, layout: StateLayout, device: torch.device | str = "cpu", pools: PagePools | None = None) -> None:
+        """`pools`: where its pages come from; the process's pools of the layout by default (shared with every
+        other state, so that checkpoints can share pages), or pools of its own (a training sequence, whose
+        entries carry gradients)."""
         config = layout.config
         self.layout = layout
-        self.layers = [LayerState(layout, i, device) for i in range(config.n_layers + config.n_mtp_layers)]
+        self.layers = [LayerState(layout, i, device, pools) for i in range(config.n_layers + config.n_mtp_layers)]
         self.num_tokens = 0
         self.committed = 0
         # The MTP layer advances only when drafts are asked for. Its attention is window-only, so the last
