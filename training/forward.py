@@ -16,24 +16,32 @@ import kernels
 from model_worker.model import DeepseekV4, ForwardBatch
 from model_worker.state import SequenceState
 from model_worker.state.pages import PagePools
+from training.vocab import VocabSubset
 
 
-def training_logits(model: DeepseekV4, token_ids: torch.Tensor) -> torch.Tensor:
-    """token_ids [B, T] -> logits [B, T, V] float32 (position t predicts token t + 1), differentiable."""
+def training_logits(model: DeepseekV4, token_ids: torch.Tensor, vocab: VocabSubset | None = None) -> torch.Tensor:
+    """token_ids [B, T] -> logits [B, T, V] float32 (position t predicts token t + 1), differentiable; with `vocab`,
+    [B, T, U] over its used ids only."""
     batch, length = token_ids.shape
     device = model.embed.weight.device
     states = [SequenceState(model.layout, device, PagePools()) for _ in range(batch)]
+    rows = None if vocab is None else vocab.ids.to(device)
     with kernels.use("reference"):
-        out = model(ForwardBatch(token_ids.reshape(-1).to(device), [length] * batch, states, logits="all"))
+        out = model(ForwardBatch(token_ids.reshape(-1).to(device), [length] * batch, states, logits="all",
+                                 vocab_rows=rows))
     return out.logits.float().view(batch, length, -1)
 
 
-def next_token_loss(logits: torch.Tensor, token_ids: torch.Tensor, loss_mask: torch.Tensor | None = None
-                    ) -> torch.Tensor:
+def next_token_loss(logits: torch.Tensor, token_ids: torch.Tensor, loss_mask: torch.Tensor | None = None,
+                    vocab: VocabSubset | None = None) -> torch.Tensor:
     """Mean cross-entropy of each position's prediction of the next token, over the positions whose next token is
-    in the loss (`loss_mask` [B, T] on the predicted tokens; all of them by default)."""
+    in the loss (`loss_mask` [B, T] on the predicted tokens; all of them by default); with `vocab`, the logits are
+    over its used ids and the loss is still the full vocabulary's."""
     targets = token_ids[:, 1:].to(logits.device)
-    losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none")
+    if vocab is None:
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none")
+    else:
+        losses = vocab.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten())
     if loss_mask is None:
         return losses.mean()
     weights = loss_mask[:, 1:].flatten().to(losses.dtype).to(losses.device)

@@ -24,6 +24,7 @@ class ForwardBatch:
     logits: str = "last"  # "last": the last row(s) of each segment; "all": every token; "none"
     draft_logits: bool = False  # advance the MTP layer and return its draft logits at each segment's last pair
     last_rows: list[int] | None = None  # with "last": how many trailing rows of each segment (default one each)
+    vocab_rows: torch.Tensor | None = None  # logits over these vocabulary ids only (training's restricted softmax)
 
     def __post_init__(self) -> None:
         if len(self.seq_lens) != len(self.states):

@@ -84,7 +84,8 @@ class DeepseekV4(nn.Module):
             last = batch.last_rows or [1] * len(segments)
             rows = slice(None) if batch.logits == "all" else \
                 [s.first_row + s.length - k + j for s, k in zip(segments, last) for j in range(k)]
-            logits = self._logits(streams[rows], self.hc_head_fn, self.hc_head_base, self.hc_head_scale, self.norm)
+            logits = self._logits(streams[rows], self.hc_head_fn, self.hc_head_base, self.hc_head_scale, self.norm,
+                                  batch.vocab_rows)
         return ForwardOutput(logits, mtp_logits, mtp_segments)
 
     def draft(self, states: list[SequenceState], next_tokens: list[int]) -> torch.Tensor:
@@ -97,8 +98,12 @@ class DeepseekV4(nn.Module):
         return logits
 
     def _logits(self, streams: torch.Tensor, fn: torch.Tensor, base: torch.Tensor, scale: torch.Tensor,
-                norm: RMSNorm) -> torch.Tensor:
+                norm: RMSNorm, vocab_rows: torch.Tensor | None = None) -> torch.Tensor:
         x = norm(kernels.hc_head(streams, fn, base, scale, self.config.norm_eps, self.config.hc_eps))
+        if vocab_rows is not None:  # training: the ids its data uses (float32, as the head computes them)
+            if self.tp.size > 1:
+                raise ValueError("vocab_rows needs the whole vocabulary on one rank")
+            return x.float() @ self.head.weight[vocab_rows].float().T
         return self.tp.all_gather(self.head(x, self.numerics))  # each rank computes its vocabulary's logits
 
     def _advance_mtp(self, states: list[SequenceState], next_tokens: list[int | None]

@@ -13,6 +13,7 @@ from model_worker.model import DeepseekV4, ForwardBatch
 from model_worker.numerics import REFERENCE
 from training.forward import next_token_loss, training_logits
 from training.muon import optimizers
+from training.vocab import VocabSubset
 
 # Window 16 and HCA m' = 16, so that 160 tokens reach past the window into compressed entries of both kinds.
 CONFIG = dataclasses.replace(SMALL, window_size=16, compress_ratios=(4, 16, 0, 16, 0), index_topk=5)
@@ -67,3 +68,27 @@ def test_a_few_steps_of_the_recipe_lower_the_loss() -> None:
         muon.step()
         adamw.step()
     assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_the_restricted_vocabulary_loss_is_the_full_vocabularys() -> None:
+    model = trainable_model(4)
+    tokens = torch.randint(3, 400, (2, 64), generator=torch.Generator().manual_seed(3))
+    vocab = VocabSubset(range(3, 400), CONFIG.vocab_size)
+    vocab.restrict(model)
+    optimizers(model, lr=1e-3)
+    restricted = training_logits(model, tokens, vocab)
+    assert restricted.shape == (2, 64, 397)
+    loss = next_token_loss(restricted, tokens, vocab=vocab)
+    loss.backward()
+    grad = model.head.weight.grad.clone()
+    model.zero_grad()
+    full = training_logits(model, tokens)
+    assert float(full.detach()[..., 400:].abs().max()) == 0.0  # the unused rows' logits are exactly 0
+    reference = next_token_loss(full, tokens)
+    reference.backward()
+    torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)
+    used = vocab.ids
+    torch.testing.assert_close(grad[used], model.head.weight.grad[used], rtol=1e-4,
+                               atol=1e-4 * float(grad.abs().max()))
+    # the full softmax would push the unused rows' logits down; they stay exactly 0 instead, as the loss assumes
+    assert float(grad[400:].abs().max()) == 0.0 and float(model.head.weight.grad[400:].abs().max()) > 0
