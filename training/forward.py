@@ -38,11 +38,13 @@ def next_token_loss(logits: torch.Tensor, token_ids: torch.Tensor, loss_mask: to
     in the loss (`loss_mask` [B, T] on the predicted tokens; all of them by default); with `vocab`, the logits are
     over its used ids and the loss is still the full vocabulary's."""
     targets = token_ids[:, 1:].to(logits.device)
+    weights = torch.ones(targets.numel(), device=logits.device) if loss_mask is None else \
+        loss_mask[:, 1:].flatten().to(torch.float32).to(logits.device)
     if vocab is None:
         losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none")
-    else:
-        losses = vocab.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten())
-    if loss_mask is None:
-        return losses.mean()
-    weights = loss_mask[:, 1:].flatten().to(losses.dtype).to(losses.device)
+    else:  # a target the vocabulary sample missed is left out of the loss (its rows stay zero)
+        known = vocab.position.to(targets.device)[targets.flatten()] >= 0
+        weights = weights * known
+        losses = vocab.cross_entropy(logits[:, :-1].flatten(0, 1), torch.where(known, targets.flatten(),
+                                                                                 vocab.ids[0].to(targets.device)))
     return (losses * weights).sum() / weights.sum().clamp(min=1)

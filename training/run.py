@@ -1,0 +1,147 @@
+"""A training run: deterministic from its seed, checkpointed every few minutes, resumable.
+
+`train(settings)` starts a run in `settings.out` or resumes the one there from its last checkpoint (model,
+optimizers, step and log; the batch of a step is a function of (seed, step), so a resumed run feeds exactly what an
+uninterrupted one would). Every step appends to `log.jsonl`; a progress line goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from model_worker.checkpoint.random_init import random_state_dict
+from model_worker.config import ModelConfig, load_config
+from model_worker.model import DeepseekV4
+from model_worker.numerics import REFERENCE
+from training.batches import Batches, used_ids
+from training.forward import next_token_loss, training_logits
+from training.muon import optimizers
+from training.vocab import VocabSubset
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class Settings:
+    out: Path
+    config: str = "agent-small"
+    seed: int = 0
+    steps: int = 1000
+    rows: int = 4
+    # (until this step, row length): the length schedule
+    lengths: list[tuple[int, int]] = field(default_factory=lambda: [(10**9, 512)])
+    lr: float = 2e-3
+    warmup: int = 50
+    weight_decay: float = 0.1
+    checkpoint_minutes: float = 10.0
+    vocab_sample: int = 200  # traces per family that decide the vocabulary subset
+    max_steps_this_call: int | None = None  # stop early (tests; a time-boxed session), to be resumed
+
+
+def model_config(name: str) -> ModelConfig:
+    if name == "agent-small":
+        from training.config import AGENT_SMALL
+
+        return AGENT_SMALL
+    return load_config(name)
+
+
+def build(settings: Settings) -> tuple[DeepseekV4, VocabSubset]:
+    config = model_config(settings.config)
+    torch.manual_seed(settings.seed)
+    model = DeepseekV4(config, quantized=False, numerics=REFERENCE)
+    model.load_state_dict(random_state_dict(model, settings.seed, torch.float32), assign=True, strict=True)
+    vocab = VocabSubset(used_ids(settings.seed, settings.vocab_sample), config.vocab_size)
+    vocab.restrict(model)
+    return model, vocab
+
+
+def learning_rate(settings: Settings, step: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < settings.warmup:
+        return settings.lr * (step + 1) / settings.warmup
+    progress = (step - settings.warmup) / max(1, settings.steps - settings.warmup)
+    return settings.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def row_length(settings: Settings, step: int) -> int:
+    return next(length for until, length in settings.lengths if step < until)
+
+
+def train(settings: Settings) -> dict:
+    """Run (or resume) to `settings.steps`; deterministic: torch's deterministic algorithms are on while it runs
+    (the CPU's parallel scatter-adds, in the embedding's and the experts' backward, otherwise sum in any order)."""
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(settings)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(settings: Settings) -> dict:
+    settings.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, vocab = build(settings)
+    muon, adamw = optimizers(model, settings.lr, settings.weight_decay)
+    step, tokens_seen = 0, 0
+    checkpoint = settings.out / CHECKPOINT
+    if checkpoint.exists():
+        saved = torch.load(checkpoint, weights_only=False)
+        if saved["settings"]["seed"] != settings.seed or saved["settings"]["config"] != settings.config:
+            raise ValueError(f"{checkpoint} belongs to another run (seed or config differ)")
+        model.load_state_dict(saved["model"])
+        muon.load_state_dict(saved["muon"])
+        adamw.load_state_dict(saved["adamw"])
+        step, tokens_seen = saved["step"], saved["tokens"]
+    batches = Batches(settings.seed)
+    last_save, started, ran = time.monotonic(), time.monotonic(), 0
+    with (settings.out / "log.jsonl").open("a") as log:
+        while step < settings.steps and (settings.max_steps_this_call is None or ran < settings.max_steps_this_call):
+            batch = batches.batch(step, settings.rows, row_length(settings, step))
+            for optimizer in (muon, adamw):
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate(settings, step)
+            loss = next_token_loss(training_logits(model, batch.token_ids, vocab), batch.token_ids, batch.loss_mask,
+                                   vocab)
+            muon.zero_grad(set_to_none=True)
+            adamw.zero_grad(set_to_none=True)
+            loss.backward()
+            muon.step()
+            adamw.step()
+            step, ran = step + 1, ran + 1
+            tokens_seen += batch.token_ids.numel()
+            log.write(json.dumps({"step": step, "loss": round(float(loss.detach()), 5), "tokens": tokens_seen,
+                                  "lr": learning_rate(settings, step - 1)}) + "\n")
+            log.flush()
+            _progress(step, settings.steps, float(loss.detach()), tokens_seen, ran, time.monotonic() - started)
+            if time.monotonic() - last_save >= settings.checkpoint_minutes * 60:
+                _save(checkpoint, settings, model, muon, adamw, step, tokens_seen)
+                last_save = time.monotonic()
+    _save(checkpoint, settings, model, muon, adamw, step, tokens_seen)
+    return {"step": step, "tokens": tokens_seen}
+
+
+def _save(path: Path, settings: Settings, model, muon, adamw, step: int, tokens: int) -> None:
+    """Atomically: a run killed while saving resumes from the previous checkpoint."""
+    partial = path.with_suffix(".partial")
+    torch.save({"settings": {**asdict(settings), "out": str(settings.out)}, "model": model.state_dict(),
+                "muon": muon.state_dict(), "adamw": adamw.state_dict(), "step": step, "tokens": tokens}, partial)
+    os.replace(partial, path)
+
+
+def _progress(step: int, steps: int, loss: float, tokens: int, ran: int, seconds: float) -> None:
+    done = step / steps
+    bar = "#" * int(30 * done)
+    rate = ran / seconds if seconds else 0.0
+    eta = (steps - step) / rate if rate else float("inf")
+    print(f"\r[{bar:<30}] step {step}/{steps} loss {loss:.4f} tokens {tokens:,} "
+          f"{rate:.2f} steps/s eta {eta / 60:.1f} min", end="" if step < steps else "\n", file=sys.stderr, flush=True)
