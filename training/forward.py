@@ -22,29 +22,39 @@ from training.vocab import VocabSubset
 def training_logits(model: DeepseekV4, token_ids: torch.Tensor, vocab: VocabSubset | None = None) -> torch.Tensor:
     """token_ids [B, T] -> logits [B, T, V] float32 (position t predicts token t + 1), differentiable; with `vocab`,
     [B, T, U] over its used ids only."""
+    return training_forward(model, token_ids, vocab, mtp=False)[0]
+
+
+def training_forward(model: DeepseekV4, token_ids: torch.Tensor, vocab: VocabSubset | None = None, mtp: bool = True
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The main logits [B, T, V] and, with `mtp` (and an MTP layer), the MTP layer's [B, T - 1, V]: pair t (the
+    main streams at t, token t + 1) predicts token t + 2. V is U with `vocab`."""
     batch, length = token_ids.shape
     device = model.embed.weight.device
     states = [SequenceState(model.layout, device, PagePools()) for _ in range(batch)]
     rows = None if vocab is None else vocab.ids.to(device)
+    mtp = mtp and len(model.mtp) > 0 and length > 1
     with kernels.use("reference"):
         out = model(ForwardBatch(token_ids.reshape(-1).to(device), [length] * batch, states, logits="all",
-                                 vocab_rows=rows))
-    return out.logits.float().view(batch, length, -1)
+                                 vocab_rows=rows, mtp_every_pair=mtp))
+    logits = out.logits.float().view(batch, length, -1)
+    return logits, out.mtp_logits.float().view(batch, length - 1, -1) if mtp else None
 
 
 def next_token_loss(logits: torch.Tensor, token_ids: torch.Tensor, loss_mask: torch.Tensor | None = None,
-                    vocab: VocabSubset | None = None) -> torch.Tensor:
-    """Mean cross-entropy of each position's prediction of the next token, over the positions whose next token is
-    in the loss (`loss_mask` [B, T] on the predicted tokens; all of them by default); with `vocab`, the logits are
-    over its used ids and the loss is still the full vocabulary's."""
-    targets = token_ids[:, 1:].to(logits.device)
+                    vocab: VocabSubset | None = None, ahead: int = 1) -> torch.Tensor:
+    """Mean cross-entropy of each row's prediction of the token `ahead` after it (1: the main logits; 2: the MTP
+    layer's, whose row t stands for pair t), over the predicted tokens in the loss (`loss_mask` [B, T]; all by
+    default); with `vocab`, the logits are over its used ids and the loss is still the full vocabulary's."""
+    targets = token_ids[:, ahead:].to(logits.device)
+    predictions = logits[:, : targets.shape[1]].flatten(0, 1)
     weights = torch.ones(targets.numel(), device=logits.device) if loss_mask is None else \
-        loss_mask[:, 1:].flatten().to(torch.float32).to(logits.device)
+        loss_mask[:, ahead:].flatten().to(torch.float32).to(logits.device)
     if vocab is None:
-        losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), targets.flatten(), reduction="none")
+        losses = torch.nn.functional.cross_entropy(predictions, targets.flatten(), reduction="none")
     else:  # a target the vocabulary sample missed is left out of the loss (its rows stay zero)
         known = vocab.position.to(targets.device)[targets.flatten()] >= 0
         weights = weights * known
-        losses = vocab.cross_entropy(logits[:, :-1].flatten(0, 1), torch.where(known, targets.flatten(),
-                                                                                 vocab.ids[0].to(targets.device)))
+        losses = vocab.cross_entropy(predictions, torch.where(known, targets.flatten(),
+                                                              vocab.ids[0].to(targets.device)))
     return (losses * weights).sum() / weights.sum().clamp(min=1)

@@ -22,7 +22,7 @@ from model_worker.config import ModelConfig, load_config
 from model_worker.model import DeepseekV4
 from model_worker.numerics import REFERENCE
 from training.batches import Batches, used_ids
-from training.forward import next_token_loss, training_logits
+from training.forward import next_token_loss, training_forward
 from training.muon import optimizers
 from training.vocab import VocabSubset
 
@@ -41,6 +41,7 @@ class Settings:
     lr: float = 2e-3
     warmup: int = 50
     weight_decay: float = 0.1
+    mtp_weight: float = 0.3
     checkpoint_minutes: float = 10.0
     vocab_sample: int = 200  # traces per family that decide the vocabulary subset
     max_steps_this_call: int | None = None  # stop early (tests; a time-boxed session), to be resumed
@@ -110,8 +111,11 @@ def _train(settings: Settings) -> dict:
             for optimizer in (muon, adamw):
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(settings, step)
-            loss = next_token_loss(training_logits(model, batch.token_ids, vocab), batch.token_ids, batch.loss_mask,
-                                   vocab)
+            logits, mtp_logits = training_forward(model, batch.token_ids, vocab)
+            loss = next_token_loss(logits, batch.token_ids, batch.loss_mask, vocab)
+            if mtp_logits is not None:  # the MTP layer's next-next-token loss, weighted as DeepSeek-V3 did
+                loss = loss + settings.mtp_weight * next_token_loss(mtp_logits, batch.token_ids, batch.loss_mask,
+                                                                    vocab, ahead=2)
             muon.zero_grad(set_to_none=True)
             adamw.zero_grad(set_to_none=True)
             loss.backward()

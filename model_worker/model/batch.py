@@ -25,6 +25,7 @@ class ForwardBatch:
     draft_logits: bool = False  # advance the MTP layer and return its draft logits at each segment's last pair
     last_rows: list[int] | None = None  # with "last": how many trailing rows of each segment (default one each)
     vocab_rows: torch.Tensor | None = None  # logits over these vocabulary ids only (training's restricted softmax)
+    mtp_every_pair: bool = False  # training: the MTP layer over every pair of the segments, logits at each
 
     def __post_init__(self) -> None:
         if len(self.seq_lens) != len(self.states):
@@ -77,7 +78,8 @@ class Segment:
 @dataclass
 class ForwardOutput:
     """logits [R, V] float32 in the order asked for; mtp_logits [S', V] when drafts were asked for: the draft
-    distribution of the token after the next one, for the segments named by mtp_segments."""
+    distribution of the token after the next one, for the segments named by mtp_segments (with `mtp_every_pair`,
+    one row per pair, segment after segment)."""
 
     logits: torch.Tensor
     mtp_logits: torch.Tensor | None

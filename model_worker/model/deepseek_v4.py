@@ -76,8 +76,9 @@ class DeepseekV4(nn.Module):
                 seg.state.recent_tokens.append(ids[seg.rows, None])
             seg.state.num_tokens += seg.length
         mtp_logits, mtp_segments = None, []
-        if len(self.mtp) and batch.draft_logits:
-            mtp_logits, mtp_segments = self._advance_mtp([s.state for s in segments], [None] * len(segments))
+        if len(self.mtp) and (batch.draft_logits or batch.mtp_every_pair):
+            mtp_logits, mtp_segments = self._advance_mtp([s.state for s in segments], [None] * len(segments),
+                                                         batch.mtp_every_pair, batch.vocab_rows)
         if batch.logits == "none":
             logits = torch.empty(0, c.vocab_size)
         else:
@@ -106,15 +107,16 @@ class DeepseekV4(nn.Module):
             return x.float() @ self.head.weight[vocab_rows].float().T
         return self.tp.all_gather(self.head(x, self.numerics))  # each rank computes its vocabulary's logits
 
-    def _advance_mtp(self, states: list[SequenceState], next_tokens: list[int | None]
-                     ) -> tuple[torch.Tensor | None, list[int]]:
+    def _advance_mtp(self, states: list[SequenceState], next_tokens: list[int | None], every_pair: bool = False,
+                     vocab_rows: torch.Tensor | None = None) -> tuple[torch.Tensor | None, list[int]]:
         """Advance each state's MTP layer over the pairs (h_i, token_{i+1}) it has not seen (at most the last window
-        of them), ending at (h_last, next_token) when one is given, else at the last fed pair; draft at the end."""
+        of them), ending at (h_last, next_token) when one is given, else at the last fed pair; draft at the end.
+        `every_pair` (training): over every pair not seen yet, with logits at each (pair i predicts token i + 2)."""
         c, numerics = self.config, self.numerics
         hidden_rows, token_rows, pair_segments, last_rows, drafted = [], [], [], [], []
         for index, (state, next_token) in enumerate(zip(states, next_tokens)):
             pairs = state.num_tokens - (next_token is None)
-            first = max(state.mtp_pairs, pairs - c.window_size)
+            first = state.mtp_pairs if every_pair else max(state.mtp_pairs, pairs - c.window_size)
             if first >= pairs:
                 continue
             if first > state.mtp_pairs:  # older pairs can no longer reach the window: skip them
@@ -137,8 +139,9 @@ class DeepseekV4(nn.Module):
         mtp = self.mtp[0]
         mtp_streams = mtp.input_streams(self.embed(tokens), hidden, numerics)
         mtp_streams = mtp(mtp_streams, tokens, positions, pair_segments, self.layout, numerics)
-        last = mtp_streams[torch.tensor(last_rows)]
-        return self._logits(last, mtp.hc_head_fn, mtp.hc_head_base, mtp.hc_head_scale, mtp.norm), drafted
+        rows = slice(None) if every_pair else torch.tensor(last_rows)
+        return self._logits(mtp_streams[rows], mtp.hc_head_fn, mtp.hc_head_base, mtp.hc_head_scale, mtp.norm,
+                            vocab_rows), drafted
 
 
 def _positions(segments: list[Segment], device: torch.device) -> torch.Tensor:

@@ -11,7 +11,7 @@ from small_config import SMALL
 from model_worker.checkpoint.random_init import random_state_dict
 from model_worker.model import DeepseekV4, ForwardBatch
 from model_worker.numerics import REFERENCE
-from training.forward import next_token_loss, training_logits
+from training.forward import next_token_loss, training_forward, training_logits
 from training.muon import optimizers
 from training.vocab import VocabSubset
 
@@ -92,3 +92,20 @@ def test_the_restricted_vocabulary_loss_is_the_full_vocabularys() -> None:
                                atol=1e-4 * float(grad.abs().max()))
     # the full softmax would push the unused rows' logits down; they stay exactly 0 instead, as the loss assumes
     assert float(grad[400:].abs().max()) == 0.0 and float(model.head.weight.grad[400:].abs().max()) > 0
+
+
+def test_the_mtp_layer_trains_on_every_pair_and_drafts_as_the_engine_does() -> None:
+    model = trainable_model(5)
+    tokens = torch.randint(3, CONFIG.vocab_size, (1, 80), generator=torch.Generator().manual_seed(4))
+    logits, mtp = training_forward(model, tokens)
+    assert logits.shape == (1, 80, CONFIG.vocab_size) and mtp.shape == (1, 79, CONFIG.vocab_size)
+    for end in (20, 80):  # the engine's draft after `end` fed tokens is the MTP row of pair end - 1
+        state = model.new_state()
+        with torch.no_grad():
+            out = model(ForwardBatch.single(tokens[0, :end], state, draft_logits=True))
+        torch.testing.assert_close(mtp[0, end - 2], out.mtp_logits[0].float(), rtol=1e-5,
+                                   atol=1e-5 * float(mtp.detach().abs().max()))
+    optimizers(model, lr=1e-3)
+    _, mtp = training_forward(model, tokens)
+    next_token_loss(mtp, tokens, ahead=2).backward()
+    assert model.mtp[0].e_proj.weight.grad is not None and model.mtp[0].attn.wkv.weight.grad is not None
