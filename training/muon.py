@@ -74,10 +74,11 @@ def adamw_parameter(name: str, param: nn.Parameter) -> bool:
 def optimizers(model: nn.Module, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
                ) -> tuple[Muon, torch.optim.AdamW]:
     """The recipe's split of the model's float parameters (made trainable here; the hash-routing tables are
-    integers and stay fixed): (Muon, AdamW), one learning-rate scale for both."""
+    integers and stay fixed, the routers' selection biases move by load, not by gradient): (Muon, AdamW), one
+    learning-rate scale for both."""
     muon, adamw = [], []
     for name, param in model.named_parameters():
-        if param.is_floating_point():
+        if param.is_floating_point() and not name.endswith("gate.bias"):  # selection biases: training/routing.py
             param.requires_grad_(True)
             (adamw if adamw_parameter(name, param) else muon).append(param)
     return (Muon(muon, lr=lr, weight_decay=weight_decay),

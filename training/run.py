@@ -24,6 +24,7 @@ from model_worker.numerics import REFERENCE
 from training.batches import Batches, used_ids
 from training.forward import next_token_loss, training_forward
 from training.muon import optimizers
+from training.routing import Routing
 from training.vocab import VocabSubset
 
 CHECKPOINT = "checkpoint.pt"
@@ -42,6 +43,7 @@ class Settings:
     warmup: int = 50
     weight_decay: float = 0.1
     mtp_weight: float = 0.3
+    routing_delay: int = 1  # anticipatory routing: select experts with the router of this many steps ago
     checkpoint_minutes: float = 10.0
     vocab_sample: int = 200  # traces per family that decide the vocabulary subset
     max_steps_this_call: int | None = None  # stop early (tests; a time-boxed session), to be resumed
@@ -93,6 +95,7 @@ def _train(settings: Settings) -> dict:
     torch.set_num_threads(os.cpu_count() or 1)
     model, vocab = build(settings)
     muon, adamw = optimizers(model, settings.lr, settings.weight_decay)
+    routing = Routing(model, settings.routing_delay)
     step, tokens_seen = 0, 0
     checkpoint = settings.out / CHECKPOINT
     if checkpoint.exists():
@@ -102,6 +105,7 @@ def _train(settings: Settings) -> dict:
         model.load_state_dict(saved["model"])
         muon.load_state_dict(saved["muon"])
         adamw.load_state_dict(saved["adamw"])
+        routing.load_state_dict(saved["routing"])
         step, tokens_seen = saved["step"], saved["tokens"]
     batches = Batches(settings.seed)
     last_save, started, ran = time.monotonic(), time.monotonic(), 0
@@ -111,8 +115,10 @@ def _train(settings: Settings) -> dict:
             for optimizer in (muon, adamw):
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(settings, step)
+            routing.before_step()
             logits, mtp_logits = training_forward(model, batch.token_ids, vocab)
             loss = next_token_loss(logits, batch.token_ids, batch.loss_mask, vocab)
+            loss = loss + routing.balance_loss(settings.rows)
             if mtp_logits is not None:  # the MTP layer's next-next-token loss, weighted as DeepSeek-V3 did
                 loss = loss + settings.mtp_weight * next_token_loss(mtp_logits, batch.token_ids, batch.loss_mask,
                                                                     vocab, ahead=2)
@@ -121,6 +127,7 @@ def _train(settings: Settings) -> dict:
             loss.backward()
             muon.step()
             adamw.step()
+            routing.after_step()
             step, ran = step + 1, ran + 1
             tokens_seen += batch.token_ids.numel()
             log.write(json.dumps({"step": step, "loss": round(float(loss.detach()), 5), "tokens": tokens_seen,
@@ -128,17 +135,18 @@ def _train(settings: Settings) -> dict:
             log.flush()
             _progress(step, settings.steps, float(loss.detach()), tokens_seen, ran, time.monotonic() - started)
             if time.monotonic() - last_save >= settings.checkpoint_minutes * 60:
-                _save(checkpoint, settings, model, muon, adamw, step, tokens_seen)
+                _save(checkpoint, settings, model, muon, adamw, routing, step, tokens_seen)
                 last_save = time.monotonic()
-    _save(checkpoint, settings, model, muon, adamw, step, tokens_seen)
+    _save(checkpoint, settings, model, muon, adamw, routing, step, tokens_seen)
     return {"step": step, "tokens": tokens_seen}
 
 
-def _save(path: Path, settings: Settings, model, muon, adamw, step: int, tokens: int) -> None:
+def _save(path: Path, settings: Settings, model, muon, adamw, routing: Routing, step: int, tokens: int) -> None:
     """Atomically: a run killed while saving resumes from the previous checkpoint."""
     partial = path.with_suffix(".partial")
     torch.save({"settings": {**asdict(settings), "out": str(settings.out)}, "model": model.state_dict(),
-                "muon": muon.state_dict(), "adamw": adamw.state_dict(), "step": step, "tokens": tokens}, partial)
+                "muon": muon.state_dict(), "adamw": adamw.state_dict(), "routing": routing.state_dict(),
+                "step": step, "tokens": tokens}, partial)
     os.replace(partial, path)
 
 

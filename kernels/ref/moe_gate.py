@@ -31,7 +31,9 @@ def moe_gate(
     """
     logits = x.float() @ weight.float().T
     if score_func == "sqrtsoftplus":
-        scores = F.softplus(logits).sqrt()
+        # The floor keeps the gradient finite where softplus underflows (logits below about -69): sqrt's slope at 0
+        # is infinite. Such experts score ~0 either way.
+        scores = F.softplus(logits).clamp_min(1e-30).sqrt()
     elif score_func == "sigmoid":
         scores = logits.sigmoid()
     else:

@@ -11,6 +11,8 @@ the sum, so it counts once).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,13 +33,26 @@ class Gate(nn.Module):
             self.tid2eid = frozen_param(config.vocab_size, config.n_activated_experts, dtype=torch.int64)
         else:
             self.bias = frozen_param(config.n_routed_experts)
+        # Training only (training/routing.py): anticipatory routing selects the experts with these older router
+        # weights (the mixing weights stay the current router's, so it still learns), and `record` receives each
+        # pass's router input and choices for load balancing.
+        self.selection_weight: torch.Tensor | None = None
+        self.record: Callable[[torch.Tensor, torch.Tensor], None] | None = None
 
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, dim] -> (expert ids [T, k] int64, weights [T, k] float32)."""
         c = self.config
-        return kernels.moe_gate(x, self.weight, None if self.hashed else self.bias,
-                                self.tid2eid if self.hashed else None, token_ids, c.score_func,
-                                c.n_activated_experts, c.route_scale)
+        bias, tid2eid = (None, self.tid2eid) if self.hashed else (self.bias, None)
+        if self.selection_weight is not None and not self.hashed:
+            ids, _ = kernels.moe_gate(x, self.selection_weight, bias, None, token_ids, c.score_func,
+                                      c.n_activated_experts, c.route_scale)
+            # the chosen experts' weights from the current router: `ids` as a per-token table
+            tid2eid, token_ids = ids, torch.arange(x.shape[0], device=x.device)
+        ids, weights = kernels.moe_gate(x, self.weight, None if tid2eid is not None else bias, tid2eid, token_ids,
+                                        c.score_func, c.n_activated_experts, c.route_scale)
+        if self.record is not None:
+            self.record(x, ids)
+        return ids, weights
 
 
 class Experts(nn.Module):
