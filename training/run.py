@@ -1,8 +1,9 @@
 """A training run: deterministic from its seed, checkpointed every few minutes, resumable.
 
 `train(settings)` starts a run in `settings.out` or resumes the one there from its last checkpoint (model,
-optimizers, step and log; the batch of a step is a function of (seed, step), so a resumed run feeds exactly what an
-uninterrupted one would). Every step appends to `log.jsonl`; a progress line goes to stderr.
+optimizers, routers, step and log; the batch of a step is a function of (seed, step), so a resumed run feeds exactly
+what an uninterrupted one would). Every step appends to `log.jsonl`; a progress line goes to stderr; every
+checkpoint redraws `loss.png`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from model_worker.numerics import REFERENCE
 from training.batches import Batches, used_ids
 from training.forward import next_token_loss, training_forward
 from training.muon import optimizers
+from training.plots import plot_run
 from training.routing import Routing
 from training.vocab import VocabSubset
 
@@ -136,8 +138,10 @@ def _train(settings: Settings) -> dict:
             _progress(step, settings.steps, float(loss.detach()), tokens_seen, ran, time.monotonic() - started)
             if time.monotonic() - last_save >= settings.checkpoint_minutes * 60:
                 _save(checkpoint, settings, model, muon, adamw, routing, step, tokens_seen)
+                plot_run(settings.out)
                 last_save = time.monotonic()
     _save(checkpoint, settings, model, muon, adamw, routing, step, tokens_seen)
+    plot_run(settings.out)
     return {"step": step, "tokens": tokens_seen}
 
 

@@ -16,7 +16,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-PACKAGES = ("foundation", "protos", "kernels", "model_worker", "services", "agent_runtime")
+PACKAGES = ("foundation", "protos", "kernels", "model_worker", "services", "agent_runtime", "training")
 ENGINE = ("torch", "triton", "numpy", "safetensors", "llguidance")
 
 
@@ -68,6 +68,11 @@ def test_the_model_worker_imports_only_what_the_worker_extra_installs():
     assert not requirement_closure(("worker",)) & {"celery", "sqlalchemy", "fastapi", "alembic"}
     # The check can fail: the worker's code does not run on the control plane's install.
     assert {"torch", "numpy", "safetensors"} <= set(missing(("model_worker",), ("control",)))
+
+
+def test_training_imports_only_what_the_worker_and_train_extras_install():
+    assert missing(("training",), ("worker", "kernels", "train")) == {}
+    assert "matplotlib" in missing(("training",), ("worker", "kernels"))
 
 
 def test_pip_resolves_the_control_extra_without_torch(tmp_path):

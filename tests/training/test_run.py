@@ -38,6 +38,7 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(tmp_path) -> None:
     losses = [[json.loads(line)["loss"] for line in (tmp_path / name / "log.jsonl").read_text().splitlines()]
               for name in ("whole", "parts")]
     assert losses[0] == losses[1] and len(losses[0]) == 4 and all(0 < loss < 20 for loss in losses[0])
+    assert (tmp_path / "parts" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="another run"):
         run(tmp_path / "whole", config, "--seed", "1")
 
