@@ -42,6 +42,17 @@ def sparse_attention(
     if window_idx.shape[1] + comp_idx.shape[1] == 0:  # nothing to attend to: the sink takes all the weight
         return out
     dim = q.shape[-1]
+    if torch.is_grad_enabled() and (q.requires_grad or window_kv.requires_grad or comp_kv.requires_grad):
+        return _by_slices(q, _float_rows(window_kv, dim, rope_dim), window_idx, _float_rows(comp_kv, dim, rope_dim),
+                          comp_idx, sinks, softmax_scale)
+    return _gathered(q, window_kv, window_idx, comp_kv, comp_idx, sinks, softmax_scale, rope_dim, out)
+
+
+def _gathered(q: torch.Tensor, window_kv: torch.Tensor, window_idx: torch.Tensor, comp_kv: torch.Tensor,
+              comp_idx: torch.Tensor, sinks: torch.Tensor, softmax_scale: float, rope_dim: int, out: torch.Tensor
+              ) -> torch.Tensor:
+    """Inference: each query's rows gathered ([t, L, D] per block of queries), stored rows decoded once."""
+    dim = q.shape[-1]
     if comp_kv.shape[0]:
         # Entries are read where they lie (a pool's pages hold every sequence's) and top-k picks a few of them:
         # decode each entry a query reads once, however many queries read it, and no other.
@@ -70,3 +81,40 @@ def sparse_attention(
 
 def _float_rows(kv: torch.Tensor, dim: int, rope_dim: int) -> torch.Tensor:
     return decode_kv(kv, dim, rope_dim) if kv.dtype == torch.uint8 else kv.float()
+
+
+def _by_slices(q: torch.Tensor, window_kv: torch.Tensor, window_idx: torch.Tensor, comp_kv: torch.Tensor,
+               comp_idx: torch.Tensor, sinks: torch.Tensor, softmax_scale: float) -> torch.Tensor:
+    """The same attention for training (whole sequences, with gradients): per block of queries, the contiguous
+    slice of rows its indices span (the window's band, the entries visible to it) is attended as a matrix product
+    under a mask of the indexed rows, instead of gathering [t, L, D] rows per query, whose backward is a scatter of
+    the same size. The same softmax (sink in the denominator); float32 sums in another order."""
+    outputs = []
+    sink = sinks.float()
+    for start in range(0, q.shape[0], _QUERY_BLOCK):
+        stop = min(start + _QUERY_BLOCK, q.shape[0])
+        queries = q[start:stop].float()
+        parts = []
+        for rows, idx in ((window_kv, window_idx[start:stop]), (comp_kv, comp_idx[start:stop])):
+            valid = idx >= 0
+            if idx.shape[1] == 0 or not bool(valid.any()):
+                continue
+            first, last = int(idx[valid].min()), int(idx[valid].max()) + 1
+            # a column past the slice takes the -1s, so they cannot unmark a real row
+            columns = torch.where(valid, idx - first, last - first)
+            mask = torch.zeros(stop - start, last - first + 1, dtype=torch.bool, device=q.device)
+            mask.scatter_(1, columns, True)
+            kv = rows[first:last]
+            logits = torch.einsum("thd,nd->thn", queries, kv) * softmax_scale
+            parts.append((logits.masked_fill(~mask[:, None, :-1], float("-inf")), kv))
+        if not parts:
+            outputs.append(torch.zeros(queries.shape, dtype=torch.float32, device=q.device))
+            continue
+        sinks_here = sink[None, :, None].expand(stop - start, -1, 1)
+        peak = sinks_here
+        for logits, _ in parts:
+            peak = torch.maximum(peak, logits.amax(-1, keepdim=True))
+        weights = [torch.exp(logits - peak) for logits, _ in parts]
+        denom = sum(w.sum(-1, keepdim=True) for w in weights) + torch.exp(sinks_here - peak)
+        outputs.append(sum(torch.einsum("thn,nd->thd", w / denom, kv) for w, (_, kv) in zip(weights, parts)))
+    return torch.cat(outputs)

@@ -111,3 +111,35 @@ def test_stored_entries_read_as_their_decoded_rows(select_few: bool) -> None:
     got = sparse_attention(q, wst, widx, cst, cidx, sinks, dim**-0.5, rope)
     expected = sparse_attention(q, decode_kv(wst, dim, rope), widx, decode_kv(cst, dim, rope), cidx, sinks, dim**-0.5)
     torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_training_attends_by_slices_with_the_gathered_values_and_gradients() -> None:
+    """With gradients (whole sequences in training), the twin attends each query block's band and visible entries
+    as matrix products: the same outputs and gradients as gathering each query's rows."""
+    from kernels.ref import sparse_attention as twin
+
+    gen = torch.Generator().manual_seed(11)
+    t, heads, dim, window = 300, 4, 64, 16
+    positions = torch.arange(t)
+    window_idx = ((positions - (window - 1))[:, None] + torch.arange(window)).clamp(min=-1)
+    visible = (positions + 1) // 4
+    comp_idx = torch.stack([torch.randperm(75, generator=gen)[:5] for _ in range(t)])
+    comp_idx = torch.where(comp_idx < visible[:, None], comp_idx, -1)
+    inputs = [torch.randn(t, heads, dim, generator=gen), torch.randn(t, dim, generator=gen),
+              torch.randn(75, dim, generator=gen)]
+    sinks = torch.randn(heads, generator=gen)
+    results = []
+    for attend in (twin._by_slices, None):
+        q, window_kv, comp_kv = (x.clone().requires_grad_(True) for x in inputs)
+        if attend is None:
+            out = twin._gathered(q, window_kv, window_idx, comp_kv, comp_idx, sinks, 0.125, 0,
+                                 torch.zeros(q.shape))
+        else:
+            out = attend(q, window_kv, window_idx, comp_kv, comp_idx, sinks, 0.125)
+        (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        results.append([out.detach(), q.grad, window_kv.grad, comp_kv.grad])
+    for sliced, gathered in zip(*results, strict=True):
+        torch.testing.assert_close(sliced, gathered, rtol=1e-5, atol=1e-6)
+    q, window_kv, comp_kv = (x.clone().requires_grad_(True) for x in inputs)
+    routed = twin.sparse_attention(q, window_kv, window_idx, comp_kv, comp_idx, sinks, 0.125)
+    torch.testing.assert_close(routed.detach(), results[0][0])  # the twin takes this path under autograd
