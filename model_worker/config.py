@@ -124,7 +124,10 @@ TINY = ModelConfig(
     q_lora_rank=128, head_dim=128, o_groups=4, o_lora_rank=64, index_n_heads=8, index_head_dim=128, index_topk=32,
     compress_ratios=(0, 4, 128, 4, 0),
 )
-NAMED_CONFIGS = {"flash": FLASH, "pro": PRO, "tiny": TINY}
+# `tiny` with the published head dimension 512: the model trained here (training/) and the one llama.cpp can run
+# for side-by-side benchmarks (its DeepSeek-V4 graph assumes 512; on `tiny` it dies at start-up).
+AGENT_SMALL = dataclasses.replace(TINY, head_dim=512)
+NAMED_CONFIGS = {"flash": FLASH, "pro": PRO, "tiny": TINY, "agent-small": AGENT_SMALL}
 
 _OFFICIAL_FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 # Official fields we accept but which do not change the math of one forward pass.

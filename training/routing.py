@@ -16,15 +16,8 @@ from collections import deque
 import torch
 import torch.nn.functional as F
 
+from kernels.ref.moe_gate import router_scores
 from model_worker.model import DeepseekV4
-
-
-def _scores(logits: torch.Tensor, score_func: str) -> torch.Tensor:
-    if score_func == "sqrtsoftplus":
-        return F.softplus(logits).clamp_min(1e-30).sqrt()  # as kernels.ref.moe_gate
-    if score_func == "sigmoid":
-        return logits.sigmoid()
-    return logits.softmax(dim=-1)
 
 
 class Routing:
@@ -53,7 +46,7 @@ class Routing:
         total = torch.zeros(())
         for gate, records in zip(self.gates, self._records, strict=True):
             for x, ids in records:
-                scores = _scores(x.float() @ gate.weight.float().T, config.score_func)
+                scores = router_scores(x.float() @ gate.weight.float().T, config.score_func)
                 normalized = (scores / scores.sum(-1, keepdim=True)).view(sequences, -1, experts)
                 chosen = F.one_hot(ids, experts).sum(1).view(sequences, -1, experts).float()
                 fraction = chosen.mean(1) * experts / k  # [B, E]

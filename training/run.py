@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from model_worker.checkpoint.random_init import random_state_dict
-from model_worker.config import ModelConfig, load_config
+from model_worker.config import load_config
 from model_worker.model import DeepseekV4
 from model_worker.numerics import REFERENCE
 from training.batches import Batches, used_ids
@@ -51,16 +51,8 @@ class Settings:
     max_steps_this_call: int | None = None  # stop early (tests; a time-boxed session), to be resumed
 
 
-def model_config(name: str) -> ModelConfig:
-    if name == "agent-small":
-        from training.config import AGENT_SMALL
-
-        return AGENT_SMALL
-    return load_config(name)
-
-
 def build(settings: Settings) -> tuple[DeepseekV4, VocabSubset]:
-    config = model_config(settings.config)
+    config = load_config(settings.config)
     torch.manual_seed(settings.seed)
     model = DeepseekV4(config, quantized=False, numerics=REFERENCE)
     model.load_state_dict(random_state_dict(model, settings.seed, torch.float32), assign=True, strict=True)

@@ -29,15 +29,7 @@ def moe_gate(
         (ids [T, k] int64, weights [T, k] float32): the chosen experts' unbiased scores, normalized to sum 1 (not for
         softmax, whose scores already do over all experts), times route_scale.
     """
-    logits = x.float() @ weight.float().T
-    if score_func == "sqrtsoftplus":
-        # The floor keeps the gradient finite where softplus underflows (logits below about -69): sqrt's slope at 0
-        # is infinite. Such experts score ~0 either way.
-        scores = F.softplus(logits).clamp_min(1e-30).sqrt()
-    elif score_func == "sigmoid":
-        scores = logits.sigmoid()
-    else:
-        scores = logits.softmax(dim=-1)
+    scores = router_scores(x.float() @ weight.float().T, score_func)
     if tid2eid is not None:
         ids = tid2eid[token_ids].long()
     else:
@@ -47,3 +39,14 @@ def moe_gate(
     if score_func != "softmax":
         weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
     return ids, weights * route_scale
+
+
+def router_scores(logits: torch.Tensor, score_func: str) -> torch.Tensor:
+    """Every expert's score from the router logits [T, E] (float32)."""
+    if score_func == "sqrtsoftplus":
+        # The floor keeps the gradient finite where softplus underflows (logits below about -69): sqrt's slope at 0
+        # is infinite. Such experts score ~0 either way.
+        return F.softplus(logits).clamp_min(1e-30).sqrt()
+    if score_func == "sigmoid":
+        return logits.sigmoid()
+    return logits.softmax(dim=-1)

@@ -38,21 +38,20 @@ def sparse_attention(
     Returns:
         [T, H, D] float32.
     """
-    out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     if window_idx.shape[1] + comp_idx.shape[1] == 0:  # nothing to attend to: the sink takes all the weight
-        return out
+        return torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     dim = q.shape[-1]
     if torch.is_grad_enabled() and (q.requires_grad or window_kv.requires_grad or comp_kv.requires_grad):
         return _by_slices(q, _float_rows(window_kv, dim, rope_dim), window_idx, _float_rows(comp_kv, dim, rope_dim),
                           comp_idx, sinks, softmax_scale)
-    return _gathered(q, window_kv, window_idx, comp_kv, comp_idx, sinks, softmax_scale, rope_dim, out)
+    return _gathered(q, window_kv, window_idx, comp_kv, comp_idx, sinks, softmax_scale, rope_dim)
 
 
 def _gathered(q: torch.Tensor, window_kv: torch.Tensor, window_idx: torch.Tensor, comp_kv: torch.Tensor,
-              comp_idx: torch.Tensor, sinks: torch.Tensor, softmax_scale: float, rope_dim: int, out: torch.Tensor
-              ) -> torch.Tensor:
+              comp_idx: torch.Tensor, sinks: torch.Tensor, softmax_scale: float, rope_dim: int) -> torch.Tensor:
     """Inference: each query's rows gathered ([t, L, D] per block of queries), stored rows decoded once."""
     dim = q.shape[-1]
+    out = torch.zeros(q.shape, dtype=torch.float32, device=q.device)
     if comp_kv.shape[0]:
         # Entries are read where they lie (a pool's pages hold every sequence's) and top-k picks a few of them:
         # decode each entry a query reads once, however many queries read it, and no other.

@@ -42,14 +42,17 @@ class Gate(nn.Module):
     def forward(self, x: torch.Tensor, token_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x [T, dim] -> (expert ids [T, k] int64, weights [T, k] float32)."""
         c = self.config
-        bias, tid2eid = (None, self.tid2eid) if self.hashed else (self.bias, None)
-        if self.selection_weight is not None and not self.hashed:
-            ids, _ = kernels.moe_gate(x, self.selection_weight, bias, None, token_ids, c.score_func,
-                                      c.n_activated_experts, c.route_scale)
-            # the chosen experts' weights from the current router: `ids` as a per-token table
-            tid2eid, token_ids = ids, torch.arange(x.shape[0], device=x.device)
-        ids, weights = kernels.moe_gate(x, self.weight, None if tid2eid is not None else bias, tid2eid, token_ids,
-                                        c.score_func, c.n_activated_experts, c.route_scale)
+        if self.hashed:
+            ids, weights = kernels.moe_gate(x, self.weight, None, self.tid2eid, token_ids, c.score_func,
+                                            c.n_activated_experts, c.route_scale)
+        elif self.selection_weight is None:
+            ids, weights = kernels.moe_gate(x, self.weight, self.bias, None, token_ids, c.score_func,
+                                            c.n_activated_experts, c.route_scale)
+        else:  # chosen by the older router; weighted by the current one (the chosen ids as a per-token table)
+            chosen, _ = kernels.moe_gate(x, self.selection_weight, self.bias, None, token_ids, c.score_func,
+                                         c.n_activated_experts, c.route_scale)
+            ids, weights = kernels.moe_gate(x, self.weight, None, chosen, torch.arange(x.shape[0], device=x.device),
+                                            c.score_func, c.n_activated_experts, c.route_scale)
         if self.record is not None:
             self.record(x, ids)
         return ids, weights

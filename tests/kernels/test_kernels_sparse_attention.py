@@ -132,8 +132,7 @@ def test_training_attends_by_slices_with_the_gathered_values_and_gradients() -> 
     for attend in (twin._by_slices, None):
         q, window_kv, comp_kv = (x.clone().requires_grad_(True) for x in inputs)
         if attend is None:
-            out = twin._gathered(q, window_kv, window_idx, comp_kv, comp_idx, sinks, 0.125, 0,
-                                 torch.zeros(q.shape))
+            out = twin._gathered(q, window_kv, window_idx, comp_kv, comp_idx, sinks, 0.125, 0)
         else:
             out = attend(q, window_kv, window_idx, comp_kv, comp_idx, sinks, 0.125)
         (out * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
