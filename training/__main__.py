@@ -1,4 +1,5 @@
-"""`python -m training train --out DIR [...]`: start a training run in DIR, or resume the one there."""
+"""`python -m training train --out DIR [...]`: start a training run in DIR, or resume the one there.
+`python -m training export --run DIR --out MODEL_DIR`: the run's model in the official checkpoint layout."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from training.export import export
 from training.run import Settings, train
 
 
@@ -34,12 +36,24 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--lengths", type=_lengths, default=[(10**12, 512)], help="UNTIL_STEP:ROW_LENGTH,...")
     run.add_argument("--lr", type=float, default=2e-3)
     run.add_argument("--warmup", type=int, default=50)
+    run.add_argument("--sparse-from", type=int, default=0,
+                     help="the sparse warm-up: dense attention and indexer distillation before this step")
+    run.add_argument("--no-qat", dest="qat", action="store_false",
+                     help="train in float (the ablation: quantize after training)")
+    run.add_argument("--init", help="start from this exported model directory (a later stage), not random weights")
     run.add_argument("--checkpoint-minutes", type=float, default=10.0)
     run.add_argument("--vocab-sample", type=int, default=200, help="traces per family that decide the vocabulary")
     run.add_argument("--max-steps-this-call", type=int, default=None, help="stop after this many steps (resumable)")
+    exporting = commands.add_parser("export", help="write a run's model in the official checkpoint layout")
+    exporting.add_argument("--run", type=Path, required=True, help="the run's folder")
+    exporting.add_argument("--out", type=Path, required=True, help="a new or empty model directory")
     args = parser.parse_args(argv)
+    if args.command == "export":
+        print(export(args.run, args.out))
+        return 0
     settings = Settings(out=args.out, config=args.config, seed=args.seed, steps=args.steps, rows=args.rows,
-                        lengths=args.lengths, lr=args.lr, warmup=args.warmup,
+                        lengths=args.lengths, lr=args.lr, warmup=args.warmup, sparse_from=args.sparse_from,
+                        qat=args.qat, init=args.init,
                         checkpoint_minutes=args.checkpoint_minutes, vocab_sample=args.vocab_sample,
                         max_steps_this_call=args.max_steps_this_call)
     print(json.dumps(train(settings)))

@@ -14,7 +14,7 @@ import torch
 
 from foundation.chat import Tokenizer, load_tokenizer
 from foundation.chat.protocol import EOS_ID
-from training.data import FAMILIES, generate, render
+from training.data import FAMILIES, fingerprint, generate, render
 from training.data.traces import EVAL_SEED_BASE, MODES
 
 MIX = {"calculator": 3, "memory": 2, "needle": 2, "json": 1, "parallel": 1, "decline": 1}
@@ -29,12 +29,15 @@ class Batch:
 class Batches:
     def __init__(self, seed: int, tokenizer: Tokenizer | None = None) -> None:
         self.seed, self.tokenizer = seed, tokenizer or load_tokenizer()
+        self.drawn: set[str] | None = None  # a set here collects each drawn trace's fingerprint (evaluation sets)
 
     def _trace(self, rng: random.Random, length: int) -> tuple[list[int], list[bool]]:
         family = rng.choices(list(MIX), weights=list(MIX.values()))[0]
         lines = rng.randint(8, max(8, length // 40)) if family == "needle" else None
         trace = generate(family, rng.randrange(EVAL_SEED_BASE), mode=rng.choice(MODES), needle_lines=lines)
         rendered = render(trace, self.tokenizer)
+        if self.drawn is not None:
+            self.drawn.add(fingerprint(rendered.token_ids))
         return rendered.token_ids, rendered.loss_mask
 
     def batch(self, step: int, rows: int, length: int) -> Batch:

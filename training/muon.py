@@ -21,27 +21,31 @@ UPDATE_RMS = 0.18
 
 
 def orthogonalize(update: torch.Tensor, schedule: tuple[tuple[float, float, float], ...] = SCHEDULE,
-                  eps: float = 1e-7) -> torch.Tensor:
-    """The hybrid Newton-Schulz iteration on matrices [..., m, n] (float32, each matrix on its own): their polar
-    factors U V^T, approximately."""
+                  eps: float = 1e-7, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The hybrid Newton-Schulz iteration on matrices [..., m, n] (each matrix on its own), computed in `dtype`:
+    their polar factors U V^T, approximately, in float32."""
     x = update.float()
     tall = x.shape[-2] > x.shape[-1]
     if tall:
         x = x.mT
-    x = x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)
+    x = (x / (torch.linalg.matrix_norm(x, keepdim=True) + eps)).to(dtype)
     for a, b, c in schedule:
         gram = x @ x.mT
         x = a * x + (b * gram + c * gram @ gram) @ x
+    x = x.float()
     return x.mT if tall else x
 
 
 class Muon(torch.optim.Optimizer):
-    """Muon for matrices; a 3-D parameter (the routed experts' [experts, out, in]) is one matrix per expert."""
+    """Muon for matrices; a 3-D parameter (the routed experts' [experts, out, in]) is one matrix per expert. The
+    Newton-Schulz products run in bf16 (as Muon's authors run them): on CPUs with bf16 dot products (AVX512-BF16,
+    AMX) that is ~4x the float32 speed, and an update's direction needs no more precision."""
 
     def __init__(self, params: Iterable[nn.Parameter], lr: float = 1e-3, momentum: float = 0.95,
-                 weight_decay: float = 0.1, update_rms: float = UPDATE_RMS) -> None:
+                 weight_decay: float = 0.1, update_rms: float = UPDATE_RMS, ns_dtype: torch.dtype = torch.bfloat16
+                 ) -> None:
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
-                                  "update_rms": update_rms})
+                                  "update_rms": update_rms, "ns_dtype": ns_dtype})
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -57,7 +61,7 @@ class Muon(torch.optim.Optimizer):
                 grad = param.grad.float()
                 buffer.mul_(group["momentum"]).add_(grad)
                 nesterov = grad.add(buffer, alpha=group["momentum"])
-                update = orthogonalize(nesterov)
+                update = orthogonalize(nesterov, dtype=group["ns_dtype"])
                 # An orthogonal [m, n] matrix has RMS 1/sqrt(max(m, n)): rescale to the target RMS.
                 update = update * (group["update_rms"] * max(nesterov.shape[-2:]) ** 0.5)
                 param.mul_(1 - group["lr"] * group["weight_decay"])
@@ -82,4 +86,4 @@ def optimizers(model: nn.Module, lr: float, weight_decay: float = 0.1, betas: tu
             param.requires_grad_(True)
             (adamw if adamw_parameter(name, param) else muon).append(param)
     return (Muon(muon, lr=lr, weight_decay=weight_decay),
-            torch.optim.AdamW(adamw, lr=lr, betas=betas, weight_decay=weight_decay))
+            torch.optim.AdamW(adamw, lr=lr, betas=betas, weight_decay=weight_decay, fused=True))

@@ -13,12 +13,15 @@ import math
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from model_worker.checkpoint.loader import load_checkpoint
 from model_worker.checkpoint.random_init import random_state_dict
+from model_worker.checkpoint.writer import dequantize_state_dict
 from model_worker.config import load_config
 from model_worker.model import DeepseekV4
 from model_worker.numerics import REFERENCE
@@ -26,8 +29,10 @@ from training.batches import Batches, used_ids
 from training.forward import next_token_loss, training_forward
 from training.muon import optimizers
 from training.plots import plot_run
+from training.qat import QuantizationAware
 from training.routing import Routing
 from training.vocab import VocabSubset
+from training.warmup import SparseWarmup
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -45,20 +50,38 @@ class Settings:
     warmup: int = 50
     weight_decay: float = 0.1
     mtp_weight: float = 0.3
+    sparse_from: int = 0  # the sparse warm-up: dense attention and indexer distillation before this step
+    distill_weight: float = 1.0
+    qat: bool = True  # quantization-aware training in the served formats (qat.py); False: quantize after training
     routing_delay: int = 1  # anticipatory routing: select experts with the router of this many steps ago
     checkpoint_minutes: float = 10.0
     vocab_sample: int = 200  # traces per family that decide the vocabulary subset
     max_steps_this_call: int | None = None  # stop early (tests; a time-boxed session), to be resumed
+    init: str | None = None  # start from this model directory (an exported earlier stage), not from random weights
 
 
 def build(settings: Settings) -> tuple[DeepseekV4, VocabSubset]:
     config = load_config(settings.config)
     torch.manual_seed(settings.seed)
     model = DeepseekV4(config, quantized=False, numerics=REFERENCE)
-    model.load_state_dict(random_state_dict(model, settings.seed, torch.float32), assign=True, strict=True)
-    vocab = VocabSubset(used_ids(settings.seed, settings.vocab_sample), config.vocab_size)
+    used = used_ids(settings.seed, settings.vocab_sample)
+    if settings.init is None:
+        model.load_state_dict(random_state_dict(model, settings.seed, torch.float32), assign=True, strict=True)
+    else:
+        model.load_state_dict(_exported_weights(Path(settings.init), config), assign=True, strict=True)
+        used |= set(model.embed.weight.detach().abs().sum(dim=1).nonzero()[:, 0].tolist())  # the stage's vocabulary
+    vocab = VocabSubset(used, config.vocab_size)
     vocab.restrict(model)
     return model, vocab
+
+
+def _exported_weights(path: Path, config) -> dict[str, torch.Tensor]:
+    """An exported model's weights as float32 masters: exactly the values its checkpoint holds."""
+    loaded, info = load_checkpoint(path, numerics=REFERENCE, fingerprint=False)
+    if info.config != config:
+        raise ValueError(f"{path} holds a model of another config than the run's")
+    return {name: tensor.float() if tensor.is_floating_point() else tensor
+            for name, tensor in dequantize_state_dict(loaded.state_dict()).items()}
 
 
 def learning_rate(settings: Settings, step: int) -> float:
@@ -90,6 +113,10 @@ def _train(settings: Settings) -> dict:
     model, vocab = build(settings)
     muon, adamw = optimizers(model, settings.lr, settings.weight_decay)
     routing = Routing(model, settings.routing_delay)
+    sparse_warmup = SparseWarmup(model)
+    qat = QuantizationAware(model) if settings.qat else None
+    if qat is not None:
+        qat.set_indexer_fp4(True)
     step, tokens_seen = 0, 0
     checkpoint = settings.out / CHECKPOINT
     if checkpoint.exists():
@@ -101,6 +128,7 @@ def _train(settings: Settings) -> dict:
         adamw.load_state_dict(saved["adamw"])
         routing.load_state_dict(saved["routing"])
         step, tokens_seen = saved["step"], saved["tokens"]
+        _truncate_log(settings.out / "log.jsonl", step)
     batches = Batches(settings.seed)
     last_save, started, ran = time.monotonic(), time.monotonic(), 0
     with (settings.out / "log.jsonl").open("a") as log:
@@ -110,22 +138,28 @@ def _train(settings: Settings) -> dict:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate(settings, step)
             routing.before_step()
-            logits, mtp_logits = training_forward(model, batch.token_ids, vocab)
-            loss = next_token_loss(logits, batch.token_ids, batch.loss_mask, vocab)
-            loss = loss + routing.balance_loss(settings.rows)
-            if mtp_logits is not None:  # the MTP layer's next-next-token loss, weighted as DeepSeek-V3 did
-                loss = loss + settings.mtp_weight * next_token_loss(mtp_logits, batch.token_ids, batch.loss_mask,
-                                                                    vocab, ahead=2)
-            muon.zero_grad(set_to_none=True)
-            adamw.zero_grad(set_to_none=True)
-            loss.backward()
+            sparse_warmup.set_dense(step < settings.sparse_from)
+            with qat.rounded() if qat is not None else nullcontext():
+                logits, mtp_logits = training_forward(model, batch.token_ids, vocab)
+                losses = {"main": next_token_loss(logits, batch.token_ids, batch.loss_mask, vocab),
+                          "balance": routing.balance_loss(settings.rows)}
+                if mtp_logits is not None:  # the MTP layer's next-next-token loss, weighted as DeepSeek-V3 did
+                    losses["mtp"] = settings.mtp_weight * next_token_loss(mtp_logits, batch.token_ids, batch.loss_mask,
+                                                                          vocab, ahead=2)
+                if (distill := sparse_warmup.loss()) is not None:
+                    losses["indexer_kl"] = settings.distill_weight * distill
+                loss = sum(losses.values())
+                muon.zero_grad(set_to_none=True)
+                adamw.zero_grad(set_to_none=True)
+                loss.backward()
             muon.step()
             adamw.step()
             routing.after_step()
             step, ran = step + 1, ran + 1
             tokens_seen += batch.token_ids.numel()
             log.write(json.dumps({"step": step, "loss": round(float(loss.detach()), 5), "tokens": tokens_seen,
-                                  "lr": learning_rate(settings, step - 1)}) + "\n")
+                                  "lr": learning_rate(settings, step - 1),
+                                  **{k: round(float(v.detach()), 5) for k, v in losses.items()}}) + "\n")
             log.flush()
             _progress(step, settings.steps, float(loss.detach()), tokens_seen, ran, time.monotonic() - started)
             if time.monotonic() - last_save >= settings.checkpoint_minutes * 60:
@@ -135,6 +169,13 @@ def _train(settings: Settings) -> dict:
     _save(checkpoint, settings, model, muon, adamw, routing, step, tokens_seen)
     plot_run(settings.out)
     return {"step": step, "tokens": tokens_seen}
+
+
+def _truncate_log(log: Path, step: int) -> None:
+    """Drop the lines of steps after the checkpoint (a run killed between saves logged steps it will run again)."""
+    if log.exists():
+        kept = [line for line in log.read_text().splitlines(keepends=True) if json.loads(line)["step"] <= step]
+        log.write_text("".join(kept))
 
 
 def _save(path: Path, settings: Settings, model, muon, adamw, routing: Routing, step: int, tokens: int) -> None:

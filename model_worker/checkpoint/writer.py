@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from kernels.ref.formats import dequantize_fp4, dequantize_fp8_blocks
+from kernels.ref.formats import dequantize_fp4, dequantize_fp8_blocks, quantize_fp4, quantize_fp8_blocks
 from model_worker.checkpoint.checkpoint_dir import INDEX_FILE, INFERENCE_CONFIG, ROOT_CONFIG
 from model_worker.checkpoint.errors import CheckpointError
 from model_worker.checkpoint.layouts import (
@@ -86,6 +86,29 @@ def dequantize_state_dict(
         else:
             out[name] = tensor
     return out
+
+
+def quantize_state_dict(state_dict: Mapping[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """Dense float weights (our names) -> what the official layout stores, the inverse of `dequantize_state_dict` up
+    to rounding: FP8 e4m3 + 128x128 ue8m0 scales for every weight the quantized model scales, routed experts packed
+    FP4 e2m1 + a ue8m0 scale per 32, every other tensor in its official dtype. Training's QAT rounds through this."""
+    official = dict(DeepseekV4(layout_config(config, OFFICIAL), quantized=True).named_parameters())
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state_dict.items():
+        out.update(quantize_tensor(name, tensor, official))
+    return out
+
+
+def quantize_tensor(name: str, tensor: torch.Tensor, official: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One dense tensor -> its official tensors (`official`: a quantized model's parameters, on meta)."""
+    param = official[name]
+    if param.dtype == torch.uint8 and expert_param(name) is not None:
+        packed, scale = quantize_fp4(tensor.detach().reshape(-1, tensor.shape[-1]))
+        return {name: packed.view(param.shape), f"{name}_scale": scale.view(*param.shape[:2], -1)}
+    if name.endswith(".weight") and name[: -len(".weight")] + ".scale" in official:
+        weight, scale = quantize_fp8_blocks(tensor.detach())
+        return {name: weight, name[: -len(".weight")] + ".scale": scale}
+    return {name: tensor.detach().to(param.dtype)}
 
 
 def _is_scale(name: str, state_dict: Mapping[str, torch.Tensor]) -> bool:

@@ -89,34 +89,38 @@ class Attention(nn.Module):
             offsets = torch.arange(window, device=q.device)
             return ((seg.positions - (window - 1) - first)[:, None] + offsets).clamp_(min=-1)
 
-        comp_kv, comp_idx = self._compressed(comp_features, index_inputs, seg, state, layout, numerics)
+        comp_kv, comp_idx = self._compressed(q, comp_features, index_inputs, seg, state, layout, numerics)
         return kernels.sparse_attention(q, state.window.rows(first, start + seg.length),
                                         seg.shared(("window", first), window_index), comp_kv, comp_idx,
                                         self.attn_sink, self.config.head_dim**-0.5, self.config.rope_head_dim)
 
     def _compressed(
-        self, comp_features: torch.Tensor | None, index_inputs: tuple[torch.Tensor, ...] | None, seg: Segment,
-        state: LayerState, layout: StateLayout, numerics: Numerics,
+        self, q: torch.Tensor, comp_features: torch.Tensor | None, index_inputs: tuple[torch.Tensor, ...] | None,
+        seg: Segment, state: LayerState, layout: StateLayout, numerics: Numerics,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Extend the compressed entries; return the storage they lie in [M, *] and the rows this chunk reads [n, C]."""
+        """Extend the compressed entries; return the storage they lie in [M, *] and the rows this chunk reads [n, C]
+        (q [n, H, D]: the chunk's queries, for the sparse warm-up)."""
         n = seg.length
         if self.kind == WINDOW:
             return state.window.buffer[:0], seg.shared(("no entries",), lambda: seg.positions.new_zeros(n, 0))
         entries = self.compressor(comp_features, seg.start_position, state.comp, self.freqs, numerics)
         if entries.shape[0]:
             state.entries.append(layout.encode_kv(entries))
-        if self.kind == HCA:
-            count = state.entries.count
+        count = state.entries.count
 
-            def dense_ids() -> torch.Tensor:
-                ids = torch.arange(count, device=seg.positions.device)[None, :].expand(n, -1)
-                return torch.where(ids < seg.visible_entries(self.ratio)[:, None], ids, torch.full_like(ids, -1))
+        def every_entry() -> torch.Tensor:
+            ids = torch.arange(count, device=seg.positions.device)[None, :].expand(n, -1)
+            return torch.where(ids < seg.visible_entries(self.ratio)[:, None], ids, torch.full_like(ids, -1))
 
-            ids = seg.shared(("every entry", self.ratio, count), dense_ids)
+        if self.kind == HCA or self.indexer.distill is not None:
+            ids = seg.shared(("every entry", self.ratio, count), every_entry)
         else:
             ids = self.indexer.select(*index_inputs, seg, state, layout, self.freqs, numerics)
         # Entries are read where they lie in the layer's page pool: entry ids become storage rows.
         storage, rows = state.entries.storage_rows()
+        if self.kind == CSA and self.indexer.distill is not None:  # the sparse warm-up (training)
+            scores = self.indexer.dense_scores(*index_inputs, seg, state, layout, self.freqs, numerics)
+            self.indexer.distill(q, layout.decode_kv(storage if rows.numel() == 0 else storage[rows]), scores)
         if rows.numel() == 0:
             return storage, ids
         return storage, torch.where(ids >= 0, rows[ids.clamp(min=0)], -1)

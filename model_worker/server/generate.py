@@ -93,7 +93,10 @@ def _generate(runtime: WorkerRuntime, request: pb.GenerateRequest, context: grpc
 
 def _constraint(runtime: WorkerRuntime, request: pb.GenerateRequest, generation: Generation, tools,
                 response_format: dict | None, params) -> OutputConstraint | None:
-    """The grammar of this reply: it opens inside reasoning when the prompt ends with <think>."""
+    """The grammar of this reply: it opens inside reasoning when the prompt ends with <think>. None on a worker with
+    constrained decoding off: the model's own tool calls and JSON, as they come (how they are evaluated)."""
+    if not runtime.constrained_decoding:
+        return None
     spec = ReplySpec(thinking=generation.prompt[-1:] == [THINK_START_ID], tools=[t["function"] for t in tools],
                      tool_choice=wire.tool_choice(request.tool_choice), response_format=response_format)
     constraint = runtime.grammars.constraint(spec)

@@ -39,7 +39,8 @@ class WorkerRuntime:
                  hot_budget_bytes: int = 4 << 30, token_budget: int = 512, max_running: int = 64,
                  max_waiting: int = 1024, kv_budget_bytes: int | None = None,
                  max_requests_per_tenant: int | None = None, tokens_per_second_per_tenant: float | None = None,
-                 speculative: bool = False, input_limits: InputLimits = DEFAULT_LIMITS,
+                 speculative: bool = False, constrained_decoding: bool = True,
+                 input_limits: InputLimits = DEFAULT_LIMITS,
                  import_limits: ImportLimits = ImportLimits(), max_page_size: int = 1000,
                  commit_queue_bytes: int = 1 << 30, prefix_cache_bytes: int = 1 << 30,
                  prefix_checkpoint_every: int = CHECKPOINT_EVERY) -> None:
@@ -50,6 +51,7 @@ class WorkerRuntime:
         self.scheduler = Scheduler(model, tokenizer, token_budget, max_running, max_waiting, kv_budget_bytes,
                                    drafter=MtpDrafter(model) if speculative else None)
         self.grammars = GrammarCompiler(tokenizer, model.config.vocab_size, model.config.eos_token_id)
+        self.constrained_decoding = constrained_decoding
         self.max_requests_per_tenant = max_requests_per_tenant
         self.token_rates = TokenRates(tokens_per_second_per_tenant) if tokens_per_second_per_tenant else None
         self._in_flight: dict[str, int] = {}

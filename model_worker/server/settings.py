@@ -90,6 +90,8 @@ class WorkerSettings(BaseSettings):
                                     "INVALID_ARGUMENT past it")
     speculative: bool = Field(False, description="MTP speculative decoding: the MTP layer drafts each next token and "
                               "the main model verifies it in the same pass (replies unchanged)")
+    constrained_decoding: bool = Field(True, description="enforce tool-call and response-format grammars while "
+                                       "sampling; off, replies are the model's own and may not parse")
     tensor_parallel: int = Field(1, gt=0, description="split the model over N local ranks (gloo on CPU, NCCL on "
                                  "GPUs); across machines, start every rank with torch.distributed's env:// variables")
     threads: int = Field(32, gt=0, description="gRPC handler threads")

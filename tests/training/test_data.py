@@ -9,9 +9,13 @@ import re
 
 import pytest
 
+from agent_runtime.tools.builtins import add_builtins
+from agent_runtime.tools.calculator import calculate as runtime_calculate
+from agent_runtime.tools.memory import KeyValueMemory
+from agent_runtime.tools.registry import ToolRegistry
 from foundation.chat import load_tokenizer, parse_completion
 from training.data import FAMILIES, fingerprint, generate, held_out, render
-from training.data.tools import calculate
+from training.data.tools import CALCULATOR, RECALL, REMEMBER, calculate
 from training.data.traces import (
     ASK_BOTH,
     ASK_CALC,
@@ -73,7 +77,23 @@ def test_needle_distance_grows_with_its_log_lines() -> None:
     assert len(long.token_ids) > 5 * len(short.token_ids) and long.trace.answer in long.replies[-1]
 
 
-@pytest.mark.parametrize(("expression", "result"), [("(12 + 30) * 2", "84"), ("7 / 4", "1.75"), ("1 / 3", "0.333333"),
+@pytest.mark.parametrize(("expression", "result"), [("(12 + 30) * 2", "84"), ("7 / 4", "1.75"),
+                                                     ("1 / 3", "0.3333333333333333"), ("10 / 2", "5.0"),
                                                      ("5 - 9 * 2", "-13")])
-def test_the_calculator_is_exact(expression: str, result: str) -> None:
-    assert calculate(expression) == result
+def test_the_calculator_answers_as_the_agent_runtimes(expression: str, result: str) -> None:
+    assert calculate(expression) == result == runtime_calculate(expression)
+
+
+def test_the_traces_tools_are_the_agent_runtimes_builtins() -> None:
+    """The model learns the tool block an agent session renders: the same names, descriptions and schemas, and the
+    same results for every expression the data asks."""
+    registry = add_builtins(ToolRegistry(), "ns", KeyValueMemory())
+    for tool in (CALCULATOR, REMEMBER, RECALL):
+        served = registry.get(tool["function"]["name"])
+        assert (served.description, served.parameters) == (tool["function"]["description"],
+                                                            tool["function"]["parameters"])
+    for seed in range(300):
+        for turn in generate("calculator", seed).turns:
+            for call in turn.reply.get("tool_calls", ()):
+                expression = json.loads(call["function"]["arguments"])["expression"]
+                assert calculate(expression) == runtime_calculate(expression)

@@ -24,6 +24,10 @@ def test_hybrid_newton_schulz_gives_the_polar_factor(shape) -> None:
     # the eight fast iterations alone leave the singular values spread: the two settling ones matter
     fast_only = torch.linalg.svdvals(orthogonalize(x, (FAST,) * len(SCHEDULE)))
     assert float((fast_only - 1).abs().max()) > 0.1
+    # what Muon runs: the products in bf16, the direction still the polar factor's
+    in_bf16 = orthogonalize(x, dtype=torch.bfloat16)
+    assert in_bf16.dtype == torch.float32
+    assert float((torch.linalg.matrix_norm(in_bf16 - polar) / torch.linalg.matrix_norm(polar)).max()) < 0.05
 
 
 def test_a_step_moves_by_the_target_rms_and_lowers_a_least_squares_loss() -> None:

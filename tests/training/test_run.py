@@ -30,6 +30,8 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(tmp_path) -> None:
     run(tmp_path / "whole", config)
     run(tmp_path / "parts", config, "--max-steps-this-call", "2")
     assert torch.load(tmp_path / "parts" / CHECKPOINT, weights_only=False)["step"] == 2
+    with (tmp_path / "parts" / "log.jsonl").open("a") as log:  # a step logged by a run killed before its next save
+        log.write(json.dumps({"step": 3, "loss": 99.0, "tokens": 0, "lr": 0.0}) + "\n")
     run(tmp_path / "parts", config)
     whole, parts = (torch.load(tmp_path / name / CHECKPOINT, weights_only=False) for name in ("whole", "parts"))
     assert whole["step"] == parts["step"] == 4 and whole["tokens"] == parts["tokens"] == 2 * 900 + 2 * 1024

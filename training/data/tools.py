@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import operator
-from fractions import Fraction
 
 
 def _tool(name: str, description: str, properties: dict, required: list[str]) -> dict:
@@ -12,11 +11,13 @@ def _tool(name: str, description: str, properties: dict, required: list[str]) ->
         "type": "object", "properties": properties, "required": required, "additionalProperties": False}}}
 
 
-CALCULATOR = _tool("calculator", "Evaluate an arithmetic expression exactly (+, -, *, / and parentheses).",
+# The agent runtime's own built-ins (agent_runtime/tools/builtins.py), word for word, so the model is trained on the
+# tool block the platform's agent sessions render (tests/training/test_data.py compares them).
+CALCULATOR = _tool("calculator", 'Evaluate an arithmetic expression, e.g. "2 * (3 + 4) ** 2" or "sqrt(2) / 3".',
                    {"expression": {"type": "string"}}, ["expression"])
-REMEMBER = _tool("remember", "Store a value under a key for later in this session.",
+REMEMBER = _tool("remember", "Store a value under a key, replacing what was there.",
                  {"key": {"type": "string"}, "value": {"type": "string"}}, ["key", "value"])
-RECALL = _tool("recall", "Return the value stored under a key.", {"key": {"type": "string"}}, ["key"])
+RECALL = _tool("recall", "The value stored under a key.", {"key": {"type": "string"}}, ["key"])
 WEATHER = _tool("weather", "Current weather of a city.", {"city": {"type": "string"}}, ["city"])
 ALL_TOOLS = (CALCULATOR, REMEMBER, RECALL, WEATHER)
 
@@ -24,12 +25,13 @@ _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.m
 
 
 def calculate(expression: str) -> str:
-    """The calculator's result: exact rational arithmetic, printed as an integer or a decimal of up to 6 places."""
-    def value(node: ast.AST) -> Fraction:
+    """What the agent runtime's calculator returns for these expressions: Python's int and float arithmetic (a
+    division gives a float), a float written as `repr` writes it."""
+    def value(node: ast.AST) -> int | float:
         if isinstance(node, ast.Expression):
             return value(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, int):
-            return Fraction(node.value)
+            return node.value
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             return -value(node.operand)
         if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
@@ -37,6 +39,4 @@ def calculate(expression: str) -> str:
         raise ValueError(f"not arithmetic: {expression!r}")
 
     result = value(ast.parse(expression, mode="eval"))
-    if result.denominator == 1:
-        return str(result.numerator)
-    return f"{float(result):.6f}".rstrip("0").rstrip(".")
+    return repr(result) if isinstance(result, float) else str(result)

@@ -163,3 +163,19 @@ def test_a_reply_cut_inside_a_tool_call_ends_with_length_not_an_error(worker):
                                                    sampling=sampled(1, max_tokens=8)))
     assert final.finish_reason == pb.LENGTH and not final.tool_calls
     assert "tool_calls" in final.content  # the partial block is passed on as text, nothing lost
+
+
+def test_a_worker_with_constrained_decoding_off_samples_the_models_own_reply(tmp_path):
+    """What the trained model's evaluation measures: without the grammar, random weights asked for a tool call
+    (tool_choice required) write no parseable call; the same request on a constrained worker always gets one."""
+    from model_worker.engine.loading import load_model
+
+    model = load_model(None, "tiny", numerics="official")
+    free = Worker(model, tmp_path / "free", constrained_decoding=False)
+    try:
+        request = pb.GenerateRequest(messages=user("look"), tools=[LOOKUP], tool_choice=pb.ToolChoice(required=True),
+                                     sampling=sampled(3, max_tokens=24))
+        _, final = run(free.stub, request)
+        assert final.finish_reason == pb.LENGTH and not final.tool_calls and final.content
+    finally:
+        free.stop()
