@@ -34,7 +34,7 @@ from model_worker.engine.loading import load_model
 from model_worker.model import ForwardBatch
 from model_worker.server.serve import serve_in_process
 from training.batches import Batches
-from training.data import fingerprint, render
+from training.data import held_out, render
 from training.data.traces import EVAL_SEED_BASE, MODES, generate
 from training.evaluation import cases, eval_traces, request_args, score, summarize
 from training.export import TRAINING_RECORD
@@ -56,7 +56,8 @@ def training_fingerprints(model_dir: Path) -> set[str]:
 
 
 def unseen(traces, seen: set[str]):
-    kept = [t for t in traces if fingerprint(render(t).token_ids) not in seen]
+    """The traces whose tokens training never saw (each once), and how many were dropped."""
+    kept = [rendered.trace for rendered in held_out([render(t) for t in traces], seen)]
     return kept, len(traces) - len(kept)
 
 
@@ -174,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with WorkerClient(plain.address, timeout=600) as client, \
                     WorkerClient(drafting.address, timeout=600) as spec_client:
-                for phrasing, offset in (("train", 0), ("held_out", 0)):
-                    traces, dropped = unseen(eval_traces(args.per_cell, phrasing, offset=offset), seen)
+                for phrasing in ("train", "held_out"):
+                    traces, dropped = unseen(eval_traces(args.per_cell, phrasing), seen)
                     results[f"tool_use_{phrasing}"] = tool_use(client, traces, args.max_tokens)
                     results[f"tool_use_{phrasing}"]["dropped_as_seen"] = dropped
                 results["recall"] = recall(client, model, [int(d) for d in args.recall.split(",") if d],

@@ -12,7 +12,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from foundation.clients.worker.types import Final, Message, Tool, ToolCall
+from foundation.chat.protocol import DSML
+from foundation.clients.worker.convert import message_from_openai
+from foundation.clients.worker.types import Final, Message, Tool
 from training.data.traces import EVAL_SEED_BASE, MODES, Trace, generate
 
 CALL_FAMILIES = ("calculator", "memory", "json", "parallel", "decline")
@@ -45,18 +47,18 @@ class TurnScore:
     right_answer: bool  # the last turn: the trace's answer is in the reply
 
 
-def eval_traces(per_cell: int, phrasing: str, families=CALL_FAMILIES, modes=MODES, offset: int = 0) -> list[Trace]:
+def eval_traces(per_cell: int, phrasing: str, families=CALL_FAMILIES, modes=MODES) -> list[Trace]:
     """`per_cell` traces per (family, mode) from evaluation seeds (never drawn in training)."""
-    return [generate(family, EVAL_SEED_BASE + offset + i, phrasing=phrasing, mode=mode)
+    return [generate(family, EVAL_SEED_BASE + i, phrasing=phrasing, mode=mode)
             for family in families for mode in modes for i in range(per_cell)]
 
 
 def cases(trace: Trace) -> Iterator[TurnCase]:
     history = [Message(role="system", content=trace.system)]
     for index, turn in enumerate(trace.turns):
-        history += [_message(m) for m in turn.inputs]
+        history += [message_from_openai(m) for m in turn.inputs]
         yield TurnCase(trace, index, list(history))
-        history.append(_message(turn.reply))
+        history.append(message_from_openai(turn.reply))
 
 
 def request_args(trace: Trace) -> dict:
@@ -70,7 +72,7 @@ def score(case: TurnCase, final: Final) -> TurnScore:
     trace, expected = case.trace, case.expected_calls
     schemas = {t["function"]["name"]: t["function"]["parameters"] for t in trace.tools}
     made = [(call.name, call.arguments) for call in final.tool_calls]
-    unparsed = "DSML" in final.content  # a call the parser could not read comes back as text
+    unparsed = DSML in final.content  # a call the parser could not read comes back as text
     called = bool(made) or unparsed
     valid = called and not unparsed and all(_fits(args, schemas.get(name)) for name, args in made)
     right_calls = _same_calls(made, expected) and not unparsed if expected else not called
@@ -91,14 +93,6 @@ def summarize(scores: list[TurnScore]) -> dict[str, float | int]:
 def _rate(flags) -> float:
     flags = list(flags)
     return sum(flags) / len(flags) if flags else float("nan")
-
-
-def _message(raw: dict) -> Message:
-    calls = [ToolCall(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
-             for c in raw.get("tool_calls", ())]
-    return Message(role=raw["role"], content=raw.get("content", ""),
-                   reasoning_content=raw.get("reasoning_content", ""), tool_calls=calls,
-                   tool_call_id=raw.get("tool_call_id", ""))
 
 
 def _fits(args: dict, schema: dict | None) -> bool:

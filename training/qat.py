@@ -26,16 +26,13 @@ from model_worker.model import DeepseekV4
 
 class QuantizationAware:
     def __init__(self, model: DeepseekV4) -> None:
-        official = dict(DeepseekV4(layout_config(model.config, OFFICIAL), quantized=True).named_parameters())
-        self._official = official
+        self._official = dict(DeepseekV4(layout_config(model.config, OFFICIAL), quantized=True).named_parameters())
         # Every weight the checkpoint stores in another dtype: FP8, packed FP4, and bf16 (embedding, head, norms...).
         self.quantized = {name: param for name, param in model.named_parameters()
-                          if param.is_floating_point() and official[name].dtype != param.dtype}
-        self.indexers = [layer.attn.indexer for layer in model.layers if layer.attn.kind == CSA]
-
-    def set_indexer_fp4(self, on: bool) -> None:
-        for indexer in self.indexers:
-            indexer.fp4_qk = on
+                          if param.is_floating_point() and self._official[name].dtype != param.dtype}
+        for layer in model.layers:
+            if layer.attn.kind == CSA:  # the QK path too, from now on
+                layer.attn.indexer.fp4_qk = True
 
     @torch.no_grad()
     def round_trip(self, name: str, weight: torch.Tensor) -> torch.Tensor:

@@ -115,8 +115,6 @@ def _train(settings: Settings) -> dict:
     routing = Routing(model, settings.routing_delay)
     sparse_warmup = SparseWarmup(model)
     qat = QuantizationAware(model) if settings.qat else None
-    if qat is not None:
-        qat.set_indexer_fp4(True)
     step, tokens_seen = 0, 0
     checkpoint = settings.out / CHECKPOINT
     if checkpoint.exists():

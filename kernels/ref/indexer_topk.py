@@ -57,16 +57,23 @@ def blockwise_topk(q: torch.Tensor, head_weights: torch.Tensor, keys: torch.Tens
     for first in range(0, n, KEY_BLOCK):
         block = keys[first : first + KEY_BLOCK] if rows is None else keys[rows[first : first + KEY_BLOCK]]
         if block.dtype == torch.uint8:
-            logits = fp4_key_logits(qf, block, dim).relu_()
+            scores = torch.einsum("thn,th->tn", fp4_key_logits(qf, block, dim).relu_(), wf)
         else:
-            logits = torch.einsum("thc,nc->thn", qf, block.float()).relu_()
+            scores = index_scores(qf, wf, block)
         # + 0.0 turns -0.0 into 0.0: the two must rank as one score.
-        scores = combine(torch.einsum("thn,th->tn", logits, wf)).to(score_dtype).float().add_(0.0)
+        scores = combine(scores).to(score_dtype).float().add_(0.0)
         ids = torch.arange(first, first + block.shape[0], device=q.device)
         scores.masked_fill_(ids[None, :] >= num_visible[:, None], float("-inf"))
         merged = torch.cat((best, rank_keys(scores, ids)), dim=1)
         best = merged.topk(min(k, merged.shape[1]), dim=-1).values
     return ranked_ids(best)
+
+
+def index_scores(q: torch.Tensor, head_weights: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """I[t, s] = Σ_h w[t, h] · ReLU(q[t, h] · K[s]) for float keys [N, c] -> [T, N] float32; differentiable (the
+    ReLU works in place on the product, which autograd does not keep)."""
+    logits = torch.einsum("thc,nc->thn", q.float(), keys.float()).relu_()
+    return torch.einsum("thn,th->tn", logits, head_weights.float())
 
 
 _ID_MASK = 0xFFFFFFFF

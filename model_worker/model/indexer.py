@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 import kernels
+from kernels.ref.indexer_topk import index_scores
 from model_worker.config import ModelConfig
 from model_worker.model.batch import Segment
 from model_worker.model.compressor import Compressor
@@ -77,9 +78,8 @@ class Indexer(nn.Module):
         -> [n, N] float32, -inf where not visible; differentiable (the top-k kernels are not)."""
         self._extend_keys(features, seg, state, layout, freqs, numerics)
         keys, rows = state.index_keys.storage_rows()
-        keys = layout.decode_index_keys(keys if rows.numel() == 0 else keys[rows]).float()
-        scores = torch.einsum("thc,nc->thn", q.float(), keys).relu()
-        scores = torch.einsum("thn,th->tn", scores, weights)
+        keys = layout.decode_index_keys(keys if rows.numel() == 0 else keys[rows])
+        scores = index_scores(q, weights, keys)
         hidden = torch.arange(keys.shape[0], device=q.device)[None, :] >= seg.visible_entries(self.ratio)[:, None]
         return scores.masked_fill(hidden, float("-inf"))
 

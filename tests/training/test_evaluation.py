@@ -3,19 +3,16 @@ is caught."""
 
 from __future__ import annotations
 
-import json
-
+from foundation.clients.worker.convert import message_from_openai
 from foundation.clients.worker.types import Final, ToolCall
 from training.data.traces import EVAL_SEED_BASE, MODES
 from training.evaluation import CALL_FAMILIES, cases, eval_traces, request_args, score, summarize
 
 
 def reference_final(case) -> Final:
-    reply = case.trace.turns[case.turn].reply
-    calls = [ToolCall(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
-             for c in reply.get("tool_calls", ())]
-    return Final(finish_reason="tool_calls" if calls else "stop", content=reply["content"],
-                 reasoning_content=reply.get("reasoning_content", ""), tool_calls=calls)
+    reply = message_from_openai(case.trace.turns[case.turn].reply)
+    return Final(finish_reason="tool_calls" if reply.tool_calls else "stop", content=reply.content,
+                 reasoning_content=reply.reasoning_content, tool_calls=reply.tool_calls)
 
 
 def test_the_reference_replies_score_perfectly_in_every_family_and_mode() -> None:

@@ -29,8 +29,7 @@ def test_the_exported_checkpoint_gives_the_qat_forwards_logits(tmp_path) -> None
     saved = torch.load(tmp_path / "run" / CHECKPOINT, weights_only=False)
     model, _ = build(Settings(out=tmp_path, config=str(config), vocab_sample=8))
     model.load_state_dict(saved["model"])
-    qat = QuantizationAware(model)
-    qat.set_indexer_fp4(True)
+    qat = QuantizationAware(model)  # also rounds the indexer's QK path through FP4
     tokens = torch.randint(3, 2000, (1, 80), generator=torch.Generator().manual_seed(0))
     with torch.no_grad(), qat.rounded():
         trained = training_logits(model, tokens)[0]
