@@ -62,6 +62,18 @@ class ToolFinished:
 
 
 @dataclass
+class StepReply:
+    """What one step of the model wrote (on the worker, or in a Think Max job): internal to the loop."""
+
+    content: str
+    reasoning: str
+    calls: list
+    usage: dict[str, int]
+    finish_reason: str  # stop, length, tool_calls, cancelled
+    job_session: str | None = None  # the Think Max session a job step left
+
+
+@dataclass
 class Compacted:
     """The worker session was rebuilt from a compacted history; the transcript keeps everything. Also sent when a
     lost worker session (expired or deleted) was rebuilt from the transcript: policy `rebuild` or `rebuild+<policy>`,
@@ -75,7 +87,9 @@ class Compacted:
 
 @dataclass
 class TurnDone:
-    reason: str  # answer, step_limit, token_budget, time_budget, cancelled
+    # answer; length: the last step hit its token limit before it ended (content: its text before any call it was
+    # writing); step_limit, token_budget, time_budget, cancelled
+    reason: str
     content: str
     reasoning: str
     steps: int

@@ -27,12 +27,21 @@ from opentelemetry import trace
 
 from agent_runtime.calls import OpenCall, TurnContext, TurnControl, open_calls, settle_calls
 from agent_runtime.compaction import Compactor, Rebuilder
-from agent_runtime.events import USAGE_NAMES, ModeChosen, StepStarted, TextDelta, TurnDone, TurnEvent
+from agent_runtime.events import (
+    USAGE_NAMES,
+    ModeChosen,
+    StepReply,
+    StepStarted,
+    TextDelta,
+    TurnDone,
+    TurnEvent,
+)
 from agent_runtime.policy import THINK_HIGH, DefaultPolicy, ModeDecision, ModePolicy, OperatorLimits, TurnSignals
 from agent_runtime.store.tables import ASSISTANT, AWAITING, STARTED, TOOL_CALL, TOOL_RESULT, USER, AgentSession
 from agent_runtime.store.transcript import AgentSessionExists, Entry, TranscriptStore
 from agent_runtime.think_max import job_step
 from agent_runtime.tools import ToolCall, ToolRegistry
+from foundation.chat.protocol import DSML
 from foundation.clients.jobs import JobsClient
 from foundation.clients.worker import Delta, Final, Sampling, WorkerClient
 from foundation.clients.worker import Tool as WorkerTool
@@ -154,15 +163,16 @@ class AgentLoop:
                                                                 tool_choice)
             if reply is None:
                 return (yield from _done(TurnDone("cancelled", "", "", number - 1, usage)))
-            content, reasoning, calls, step_usage, job_session = reply
             for name in USAGE_NAMES:
-                usage[name] += step_usage.get(name, 0)
-            session = self._record_step(turn, session, inputs, content, reasoning, calls, job_session,
-                                        decision.mode)
-            if not calls:
-                return (yield from _done(TurnDone("answer", content, reasoning, number, usage)))
+                usage[name] += reply.usage.get(name, 0)
+            session = self._record_step(turn, session, inputs, reply, decision.mode)
+            if not reply.calls and reply.finish_reason == "length":  # cut short: no answer, maybe half a call
+                return (yield from _done(TurnDone(_over_budget(limits, usage, started) or "length",
+                                                  _before_calls(reply.content), reply.reasoning, number, usage)))
+            if not reply.calls:
+                return (yield from _done(TurnDone("answer", reply.content, reply.reasoning, number, usage)))
             fresh = [OpenCall(c.id, c.name, c.arguments, AWAITING if turn.needs_approval(c.name) else STARTED,
-                              idempotency_key(session, session.steps, c.id)) for c in calls]
+                              idempotency_key(session, session.steps, c.id)) for c in reply.calls]
             if not (yield from settle_calls(self.store, turn, session, fresh, False)):
                 return (yield from _done(TurnDone("cancelled", "", "", number, usage)))
             inputs, tool_choice = self._last_results(session), None
@@ -171,16 +181,16 @@ class AgentLoop:
                 return (yield from _done(TurnDone(over, "", "", number, usage)))
         return (yield from _done(TurnDone("step_limit", "", "", limits.max_steps, usage)))
 
-    def _record_step(self, turn: TurnContext, session, inputs, content, reasoning, calls, job_session, mode):
-        worker_session_id = job_session or session.worker_session_id
+    def _record_step(self, turn: TurnContext, session, inputs, reply: StepReply, mode):
+        worker_session_id = reply.job_session or session.worker_session_id
         info = turn.client.get_session(worker_session_id)
         step = session.steps + 1
         entries = [Entry(USER, m.get("content") or "") for m in inputs if m.get("role") == "user"]
-        entries.append(Entry(ASSISTANT, content, reasoning or None))
+        entries.append(Entry(ASSISTANT, reply.content, reply.reasoning or None))
         entries += [Entry(TOOL_CALL, tool_call_id=c.id, tool_name=c.name, arguments=c.arguments,
                           idempotency_key=idempotency_key(session, step, c.id),
                           awaits_approval=turn.needs_approval(c.name))
-                    for c in calls]
+                    for c in reply.calls]
         self.store.append_step(turn.tenant, session.id, entries, worker_session_id=worker_session_id,
                                worker_commit=info.commit, mode=mode, turn_id=turn.control.turn_id)
         return self.store.get(turn.tenant, session.id)
@@ -215,9 +225,9 @@ class AgentLoop:
                     final = event
         finally:
             events.close()
-        calls = [ToolCall(c.id, c.name, c.arguments) for c in final.tool_calls]
-        usage = {name: getattr(final.usage, name) for name in USAGE_NAMES}
-        return final.content, final.reasoning_content, calls, usage, None
+        return StepReply(final.content, final.reasoning_content, [ToolCall(c.id, c.name, c.arguments)
+                                                                  for c in final.tool_calls],
+                         {name: getattr(final.usage, name) for name in USAGE_NAMES}, final.finish_reason)
 
     def _step_anywhere(self, turn: TurnContext, session, inputs: list[dict], mode: str, sampling: Sampling | None,
                        tool_choice: str | None):
@@ -304,6 +314,11 @@ def idempotency_key(session: AgentSession, step: int, call_id: str) -> str:
 def _done(done: TurnDone):
     yield done
     return done
+
+
+def _before_calls(content: str) -> str:
+    """A reply's text before the tool-call block it began (the block cut short is not an answer)."""
+    return content.split(f"<{DSML}")[0].rstrip() if DSML in content else content
 
 
 def _over_budget(limits: Limits, usage: dict[str, int], started: float) -> str | None:

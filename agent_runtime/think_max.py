@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 
-from agent_runtime.events import JobStatus
+from agent_runtime.events import JobStatus, StepReply
 from agent_runtime.tools import ToolCall
 from foundation.clients.jobs import JobsClient
 from foundation.clients.worker import Sampling
@@ -25,8 +25,8 @@ class ThinkMaxJobFailed(RuntimeError):
 
 def job_step(jobs: JobsClient, worker_session_id: str, inputs: list[dict], sampling: Sampling | None,
              cancelled: Callable[[], bool], poll_s: float) -> Iterator[JobStatus]:
-    """Yields the job's status as it changes; returns (content, reasoning, calls, usage, the job's session), or
-    None when the turn was cancelled (the job is cancelled too)."""
+    """Yields the job's status as it changes; returns the step's reply (with the job's session), or None when the
+    turn was cancelled (the job is cancelled too)."""
     request = jobs_pb2.JobRequest(custom_id="turn", messages=[message_to_proto(m) for m in inputs],
                                   mode=worker_pb2.THINK_MAX, session_id=worker_session_id,
                                   sampling=sampling_to_proto(sampling or Sampling()))
@@ -51,8 +51,8 @@ def job_step(jobs: JobsClient, worker_session_id: str, inputs: list[dict], sampl
     calls = [ToolCall(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
              for c in message.get("tool_calls") or []]
     usage = response["usage"]
-    return (message.get("content") or "", message.get("reasoning_content") or "", calls,
-            {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
-             "reused_tokens": usage["prompt_tokens_details"]["cached_tokens"],
-             "reasoning_tokens": usage["completion_tokens_details"]["reasoning_tokens"]},
-            response.get("session_id"))
+    return StepReply(message.get("content") or "", message.get("reasoning_content") or "", calls,
+                     {"prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+                      "reused_tokens": usage["prompt_tokens_details"]["cached_tokens"],
+                      "reasoning_tokens": usage["completion_tokens_details"]["reasoning_tokens"]},
+                     response["choices"][0].get("finish_reason") or "", response.get("session_id"))

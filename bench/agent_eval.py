@@ -6,7 +6,10 @@
   each CSA layer's Lightning Indexer puts in the top k of the query that answers (the engine run directly, with the
   indexer's selection recorded);
 - MTP: drafts accepted and the speculative speed-up at batch 1 (a second worker with speculative decoding, the same
-  greedy replies side by side).
+  greedy replies side by side);
+- whole conversations through the agent service (`--service`): a worker process and an agent service process as
+  deployed (constrained decoding on); each user message is one agent turn in which the runtime runs the real
+  calculator and memory tools; right when the turn makes the reference's calls and the last one reports the answer.
 Every evaluation trace is checked absent from the run's training data by fingerprint (the run's record in the model
 directory says which batches it drew).
 
@@ -19,6 +22,7 @@ import argparse
 import json
 import math
 import re
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,32 +31,37 @@ import torch
 
 from foundation.blobs import open_blobs
 from foundation.chat import load_tokenizer
+from foundation.clients.agent import AgentClient
 from foundation.clients.worker import WorkerClient
 from foundation.clients.worker.types import Sampling
-from model_worker.config import CSA
+from model_worker.config import CSA, load_config
 from model_worker.engine.loading import load_model
 from model_worker.model import ForwardBatch
 from model_worker.server.serve import serve_in_process
+from services.embedded.launcher import free_port, service
 from training.batches import Batches
 from training.data import held_out, render
 from training.data.traces import EVAL_SEED_BASE, MODES, generate
 from training.evaluation import cases, eval_traces, request_args, score, summarize
-from training.export import TRAINING_RECORD
+from training.export import stages
 from training.run import Settings, row_length
+from training.vocab import VocabSubset
 
 LINE_TOKENS = 30  # a log line of the needle family, in tokens (its distance unit)
 
 
 def training_fingerprints(model_dir: Path) -> set[str]:
-    """Every trace the run drew (replayed from its record: batches are a function of seed and step)."""
-    record = json.loads((model_dir / TRAINING_RECORD).read_text())
-    settings = Settings(**{**record["settings"], "out": Path(record["settings"]["out"]),
-                           "lengths": [tuple(x) for x in record["settings"]["lengths"]]})
-    batches = Batches(settings.seed)
-    batches.drawn = set()
-    for step in range(record["step"]):
-        batches.batch(step, settings.rows, row_length(settings, step))
-    return batches.drawn
+    """Every trace each stage of the run drew (replayed from the record: batches are a function of seed, step and
+    vocabulary)."""
+    drawn: set[str] = set()
+    for stage in stages(model_dir):
+        settings = Settings(**{**stage["settings"], "out": Path(stage["settings"]["out"]),
+                               "lengths": [tuple(x) for x in stage["settings"]["lengths"]]})
+        batches = Batches(settings.seed, VocabSubset(stage["vocabulary"], load_config(settings.config).vocab_size))
+        batches.drawn = drawn
+        for step in range(stage["step"]):
+            batches.batch(step, settings.rows, row_length(settings, step))
+    return drawn
 
 
 def unseen(traces, seen: set[str]):
@@ -156,6 +165,85 @@ def speculative(plain: WorkerClient, drafting: WorkerClient, traces, max_tokens:
     return totals
 
 
+def service_turns(trace) -> list[tuple[str, list[tuple[str, dict]]]]:
+    """The trace's user messages, each with the calls its agent turn should make over all its steps."""
+    turns: list[tuple[str, list]] = []
+    for turn, calls in zip(trace.turns, trace.calls, strict=True):
+        users = [m["content"] for m in turn.inputs if m["role"] == "user"]
+        if users:
+            turns.append((users[-1], []))
+        turns[-1][1].extend(calls)
+    return turns
+
+
+def through_agent_service(model_dir: Path, traces, max_tokens: int) -> dict:
+    """Each trace as a conversation with an agent session: per mode, user turns with the right calls, and
+    conversations whose last turn reports the answer."""
+    tally = {mode: {"turns": 0, "right_calls": 0, "conversations": 0, "right_answers": 0, "failed": 0,
+                    "examples": []} for mode in MODES}
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as root:
+        ports = {name: free_port("127.0.0.1") for name in ("worker", "agent")}
+        worker = service("worker", [python, "-m", "model_worker", "serve"], "DSV4_WORKER_", {
+            "CHECKPOINT": str(model_dir.resolve()), "PORT": str(ports["worker"]), "SESSION_STORE": f"{root}/sessions"},
+            r"model worker serving \S+ on ", Path(root) / "worker.log")
+        agent = service("agent", [python, "-m", "agent_runtime", "serve"], "DSV4_AGENT_", {
+            "DATABASE_URL": f"sqlite:///{root}/agent.db", "WORKERS": f"127.0.0.1:{ports['worker']}",
+            "PORT": str(ports["agent"])}, r"agent service on ", Path(root) / "agent.log")
+        try:
+            worker.start().wait_ready(300)
+            agent.start().wait_ready(120)
+            with AgentClient(f"127.0.0.1:{ports['agent']}", timeout=600) as client:
+                for number, trace in enumerate(traces):
+                    counts = tally[trace.mode]
+                    session_id = f"eval-{number}"
+                    client.create_session(session_id, system_prompt=trace.system, think_max=trace.mode == "think-max",
+                                          tools=[tool["function"]["name"] for tool in trace.tools])
+                    content = ""
+                    for text, expected in service_turns(trace):
+                        calls, content = _agent_turn(client, session_id, text, trace.mode, max_tokens)
+                        counts["turns"] += 1
+                        counts["failed"] += calls is None
+                        counts["right_calls"] += calls is not None and _same_calls(calls, expected)
+                        if len(counts["examples"]) < 4:  # what it did, for the model card
+                            counts["examples"].append({"user": text, "calls": calls, "reply": content})
+                    counts["conversations"] += 1
+                    counts["right_answers"] += trace.answer in content
+        finally:
+            agent.stop()
+            worker.stop()
+    for counts in tally.values():
+        counts["right_call_share"] = counts["right_calls"] / counts["turns"] if counts["turns"] else math.nan
+        counts["right_answer_share"] = counts["right_answers"] / counts["conversations"] \
+            if counts["conversations"] else math.nan
+    return tally
+
+
+def _agent_turn(client: AgentClient, session_id: str, text: str, mode: str, max_tokens: int):
+    """(the calls the turn made, or None if it failed; its final content)."""
+    calls, content = [], ""
+    for event in client.run_turn(session_id, text, mode=mode, max_steps=4,
+                                 sampling=Sampling(temperature=0.0, max_tokens=max_tokens)):
+        kind = event.WhichOneof("event")
+        if kind == "tool_started":
+            calls.append((event.tool_started.name, event.tool_started.arguments_json))
+        elif kind == "turn_done":
+            content = event.turn_done.content
+        elif kind == "turn_failed":
+            return None, ""
+    return calls, content
+
+
+def _same_calls(made: list[tuple[str, str]], expected: list[tuple[str, dict]]) -> bool:
+    def key(name: str, arguments) -> str:
+        return name + json.dumps(arguments, sort_keys=True)
+    try:
+        parsed = [key(name, json.loads(arguments)) for name, arguments in made]
+    except json.JSONDecodeError:
+        return False
+    return sorted(parsed) == sorted(key(name, arguments) for name, arguments in expected)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.agent_eval")
     parser.add_argument("--model", type=Path, required=True, help="a model directory written by training export")
@@ -163,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recall", default="1000,4000,8000", help="needle distances in tokens")
     parser.add_argument("--recall-per-distance", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=160)
+    parser.add_argument("--service", type=int, default=0, metavar="N",
+                        help="also N conversations per (family, mode) through the agent service (calculator, memory)")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args(argv)
 
@@ -186,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             plain.stop()
             drafting.stop()
+    if args.service:
+        for phrasing in ("train", "held_out"):
+            traces, _ = unseen(eval_traces(args.service, phrasing, ("calculator", "memory")), seen)
+            results[f"agent_service_{phrasing}"] = through_agent_service(args.model, traces, args.max_tokens)
     text = json.dumps(results, indent=1, default=str)
     print(text)
     if args.json:

@@ -16,6 +16,7 @@ from foundation.chat import Tokenizer, load_tokenizer
 from foundation.chat.protocol import EOS_ID
 from training.data import FAMILIES, fingerprint, generate, render
 from training.data.traces import EVAL_SEED_BASE, MODES
+from training.vocab import VocabSubset
 
 MIX = {"calculator": 3, "memory": 2, "needle": 2, "json": 1, "parallel": 1, "decline": 1}
 
@@ -27,15 +28,21 @@ class Batch:
 
 
 class Batches:
-    def __init__(self, seed: int, tokenizer: Tokenizer | None = None) -> None:
-        self.seed, self.tokenizer = seed, tokenizer or load_tokenizer()
+    """With a `vocab`, a trace holding an id outside it is skipped (about 1 in 1,000: a rare digit group), so that
+    every batch is exactly the compact model's data."""
+
+    def __init__(self, seed: int, vocab: VocabSubset | None = None, tokenizer: Tokenizer | None = None) -> None:
+        self.seed, self.vocab, self.tokenizer = seed, vocab, tokenizer or load_tokenizer()
         self.drawn: set[str] | None = None  # a set here collects each drawn trace's fingerprint (evaluation sets)
 
     def _trace(self, rng: random.Random, length: int) -> tuple[list[int], list[bool]]:
-        family = rng.choices(list(MIX), weights=list(MIX.values()))[0]
-        lines = rng.randint(8, max(8, length // 40)) if family == "needle" else None
-        trace = generate(family, rng.randrange(EVAL_SEED_BASE), mode=rng.choice(MODES), needle_lines=lines)
-        rendered = render(trace, self.tokenizer)
+        while True:
+            family = rng.choices(list(MIX), weights=list(MIX.values()))[0]
+            lines = rng.randint(8, max(8, length // 40)) if family == "needle" else None
+            trace = generate(family, rng.randrange(EVAL_SEED_BASE), mode=rng.choice(MODES), needle_lines=lines)
+            rendered = render(trace, self.tokenizer)
+            if self.vocab is None or self.vocab.knows(rendered.token_ids):
+                break
         if self.drawn is not None:
             self.drawn.add(fingerprint(rendered.token_ids))
         return rendered.token_ids, rendered.loss_mask

@@ -19,24 +19,23 @@ from model_worker.state.pages import PagePools
 from training.vocab import VocabSubset
 
 
-def training_logits(model: DeepseekV4, token_ids: torch.Tensor, vocab: VocabSubset | None = None) -> torch.Tensor:
-    """token_ids [B, T] -> logits [B, T, V] float32 (position t predicts token t + 1), differentiable; with `vocab`,
-    [B, T, U] over its used ids only."""
-    return training_forward(model, token_ids, vocab, mtp=False)[0]
+def training_logits(model: DeepseekV4, token_ids: torch.Tensor) -> torch.Tensor:
+    """token_ids [B, T] -> logits [B, T, V] float32 (position t predicts token t + 1), differentiable (V: the rows of
+    the model's head; U for a compact model, whose token ids are a `VocabSubset`'s columns)."""
+    return training_forward(model, token_ids, mtp=False)[0]
 
 
-def training_forward(model: DeepseekV4, token_ids: torch.Tensor, vocab: VocabSubset | None = None, mtp: bool = True
+def training_forward(model: DeepseekV4, token_ids: torch.Tensor, mtp: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The main logits [B, T, V] and, with `mtp` (and an MTP layer), the MTP layer's [B, T - 1, V]: pair t (the
-    main streams at t, token t + 1) predicts token t + 2. V is U with `vocab`."""
+    main streams at t, token t + 1) predicts token t + 2."""
     batch, length = token_ids.shape
     device = model.embed.weight.device
     states = [SequenceState(model.layout, device, PagePools()) for _ in range(batch)]
-    rows = None if vocab is None else vocab.ids.to(device)
     mtp = mtp and len(model.mtp) > 0 and length > 1
     with kernels.use("reference"):
         out = model(ForwardBatch(token_ids.reshape(-1).to(device), [length] * batch, states, logits="all",
-                                 vocab_rows=rows, mtp_every_pair=mtp))
+                                 mtp_every_pair=mtp))
     logits = out.logits.float().view(batch, length, -1)
     return logits, out.mtp_logits.float().view(batch, length - 1, -1) if mtp else None
 
@@ -45,16 +44,12 @@ def next_token_loss(logits: torch.Tensor, token_ids: torch.Tensor, loss_mask: to
                     vocab: VocabSubset | None = None, ahead: int = 1) -> torch.Tensor:
     """Mean cross-entropy of each row's prediction of the token `ahead` after it (1: the main logits; 2: the MTP
     layer's, whose row t stands for pair t), over the predicted tokens in the loss (`loss_mask` [B, T]; all by
-    default); with `vocab`, the logits are over its used ids and the loss is still the full vocabulary's."""
-    targets = token_ids[:, ahead:].to(logits.device)
-    predictions = logits[:, : targets.shape[1]].flatten(0, 1)
-    weights = torch.ones(targets.numel(), device=logits.device) if loss_mask is None else \
-        loss_mask[:, ahead:].flatten().to(torch.float32).to(logits.device)
-    if vocab is None:
-        losses = torch.nn.functional.cross_entropy(predictions, targets.flatten(), reduction="none")
-    else:  # a target the vocabulary sample missed is left out of the loss (its rows stay zero)
-        known = vocab.position.to(targets.device)[targets.flatten()] >= 0
-        weights = weights * known
-        losses = vocab.cross_entropy(predictions, torch.where(known, targets.flatten(),
-                                                              vocab.ids[0].to(targets.device)))
+    default); with `vocab`, a compact model's logits and columns, and the loss of the full-vocabulary model."""
+    targets = token_ids[:, ahead:].to(logits.device).flatten()
+    predictions = logits[:, : token_ids.shape[1] - ahead].flatten(0, 1)
+    losses = torch.nn.functional.cross_entropy(predictions, targets, reduction="none") if vocab is None else \
+        vocab.cross_entropy(predictions, targets)
+    if loss_mask is None:
+        return losses.mean()
+    weights = loss_mask[:, ahead:].flatten().to(torch.float32).to(logits.device)
     return (losses * weights).sum() / weights.sum().clamp(min=1)

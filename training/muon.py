@@ -10,6 +10,7 @@ weight decay. AdamW takes the embedding, the output head, every RMSNorm and mHC'
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -38,12 +39,14 @@ def orthogonalize(update: torch.Tensor, schedule: tuple[tuple[float, float, floa
 
 class Muon(torch.optim.Optimizer):
     """Muon for matrices; a 3-D parameter (the routed experts' [experts, out, in]) is one matrix per expert. The
-    Newton-Schulz products run in bf16 (as Muon's authors run them): on CPUs with bf16 dot products (AVX512-BF16,
-    AMX) that is ~4x the float32 speed, and an update's direction needs no more precision."""
+    Newton-Schulz products run in bf16 (as Muon's authors run them) where the CPU has bf16 dot products (AVX512-BF16,
+    AMX: ~4x the float32 speed; an update's direction needs no more precision), in float32 elsewhere (AVX2 emulates
+    bf16 at ~1/8 of the float32 speed)."""
 
     def __init__(self, params: Iterable[nn.Parameter], lr: float = 1e-3, momentum: float = 0.95,
-                 weight_decay: float = 0.1, update_rms: float = UPDATE_RMS, ns_dtype: torch.dtype = torch.bfloat16
+                 weight_decay: float = 0.1, update_rms: float = UPDATE_RMS, ns_dtype: torch.dtype | None = None
                  ) -> None:
+        ns_dtype = ns_dtype or (torch.bfloat16 if native_bf16_matmul() else torch.float32)
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay,
                                   "update_rms": update_rms, "ns_dtype": ns_dtype})
 
@@ -67,6 +70,17 @@ class Muon(torch.optim.Optimizer):
                 param.mul_(1 - group["lr"] * group["weight_decay"])
                 param.add_(update.view_as(param).to(param.dtype), alpha=-group["lr"])
         return loss
+
+
+def native_bf16_matmul() -> bool:
+    """Whether this machine multiplies bf16 matrices in hardware (a GPU, or a CPU with AVX512-BF16 or AMX)."""
+    if torch.cuda.is_available():
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def adamw_parameter(name: str, param: nn.Parameter) -> bool:

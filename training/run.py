@@ -60,18 +60,22 @@ class Settings:
     init: str | None = None  # start from this model directory (an exported earlier stage), not from random weights
 
 
-def build(settings: Settings) -> tuple[DeepseekV4, VocabSubset]:
+def build(settings: Settings, weights: dict[str, torch.Tensor] | None = None) -> tuple[DeepseekV4, VocabSubset]:
+    """The run's compact model (vocab.py) with `weights` (a checkpoint's full-vocabulary ones) or else its initial
+    ones (random, or the `init` model's), and its vocabulary: the ids of a data sample, plus the rows the `init`
+    model trained."""
     config = load_config(settings.config)
     torch.manual_seed(settings.seed)
     model = DeepseekV4(config, quantized=False, numerics=REFERENCE)
     used = used_ids(settings.seed, settings.vocab_sample)
     if settings.init is None:
-        model.load_state_dict(random_state_dict(model, settings.seed, torch.float32), assign=True, strict=True)
+        initial = random_state_dict(model, settings.seed, torch.float32)
     else:
-        model.load_state_dict(_exported_weights(Path(settings.init), config), assign=True, strict=True)
-        used |= set(model.embed.weight.detach().abs().sum(dim=1).nonzero()[:, 0].tolist())  # the stage's vocabulary
+        initial = _exported_weights(Path(settings.init), config)
+        used |= set(initial["embed.weight"].abs().sum(dim=1).nonzero()[:, 0].tolist())
+    model.load_state_dict(initial if weights is None else weights, assign=True, strict=True)
     vocab = VocabSubset(used, config.vocab_size)
-    vocab.restrict(model)
+    vocab.compact(model)
     return model, vocab
 
 
@@ -110,24 +114,24 @@ def train(settings: Settings) -> dict:
 def _train(settings: Settings) -> dict:
     settings.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
-    model, vocab = build(settings)
+    checkpoint = settings.out / CHECKPOINT
+    saved = torch.load(checkpoint, weights_only=False) if checkpoint.exists() else None
+    if saved is not None and (saved["settings"]["seed"] != settings.seed
+                              or saved["settings"]["config"] != settings.config):
+        raise ValueError(f"{checkpoint} belongs to another run (seed or config differ)")
+    model, vocab = build(settings, None if saved is None else saved["model"])
     muon, adamw = optimizers(model, settings.lr, settings.weight_decay)
     routing = Routing(model, settings.routing_delay)
     sparse_warmup = SparseWarmup(model)
     qat = QuantizationAware(model) if settings.qat else None
     step, tokens_seen = 0, 0
-    checkpoint = settings.out / CHECKPOINT
-    if checkpoint.exists():
-        saved = torch.load(checkpoint, weights_only=False)
-        if saved["settings"]["seed"] != settings.seed or saved["settings"]["config"] != settings.config:
-            raise ValueError(f"{checkpoint} belongs to another run (seed or config differ)")
-        model.load_state_dict(saved["model"])
+    if saved is not None:
         muon.load_state_dict(saved["muon"])
         adamw.load_state_dict(saved["adamw"])
         routing.load_state_dict(saved["routing"])
         step, tokens_seen = saved["step"], saved["tokens"]
         _truncate_log(settings.out / "log.jsonl", step)
-    batches = Batches(settings.seed)
+    batches = Batches(settings.seed, vocab)
     last_save, started, ran = time.monotonic(), time.monotonic(), 0
     with (settings.out / "log.jsonl").open("a") as log:
         while step < settings.steps and (settings.max_steps_this_call is None or ran < settings.max_steps_this_call):
@@ -138,12 +142,13 @@ def _train(settings: Settings) -> dict:
             routing.before_step()
             sparse_warmup.set_dense(step < settings.sparse_from)
             with qat.rounded() if qat is not None else nullcontext():
-                logits, mtp_logits = training_forward(model, batch.token_ids, vocab)
-                losses = {"main": next_token_loss(logits, batch.token_ids, batch.loss_mask, vocab),
+                columns = vocab.columns(batch.token_ids)
+                logits, mtp_logits = training_forward(model, columns)
+                losses = {"main": next_token_loss(logits, columns, batch.loss_mask, vocab),
                           "balance": routing.balance_loss(settings.rows)}
                 if mtp_logits is not None:  # the MTP layer's next-next-token loss, weighted as DeepSeek-V3 did
-                    losses["mtp"] = settings.mtp_weight * next_token_loss(mtp_logits, batch.token_ids, batch.loss_mask,
-                                                                          vocab, ahead=2)
+                    losses["mtp"] = settings.mtp_weight * next_token_loss(mtp_logits, columns, batch.loss_mask, vocab,
+                                                                          ahead=2)
                 if (distill := sparse_warmup.loss()) is not None:
                     losses["indexer_kl"] = settings.distill_weight * distill
                 loss = sum(losses.values())
@@ -161,10 +166,10 @@ def _train(settings: Settings) -> dict:
             log.flush()
             _progress(step, settings.steps, float(loss.detach()), tokens_seen, ran, time.monotonic() - started)
             if time.monotonic() - last_save >= settings.checkpoint_minutes * 60:
-                _save(checkpoint, settings, model, muon, adamw, routing, step, tokens_seen)
+                _save(checkpoint, settings, vocab, model, muon, adamw, routing, step, tokens_seen)
                 plot_run(settings.out)
                 last_save = time.monotonic()
-    _save(checkpoint, settings, model, muon, adamw, routing, step, tokens_seen)
+    _save(checkpoint, settings, vocab, model, muon, adamw, routing, step, tokens_seen)
     plot_run(settings.out)
     return {"step": step, "tokens": tokens_seen}
 
@@ -176,10 +181,13 @@ def _truncate_log(log: Path, step: int) -> None:
         log.write_text("".join(kept))
 
 
-def _save(path: Path, settings: Settings, model, muon, adamw, routing: Routing, step: int, tokens: int) -> None:
-    """Atomically: a run killed while saving resumes from the previous checkpoint."""
+def _save(path: Path, settings: Settings, vocab: VocabSubset, model, muon, adamw, routing: Routing, step: int,
+          tokens: int) -> None:
+    """Atomically (a run killed while saving resumes from the previous checkpoint); the model's weights as the full
+    vocabulary's, with the vocabulary it trained."""
     partial = path.with_suffix(".partial")
-    torch.save({"settings": {**asdict(settings), "out": str(settings.out)}, "model": model.state_dict(),
+    torch.save({"settings": {**asdict(settings), "out": str(settings.out)}, "model": vocab.full_state_dict(model),
+                "vocabulary": vocab.ids.tolist(),
                 "muon": muon.state_dict(), "adamw": adamw.state_dict(), "routing": routing.state_dict(),
                 "step": step, "tokens": tokens}, partial)
     os.replace(partial, path)

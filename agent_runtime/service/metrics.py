@@ -21,7 +21,8 @@ class AgentMetrics:
         self.turns_started = Counter("dsv4_agent_turns_started", "turns started or continued in this process",
                                      registry=r)
         self.turns_ended = Counter("dsv4_agent_turns_ended", "turns ended in this process by stop reason (answer, "
-                                   "step_limit, token_budget, time_budget, cancelled, failed)", ["reason"], registry=r)
+                                   "length, step_limit, token_budget, time_budget, cancelled, failed)", ["reason"],
+                                   registry=r)
         self.turn_seconds = Histogram("dsv4_agent_turn_seconds", "a turn's wall time in this process, waits for "
                                       "approval included", buckets=_TURN_BUCKETS, registry=r)
         self.steps = Counter("dsv4_agent_steps", "steps started by reasoning mode", ["mode"], registry=r)

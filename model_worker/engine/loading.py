@@ -37,7 +37,8 @@ def load_model(checkpoint: str | None, config: str = "tiny", seed: int = 0, nume
 
 
 def _placed(model: DeepseekV4) -> DeepseekV4:
-    move_weight_to_huge_pages(model.head)  # streamed whole every decode step
+    model.skip_zero_vocab_rows()
+    move_weight_to_huge_pages(model.head if model.live_vocab is None else model.live_vocab[1])  # read every step
     return model
 
 

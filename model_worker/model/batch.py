@@ -24,7 +24,6 @@ class ForwardBatch:
     logits: str = "last"  # "last": the last row(s) of each segment; "all": every token; "none"
     draft_logits: bool = False  # advance the MTP layer and return its draft logits at each segment's last pair
     last_rows: list[int] | None = None  # with "last": how many trailing rows of each segment (default one each)
-    vocab_rows: torch.Tensor | None = None  # logits over these vocabulary ids only (training's restricted softmax)
     mtp_every_pair: bool = False  # training: the MTP layer over every pair of the segments, logits at each
 
     def __post_init__(self) -> None:

@@ -46,6 +46,25 @@ class DeepseekV4(nn.Module):
         add_hc_params(self, "hc_head", n, n * config.dim, 1)
         self.mtp = nn.ModuleList(MTPBlock(config, config.n_layers + k, quantized, tp)
                                  for k in range(config.n_mtp_layers))
+        # (the ids whose head rows are not all zero, a head of those rows only): skip_zero_vocab_rows; a tuple, so
+        # that the copy stays out of the parameters and the state dict
+        self.live_vocab: tuple[torch.Tensor, Linear] | None = None
+
+    @torch.no_grad()
+    def skip_zero_vocab_rows(self, most: float = 0.5) -> int:
+        """Serving a model trained on part of the vocabulary (agent-small): the head's all-zero rows give logits of
+        exactly 0, so when they are more than `most` of the vocabulary only the other rows are multiplied and the
+        zeros are filled in. Returns how many rows are skipped (0: the head stays whole)."""
+        weight = self.head.weight
+        if self.tp.size > 1 or self.head.scale is not None or weight.is_meta:
+            return 0
+        live = weight.ne(0).any(dim=1).nonzero()[:, 0]
+        if weight.shape[0] - len(live) <= most * weight.shape[0]:
+            return 0
+        head = Linear(self.config.dim, len(live), role="head")
+        head.weight = nn.Parameter(weight[live].contiguous(), requires_grad=False)
+        self.live_vocab = live.to(weight.device), head
+        return weight.shape[0] - len(live)
 
     @property
     def layout(self) -> StateLayout:
@@ -78,15 +97,14 @@ class DeepseekV4(nn.Module):
         mtp_logits, mtp_segments = None, []
         if len(self.mtp) and (batch.draft_logits or batch.mtp_every_pair):
             mtp_logits, mtp_segments = self._advance_mtp([s.state for s in segments], [None] * len(segments),
-                                                         batch.mtp_every_pair, batch.vocab_rows)
+                                                         batch.mtp_every_pair)
         if batch.logits == "none":
             logits = torch.empty(0, c.vocab_size)
         else:
             last = batch.last_rows or [1] * len(segments)
             rows = slice(None) if batch.logits == "all" else \
                 [s.first_row + s.length - k + j for s, k in zip(segments, last) for j in range(k)]
-            logits = self._logits(streams[rows], self.hc_head_fn, self.hc_head_base, self.hc_head_scale, self.norm,
-                                  batch.vocab_rows)
+            logits = self._logits(streams[rows], self.hc_head_fn, self.hc_head_base, self.hc_head_scale, self.norm)
         return ForwardOutput(logits, mtp_logits, mtp_segments)
 
     def draft(self, states: list[SequenceState], next_tokens: list[int]) -> torch.Tensor:
@@ -99,16 +117,16 @@ class DeepseekV4(nn.Module):
         return logits
 
     def _logits(self, streams: torch.Tensor, fn: torch.Tensor, base: torch.Tensor, scale: torch.Tensor,
-                norm: RMSNorm, vocab_rows: torch.Tensor | None = None) -> torch.Tensor:
+                norm: RMSNorm) -> torch.Tensor:
         x = norm(kernels.hc_head(streams, fn, base, scale, self.config.norm_eps, self.config.hc_eps))
-        if vocab_rows is not None:  # training: the ids its data uses (float32, as the head computes them)
-            if self.tp.size > 1:
-                raise ValueError("vocab_rows needs the whole vocabulary on one rank")
-            return x.float() @ self.head.weight[vocab_rows].float().T
+        if self.live_vocab is not None:
+            ids, head = self.live_vocab
+            live = head(x, self.numerics)
+            return live.new_zeros(live.shape[0], self.config.vocab_size).index_copy_(1, ids, live)
         return self.tp.all_gather(self.head(x, self.numerics))  # each rank computes its vocabulary's logits
 
-    def _advance_mtp(self, states: list[SequenceState], next_tokens: list[int | None], every_pair: bool = False,
-                     vocab_rows: torch.Tensor | None = None) -> tuple[torch.Tensor | None, list[int]]:
+    def _advance_mtp(self, states: list[SequenceState], next_tokens: list[int | None], every_pair: bool = False
+                     ) -> tuple[torch.Tensor | None, list[int]]:
         """Advance each state's MTP layer over the pairs (h_i, token_{i+1}) it has not seen (at most the last window
         of them), ending at (h_last, next_token) when one is given, else at the last fed pair; draft at the end.
         `every_pair` (training): over every pair not seen yet, with logits at each (pair i predicts token i + 2)."""
@@ -140,8 +158,7 @@ class DeepseekV4(nn.Module):
         mtp_streams = mtp.input_streams(self.embed(tokens), hidden, numerics)
         mtp_streams = mtp(mtp_streams, tokens, positions, pair_segments, self.layout, numerics)
         rows = slice(None) if every_pair else torch.tensor(last_rows)
-        return self._logits(mtp_streams[rows], mtp.hc_head_fn, mtp.hc_head_base, mtp.hc_head_scale, mtp.norm,
-                            vocab_rows), drafted
+        return self._logits(mtp_streams[rows], mtp.hc_head_fn, mtp.hc_head_base, mtp.hc_head_scale, mtp.norm), drafted
 
 
 def _positions(segments: list[Segment], device: torch.device) -> torch.Tensor:

@@ -10,9 +10,10 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from foundation.settings import add_settings_cli, settings_from
-from services.embedded.demo import run_demo
+from services.embedded.demo import RANDOM_WEIGHTS, TRAINED, run_demo
 from services.embedded.launcher import Platform
 from services.embedded.settings import EmbeddedSettings
 
@@ -32,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         for name, address in platform.endpoints.items():
             print(f"  {name:<{width}}  {address}", flush=True)
         if settings.demo:
-            run_demo(platform.endpoints, lambda: platform.restart("worker"))
+            trained = settings.checkpoint is not None and (Path(settings.checkpoint) / "training.json").exists()
+            run_demo(platform.endpoints, lambda: platform.restart("worker"),
+                     script=TRAINED if trained else RANDOM_WEIGHTS)
             if settings.exit_after_demo:
                 return 0
         print("\nserving until Ctrl-C (see README.md for client code; logs in "

@@ -5,8 +5,10 @@
    store, so the next turn computes only its new tokens (the usage says so).
 3. A small Think Max batch on the Celery queue, followed with a progress bar.
 
-The `tiny` model has random weights: its words are noise. What the demo shows is the machinery, and the numbers are
-real."""
+With the model trained here (`models/agent-small`, a directory holding `training.json`), the turns are the work it
+was trained for: the calculator called with the question's numbers, a value remembered, and after the restart
+recalled. With random weights (`tiny`) the words are noise: the demo forces a call of the clock (a closed-set
+argument ends within a few tokens) and shows the machinery; the numbers are real either way."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from foundation.clients.agent import AgentClient
 from foundation.clients.jobs import JobsClient
@@ -24,19 +26,40 @@ from foundation.clients.worker import Sampling
 ENDED = ("completed", "failed", "expired", "cancelled")
 
 
+@dataclass(frozen=True)
+class Script:
+    system_prompt: str
+    tools: tuple[str, ...]
+    first_turns: tuple[str, ...]  # before the worker restarts
+    resumed_turn: str
+    forced_tool: str = ""  # the first turn's call, forced through the worker's grammar
+    max_tokens: int = 64
+
+
+RANDOM_WEIGHTS = Script("You are a helpful assistant. Use the clock for the time.", ("clock", "calculator"),
+                        ("What time is it in Tokyo?",), "Thanks. And in Paris?", forced_tool="clock")
+# The trained model's own system prompt and tools (training/data/traces.py; tests/services/embedded compares them).
+TRAINED = Script("You are a careful agent. Use a tool when one fits; answer briefly.",
+                 ("calculator", "remember", "recall"),
+                 ("What is 128 * 37 + 9?", "Please remember that my locker code is K-4821."),
+                 "What is my locker code?", max_tokens=160)
+
+
 @dataclass
 class DemoResult:
     """What the demo measured (the embedded platform's test checks it)."""
 
-    tool_called: str = ""
-    history_tokens: int = 0  # the session's tokens before the worker restarted
+    tool_called: str = ""  # the first one
+    tool_calls: list[str] = field(default_factory=list)  # "name(arguments)", in order
+    answers: list[str] = field(default_factory=list)  # each turn's final content
     resumed_reused_tokens: int = 0  # tokens of the next turn that came from the store, not computed
     resumed_prefilled_tokens: int = 0  # tokens that turn computed
     batch_status: str = ""
     batch_completed: int = 0
 
 
-def run_demo(endpoints: dict[str, str], restart_worker: Callable[[], None], out=sys.stdout) -> DemoResult:
+def run_demo(endpoints: dict[str, str], restart_worker: Callable[[], None], out=sys.stdout,
+             script: Script = RANDOM_WEIGHTS) -> DemoResult:
     say = _printer(out)
     result = DemoResult()
     agent = AgentClient(endpoints["agent service (gRPC)"], timeout=300)
@@ -44,19 +67,17 @@ def run_demo(endpoints: dict[str, str], restart_worker: Callable[[], None], out=
     try:
         session_id = f"demo-{uuid.uuid4().hex[:8]}"
         say(f"\n== 1. An agent turn with a tool call (gRPC, agent session {session_id}) ==")
-        agent.create_session(session_id, system_prompt="You are a helpful assistant. Use the clock for the time.",
-                             tools=["clock", "calculator"])
-        # The call is forced (random weights would rarely choose one) and written under the worker's grammar.
-        done = _turn(agent, session_id, "What time is it in Tokyo?", say, result, first_tool_choice="clock",
-                     max_tokens=64)
-        result.history_tokens = done.usage.prompt_tokens + done.usage.completion_tokens
+        agent.create_session(session_id, system_prompt=script.system_prompt, tools=list(script.tools))
+        for number, text in enumerate(script.first_turns):
+            _turn(agent, session_id, text, say, result, first_tool_choice="" if number else script.forced_tool,
+                  max_tokens=script.max_tokens)
 
         say("\n== 2. The session resumed after the model worker restarts ==")
         session = agent.get_session(session_id)
         say(f"   the session holds {session.steps} steps; restarting the model worker...")
         restart_worker()
         say("   the worker is back (a new process: nothing of the session in its memory)")
-        done = _turn(agent, session_id, "Thanks. And in Paris?", say, result)
+        done = _turn(agent, session_id, script.resumed_turn, say, result, max_tokens=script.max_tokens)
         usage = done.usage
         result.resumed_reused_tokens, result.resumed_prefilled_tokens = usage.reused_tokens, usage.prefilled_tokens
         say(f"   resumed from the session store: {usage.reused_tokens} tokens of history reused, "
@@ -94,12 +115,14 @@ def _turn(agent: AgentClient, session_id: str, text: str, say, result: DemoResul
         if kind == "mode_chosen":
             say(f"   mode: {event.mode_chosen.mode} ({event.mode_chosen.reason})")
         elif kind == "tool_started":
-            result.tool_called = event.tool_started.name
+            result.tool_called = result.tool_called or event.tool_started.name
+            result.tool_calls.append(f"{event.tool_started.name}({event.tool_started.arguments_json})")
             say(f"   tool call: {event.tool_started.name}({event.tool_started.arguments_json[:80]})")
         elif kind == "tool_finished":
             say(f"   tool result: {event.tool_finished.content[:80]!r}")
         elif kind == "turn_done":
             done = event.turn_done
+            result.answers.append(done.content)
             say(f"   assistant: {done.content[:80]!r}")
             say(f"   usage: {done.usage.prompt_tokens} prompt ({done.usage.reused_tokens} reused, "
                 f"{done.usage.prefilled_tokens} prefilled), {done.usage.completion_tokens} completion tokens")

@@ -132,6 +132,12 @@ class Platform:
 
     def _add(self, name: str, args: list[str], prefix: str, settings: Mapping[str, str], ready: str) -> None:
         log = Path(self.settings.data_dir).resolve() / "logs" / f"{name}.log"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        env.update({f"{prefix}{key}": value for key, value in settings.items() if value})
-        self.children[name] = Child(name, args, env, ready, log)
+        self.children[name] = service(name, args, prefix, settings, ready, log)
+
+
+def service(name: str, args: list[str], prefix: str, settings: Mapping[str, str], ready: str, log: Path) -> Child:
+    """A service's child process, configured by its settings' environment variables (`prefix` + key; empty values
+    left out)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env.update({f"{prefix}{key}": value for key, value in settings.items() if value})
+    return Child(name, args, env, ready, log)

@@ -55,7 +55,7 @@ def turns(request, worker, tmp_path_factory):
     loop.create_session(TENANT, "short", system_prompt="use tools")
     warm_up = list(loop.run_turn(TENANT, "short", MESSAGE, sampling=SAMPLING, first_tool_choice="pick",
                                  limits=Limits(max_steps=2)))[-1]
-    assert warm_up.reason == "answer", "the short history ends in an answer step, as the long one does"
+    assert warm_up.reason in ("answer", "length") and warm_up.steps == 2, "the call, then a step without one"
     short = loop.store.get(TENANT, "short")
     like = runtime.store.open(runtime.default_tenant, short.worker_session_id)
     long_worker = worker_session_name()  # an ID like the short one's, as long: the records name it
@@ -70,7 +70,7 @@ def turns(request, worker, tmp_path_factory):
 @pytest.mark.slow
 def test_a_turn_does_the_same_database_work_at_a_million_tokens_of_history(turns):
     short, long = turns
-    assert (long.reason, long.steps) == (short.reason, short.steps) == ("answer", 2)  # the call, then the answer
+    assert (long.reason, long.steps) == (short.reason, short.steps) and short.steps == 2  # the call, then a reply
     assert long.operations == short.operations
     assert (long.statements, long.rows_read, long.rows_written) == (short.statements, short.rows_read,
                                                                     short.rows_written)

@@ -13,6 +13,7 @@ from agent_runtime.loop import AgentLoop, Limits
 from agent_runtime.store.tables import INTERRUPTED, TOOL_CALL
 from agent_runtime.store.transcript import Entry, TranscriptStore, upgrade
 from agent_runtime.tools import ToolRegistry
+from foundation.chat.protocol import DSML
 from foundation.clients.worker import Sampling, WorkerClient
 from foundation.sql import make_engine, sessions
 
@@ -55,11 +56,25 @@ def test_a_turn_calls_a_tool_and_records_every_step(loop):
     assert started and started[0].name == "pick" and started[0].arguments["color"] in ("red", "blue")
     assert finished[0].content.startswith("picked ") and loop.ran
     done = events[-1]
-    assert isinstance(done, TurnDone) and done.reason in ("answer", "step_limit")
+    assert isinstance(done, TurnDone) and done.reason in ("answer", "length", "step_limit")
     session = loop.store.get("acme", "a1")
     first = loop.store.step_entries("acme", "a1", 1)
     assert [e.kind for e in first][:3] == ["user", "assistant", "tool_call"] and first[-1].kind == "tool_result"
     assert session.worker_commit == loop.client.get_session(session.worker_session_id).commit
+
+
+def test_a_step_cut_inside_its_tool_call_ends_the_turn_as_cut_short(loop):
+    loop.create_session("acme", "a-cut")
+    events = list(loop.run_turn("acme", "a-cut", [{"role": "user", "content": "pick one"}], first_tool_choice="pick",
+                                sampling=Sampling(temperature=0.0, max_tokens=6), limits=Limits(max_steps=3)))
+    done = events[-1]
+    assert isinstance(done, TurnDone) and done.reason == "length" and done.steps == 1
+    assert DSML not in done.content and not any(isinstance(e, ToolStarted) for e in events) and not loop.ran
+    assert DSML in loop.store.step_entries("acme", "a-cut", 1)[1].content  # the transcript keeps what was written
+    budget = list(loop.run_turn("acme", "a-cut", [{"role": "user", "content": "again"}], first_tool_choice="pick",
+                                sampling=Sampling(temperature=0.0, max_tokens=6),
+                                limits=Limits(max_steps=3, max_completion_tokens=6)))[-1]
+    assert budget.reason == "token_budget"  # the turn's own budget is what ran out
 
 
 def test_recovery_rewinds_the_worker_and_closes_open_calls(loop):
@@ -112,8 +127,8 @@ def test_an_open_call_of_an_idempotent_tool_runs_again_with_its_key(loop):
 
 def test_the_chosen_mode_and_its_reason_are_span_attributes(loop, spans):
     loop.create_session("acme", "a4")
-    list(loop.run_turn("acme", "a4", [{"role": "user", "content": "hi"}], difficulty="easy", sampling=SAMPLING,
-                       limits=Limits(max_steps=1)))
+    done = list(loop.run_turn("acme", "a4", [{"role": "user", "content": "hi"}], difficulty="easy", sampling=SAMPLING,
+                              limits=Limits(max_steps=1)))[-1]
     [turn] = [s for s in spans.get_finished_spans() if s.name == "agent.turn"]
     assert turn.attributes["agent.mode"] == "non-think" and turn.attributes["agent.mode_reason"] == "declared easy"
-    assert turn.attributes["agent.stop_reason"] == "answer" and turn.attributes["agent.session_id"] == "a4"
+    assert turn.attributes["agent.stop_reason"] == done.reason and turn.attributes["agent.session_id"] == "a4"

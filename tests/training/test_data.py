@@ -14,6 +14,7 @@ from agent_runtime.tools.calculator import calculate as runtime_calculate
 from agent_runtime.tools.memory import KeyValueMemory
 from agent_runtime.tools.registry import ToolRegistry
 from foundation.chat import load_tokenizer, parse_completion
+from services.embedded.demo import TRAINED
 from training.data import FAMILIES, fingerprint, generate, held_out, render
 from training.data.tools import CALCULATOR, RECALL, REMEMBER, calculate
 from training.data.traces import (
@@ -26,6 +27,7 @@ from training.data.traces import (
     ASK_STORE,
     EVAL_SEED_BASE,
     MODES,
+    SYSTEM,
 )
 
 
@@ -97,3 +99,14 @@ def test_the_traces_tools_are_the_agent_runtimes_builtins() -> None:
             for call in turn.reply.get("tool_calls", ()):
                 expression = json.loads(call["function"]["arguments"])["expression"]
                 assert calculate(expression) == runtime_calculate(expression)
+
+
+def test_the_demo_talks_to_the_trained_model_as_its_data_does() -> None:
+    """The embedded demo's journeys for the trained model: its system prompt and tools, and questions in phrasings
+    training used."""
+    assert TRAINED.system_prompt == SYSTEM
+    assert TRAINED.tools == tuple(tool["function"]["name"] for tool in (CALCULATOR, REMEMBER, RECALL))
+    calculation, store = TRAINED.first_turns
+    assert calculation == ASK_CALC["train"][0].format(e="128 * 37 + 9")
+    assert store == ASK_STORE["train"][0].format(k="locker code", v="K-4821")
+    assert TRAINED.resumed_turn == ASK_RECALL["train"][0].format(k="locker code")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 from small_config import SMALL
 
@@ -70,28 +71,38 @@ def test_a_few_steps_of_the_recipe_lower_the_loss() -> None:
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_the_restricted_vocabulary_loss_is_the_full_vocabularys() -> None:
-    model = trainable_model(4)
-    tokens = torch.randint(3, 400, (2, 64), generator=torch.Generator().manual_seed(3))
+def test_the_compact_models_loss_is_the_full_vocabularys() -> None:
+    full = trainable_model(4)
     vocab = VocabSubset(range(3, 400), CONFIG.vocab_size)
-    vocab.restrict(model)
-    optimizers(model, lr=1e-3)
-    restricted = training_logits(model, tokens, vocab)
-    assert restricted.shape == (2, 64, 397)
-    loss = next_token_loss(restricted, tokens, vocab=vocab)
+    with torch.no_grad():  # the shipped model: the unused ids' rows are exactly zero
+        unused = torch.ones(CONFIG.vocab_size, dtype=torch.bool)
+        unused[vocab.ids] = False
+        full.embed.weight[unused] = 0
+        full.head.weight[unused] = 0
+    compact = trainable_model(4)
+    compact.load_state_dict(full.state_dict())
+    vocab.compact(compact)
+    assert compact.embed.weight.shape == compact.head.weight.shape == (397, CONFIG.dim)
+    for name, tensor in vocab.full_state_dict(compact).items():  # the rows scatter back to the full model
+        assert torch.equal(tensor, full.state_dict()[name]), name
+    optimizers(full, lr=1e-3)
+    optimizers(compact, lr=1e-3)
+    tokens = torch.randint(3, 400, (2, 64), generator=torch.Generator().manual_seed(3))
+    columns = vocab.columns(tokens)
+    logits = training_logits(compact, columns)
+    assert logits.shape == (2, 64, 397)
+    loss = next_token_loss(logits, columns, vocab=vocab)
     loss.backward()
-    grad = model.head.weight.grad.clone()
-    model.zero_grad()
-    full = training_logits(model, tokens)
-    assert float(full.detach()[..., 400:].abs().max()) == 0.0  # the unused rows' logits are exactly 0
-    reference = next_token_loss(full, tokens)
+    reference = next_token_loss(training_logits(full, tokens), tokens)
     reference.backward()
     torch.testing.assert_close(loss, reference, rtol=1e-5, atol=1e-5)
-    used = vocab.ids
-    torch.testing.assert_close(grad[used], model.head.weight.grad[used], rtol=1e-4,
-                               atol=1e-4 * float(grad.abs().max()))
-    # the full softmax would push the unused rows' logits down; they stay exactly 0 instead, as the loss assumes
-    assert float(grad[400:].abs().max()) == 0.0 and float(model.head.weight.grad[400:].abs().max()) > 0
+    for name in ("head.weight", "embed.weight"):
+        grad, full_grad = compact.get_parameter(name).grad, full.get_parameter(name).grad
+        torch.testing.assert_close(grad, full_grad[vocab.ids], rtol=1e-4, atol=1e-4 * float(grad.abs().max()))
+    # the full softmax would push the unused rows' logits down; in the compact model they do not exist (stay 0)
+    assert float(full.head.weight.grad[400:].abs().max()) > 0
+    with pytest.raises(ValueError, match="outside the used vocabulary"):
+        vocab.columns(torch.tensor([500]))
 
 
 def test_the_mtp_layer_trains_on_every_pair_and_drafts_as_the_engine_does() -> None:

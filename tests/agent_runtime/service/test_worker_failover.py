@@ -73,7 +73,7 @@ def test_a_turn_goes_on_on_another_worker_when_its_worker_is_killed(platform, re
     events += list(stream)
     kinds = [e.WhichOneof("event") for e in events if e.WhichOneof("event") != "text_delta"]
     assert kinds == ["mode_chosen", "step_started", "step_started", "turn_done"], events[-1]
-    assert events[-1].turn_done.reason == "answer" and events[-1].turn_done.steps == 1
+    assert events[-1].turn_done.reason in ("answer", "length") and events[-1].turn_done.steps == 1
     step_numbers = [e.step_started.step for e in events if e.WhichOneof("event") == "step_started"]
     assert step_numbers == [2, 2]  # the same step, again from the last commit
 
