@@ -42,7 +42,7 @@ from services.embedded.launcher import free_port, service
 from training.batches import Batches
 from training.data import held_out, render
 from training.data.traces import EVAL_SEED_BASE, MODES, generate
-from training.evaluation import cases, eval_traces, request_args, score, summarize
+from training.evaluation import answers, cases, eval_traces, request_args, same_calls, score, summarize
 from training.export import stages
 from training.run import Settings, row_length
 from training.vocab import VocabSubset
@@ -208,7 +208,7 @@ def through_agent_service(model_dir: Path, traces, max_tokens: int) -> dict:
                         if len(counts["examples"]) < 4:  # what it did, for the model card
                             counts["examples"].append({"user": text, "calls": calls, "reply": content})
                     counts["conversations"] += 1
-                    counts["right_answers"] += trace.answer in content
+                    counts["right_answers"] += answers(trace, content)
         finally:
             agent.stop()
             worker.stop()
@@ -235,13 +235,11 @@ def _agent_turn(client: AgentClient, session_id: str, text: str, mode: str, max_
 
 
 def _same_calls(made: list[tuple[str, str]], expected: list[tuple[str, dict]]) -> bool:
-    def key(name: str, arguments) -> str:
-        return name + json.dumps(arguments, sort_keys=True)
+    """The agent service's calls (arguments as JSON text) against the reference's."""
     try:
-        parsed = [key(name, json.loads(arguments)) for name, arguments in made]
+        return same_calls([(name, json.loads(arguments)) for name, arguments in made], expected)
     except json.JSONDecodeError:
         return False
-    return sorted(parsed) == sorted(key(name, arguments) for name, arguments in expected)
 
 
 def main(argv: list[str] | None = None) -> int:

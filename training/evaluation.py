@@ -75,9 +75,9 @@ def score(case: TurnCase, final: Final) -> TurnScore:
     unparsed = DSML in final.content  # a call the parser could not read comes back as text
     called = bool(made) or unparsed
     valid = called and not unparsed and all(_fits(args, schemas.get(name)) for name, args in made)
-    right_calls = _same_calls(made, expected) and not unparsed if expected else not called
+    right_calls = same_calls(made, expected) and not unparsed if expected else not called
     return TurnScore(trace.family, trace.mode, bool(expected), called, valid, right_calls, case.last,
-                     case.last and right_calls and _answers(trace, final.content))
+                     case.last and right_calls and answers(trace, final.content))
 
 
 def summarize(scores: list[TurnScore]) -> dict[str, float | int]:
@@ -104,12 +104,14 @@ def _fits(args: dict, schema: dict | None) -> bool:
         all(isinstance(value, str) for value in args.values())
 
 
-def _same_calls(made: list[tuple[str, dict]], expected: list[tuple[str, dict]]) -> bool:
+def same_calls(made: list[tuple[str, dict]], expected: list[tuple[str, dict]]) -> bool:
+    """The same tools with the same arguments, in any order."""
     key = lambda call: (call[0], json.dumps(call[1], sort_keys=True))  # noqa: E731
     return sorted(map(key, made)) == sorted(map(key, expected))
 
 
-def _answers(trace: Trace, content: str) -> bool:
+def answers(trace: Trace, content: str) -> bool:
+    """Whether a last reply carries the trace's answer."""
     if trace.family == "json":
         try:
             return json.loads(content) == json.loads(trace.answer)

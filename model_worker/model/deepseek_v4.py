@@ -58,7 +58,8 @@ class DeepseekV4(nn.Module):
         weight = self.head.weight
         if self.tp.size > 1 or self.head.scale is not None or weight.is_meta:
             return 0
-        live = weight.ne(0).any(dim=1).nonzero()[:, 0]
+        # by blocks of rows: a released head (Flash: 129,280 x 4,096 bf16) is scanned without a head-sized mask
+        live = torch.cat([block.ne(0).any(dim=1) for block in weight.split(4096)]).nonzero()[:, 0]
         if weight.shape[0] - len(live) <= most * weight.shape[0]:
             return 0
         head = Linear(self.config.dim, len(live), role="head")

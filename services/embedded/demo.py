@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from foundation.clients.agent import AgentClient
 from foundation.clients.jobs import JobsClient
@@ -38,7 +38,7 @@ class Script:
 
 RANDOM_WEIGHTS = Script("You are a helpful assistant. Use the clock for the time.", ("clock", "calculator"),
                         ("What time is it in Tokyo?",), "Thanks. And in Paris?", forced_tool="clock")
-# The trained model's own system prompt and tools (training/data/traces.py; tests/services/embedded compares them).
+# The trained model's own system prompt and tools (training/data/traces.py; tests/training/test_data.py compares).
 TRAINED = Script("You are a careful agent. Use a tool when one fits; answer briefly.",
                  ("calculator", "remember", "recall"),
                  ("What is 128 * 37 + 9?", "Please remember that my locker code is K-4821."),
@@ -50,8 +50,6 @@ class DemoResult:
     """What the demo measured (the embedded platform's test checks it)."""
 
     tool_called: str = ""  # the first one
-    tool_calls: list[str] = field(default_factory=list)  # "name(arguments)", in order
-    answers: list[str] = field(default_factory=list)  # each turn's final content
     resumed_reused_tokens: int = 0  # tokens of the next turn that came from the store, not computed
     resumed_prefilled_tokens: int = 0  # tokens that turn computed
     batch_status: str = ""
@@ -116,13 +114,11 @@ def _turn(agent: AgentClient, session_id: str, text: str, say, result: DemoResul
             say(f"   mode: {event.mode_chosen.mode} ({event.mode_chosen.reason})")
         elif kind == "tool_started":
             result.tool_called = result.tool_called or event.tool_started.name
-            result.tool_calls.append(f"{event.tool_started.name}({event.tool_started.arguments_json})")
             say(f"   tool call: {event.tool_started.name}({event.tool_started.arguments_json[:80]})")
         elif kind == "tool_finished":
             say(f"   tool result: {event.tool_finished.content[:80]!r}")
         elif kind == "turn_done":
             done = event.turn_done
-            result.answers.append(done.content)
             say(f"   assistant: {done.content[:80]!r}")
             say(f"   usage: {done.usage.prompt_tokens} prompt ({done.usage.reused_tokens} reused, "
                 f"{done.usage.prefilled_tokens} prefilled), {done.usage.completion_tokens} completion tokens")
