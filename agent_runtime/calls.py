@@ -14,7 +14,7 @@ from typing import Any
 
 from agent_runtime.events import ApprovalRequested, ToolFinished, ToolStarted
 from agent_runtime.store.tables import APPROVED, AWAITING, FINISHED, INTERRUPTED, REJECTED, STARTED, TOOL_RESULT
-from agent_runtime.store.transcript import Entry, TranscriptStore
+from agent_runtime.store.transcript import Entry, NotDecidable, TranscriptStore
 from agent_runtime.tools import ToolCall, ToolRegistry, ToolResult
 from foundation.clients.worker import WorkerClient
 
@@ -22,12 +22,14 @@ from foundation.clients.worker import WorkerClient
 @dataclass
 class TurnControl:
     """How a runner steers a turn from outside: cancellation (polled between tokens, tool batches and approval
-    polls) and the worker-session hold while the turn waits for a human."""
+    polls), the worker-session hold while the turn waits for a human, and how long it waits (None: until a human
+    decides; past it, the calls still waiting are rejected, the model told why)."""
 
     turn_id: str = "turn"
     cancelled: Callable[[], bool] = lambda: False
     poll_s: float = 0.2
     hold_s: float = 3600.0
+    approval_timeout_s: float | None = None
 
 
 @dataclass
@@ -63,11 +65,11 @@ def open_calls(store: TranscriptStore, session) -> list[OpenCall]:
 
 def settle_calls(store: TranscriptStore, turn: TurnContext, session, calls: list[OpenCall], recovering: bool):
     """Yields the calls' events; returns False when the turn was cancelled while a call awaited approval."""
-    awaiting = [c for c in calls if c.status == AWAITING]
+    awaiting, timed_out = [c for c in calls if c.status == AWAITING], set()
     for call in awaiting:
         yield ApprovalRequested(call.id, call.name, call.arguments)
     if awaiting:
-        decided = _await_decisions(store, turn, session, {c.id for c in awaiting})
+        decided, timed_out = _await_decisions(store, turn, session, {c.id for c in awaiting})
         if decided is None:
             for call in awaiting:
                 content = json.dumps({"error": "not run: the turn was cancelled before this call was approved"})
@@ -81,7 +83,9 @@ def settle_calls(store: TranscriptStore, turn: TurnContext, session, calls: list
     for call in calls:
         tool = turn.tools.get(call.name)
         if call.status == REJECTED:
-            content, status = json.dumps({"error": "rejected: a human did not approve this call"}), REJECTED
+            why = (f"no one decided on this call within {turn.control.approval_timeout_s:g} s"
+                   if call.id in timed_out else "a human did not approve this call")
+            content, status = json.dumps({"error": f"rejected: {why}"}), REJECTED
         elif call.status == STARTED and recovering and not (tool is not None and tool.idempotent):
             content = json.dumps({"error": "interrupted: the runtime stopped while this call ran, and it was not run "
                                            "again (the tool is not idempotent)"})
@@ -116,10 +120,14 @@ async def _run_calls(store: TranscriptStore, turn: TurnContext, session, calls: 
                                       on_result=record)
 
 
-def _await_decisions(store: TranscriptStore, turn: TurnContext, session, call_ids: set[str]) -> dict[str, str] | None:
+def _await_decisions(store: TranscriptStore, turn: TurnContext, session,
+                     call_ids: set[str]) -> tuple[dict[str, str] | None, set[str]]:
     """Poll the open calls (an index) until every one in call_ids is decided, holding the worker session
-    meanwhile; None when the turn is cancelled first."""
+    meanwhile: their statuses (None when the turn is cancelled first), and those rejected for want of a decision
+    within the approval timeout (counted from when this runtime began to wait)."""
     control, holder, held_until = turn.control, f"turn-{turn.control.turn_id}", 0.0
+    give_up_at = None if control.approval_timeout_s is None else time.monotonic() + control.approval_timeout_s
+    timed_out: set[str] = set()
     try:
         while True:
             if time.monotonic() > held_until - control.hold_s / 2:
@@ -128,9 +136,17 @@ def _await_decisions(store: TranscriptStore, turn: TurnContext, session, call_id
             statuses = {r.tool_call_id: r.call_status for r in store.open_calls(turn.tenant, session.id)
                         if r.tool_call_id in call_ids}
             if all(status != AWAITING for status in statuses.values()):
-                return statuses
+                return statuses, timed_out
             if control.cancelled():
-                return None
+                return None, timed_out
+            if give_up_at is not None and time.monotonic() >= give_up_at:
+                for call_id in [c for c, status in statuses.items() if status == AWAITING]:
+                    try:
+                        store.decide(turn.tenant, session.id, call_id, approve=False)
+                        timed_out.add(call_id)
+                    except NotDecidable:  # a human decided just now: theirs stands
+                        pass
+                continue
             time.sleep(control.poll_s)
     finally:
         if held_until:

@@ -35,17 +35,20 @@ from agent_runtime.events import (
     TextDelta,
     TurnDone,
     TurnEvent,
+    TurnUsage,
 )
-from agent_runtime.policy import THINK_HIGH, DefaultPolicy, ModeDecision, ModePolicy, OperatorLimits, TurnSignals
 from agent_runtime.store.tables import ASSISTANT, AWAITING, STARTED, TOOL_CALL, TOOL_RESULT, USER, AgentSession
 from agent_runtime.store.transcript import AgentSessionExists, Entry, TranscriptStore
 from agent_runtime.think_max import job_step
 from agent_runtime.tools import ToolCall, ToolRegistry
+from agent_runtime.tools.mcp import McpServers
+from agent_runtime.tools.mcp_config import STORED_KEY, UnknownMcpServer
 from foundation.chat.protocol import DSML
 from foundation.clients.jobs import JobsClient
 from foundation.clients.worker import Delta, Final, Sampling, WorkerClient
 from foundation.clients.worker import Tool as WorkerTool
 from foundation.clients.worker.errors import NotFound, Unavailable
+from foundation.mode_policy import THINK_HIGH, DefaultPolicy, ModeDecision, ModePolicy, OperatorLimits, TurnSignals
 from foundation.registry import WorkerPool
 
 tracer = trace.get_tracer("agent_runtime")
@@ -68,13 +71,14 @@ class AgentLoop:
     def __init__(self, store: TranscriptStore, workers: WorkerPool[WorkerClient] | WorkerClient, tools: ToolSource,
                  jobs: JobsClient | None = None, policy: ModePolicy | None = None,
                  operator: OperatorLimits | None = None, compactor: Compactor | None = None,
-                 job_poll_s: float = 0.2) -> None:
+                 job_poll_s: float = 0.2, mcp: McpServers | None = None) -> None:
         self.workers = workers if isinstance(workers, WorkerPool) else WorkerPool.of(workers)
         self.store, self.tools, self.jobs = store, tools, jobs
         self.policy, self.operator, self.compactor = policy or DefaultPolicy(), operator or OperatorLimits(), compactor
         # A lost worker session is rebuilt with the compaction policy when there is one, else whole.
         self.rebuilder = compactor if compactor is not None else Rebuilder(store, self.workers)
         self.job_poll_s = job_poll_s
+        self.mcp = mcp  # the tenants' MCP servers, whose tools a session may add to the offered ones
 
     @property
     def client(self) -> WorkerClient:
@@ -85,23 +89,38 @@ class AgentLoop:
         return self.tools(tenant, session_id) if callable(self.tools) else self.tools
 
     def session_tools(self, session: AgentSession) -> ToolRegistry:
-        return self.offered_tools(session.tenant, session.id).only([t["function"]["name"] for t in session.tools])
+        offered, names = self.offered_tools(session.tenant, session.id), [t["function"]["name"] for t in session.tools]
+        if self.mcp is None or not any(STORED_KEY in tool for tool in session.tools):
+            return offered.only(names)
+        # Its MCP tools as it was created with them (no server is reached here: one that is down fails its calls).
+        chosen = offered.only([name for name in names if offered.get(name) is not None])
+        for tool in self.mcp.session_tools(session.tenant, session.tools):
+            chosen.add(tool)
+        return chosen.only(names)
 
     def create_session(self, tenant: str, session_id: str, system_prompt: str = "", think_max: bool = False,
-                       tools: Sequence[str] | None = None) -> AgentSession:
+                       tools: Sequence[str] | None = None, mcp_servers: Sequence[str] = ()) -> AgentSession:
         """An agent session and its worker session (system prompt and tools fixed there, prefilled once), on the
-        least loaded worker. `tools` names those of the offered tools it uses (all when None)."""
+        least loaded worker. `tools` names those of the offered tools it uses (all when None); every tool of the
+        tenant's MCP servers named in `mcp_servers` joins them (each server reached now: UnknownMcpServer,
+        McpServerUnavailable)."""
         offered = self.offered_tools(tenant, session_id)
         chosen = offered.only([t.name for t in offered.all()] if tools is None else tools)
         if self.store.exists(tenant, session_id):  # before a worker session is made for it
             raise AgentSessionExists(f"agent session {session_id} exists")
+        if mcp_servers and self.mcp is None:
+            raise UnknownMcpServer("mcp_servers: this runtime has no MCP servers")
+        listed = self.mcp.list_tools(tenant, mcp_servers) if mcp_servers else []
+        stored = [*chosen.schemas(), *(entry.stored() for entry in listed)]
+        for entry in listed:
+            chosen.add(entry.tool)  # ValueError when one of the service's tools has its name
         address, client = self.workers.connect()
         info = client.create_session(
             system_prompt=system_prompt, tools=[WorkerTool(t.name, t.description, t.parameters) for t in chosen.all()],
             think_max=think_max, session_id=worker_session_name())
         self.workers.placed(info.session_id, address)
         try:
-            self.store.create(tenant, session_id, system_prompt, chosen.schemas(), info.session_id, think_max)
+            self.store.create(tenant, session_id, system_prompt, stored, info.session_id, think_max)
         except AgentSessionExists:  # a concurrent create of the same ID won: its worker session is the one kept
             client.delete_session(info.session_id)
             raise
@@ -148,7 +167,7 @@ class AgentLoop:
         span.set_attributes({"agent.mode": decision.mode, "agent.mode_reason": decision.reason,
                              "agent.via_job": decision.via_job})
         yield ModeChosen(decision.mode, decision.reason, decision.via_job)
-        usage = dict.fromkeys(USAGE_NAMES, 0)
+        usage = TurnUsage()
         started, via_job = time.monotonic(), decision.via_job
         for number in range(1, limits.max_steps + 1):
             if control.cancelled():
@@ -164,7 +183,7 @@ class AgentLoop:
             if reply is None:
                 return (yield from _done(TurnDone("cancelled", "", "", number - 1, usage)))
             for name in USAGE_NAMES:
-                usage[name] += reply.usage.get(name, 0)
+                setattr(usage, name, getattr(usage, name) + reply.usage.get(name, 0))
             session = self._record_step(turn, session, inputs, reply, decision.mode)
             if not reply.calls and reply.finish_reason == "length":  # cut short: no answer, maybe half a call
                 return (yield from _done(TurnDone(_over_budget(limits, usage, started) or "length",
@@ -321,8 +340,8 @@ def _before_calls(content: str) -> str:
     return content.split(f"<{DSML}")[0].rstrip() if DSML in content else content
 
 
-def _over_budget(limits: Limits, usage: dict[str, int], started: float) -> str | None:
-    if limits.max_completion_tokens is not None and usage["completion_tokens"] >= limits.max_completion_tokens:
+def _over_budget(limits: Limits, usage: TurnUsage, started: float) -> str | None:
+    if limits.max_completion_tokens is not None and usage.completion_tokens >= limits.max_completion_tokens:
         return "token_budget"
     if limits.max_seconds is not None and time.monotonic() - started >= limits.max_seconds:
         return "time_budget"

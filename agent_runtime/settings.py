@@ -8,10 +8,12 @@ from pydantic_settings import SettingsConfigDict
 
 from foundation.clients.jobs import JobsTlsSettings
 from foundation.clients.worker.settings import WorkerTlsSettings
+from foundation.mode_policy import OperatorLimits
 from foundation.readiness import ReadinessSettings
+from foundation.webhooks.settings import WebhookSettings
 
 
-class AgentSettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
+class AgentSettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings, WebhookSettings):
     model_config = SettingsConfigDict(env_prefix="DSV4_AGENT_", env_file=None, extra="ignore", cli_shortcuts={
         "workers": "worker", "jobs-target": "jobs", "database-url": "database", "api-keys-file": "api-keys"})
 
@@ -35,7 +37,13 @@ class AgentSettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
     workspace: str | None = Field(None, description="directory the read_file / list_files tools may read")
     tool_plugins: str = Field("", description="more tools: `package.module:function` entries, comma-separated; "
                               "each function(registry, namespace) adds tools to an agent session's registry")
-    require_approval: str = Field("", description="tools whose calls a human approves, comma-separated")
+    require_approval: str = Field("", description="tools whose calls a human approves, comma-separated (an MCP "
+                                  "server's as {server}__{tool})")
+    mcp_servers_file: str | None = Field(None, description="JSON file of the MCP servers each tenant's sessions may "
+                                         "name, {tenant or \"*\": {server: {command or url, ...}}} "
+                                         "(agent_runtime/tools/mcp_config.py); none: no MCP servers")
+    mcp_max_connections: int = Field(64, gt=0, description="MCP connections open at once, over every tenant (each "
+                                     "stdio one a process); past it the least recently used idle one is closed")
     max_turns_per_tenant: int | None = Field(None, gt=0, description="turns a tenant may run at once")
     tokens_per_second_per_tenant: float | None = Field(None, gt=0, description="token bucket per tenant "
                                                        "(10 s of burst)")
@@ -54,6 +62,8 @@ class AgentSettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
     max_system_prompt_bytes: int = Field(256 << 10, gt=0, description="an agent session's system prompt, in UTF-8 "
                                          "bytes (default 256 KiB)")
     max_session_tools: int = Field(64, gt=0, description="tool names one CreateSession may choose (default 64)")
+    max_session_mcp_servers: int = Field(8, gt=0, description="MCP servers one CreateSession may name "
+                                         "(default 8)")
     max_turn_steps: int = Field(64, gt=0, description="the largest step limit a turn may ask for (default 64; a turn "
                                 "that names none gets 16)")
     # Tools (agent_runtime/tools/sandbox.py): what a tool call may cost this service.
@@ -65,6 +75,22 @@ class AgentSettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
                                 "(default 4)")
     tool_memory_mb: int = Field(1024, ge=0, description="address space of each sandbox process, in MiB; a call "
                                 "past it fails (default 1024; 0: no limit)")
+    approval_timeout_seconds: float | None = Field(None, gt=0, description="a tool call no human approves or "
+                                                   "rejects within this many seconds is rejected, the model told "
+                                                   "why; none: it waits")
+    # Reasoning modes (foundation/mode_policy.py): which mode a turn that names none runs in, within what is allowed.
+    mode_policy: str = Field("default", description="the policy that picks a turn's reasoning mode when the caller "
+                             "names none: `default`, or package.module:object (a policy, or a class or function "
+                             "that makes one)")
+    allow_think_max: bool = Field(True, description="turns may run in Think Max (asked for, or chosen by the "
+                                  "policy); otherwise Think High in its place")
+    max_think_max_prefill: int = Field(262_144, ge=0, description="the most history a Think Max copy of a session "
+                                       "may prefill for one turn, in tokens")
+    min_tokens_for_thinking: int = Field(2_048, ge=0, description="below this token budget left, a turn answers "
+                                         "without thinking")
     compact_keep_last: int = Field(8, ge=0, description="compaction keeps this many recent tool results verbatim")
     compact_at_fraction: float = Field(0.85, gt=0, le=1, description="compact a session's worker history when it "
                                        "passes this fraction of the model's context")
+
+    def operator_limits(self) -> OperatorLimits:
+        return OperatorLimits(self.allow_think_max, self.max_think_max_prefill, self.min_tokens_for_thinking)

@@ -10,11 +10,9 @@ from collections.abc import Callable, Iterator
 
 from agent_runtime.events import JobStatus, StepReply
 from agent_runtime.tools import ToolCall
-from foundation.clients.jobs import JobsClient
+from foundation.clients.jobs import JobRequest, JobsClient
 from foundation.clients.worker import Sampling
-from foundation.clients.worker.convert import message_to_proto, sampling_to_proto
-from protos.dsv4.jobs.v1 import jobs_pb2
-from protos.dsv4.worker.v1 import worker_pb2
+from foundation.clients.worker.convert import message_from_openai
 
 _ENDED = ("completed", "failed", "expired", "cancelled")
 
@@ -27,16 +25,15 @@ def job_step(jobs: JobsClient, worker_session_id: str, inputs: list[dict], sampl
              cancelled: Callable[[], bool], poll_s: float) -> Iterator[JobStatus]:
     """Yields the job's status as it changes; returns the step's reply (with the job's session), or None when the
     turn was cancelled (the job is cancelled too)."""
-    request = jobs_pb2.JobRequest(custom_id="turn", messages=[message_to_proto(m) for m in inputs],
-                                  mode=worker_pb2.THINK_MAX, session_id=worker_session_id,
-                                  sampling=sampling_to_proto(sampling or Sampling()))
+    request = JobRequest("turn", [message_from_openai(m) for m in inputs], mode="think-max",
+                         session_id=worker_session_id, sampling=sampling or Sampling())
     batch = jobs.submit([request], interactive=True)
     last = None
     while jobs.get(batch.id).status not in _ENDED:
         if cancelled():
             jobs.cancel(batch.id)
             return None
-        progress = jobs.progress(batch.id).requests
+        progress = jobs.progress(batch.id)
         status = (progress[0].status, progress[0].tokens) if progress else ("queued", 0)
         if status != last:
             yield JobStatus(batch.id, *status)

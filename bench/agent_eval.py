@@ -31,7 +31,7 @@ import torch
 
 from foundation.blobs import open_blobs
 from foundation.chat import load_tokenizer
-from foundation.clients.agent import AgentClient
+from foundation.clients.agent import AgentClient, ToolStarted, TurnDone, TurnFailed
 from foundation.clients.worker import WorkerClient
 from foundation.clients.worker.types import Sampling
 from model_worker.config import CSA, load_config
@@ -204,7 +204,7 @@ def through_agent_service(model_dir: Path, traces, max_tokens: int) -> dict:
                         calls, content = _agent_turn(client, session_id, text, trace.mode, max_tokens)
                         counts["turns"] += 1
                         counts["failed"] += calls is None
-                        counts["right_calls"] += calls is not None and _same_calls(calls, expected)
+                        counts["right_calls"] += calls is not None and same_calls(calls, expected)
                         if len(counts["examples"]) < 4:  # what it did, for the model card
                             counts["examples"].append({"user": text, "calls": calls, "reply": content})
                     counts["conversations"] += 1
@@ -224,22 +224,14 @@ def _agent_turn(client: AgentClient, session_id: str, text: str, mode: str, max_
     calls, content = [], ""
     for event in client.run_turn(session_id, text, mode=mode, max_steps=4,
                                  sampling=Sampling(temperature=0.0, max_tokens=max_tokens)):
-        kind = event.WhichOneof("event")
-        if kind == "tool_started":
-            calls.append((event.tool_started.name, event.tool_started.arguments_json))
-        elif kind == "turn_done":
-            content = event.turn_done.content
-        elif kind == "turn_failed":
-            return None, ""
+        match event:
+            case ToolStarted(name=name, arguments=arguments):
+                calls.append((name, arguments))
+            case TurnDone():
+                content = event.content
+            case TurnFailed():
+                return None, ""
     return calls, content
-
-
-def _same_calls(made: list[tuple[str, str]], expected: list[tuple[str, dict]]) -> bool:
-    """The agent service's calls (arguments as JSON text) against the reference's."""
-    try:
-        return same_calls([(name, json.loads(arguments)) for name, arguments in made], expected)
-    except json.JSONDecodeError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

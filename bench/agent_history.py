@@ -8,7 +8,7 @@ import contextlib
 import inspect
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlalchemy
@@ -230,7 +230,7 @@ def measure_turn(loop: AgentLoop, blobs: CountingBlobs, session_id: str) -> Turn
     after = blobs.counts()
     return TurnWork(len(statements), stats.rows_read - read, stats.rows_written - written,
                     {k: v - operations.get(k, 0) for k, v in stats.by_operation.items() if v != operations.get(k, 0)},
-                    {k: after[k] - before[k] for k in after}, dict(done.usage), done.reason, done.steps, seconds)
+                    {k: after[k] - before[k] for k in after}, asdict(done.usage), done.reason, done.steps, seconds)
 
 
 def start_worker(root: str):

@@ -105,9 +105,9 @@ def serve_one_each(endpoints: dict[str, str], timeout_s: float = 300.0) -> dict[
     try:
         session = f"footprint-{uuid.uuid4().hex[:8]}"
         agent.create_session(session, system_prompt="You are brief.")
-        kinds = [event.WhichOneof("event") for event in agent.run_turn(
+        kinds = [type(event).__name__ for event in agent.run_turn(
             session, "Say hello.", mode="non-think", max_steps=1, sampling=sampling(temperature=0.0, max_tokens=8))]
-        if kinds[-1] != "turn_done":
+        if kinds[-1] != "TurnDone":
             raise RuntimeError(f"the agent turn ended with {kinds[-1]}")
         served["agent"] = f"agent turn: {len(kinds)} events, {kinds[-1]}"
     finally:

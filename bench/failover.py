@@ -89,7 +89,7 @@ def measure(loop: AgentLoop, workers: dict, history: int) -> dict:
         if isinstance(event, Final):
             reprefill = time.perf_counter() - started
     return {"history": history, "holder": holder, "survivor": survivor, "resume_s": first_after - killed_at,
-            "prefilled": done.usage["prefilled_tokens"], "reused": done.usage["reused_tokens"],
+            "prefilled": done.usage.prefilled_tokens, "reused": done.usage.reused_tokens,
             "reprefill_s": reprefill}
 
 

@@ -38,7 +38,7 @@ class AgentMetrics:
             self.tool_calls.labels(event.name, tool_outcome(event)).inc()
         elif isinstance(event, TurnDone):
             for kind in USAGE_NAMES:
-                self.tokens.labels(kind.removesuffix("_tokens")).inc(event.usage.get(kind, 0))
+                self.tokens.labels(kind.removesuffix("_tokens")).inc(getattr(event.usage, kind))
 
     def turn_ended(self, reason: str, seconds: float) -> None:
         self.turns_ended.labels(reason).inc()

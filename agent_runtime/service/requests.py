@@ -11,13 +11,13 @@ import uuid
 from dataclasses import asdict, dataclass, fields
 
 from agent_runtime.loop import Limits
-from agent_runtime.policy import MODES
 from agent_runtime.service.runs import TurnRequest
 from agent_runtime.settings import AgentSettings
 from foundation import wire
 from foundation.clients.worker import Sampling
 from foundation.clients.worker.convert import sampling_from_proto
 from foundation.ids import check_id, check_optional_id
+from foundation.mode_policy import MODES
 from foundation.sampling import SamplingParams
 from protos.dsv4.worker.v1 import worker_pb2
 
@@ -38,6 +38,7 @@ class RequestBounds:
     max_message_bytes: int = 1 << 20
     max_system_prompt_bytes: int = 256 << 10
     max_session_tools: int = 64
+    max_session_mcp_servers: int = 8
     max_turn_steps: int = 64
 
     @classmethod
@@ -54,6 +55,7 @@ class NewSession:
     session_id: str
     system_prompt: str
     tools: list[str] | None  # None: every offered tool
+    mcp_servers: list[str]  # the tenant's MCP servers whose tools join the session (checked against its config later)
 
 
 def new_session(request, bounds: RequestBounds) -> NewSession:
@@ -66,7 +68,13 @@ def new_session(request, bounds: RequestBounds) -> NewSession:
         raise ValueError(f"tools: at most {bounds.max_session_tools}")
     for name in request.tools:
         check_id(name, "tools")
-    return NewSession(session_id, request.system_prompt, list(request.tools) or None)
+    if len(request.mcp_servers) > bounds.max_session_mcp_servers:
+        raise ValueError(f"mcp_servers: at most {bounds.max_session_mcp_servers}")
+    for name in request.mcp_servers:
+        check_id(name, "mcp_servers")
+    if len(set(request.mcp_servers)) < len(request.mcp_servers):
+        raise ValueError("mcp_servers: each server once")
+    return NewSession(session_id, request.system_prompt, list(request.tools) or None, list(request.mcp_servers))
 
 
 def turn_request(request, bounds: RequestBounds) -> TurnRequest:
@@ -92,7 +100,7 @@ def turn_request(request, bounds: RequestBounds) -> TurnRequest:
                       max_completion_tokens=limits.max_completion_tokens or None,
                       max_seconds=limits.max_seconds or None),
         sampling=_sampling(request.sampling) if request.HasField("sampling") else None,
-        first_tool_choice=request.first_tool_choice or None)
+        first_tool_choice=request.first_tool_choice or None, webhook_url=request.webhook_url or None)
 
 
 def _user_messages(messages, bounds: RequestBounds) -> list[dict]:

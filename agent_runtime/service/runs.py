@@ -30,6 +30,7 @@ from agent_runtime.events import (
 )
 from agent_runtime.loop import AgentLoop, Limits
 from agent_runtime.service.metrics import AgentMetrics
+from agent_runtime.service.webhooks import TurnWebhooks
 from agent_runtime.store.tables import AWAITING_APPROVAL, CANCELLED, DONE, FAILED, RUNNING, TURN_ACTIVE
 from agent_runtime.store.transcript import AgentSessionNotFound
 from agent_runtime.store.turns import TurnActive, TurnExists, TurnNotFound, TurnStore
@@ -52,25 +53,27 @@ class TurnRequest:
     limits: Limits = field(default_factory=Limits)
     sampling: Sampling | None = None
     first_tool_choice: str | None = None
+    webhook_url: str | None = None  # notified when the turn ends, fails or waits for approval
 
     def to_json(self) -> dict[str, Any]:
         return {"messages": self.messages, "mode": self.mode, "difficulty": self.difficulty,
                 "limits": asdict(self.limits), "sampling": asdict(self.sampling) if self.sampling else None,
-                "first_tool_choice": self.first_tool_choice}
+                "first_tool_choice": self.first_tool_choice, "webhook_url": self.webhook_url}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TurnRequest:
         sampling = data.get("sampling")
         return cls(data.get("messages") or [], data.get("mode"), data.get("difficulty"),
                    Limits(**data.get("limits") or {}), Sampling(**sampling) if sampling else None,
-                   data.get("first_tool_choice"))
+                   data.get("first_tool_choice"), data.get("webhook_url"))
 
 
 class TurnRun:
     """A turn on this process's thread: its event log and how callers wait on it."""
 
-    def __init__(self, turn_id: str, tenant: str, session_id: str, next_seq: int) -> None:
-        self.turn_id, self.tenant, self.session_id = turn_id, tenant, session_id
+    def __init__(self, turn_id: str, tenant: str, session_id: str, next_seq: int,
+                 webhook_url: str | None = None) -> None:
+        self.turn_id, self.tenant, self.session_id, self.webhook_url = turn_id, tenant, session_id, webhook_url
         self.events: list[tuple[int, TurnEvent]] = []
         self.next_seq, self.status, self.ended = next_seq, RUNNING, False
         self.cancel = threading.Event()
@@ -85,12 +88,15 @@ class TurnRunner:
     def __init__(self, loop: AgentLoop, turns: TurnStore, owner: str | None = None, heartbeat_s: float = 5.0,
                  poll_s: float = 0.2, keep_ended: int = 256, max_turns_per_tenant: int | None = None,
                  on_turn_end: Callable[[str, dict[str, int]], None] | None = None, adopt_orphans: bool = True,
-                 metrics: AgentMetrics | None = None) -> None:
+                 metrics: AgentMetrics | None = None, webhooks: TurnWebhooks | None = None,
+                 approval_timeout_s: float | None = None) -> None:
+        """`webhooks` delivers the notifications of turns started with a webhook URL (none: such a turn is
+        refused); `approval_timeout_s` rejects a call no human decided on within it (None: it waits)."""
         self.loop, self.turns, self.metrics = loop, turns, metrics or AgentMetrics()
         self.owner = owner or f"runtime-{uuid.uuid4().hex[:12]}"
         self.heartbeat_s, self.poll_s, self.keep_ended = heartbeat_s, poll_s, keep_ended
         self.max_turns_per_tenant, self.on_turn_end = max_turns_per_tenant, on_turn_end
-        self.adopt_orphans = adopt_orphans
+        self.adopt_orphans, self.webhooks, self.approval_timeout_s = adopt_orphans, webhooks, approval_timeout_s
         self.live: dict[tuple[str, str], TurnRun] = {}  # by (tenant, turn ID)
         self.ended: collections.OrderedDict[tuple[str, str], TurnRun] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -109,13 +115,17 @@ class TurnRunner:
                 return turn_id
         turn_id = turn_id or f"turn-{uuid.uuid4().hex}"
         self._check_tenant(tenant)
+        if request.webhook_url is not None:
+            if self.webhooks is None:
+                raise ValueError("webhook_url: this runtime sends no webhooks")
+            self.webhooks.check_url(request.webhook_url)
         try:
             turn = self.turns.start(tenant, session_id, turn_id, self.owner, request.to_json())
         except TurnExists:  # a concurrent retry of the same start got there first
             if self._retried(tenant, session_id, turn_id):
                 return turn_id
             raise
-        self._launch(TurnRun(turn_id, tenant, session_id, turn.next_event), request)
+        self._launch(TurnRun(turn_id, tenant, session_id, turn.next_event, request.webhook_url), request)
         return turn_id
 
     def _retried(self, tenant: str, session_id: str, turn_id: str) -> bool:
@@ -137,7 +147,7 @@ class TurnRunner:
         if self.loop.store.get(tenant, turn.session_id).steps >= turn.first_step:
             request.messages, request.first_tool_choice = [], None
         request.mode = turn.mode or request.mode
-        self._launch(TurnRun(turn_id, tenant, turn.session_id, turn.next_event), request)
+        self._launch(TurnRun(turn_id, tenant, turn.session_id, turn.next_event, request.webhook_url), request)
 
     def _launch(self, run: TurnRun, request: TurnRequest) -> None:
         with self._lock:
@@ -163,7 +173,8 @@ class TurnRunner:
     # -- running -------------------------------------------------------------------------------------------------
 
     def _run(self, run: TurnRun, request: TurnRequest) -> None:
-        control = TurnControl(run.turn_id, cancelled=run.cancel.is_set, poll_s=self.poll_s)
+        control = TurnControl(run.turn_id, cancelled=run.cancel.is_set, poll_s=self.poll_s,
+                              approval_timeout_s=self.approval_timeout_s)
         self.metrics.turns_started.inc()
         started, reason = time.monotonic(), "failed"
         try:
@@ -176,15 +187,18 @@ class TurnRunner:
                     reason = event.reason
                     status = CANCELLED if event.reason == "cancelled" else DONE
                     self.turns.finish(run.tenant, run.turn_id, self.owner, status, stop_reason=event.reason,
-                                      content=event.content, usage=event.usage)
+                                      content=event.content, usage=asdict(event.usage))
+                    self._notify(run, event)
                     if self.on_turn_end is not None:
-                        self.on_turn_end(run.tenant, event.usage)
+                        self.on_turn_end(run.tenant, asdict(event.usage))
         except Exception as error:  # noqa: BLE001 - the turn fails; the runtime goes on
             code = status_of(error).name
             if code == "INTERNAL":
                 log.exception("turn %s failed", run.turn_id)
-            self._emit(run, TurnFailed(code, f"{type(error).__name__}: {error}"))
-            self.turns.finish(run.tenant, run.turn_id, self.owner, FAILED, error=f"{type(error).__name__}: {error}")
+            failed = TurnFailed(code, f"{type(error).__name__}: {error}")
+            self._emit(run, failed)
+            self.turns.finish(run.tenant, run.turn_id, self.owner, FAILED, error=failed.message)
+            self._notify(run, failed)
         finally:
             self.metrics.turn_ended(reason, time.monotonic() - started)
             with run.changed:
@@ -211,6 +225,16 @@ class TurnRunner:
             run.events.append((seq, event))
             run.next_seq = seq + 1
             run.changed.notify_all()
+        if isinstance(event, ApprovalRequested):  # the turn's row says so already, for a receiver that looks
+            self._notify(run, event)
+
+    def _notify(self, run: TurnRun, event: TurnEvent) -> None:
+        if not run.webhook_url or self.webhooks is None:
+            return
+        try:
+            self.webhooks.notify(run.tenant, run.turn_id, run.session_id, run.webhook_url, run.next_seq - 1, event)
+        except Exception:  # noqa: BLE001 - the turn is not failed for its notification; the event stream has it
+            log.warning("turn %s: its webhook event could not be queued", run.turn_id, exc_info=True)
 
     def _heartbeat(self) -> None:
         """Renew this runtime's turns (picking up cancels asked for elsewhere) and adopt orphaned ones."""

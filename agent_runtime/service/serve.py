@@ -21,17 +21,22 @@ from agent_runtime.service.metrics import AgentMetrics
 from agent_runtime.service.requests import RequestBounds
 from agent_runtime.service.runs import TurnRunner
 from agent_runtime.service.server import SERVICE_NAME, AgentServicer
+from agent_runtime.service.webhooks import TurnWebhooks
 from agent_runtime.settings import AgentSettings
 from agent_runtime.store.memory import SqlMemory
 from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnStore
+from agent_runtime.store.webhooks import TurnWebhookStore
 from agent_runtime.tools import ToolRegistry, add_builtins
+from agent_runtime.tools.mcp import McpServers
+from agent_runtime.tools.mcp_config import McpConfigError, load_mcp_config
 from agent_runtime.tools.sandbox import ToolSandbox
 from foundation.auth import load_api_keys
 from foundation.clients.worker import WorkerClient
 from foundation.clients.worker.policy import worker_tls
 from foundation.limits import TokenRates
 from foundation.metrics import serve_metrics
+from foundation.mode_policy import load_policy
 from foundation.readiness import Dependency, Readiness, RefuseUntilReady
 from foundation.registry import WorkerPool
 from foundation.serving import CHANNEL_OPTIONS, TlsFiles, add_health_and_reflection, set_serving, tls_files
@@ -69,6 +74,18 @@ class Runtime:
                                    tls_cert=settings.jobs_tls_cert, tls_key=settings.jobs_tls_key)
         approval, workspace = _names(settings.require_approval), settings.workspace
         plugins = [_plugin(entry) for entry in _names(settings.tool_plugins)]
+        try:
+            mcp_config = load_mcp_config(settings.mcp_servers_file)
+        except McpConfigError as error:
+            raise SystemExit(str(error)) from None
+        # Approval of an MCP server's tool ({server}__{tool}) is applied when its tools are built (they are not
+        # known before a session names the server); the rest names the registry's tools, checked below.
+        mcp_approval = [name for name in approval if mcp_config.names_server_tool(name)]
+        approval = [name for name in approval if name not in mcp_approval]
+        # Its connections (child processes too) are opened at first use and closed with the runtime.
+        self.mcp = McpServers(mcp_config, timeout_s=settings.tool_timeout_seconds,
+                              max_output_bytes=settings.tool_max_output_bytes, require_approval=mcp_approval,
+                              max_connections=settings.mcp_max_connections)
         # Built-in and plugin tools run in sandbox processes, where their timeout stops them.
         self.sandbox = ToolSandbox(settings.tool_processes, settings.tool_memory_mb, settings.tool_timeout_seconds,
                                    settings.tool_max_output_bytes)
@@ -84,11 +101,14 @@ class Runtime:
         self.sandbox.warm()
         compactor = Compactor(self.store, self.workers, Compaction(ClearToolResults(settings.compact_keep_last),
                                                                    trigger_fraction=settings.compact_at_fraction))
-        self.loop = AgentLoop(self.store, self.workers, tools, jobs=self.jobs, compactor=compactor)
+        self.loop = AgentLoop(self.store, self.workers, tools, jobs=self.jobs, compactor=compactor, mcp=self.mcp,
+                              policy=load_policy(settings.mode_policy), operator=settings.operator_limits())
         self.metrics = AgentMetrics()
+        self.webhooks = TurnWebhooks(TurnWebhookStore(db), settings.webhook_policy())
         self.runner = TurnRunner(self.loop, TurnStore(db, settings.stale_after_seconds),
                                  heartbeat_s=settings.heartbeat_seconds,
-                                 max_turns_per_tenant=settings.max_turns_per_tenant, metrics=self.metrics)
+                                 max_turns_per_tenant=settings.max_turns_per_tenant, metrics=self.metrics,
+                                 webhooks=self.webhooks, approval_timeout_s=settings.approval_timeout_seconds)
         api_keys = load_api_keys(settings.api_keys_file)
         rates = (TokenRates(settings.tokens_per_second_per_tenant) if settings.tokens_per_second_per_tenant
                  else None)
@@ -109,6 +129,8 @@ class Runtime:
         return found
 
     def close(self) -> None:
+        self.mcp.close()
+        self.webhooks.stop()
         self.sandbox.close()
         self.workers.close()
         if self.jobs is not None:

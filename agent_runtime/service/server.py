@@ -20,6 +20,7 @@ from agent_runtime.store.transcript import AgentSessionExists, AgentSessionNotFo
 from agent_runtime.store.turns import TurnActive, TurnExists, TurnNotFound
 from agent_runtime.think_max import ThinkMaxJobFailed
 from foundation.auth import tenant_for
+from foundation.clients.agent.convert import event_to_proto
 from foundation.clients.worker.errors import WorkerError
 from foundation.errors import error_codes
 from foundation.ids import check_id, check_optional_id
@@ -60,7 +61,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         tenant = self._tenant(context)
         new = new_session(request, self.bounds)
         with acting_for(tenant):
-            row = self.loop.create_session(tenant, new.session_id, new.system_prompt, request.think_max, new.tools)
+            row = self.loop.create_session(tenant, new.session_id, new.system_prompt, request.think_max, new.tools,
+                                           new.mcp_servers)
         return convert.session(row)
 
     @rpc
@@ -138,14 +140,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             self.rates.admit(tenant, sum(len(m.get("content") or "") for m in checked.messages) // 4 + 1)
         turn_id = self.runner.start(tenant, request.session_id, checked, request.turn_id or None)
         for seq, event in self.runner.follow(tenant, turn_id, -1, context.is_active):
-            yield convert.event(turn_id, seq, event)
+            yield event_to_proto(turn_id, seq, event)
 
     @rpc
     def Attach(self, request, context) -> Iterator[pb.TurnEvent]:
         tenant = self._tenant(context)
         self.runner.turns.get(tenant, check_id(request.turn_id, "turn_id"))
         for seq, event in self.runner.follow(tenant, request.turn_id, request.after_seq, context.is_active):
-            yield convert.event(request.turn_id, seq, event)
+            yield event_to_proto(request.turn_id, seq, event)
 
     @rpc
     def GetTurn(self, request, context) -> pb.Turn:

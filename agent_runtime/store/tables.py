@@ -176,3 +176,38 @@ class MemoryItem(Base):
     namespace: Mapped[str] = mapped_column(String(MEMORY_NAMESPACE_CHARS), primary_key=True)  # tenant/session
     key: Mapped[str] = mapped_column(String(128), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class TurnWebhook(Base):
+    """A turn's webhook events (it ended, failed, waits for approval), each delivered to the turn's URL by whichever
+    runtime claims it first: claims are updates on the row (`attempts`, `next_at`), so none is sent twice at once and
+    one whose runtime died is taken over once its hold lapses."""
+
+    __tablename__ = "turn_webhooks"
+
+    tenant: Mapped[str] = mapped_column(String(TENANT_CHARS))
+    event_id: Mapped[str] = mapped_column(String(ID_CHARS + 32))  # the webhook-id every attempt carries
+    turn_id: Mapped[str] = mapped_column(String(ID_CHARS))
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)  # the signed bytes, as JSON text
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+
+    __table_args__ = (PrimaryKeyConstraint("tenant", "event_id", name="pk_turn_webhooks"),
+                      Index("ix_turn_webhooks_due", "delivered_at", "next_at"))
+
+
+class WebhookSecret(Base):
+    """A tenant's turn-webhook signing secret (foundation/webhooks/secrets.py)."""
+
+    __tablename__ = "turn_webhook_secrets"
+
+    tenant: Mapped[str] = mapped_column(String(TENANT_CHARS), primary_key=True)
+    secret: Mapped[str] = mapped_column(Text)
+    previous_secret: Mapped[str | None] = mapped_column(Text, nullable=True)
+    previous_until: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(Timestamp, default=utcnow)
+    rotated_at: Mapped[dt.datetime | None] = mapped_column(Timestamp, nullable=True)

@@ -122,9 +122,9 @@ def _invoke(rules: _Rules, index: int, tool: Mapping[str, Any]) -> str:
     required = schema.get("required") or []
     if not isinstance(required, list) or not all(isinstance(key, str) for key in required):
         raise UnsupportedSchema(f"tool {name!r}: required must be a list of parameter names")
-    if properties or required:
+    if properties is not None or required or schema.get("additionalProperties") is False:
         # Declared order, then required names without a schema (any value); optional parameters may be left out,
-        # undeclared ones are never generated.
+        # undeclared ones are never generated (so `properties: {}` is a tool that takes no arguments).
         named = {**(properties or {}), **{key: {} for key in required if key not in (properties or {})}}
         params = " ".join(_parameter(rules, name, key, sub, schema) + ("" if key in required else "?")
                           for key, sub in named.items())

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from foundation.clients.agent import AgentClient
+from foundation.clients.agent import AgentClient, ModeChosen, ToolFinished, ToolStarted, TurnDone, TurnFailed
 from foundation.clients.jobs import JobsClient
 from foundation.clients.worker import Sampling
 
@@ -109,21 +109,21 @@ def _turn(agent: AgentClient, session_id: str, text: str, say, result: DemoResul
     done = None
     for event in agent.run_turn(session_id, text, mode="non-think", first_tool_choice=first_tool_choice,
                                 max_steps=2, sampling=Sampling(temperature=0.0, max_tokens=max_tokens)):
-        kind = event.WhichOneof("event")
-        if kind == "mode_chosen":
-            say(f"   mode: {event.mode_chosen.mode} ({event.mode_chosen.reason})")
-        elif kind == "tool_started":
-            result.tool_called = result.tool_called or event.tool_started.name
-            say(f"   tool call: {event.tool_started.name}({event.tool_started.arguments_json[:80]})")
-        elif kind == "tool_finished":
-            say(f"   tool result: {event.tool_finished.content[:80]!r}")
-        elif kind == "turn_done":
-            done = event.turn_done
-            say(f"   assistant: {done.content[:80]!r}")
-            say(f"   usage: {done.usage.prompt_tokens} prompt ({done.usage.reused_tokens} reused, "
-                f"{done.usage.prefilled_tokens} prefilled), {done.usage.completion_tokens} completion tokens")
-        elif kind == "turn_failed":
-            raise RuntimeError(f"the turn failed: {event.turn_failed.code} {event.turn_failed.message}")
+        match event:
+            case ModeChosen(mode=mode, reason=reason):
+                say(f"   mode: {mode} ({reason})")
+            case ToolStarted(name=name, arguments=arguments):
+                result.tool_called = result.tool_called or name
+                say(f"   tool call: {name}({json.dumps(arguments)[:80]})")
+            case ToolFinished(content=content):
+                say(f"   tool result: {content[:80]!r}")
+            case TurnDone(content=content, usage=usage):
+                done = event
+                say(f"   assistant: {content[:80]!r}")
+                say(f"   usage: {usage.prompt_tokens} prompt ({usage.reused_tokens} reused, "
+                    f"{usage.prefilled_tokens} prefilled), {usage.completion_tokens} completion tokens")
+            case TurnFailed(code=code, message=message):
+                raise RuntimeError(f"the turn failed: {code} {message}")
     return done
 
 
@@ -133,7 +133,7 @@ def _follow(jobs: JobsClient, batch_id: str, out, width: int = 30, timeout_s: fl
         batch = jobs.get(batch_id)
         counts = batch.request_counts
         ended = counts.completed + counts.failed + counts.cancelled + counts.expired
-        tokens = sum(r.tokens for r in jobs.progress(batch_id).requests)
+        tokens = sum(r.tokens for r in jobs.progress(batch_id))
         filled = width * ended // max(counts.total, 1)
         out.write(f"\r   [{'#' * filled}{'.' * (width - filled)}] {ended}/{counts.total} done, {tokens} tokens, "
                   f"{batch.status}   ")

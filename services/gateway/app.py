@@ -22,6 +22,7 @@ from prometheus_client import generate_latest
 from foundation.auth import load_api_keys
 from foundation.clients.jobs import JobsClient
 from foundation.limits import TokenRates
+from foundation.mode_policy import load_policy
 from foundation.readiness import Readiness
 from foundation.sql import make_engine, sessions
 from services.gateway import batches, chat, errors, model_list, responses
@@ -103,4 +104,6 @@ def build(settings: GatewaySettings) -> Gateway:
     keys = load_api_keys(settings.api_keys_file)
     rates = TokenRates(settings.tokens_per_second_per_tenant) if settings.tokens_per_second_per_tenant else None
     Path(settings.files_dir).mkdir(parents=True, exist_ok=True)
-    return Gateway(settings, jobs, sessions(make_engine(settings.database_url)), keys, settings.model_name or "", rates)
+    policy = load_policy(settings.mode_policy) if settings.mode_policy else None
+    return Gateway(settings, jobs, sessions(make_engine(settings.database_url)), keys, settings.model_name or "", rates,
+                   mode_policy=policy)

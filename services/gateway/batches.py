@@ -19,10 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from foundation.clients.jobs import JobsClient
+from foundation.clients.jobs import Batch, BatchPage, JobsClient, ResultLine
 from foundation.clients.worker.errors import NotFound, ResourceExhausted
 from foundation.ids import check_id
-from protos.dsv4.jobs.v1 import jobs_pb2 as pb
 from services.gateway import files
 from services.gateway.bounds import BoundedRoute
 from services.gateway.deps import GatewayDep, TenantDep
@@ -63,7 +62,7 @@ class CreateBatch(BaseModel):
         return metadata
 
 
-def _submit_jsonl(jobs: JobsClient, jsonl: str, window_s: int, metadata: dict[str, str]) -> pb.Batch:
+def _submit_jsonl(jobs: JobsClient, jsonl: str, window_s: int, metadata: dict[str, str]) -> Batch:
     """The batch as the jobs service created it. Its RESOURCE_EXHAUSTED here is a batch over its bounds (lines or
     bytes; it limits no rate), which waiting does not cure: 413."""
     try:
@@ -72,11 +71,11 @@ def _submit_jsonl(jobs: JobsClient, jsonl: str, window_s: int, metadata: dict[st
         raise ApiError(413, error.details, param="input_file_id", code="batch_too_large") from None
 
 
-def _list_page(jobs: JobsClient, after: str) -> pb.ListBatchesResponse:
+def _list_page(jobs: JobsClient, after: str) -> BatchPage:
     return jobs.list(_JOBS_PAGE, after)
 
 
-def owned_batch(jobs: JobsClient, tenant: str, batch_id: str) -> pb.Batch:
+def owned_batch(jobs: JobsClient, tenant: str, batch_id: str) -> Batch:
     check_id(batch_id, "batch_id")
     try:
         batch = jobs.get(batch_id)
@@ -87,7 +86,7 @@ def owned_batch(jobs: JobsClient, tenant: str, batch_id: str) -> pb.Batch:
     return batch
 
 
-def batch_object(batch: pb.Batch, output_file_id: str | None, error_file_id: str | None) -> dict[str, Any]:
+def batch_object(batch: Batch, output_file_id: str | None, error_file_id: str | None) -> dict[str, Any]:
     """OpenAI's Batch object, as services/jobs/batch_object.py renders it from its own rows (times of 0 are "not
     yet")."""
     window_s = batch.expires_at - batch.created_at
@@ -107,7 +106,7 @@ def batch_object(batch: pb.Batch, output_file_id: str | None, error_file_id: str
     }
 
 
-def result_line(batch_id: str, line: pb.ResultLine) -> dict[str, Any]:
+def result_line(batch_id: str, line: ResultLine) -> dict[str, Any]:
     """One line of OpenAI's batch output, as services/jobs/use_cases.py renders its own; a cancelled request's partial
     output is in its response. The line id is derived, so writing the file again gives the same bytes."""
     response = json.loads(line.response_json) if line.response_json else None
@@ -127,7 +126,7 @@ def _result_file_ids(batch_id: str) -> tuple[str, str]:
     return f"file-{_digest(batch_id, 'output')}", f"file-{_digest(batch_id, 'error')}"
 
 
-def result_files(gw: Gateway, tenant: str, batch: pb.Batch, *, write: bool) -> tuple[str | None, str | None]:
+def result_files(gw: Gateway, tenant: str, batch: Batch, *, write: bool) -> tuple[str | None, str | None]:
     """The batch's output and error file ids, those that exist; with `write`, an ended batch's are written first if
     its output file is not there (never written, or deleted since)."""
     output_id, error_id = _result_file_ids(batch.id)
@@ -202,7 +201,7 @@ def list_batches(gw: GatewayDep, tenant: TenantDep, after: str | None = None,
     jobs = gw.need_jobs()
     if after:
         owned_batch(jobs, tenant, after)
-    mine: list[pb.Batch] = []
+    mine: list[Batch] = []
     cursor = after or ""
     while len(mine) <= limit:
         page = _list_page(jobs, cursor)

@@ -29,6 +29,7 @@ router = APIRouter(route_class=BoundedRoute)
 async def chat_completions(body: ChatCompletionRequest, gw: GatewayDep, tenant: TenantDep):
     gw.check_model(body.model)
     body.check(gw.settings.input_limits())
+    body.choose_mode(gw.mode_policy)
     arguments = dict(messages=body.worker_messages(gw.settings.max_json_depth), tools=body.worker_tools(),
                      mode=body.mode(), tool_choice=body.worker_tool_choice(), response_format=body.schema(),
                      sampling=body.sampling(body.max_completion_tokens or body.max_tokens))

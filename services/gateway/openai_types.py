@@ -9,9 +9,10 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from foundation.clients.worker import Message, Sampling, Tool, ToolCall
+from foundation.mode_policy import ModePolicy, OperatorLimits, TurnSignals
 from services.openai_shapes import MODES, InputLimits, cache_affinity, load_json, response_schema, tool_choice_name
 
 # reasoning_effort (chat) / reasoning.effort (responses) -> DeepSeek-V4's modes: the jobs service's table, so a
@@ -94,6 +95,18 @@ class GenerationFields(Edge):
     logit_bias: dict[str, float] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    _chosen_mode: str | None = PrivateAttr(None)
+
+    def effort(self) -> Any:
+        """The reasoning effort the request names (None: none)."""
+        raise NotImplementedError
+
+    def choose_mode(self, policy: ModePolicy | None) -> None:
+        """With the operator's mode policy on, a request that names no reasoning effort runs in the mode the policy
+        picks from what the request shows (its tools; a stateless request's Think Max costs no extra prefill)."""
+        if policy is not None and self.effort() is None:
+            signals = TurnSignals(tool_count=len(self.tools or ()))
+            self._chosen_mode = policy.choose(signals, OperatorLimits()).mode
 
     def worker_tools(self) -> list[Tool] | None:
         if not self.tools:
@@ -150,8 +163,11 @@ class ChatCompletionRequest(GenerationFields):
         """The request within the gateway's bounds (ValueError otherwise)."""
         limits.check(len(self.messages), [t.function.parameters for t in self.tools or ()], self.schema())
 
+    def effort(self) -> Any:
+        return self.reasoning_effort
+
     def mode(self) -> str:
-        return effort_mode(self.reasoning_effort)
+        return self._chosen_mode or effort_mode(self.reasoning_effort)
 
     def worker_messages(self, max_depth: int) -> list[Message]:
         return [message.worker_message(i, max_depth) for i, message in enumerate(self.messages)]

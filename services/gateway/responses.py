@@ -76,6 +76,7 @@ async def create_response(body: ResponsesRequest, gw: GatewayDep, tenant: Tenant
     gw.check_model(body.model)
     body.refuse_unsupported()
     body.check(gw.settings.input_limits())
+    body.choose_mode(gw.mode_policy)
     response_id = f"resp_{uuid.uuid4().hex}"
     previous = await _continuable(gw, tenant, body.previous_response_id) if body.previous_response_id else None
     conversation = _conversation(body, previous)

@@ -9,10 +9,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from foundation.clients.jobs import JobRequest
 from foundation.clients.worker import Message, Tool, ToolCall
-from foundation.clients.worker.convert import MODES, dump_json, message_to_proto, sampling_to_proto
-from protos.dsv4.jobs.v1 import jobs_pb2
-from protos.dsv4.worker.v1 import worker_pb2
 from services.gateway.errors import ApiError
 from services.gateway.openai_types import Edge, FunctionDef, GenerationFields, arguments_object, effort_mode, text_of
 from services.openai_shapes import InputLimits, cache_affinity, response_schema
@@ -92,7 +90,7 @@ class ResponsesRequest(GenerationFields):
     def mode(self) -> str:
         if self.effort() is None and self.background:
             return "think-max"  # background is how Think Max runs: it is the default there
-        return effort_mode(self.effort())
+        return self._chosen_mode or effort_mode(self.effort())
 
     def schema(self) -> dict[str, Any] | None:
         return response_schema((self.text or {}).get("format"))
@@ -164,18 +162,11 @@ def input_item_objects(response_id: str, value: str | list[dict[str, Any]]) -> l
 
 
 def job_request(response_id: str, session_id: str, body: ResponsesRequest, messages: list[Message],
-                choice: str | None) -> jobs_pb2.JobRequest:
+                choice: str | None) -> JobRequest:
     """The jobs service's request for a background response: the new input, continuing `session_id`; `choice` the
     tool_choice as the worker takes it."""
-    request = jobs_pb2.JobRequest(custom_id=response_id, session_id=session_id, mode=MODES[body.mode()],
-                                  messages=[message_to_proto(m) for m in messages],
-                                  sampling=sampling_to_proto(body.sampling(body.max_output_tokens)))
-    if choice:
-        flag = choice in ("auto", "none", "required")
-        request.tool_choice.CopyFrom(worker_pb2.ToolChoice(**{choice: True} if flag else {"function": choice}))
-    if (schema := body.schema()) is not None:
-        request.response_format.json_schema = dump_json(schema)
-    return request
+    return JobRequest(response_id, messages, mode=body.mode(), sampling=body.sampling(body.max_output_tokens),
+                      tool_choice=choice or None, response_format=body.schema(), session_id=session_id)
 
 
 def item_id(prefix: str, response_id: str, index: int) -> str:

@@ -45,6 +45,9 @@ class GatewaySettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
     max_requests_per_tenant: int | None = Field(None, gt=0, description="generations a tenant may run at once")
     tokens_per_second_per_tenant: float | None = Field(None, gt=0, description="token bucket per tenant "
                                                        "(10 s of burst)")
+    mode_policy: str | None = Field(None, description="a request that names no reasoning effort runs in the mode "
+                                    "this policy picks (the agent service's: `default`, or package.module:object); "
+                                    "unset: in Non-think")
     background_poll_seconds: float = Field(0.5, gt=0, description="how often a background response's job is "
                                            "checked while a caller polls it")
 

@@ -19,6 +19,7 @@ from foundation.clients.jobs import JobsClient
 from foundation.clients.worker import AsyncWorkerClient, Unavailable
 from foundation.clients.worker.policy import worker_tls
 from foundation.limits import TokenRates
+from foundation.mode_policy import ModePolicy
 from foundation.readiness import Dependency, Readiness
 from foundation.registry import NoWorker, WorkerPool
 from services.gateway import errors
@@ -51,6 +52,7 @@ class Gateway:
     in_flight: dict[str, int] = field(default_factory=dict)
     workers: WorkerPool[AsyncWorkerClient] | None = None  # connected on the app's event loop
     readiness: Readiness | None = None  # made on the app's event loop too: a worker's answer is awaited there
+    mode_policy: ModePolicy | None = None  # picks the mode of requests that name no reasoning effort
 
     def connect(self) -> None:
         tls = worker_tls(self.settings)

@@ -31,7 +31,7 @@ from services.jobs.runner import AttemptFailed, Runner
 from services.jobs.settings import JobsSettings
 from services.jobs.spec import DEFAULT_QUEUE, THINK_MAX_QUEUE
 from services.jobs.webhook_store import WebhookStore
-from services.jobs.webhooks import WebhookPolicy, WebhookSender
+from services.jobs.webhooks import WebhookSender
 
 TRACER = trace.get_tracer("dsv4.jobs")
 
@@ -149,9 +149,7 @@ def webhook_sender() -> WebhookSender:
     pid = os.getpid()
     if pid not in _senders:
         store, _ = resources()
-        policy = WebhookPolicy(settings.webhook_destinations(), settings.webhook_timeout_seconds,
-                               settings.webhook_max_attempts, settings.webhook_backoff_seconds,
-                               settings.webhook_backoff_max_seconds)
+        policy = settings.webhook_policy()
         _senders[pid] = WebhookSender(store, WebhookStore(store.sessions), policy)
     return _senders[pid]
 

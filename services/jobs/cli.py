@@ -12,7 +12,7 @@ from pathlib import Path
 
 from foundation.blobs import open_blobs
 from foundation.settings import add_settings_cli, settings_from
-from foundation.tenancy import check_tenant
+from foundation.webhooks.secrets import show_secret
 from services.jobs.celery_app import CeleryPublisher
 from services.jobs.db import make_engine, sessions, upgrade
 from services.jobs.job_store import BatchNotFound, JobStore
@@ -68,7 +68,7 @@ def run(jobs: Jobs, args: argparse.Namespace, settings: JobsSettings) -> int:
     if args.command == "watch":
         return watch(jobs, args.tenant, args.batch_id)
     if args.command == "webhook-secret":
-        return webhook_secret(WebhookStore(jobs.store.sessions), args.tenant, args.rotate,
+        return show_secret(WebhookStore(jobs.store.sessions).signing, args.tenant, args.rotate,
                               settings.webhook_secret_grace_seconds)
     if args.command in ("status", "cancel"):
         view = jobs.get(args.tenant, args.batch_id) if args.command == "status" else \
@@ -104,16 +104,6 @@ def watch(jobs: Jobs, tenant: str, batch_id: str, every: float = 1.0, width: int
             sys.stderr.write(f"\n{view['status']}\n")
             return 0 if view["status"] == "completed" and not counts["failed"] else 1
         time.sleep(every)
-
-
-def webhook_secret(hooks: WebhookStore, tenant: str, rotate: bool, grace_s: float) -> int:
-    """Print the tenant's secret (for its receivers to verify signatures) and until when the previous one still
-    signs; with `rotate`, a new one first."""
-    tenant = check_tenant(tenant)
-    secrets = hooks.rotate(tenant, grace_s) if rotate else hooks.secrets(tenant)
-    until = secrets.previous_until.isoformat() if secrets.previous_until else None
-    print(json.dumps({"tenant": tenant, "secret": secrets.current, "previous_signs_until": until}, indent=2))
-    return 0
 
 
 def serve(jobs: Jobs, settings: JobsSettings) -> int:

@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from services.jobs.destinations import Destinations
+from foundation.webhooks.destinations import Destinations
 from services.jobs.spec import InvalidLine, JobRequest
 from services.jobs.tables import (
     BATCH_DONE,

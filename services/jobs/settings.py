@@ -3,12 +3,12 @@ default that runs embedded (SQLite next to the data, Redis on localhost)."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from foundation.clients.worker.settings import WorkerTlsSettings
 from foundation.readiness import ReadinessSettings
-from services.jobs.destinations import Destinations
+from foundation.webhooks.settings import WebhookSettings
 from services.jobs.job_store import MAX_ATTEMPTS
 from services.jobs.spec import DEFAULT_QUEUE, BatchLimits
 from services.openai_shapes import InputLimits
@@ -16,7 +16,7 @@ from services.openai_shapes import InputLimits
 _BATCH, _INPUT = BatchLimits(), InputLimits()
 
 
-class JobsSettings(WorkerTlsSettings, ReadinessSettings):
+class JobsSettings(WorkerTlsSettings, ReadinessSettings, WebhookSettings):
     model_config = SettingsConfigDict(env_prefix="DSV4_JOBS_", env_file=None, extra="ignore",
                                       cli_shortcuts={"api-keys-file": "api-keys"})
 
@@ -52,19 +52,6 @@ class JobsSettings(WorkerTlsSettings, ReadinessSettings):
     max_attempts: int = Field(MAX_ATTEMPTS, ge=1, description="attempts of a request that fail otherwise (an "
                               "exception, its worker process dying) before it ends failed with its last error; a "
                               "request the worker's call cannot carry fails at once")
-    webhook_timeout_seconds: float = Field(5.0, gt=0, description="the whole of one webhook delivery attempt: "
-                                           "connect, TLS, request and the answer's status line")
-    webhook_max_attempts: int = Field(8, ge=1, description="delivery attempts of a batch's webhook before it is "
-                                      "given up (its last error stays on the batch)")
-    webhook_backoff_seconds: float = Field(30.0, gt=0, description="wait after a failed webhook attempt, doubled "
-                                           "after each")
-    webhook_backoff_max_seconds: float = Field(3600.0, gt=0, description="the longest wait between webhook attempts")
-    webhook_allow_networks: str = Field("", description="comma-separated networks (10.0.0.0/8, fd00::/8, "
-                                        "127.0.0.1) and host names (hooks.internal) webhooks may reach although "
-                                        "they are loopback, private, link-local or otherwise not public; empty: "
-                                        "public addresses only")
-    webhook_secret_grace_seconds: float = Field(24 * 3600.0, ge=0, description="after a tenant's webhook secret "
-                                                "is rotated, how long the previous one still signs too")
     webhook_queue: str = Field(DEFAULT_QUEUE, pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Celery queue of "
                                "webhook deliveries; another than the default needs a worker consuming it (-Q)")
     metrics_port: int | None = Field(None, ge=0, description="serve Prometheus metrics over HTTP on this port at "
@@ -88,15 +75,6 @@ class JobsSettings(WorkerTlsSettings, ReadinessSettings):
     def batch_limits(self) -> BatchLimits:
         return BatchLimits(self.max_batch_requests, self.max_batch_bytes, self.max_request_bytes, InputLimits(
             self.max_messages, self.max_tools, self.max_schema_bytes, self.max_json_depth))
-
-    def webhook_destinations(self) -> Destinations:
-        return Destinations.parse(self.webhook_allow_networks)
-
-    @field_validator("webhook_allow_networks")
-    @classmethod
-    def _allow_list_parses(cls, entries: str) -> str:
-        Destinations.parse(entries)  # a wrong entry stops the service at start, not its first delivery
-        return entries
 
     @model_validator(mode="after")
     def _visibility_outlasts_jobs(self) -> JobsSettings:

@@ -8,10 +8,9 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
-from services.jobs.signing import new_secret
+from foundation.webhooks.secrets import SecretStore, SigningSecrets
 from services.jobs.tables import BATCH_DONE, Batch, BatchRequest, WebhookSecret, utcnow
 
 MAX_ERROR_CHARS = 500
@@ -27,21 +26,10 @@ class Attempt:
     url: str
 
 
-@dataclass(frozen=True)
-class SigningSecrets:
-    """A tenant's current secret, and the previous one while it still signs."""
-
-    current: str
-    previous: str | None = None
-    previous_until: dt.datetime | None = None
-
-    def signing(self) -> list[str]:
-        return [self.current] + ([self.previous] if self.previous else [])
-
-
 class WebhookStore:
     def __init__(self, sessions: sessionmaker) -> None:
         self.sessions = sessions
+        self.signing = SecretStore(sessions, WebhookSecret)
 
     # -- delivery attempts ---------------------------------------------------------------------------------------
 
@@ -84,37 +72,9 @@ class WebhookStore:
     # -- signing secrets ---------------------------------------------------------------------------------------
 
     def secrets(self, tenant: str) -> SigningSecrets:
-        """The tenant's secrets, its first made now if it has none; a previous one past its grace is left out."""
-        with self.sessions() as s:
-            row = s.get(WebhookSecret, tenant)
-        if row is None:
-            try:
-                with self.sessions.begin() as s:
-                    row = WebhookSecret(tenant=tenant, secret=new_secret(), created_at=utcnow())
-                    s.add(row)
-            except IntegrityError:  # another process made it first: theirs is the one
-                with self.sessions() as s:
-                    row = s.get(WebhookSecret, tenant)
-        return _view(row)
-
-    def rotate(self, tenant: str, grace_s: float) -> SigningSecrets:
-        """A new random secret for the tenant; the one it replaces still signs for `grace_s` (only the latest
-        replaced one: rotating again within the grace ends the older one's at once)."""
-        self.secrets(tenant)  # there is one to replace
-        now = utcnow()
-        with self.sessions.begin() as s:
-            row = s.get(WebhookSecret, tenant, with_for_update=True)
-            row.previous_secret, row.previous_until = row.secret, now + dt.timedelta(seconds=grace_s)
-            row.secret, row.rotated_at = new_secret(), now
-            return _view(row)
+        return self.signing.secrets(tenant)
 
 
 def _due(now: dt.datetime, max_attempts: int) -> tuple:
     return (Batch.status.in_(BATCH_DONE), Batch.webhook_url.is_not(None), Batch.webhook_delivered_at.is_(None),
             Batch.webhook_attempts < max_attempts, or_(Batch.webhook_next_at.is_(None), Batch.webhook_next_at <= now))
-
-
-def _view(row: WebhookSecret) -> SigningSecrets:
-    in_grace = row.previous_secret is not None and row.previous_until is not None and row.previous_until > utcnow()
-    return SigningSecrets(row.secret, row.previous_secret if in_grace else None,
-                          row.previous_until if in_grace else None)

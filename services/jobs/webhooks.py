@@ -11,43 +11,20 @@ import json
 import logging
 import ssl
 import time
-from dataclasses import dataclass
 from typing import Any
 
+from foundation.webhooks.delivery import WebhookPolicy
+from foundation.webhooks.destinations import Resolver, system_resolver
+from foundation.webhooks.signing import signed_headers
 from services.jobs.batch_object import batch_object
-from services.jobs.destinations import (
-    Destinations,
-    Forbidden,
-    InvalidWebhookUrl,
-    Resolver,
-    parse_url,
-    system_resolver,
-)
 from services.jobs.job_store import JobStore
-from services.jobs.signing import signed_headers
 from services.jobs.tables import Batch
-from services.jobs.webhook_http import DeliveryFailed, post
-from services.jobs.webhook_store import Attempt, WebhookStore
+from services.jobs.webhook_store import WebhookStore
 
 log = logging.getLogger(__name__)
 # A claimed attempt is held this long past its own deadline before another worker may take it over (its worker
 # died mid-attempt); long enough that a slow but live one has recorded its outcome by then.
 HOLD_MARGIN_S = 60.0
-
-
-@dataclass(frozen=True)
-class WebhookPolicy:
-    """Where deliveries may go and how long and how often they are tried (`JobsSettings.webhook_policy()`)."""
-
-    destinations: Destinations = Destinations()
-    timeout_s: float = 5.0
-    max_attempts: int = 8
-    backoff_s: float = 30.0
-    backoff_max_s: float = 3600.0
-
-    def retry_in(self, attempt: int) -> float:
-        """The wait after failed attempt number `attempt` (from 1): doubling from `backoff_s`, capped."""
-        return min(self.backoff_s * 2.0 ** (attempt - 1), self.backoff_max_s)
 
 
 class WebhookSender:
@@ -63,14 +40,10 @@ class WebhookSender:
         attempt = self.hooks.claim(batch_id, self.policy.max_attempts, self.policy.timeout_s + HOLD_MARGIN_S)
         if attempt is None:
             return "not due"
-        try:
-            status = self._post(attempt)
-            error = None if 200 <= status < 300 else f"answered HTTP {status}" + (
-                " (redirects are not followed)" if 300 <= status < 400 else "")
-        except Forbidden as exc:
-            error = f"refused: {exc}"
-        except (InvalidWebhookUrl, DeliveryFailed) as exc:
-            error = str(exc)
+        body = event_body(self.jobs, self.jobs.get_any(attempt.batch_id))
+        headers = signed_headers(self.hooks.secrets(attempt.tenant).signing(), message_id(attempt.batch_id),
+                                 int(time.time()), body)
+        error = self.policy.attempt(attempt.url, body, headers, self.resolve, self.tls)
         if error is None:
             self.hooks.delivered(attempt)
             return "delivered"
@@ -78,14 +51,6 @@ class WebhookSender:
         log.warning("webhook of %s: attempt %d of %d failed: %s", batch_id, attempt.number,
                     self.policy.max_attempts, error)
         return "failed"
-
-    def _post(self, attempt: Attempt) -> int:
-        target = parse_url(attempt.url)  # checked at submission too; a row from before that check may not pass
-        addresses = self.policy.destinations.checked_addresses(target, self.resolve)
-        body = event_body(self.jobs, self.jobs.get_any(attempt.batch_id))
-        headers = signed_headers(self.hooks.secrets(attempt.tenant).signing(), message_id(attempt.batch_id),
-                                 int(time.time()), body)
-        return post(target, addresses, body, headers, self.policy.timeout_s, self.tls)
 
 
 def message_id(batch_id: str) -> str:

@@ -11,9 +11,8 @@ import json
 import pytest
 from realparts import database_url  # noqa: F401 - fixtures
 
-from foundation.clients.worker import InvalidArgument, NotFound, ResourceExhausted
-from protos.dsv4.jobs.v1 import jobs_pb2 as pb
-from protos.dsv4.worker.v1 import worker_pb2
+from foundation.clients.jobs import JobRequest
+from foundation.clients.worker import InvalidArgument, Message, NotFound, ResourceExhausted
 
 KEYS = {"key-acme": "acme", "key-other": "other"}
 MAX_REQUESTS, MAX_BYTES, MAX_REQUEST_BYTES = 4, 48 << 10, 8 << 10
@@ -101,8 +100,7 @@ def test_a_batch_over_its_count_of_requests_is_refused_whole(jobs):
     before = batches_of(jobs["acme"])
     with pytest.raises(ResourceExhausted, match="requests"):
         jobs["acme"].submit_jsonl(jsonl(*(line(f"q-{i}") for i in range(MAX_REQUESTS + 1))))
-    typed = [pb.JobRequest(custom_id=f"q-{i}", messages=[worker_pb2.ChatMessage(role="user", content="hi")])
-             for i in range(MAX_REQUESTS + 1)]
+    typed = [JobRequest(f"q-{i}", [Message("user", "hi")]) for i in range(MAX_REQUESTS + 1)]
     with pytest.raises(ResourceExhausted, match="requests"):
         jobs["acme"].submit(typed)
     assert batches_of(jobs["acme"]) == before
@@ -120,11 +118,9 @@ def test_a_batch_over_its_bytes_is_refused_whole(jobs):
 
 
 def test_a_typed_request_is_bounded_and_its_session_id_checked(jobs):
-    big = pb.JobRequest(custom_id="big",
-                        messages=[worker_pb2.ChatMessage(role="user", content="a" * MAX_REQUEST_BYTES)])
-    walker = pb.JobRequest(custom_id="walker", session_id="../../sessions/x",
-                           messages=[worker_pb2.ChatMessage(role="user", content="hi")])
-    ok = pb.JobRequest(custom_id="ok", messages=[worker_pb2.ChatMessage(role="user", content="hi")])
+    big = JobRequest("big", [Message("user", "a" * MAX_REQUEST_BYTES)])
+    walker = JobRequest("walker", [Message("user", "hi")], session_id="../../sessions/x")
+    ok = JobRequest("ok", [Message("user", "hi")])
     batch = jobs["acme"].submit([ok, big, walker])
     assert batch.request_counts.total == 1
     assert [(e.line, word in e.message) for e, word in zip(batch.errors, ("bytes", "session_id"))] == [

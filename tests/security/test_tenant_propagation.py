@@ -14,7 +14,8 @@ import pytest
 from realparts import Process, broker_url, child_env, database_url, jobs_service, start_gateway  # noqa: F401
 
 from foundation.auth import ApiKey, Forbidden, Unauthenticated, parse_api_keys, tenant_for
-from foundation.clients.worker import NotFound, PermissionDenied, Sampling, WorkerClient
+from foundation.clients.agent import TurnDone
+from foundation.clients.worker import Message, NotFound, PermissionDenied, Sampling, WorkerClient
 from foundation.tenancy import TENANT_HEADER, acting_for
 
 WORKER_KEYS = {"w-alice": "alice", "w-bob": "bob", "w-jobs": {"tenant": "jobs", "service": True},
@@ -81,14 +82,11 @@ def test_a_service_key_acts_for_the_tenant_it_names_and_no_other(worker):
 
 
 def _batch(jobs_target: str, key: str, session_id: str):
-    from foundation.clients.jobs import JobsClient
-    from protos.dsv4.jobs.v1 import jobs_pb2
-    from protos.dsv4.worker.v1 import worker_pb2
+    from foundation.clients.jobs import JobRequest, JobsClient
 
     with JobsClient(jobs_target, api_key=key, timeout=60) as client:
-        request = jobs_pb2.JobRequest(custom_id="q", session_id=session_id, mode=worker_pb2.NON_THINK,
-                                      messages=[worker_pb2.ChatMessage(role="user", content="go on")],
-                                      sampling=worker_pb2.SamplingParams(temperature=0.0, max_tokens=4))
+        request = JobRequest("q", [Message("user", "go on")], mode="non-think", session_id=session_id,
+                             sampling=Sampling(temperature=0.0, max_tokens=4))
         batch = client.submit([request])
         deadline = time.monotonic() + 120
         while client.get(batch.id).status not in ("completed", "failed", "expired", "cancelled"):
@@ -183,7 +181,7 @@ def test_the_agent_service_acts_for_the_sessions_tenant(worker, agent):
     _, clients = worker
     session = agent["alice-key"].create_session("trip", system_prompt="You plan trips.")
     events = list(agent["alice-key"].run_turn("trip", "Hello", mode="non-think", sampling=SHORT))
-    assert events[-1].WhichOneof("event") == "turn_done", events[-1]
+    assert isinstance(events[-1], TurnDone), events[-1]
     worker_session = agent["alice-key"].get_session("trip").worker_session_id or session.worker_session_id
     assert clients["w-alice"].get_session(worker_session).tokens > 0  # turns ran in alice's tenant at the worker
     with pytest.raises(NotFound):
@@ -192,7 +190,7 @@ def test_the_agent_service_acts_for_the_sessions_tenant(worker, agent):
         clients["w-agent"].get_session(worker_session)
     # agent -> jobs service -> Celery task -> worker: a Think Max step runs as a job, on a session of alice's.
     events = list(agent["alice-key"].run_turn("trip", "Think hard.", mode="think-max", sampling=SHORT))
-    assert events[-1].WhichOneof("event") == "turn_done", events[-1]
+    assert isinstance(events[-1], TurnDone), events[-1]
     think_max_session = agent["alice-key"].get_session("trip").worker_session_id
     assert think_max_session != worker_session and clients["w-alice"].get_session(think_max_session).think_max
     with pytest.raises(NotFound):

@@ -67,7 +67,7 @@ def test_the_agent_service_counts_a_turn_its_step_tool_call_and_tokens(platform)
         agent.create_session("counted", tools=["clock"])
         events = list(agent.run_turn("counted", "what time is it?", mode="non-think", first_tool_choice="clock",
                                      max_steps=1, sampling=Sampling(temperature=0.0, max_tokens=48)))
-    done = events[-1].turn_done
+    done = events[-1]
     assert done.reason == "step_limit"  # its one step called the tool
     moved(url, "dsv4_agent_turns_started_total", started)
     moved(url, "dsv4_agent_turns_ended_total", ended, reason="step_limit")

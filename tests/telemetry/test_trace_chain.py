@@ -12,11 +12,9 @@ from readings import assert_child, finished, http
 from realparts import wait_for
 
 from foundation.clients.agent import AgentClient
-from foundation.clients.jobs import JobsClient
-from foundation.clients.worker import Sampling
-from foundation.clients.worker.convert import sampling_to_proto
-from protos.dsv4.jobs.v1 import jobs_pb2
-from protos.dsv4.worker.v1 import worker_pb2
+from foundation.clients.agent.events import kind_of
+from foundation.clients.jobs import JobRequest, JobsClient
+from foundation.clients.worker import Message, Sampling
 
 TRACER = trace.get_tracer("tests.telemetry")
 SAMPLING = Sampling(temperature=0.0, max_tokens=3)
@@ -46,8 +44,7 @@ def test_the_gateways_request_span_parents_its_worker_and_jobs_calls(platform, s
 
 def test_a_think_max_batch_runs_in_its_submitters_trace_through_celery(platform, spans):
     generate = f"chat {platform.model}"
-    request = jobs_pb2.JobRequest(custom_id="traced", messages=[worker_pb2.ChatMessage(role="user", content="hi")],
-                                  mode=worker_pb2.THINK_MAX, sampling=sampling_to_proto(SAMPLING))
+    request = JobRequest("traced", [Message("user", "hi")], mode="think-max", sampling=SAMPLING)
     with JobsClient(platform.jobs) as jobs:
         with TRACER.start_as_current_span("submitter") as caller:
             batch = jobs.submit([request])
@@ -69,7 +66,7 @@ def test_an_agent_turn_and_its_think_max_job_share_the_callers_trace(platform, s
         agent.create_session("traced", system_prompt="be brief", tools=[])
         with TRACER.start_as_current_span("agent caller") as caller:
             events = list(agent.run_turn("traced", "hi", mode="non-think", max_steps=1, sampling=SAMPLING))
-        assert events[-1].WhichOneof("event") == "turn_done"
+        assert kind_of(events[-1]) == "turn_done"
         found = finished(spans, ["agent caller", RUN_TURN, "agent.turn", generate], caller.get_span_context().trace_id)
         [client], [run_turn], [turn], [worker] = (found[name] for name in ("agent caller", RUN_TURN, "agent.turn",
                                                                            generate))
@@ -79,7 +76,7 @@ def test_an_agent_turn_and_its_think_max_job_share_the_callers_trace(platform, s
 
         with TRACER.start_as_current_span("agent caller, think max") as caller:
             events = list(agent.run_turn("traced", "prove it", mode="think-max", max_steps=1, sampling=SAMPLING))
-        assert events[0].mode_chosen.via_job and events[-1].WhichOneof("event") == "turn_done"
+        assert events[0].via_job and kind_of(events[-1]) == "turn_done"
         found = finished(spans, [RUN_TURN, "agent.turn", CREATE_BATCH, "jobs.run_request", generate],
                          caller.get_span_context().trace_id)
         [run_turn], [turn], [create], [task], [worker] = (found[name] for name in (

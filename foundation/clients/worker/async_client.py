@@ -13,7 +13,8 @@ from typing import Any, Unpack
 
 import grpc
 
-from foundation.clients.worker import convert, errors, policy, requests
+from foundation.clients.worker import convert, errors, requests
+from foundation.clients.worker.base import AsyncRpcClient
 from foundation.clients.worker.types import (
     Delta,
     Event,
@@ -32,7 +33,7 @@ from protos.dsv4.worker.v1 import worker_pb2 as pb
 from protos.dsv4.worker.v1 import worker_pb2_grpc
 
 
-class AsyncWorkerClient:
+class AsyncWorkerClient(AsyncRpcClient):
     """`timeout` is the default deadline of every call in seconds (None: none); each method takes its own. Failed
     calls raise `errors.WorkerError` subclasses; bad arguments raise ValueError/TypeError before sending."""
 
@@ -47,65 +48,8 @@ class AsyncWorkerClient:
         channel_options: Sequence[tuple[str, Any]] | None = None,
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        options = policy.channel_options(channel_options)
-        if credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=options)
-        else:
-            self._channel = grpc.aio.secure_channel(target, credentials, options=options)
-        self._stub = worker_pb2_grpc.ModelWorkerStub(self._channel)
-        self._metadata = policy.auth_metadata(api_key)
-        self._timeout = timeout
-        self._retry = policy.RetryPolicy(retries, backoff)
-
-    async def close(self) -> None:
-        await self._channel.close()
-
-    async def __aenter__(self) -> AsyncWorkerClient:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    # -- calls ---------------------------------------------------------------------------------------------------
-
-    def _deadline(self, timeout: float | None) -> policy.Deadline:
-        return policy.Deadline(self._timeout if timeout is None else timeout)
-
-    async def _unary(self, name: str, request: Any, timeout: float | None, *, retry: bool = True) -> Any:
-        method = getattr(self._stub, name)
-        deadline, metadata = self._deadline(timeout), policy.call_metadata(self._metadata)
-        attempt = 0
-        while True:
-            try:
-                return await method(request, timeout=deadline.remaining(), metadata=metadata)
-            except grpc.RpcError as error:
-                delay = self._retry.delay(error, attempt, deadline) if retry else None
-                if delay is None:
-                    raise errors.from_rpc_error(error) from error
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    async def _stream(self, name: str, request: Any, timeout: float | None) -> AsyncIterator[Any]:
-        """The responses of a server stream, retried only while none has arrived; closing it cancels the call."""
-        method = getattr(self._stub, name)
-        deadline, metadata = self._deadline(timeout), policy.call_metadata(self._metadata)
-        attempt = 0
-        while True:
-            call = method(request, timeout=deadline.remaining(), metadata=metadata)
-            started = False
-            try:
-                async for response in call:
-                    started = True
-                    yield response
-                return
-            except grpc.RpcError as error:
-                delay = None if started else self._retry.delay(error, attempt, deadline)
-                if delay is None:
-                    raise errors.from_rpc_error(error) from error
-            finally:
-                call.cancel()  # a no-op once finished; stops the generation when the caller stops reading
-            await asyncio.sleep(delay)
-            attempt += 1
+        super().__init__(target, worker_pb2_grpc.ModelWorkerStub, api_key=api_key, timeout=timeout, retries=retries,
+                         backoff=backoff, channel_options=channel_options, credentials=credentials)
 
     # -- generation ----------------------------------------------------------------------------------------------
 

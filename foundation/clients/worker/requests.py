@@ -32,17 +32,17 @@ def _set_input(
         raise ValueError("pass messages or token_ids")
 
 
-def _tools(tools: Sequence[Tool] | None) -> list[pb.Tool]:
+def tools_to_proto(tools: Sequence[Tool] | None) -> list[pb.Tool]:
     return [convert.tool_to_proto(t) for t in tools or ()]
 
 
-def _schema(schema: dict[str, Any] | str | None) -> str:
+def schema_text(schema: dict[str, Any] | str | None) -> str:
     if schema is None:
         return ""
     return schema if isinstance(schema, str) else convert.dump_json(schema)
 
 
-def _tool_choice(choice: str | None) -> pb.ToolChoice | None:
+def tool_choice_to_proto(choice: str | None) -> pb.ToolChoice | None:
     if choice is None:
         return None
     if not choice:
@@ -70,7 +70,7 @@ def generate(
     request = pb.GenerateRequest(
         request_id=request_id or "",
         session_id=session_id or "",
-        tools=_tools(tools),
+        tools=tools_to_proto(tools),
         mode=convert.enum_value(convert.MODES, mode, "mode"),
         priority=convert.enum_value(convert.PRIORITIES, priority, "priority"),
     )
@@ -78,11 +78,11 @@ def generate(
     _set_input(request, messages, token_ids, required=not session_id)
     if sampling is not None:
         request.sampling.CopyFrom(convert.sampling_to_proto(sampling))
-    choice = _tool_choice(tool_choice)
+    choice = tool_choice_to_proto(tool_choice)
     if choice is not None:
         request.tool_choice.CopyFrom(choice)
     if response_format is not None:
-        request.response_format.json_schema = _schema(response_format)
+        request.response_format.json_schema = schema_text(response_format)
     if commit_every is not None:
         request.commit_every = commit_every
     if expected_commit is not None:
@@ -102,9 +102,9 @@ def create_session(
     return pb.CreateSessionRequest(
         session_id=session_id or "",
         system_prompt=system_prompt,
-        tools=_tools(tools),
+        tools=tools_to_proto(tools),
         think_max=think_max,
-        response_format_json_schema=_schema(response_format),
+        response_format_json_schema=schema_text(response_format),
         from_session=from_session or "",
     )
 
@@ -132,7 +132,7 @@ def tokenize(
 ) -> pb.TokenizeRequest:
     if (text is None) == (messages is None):
         raise ValueError("pass exactly one of text and messages")
-    request = pb.TokenizeRequest(mode=convert.enum_value(convert.MODES, mode, "mode"), tools=_tools(tools))
+    request = pb.TokenizeRequest(mode=convert.enum_value(convert.MODES, mode, "mode"), tools=tools_to_proto(tools))
     if text is not None:
         request.text = text
     else:

@@ -6,6 +6,7 @@ continues it in a new runtime, and the next turn prefills only its new tokens), 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
@@ -15,7 +16,16 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from realparts import Process, child_env
 
-from foundation.clients.agent import AgentClient
+from foundation.clients.agent import (
+    AgentClient,
+    AsyncAgentClient,
+    ModeChosen,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnDone,
+)
+from foundation.clients.agent.events import kind_of
 from foundation.clients.worker import Sampling, WorkerClient
 from foundation.clients.worker.errors import (
     AlreadyExists,
@@ -37,6 +47,7 @@ class AgentProcess:
         self.process = Process([sys.executable, "-m", "agent_runtime", "serve", "--port", "0", "--worker", worker,
                                 "--database", database_url, "--require-approval", "charge",
                                 "--tool-plugins", "agent_runtime_plugin_tools:register",
+                                "--mode-policy", "agent_runtime_plugin_tools:OperatorPolicy",
                                 "--api-keys", str(root / "keys.json")], env, root / f"{name}.log")
         port = self.process.wait_for(r"agent service on 127\.0\.0\.1:(\d+)").group(1)
         self.target = f"127.0.0.1:{port}"
@@ -59,14 +70,14 @@ def agent(model_worker, database_url, tmp_path_factory):
 
 def kinds(events) -> list[str]:
     """The kinds of events, text deltas left out (how much text streams before a call depends on the weights)."""
-    return [e.WhichOneof("event") for e in events if e.WhichOneof("event") != "text_delta"]
+    return [kind_of(e) for e in events if not isinstance(e, TextDelta)]
 
 
 def until(stream, kind: str) -> list:
     seen = []
     for event in stream:
         seen.append(event)
-        if event.WhichOneof("event") == kind:
+        if kind_of(event) == kind:
             return seen
     raise AssertionError(f"no {kind} in {kinds(seen)}")
 
@@ -75,27 +86,27 @@ def test_a_turn_calls_a_tool_and_records_its_mode(agent):
     client = agent.client
     session = client.create_session("s-tool", system_prompt="use tools", tools=["pick"])
     assert [t.name for t in session.tools] == ["pick"] and session.worker_session_id
-    events = list(client.run_turn("s-tool", "what is 2+2?", mode="non-think", first_tool_choice="pick",
-                                  max_steps=2, sampling=SAMPLING))
+    stream = client.run_turn("s-tool", "what is 2+2?", mode="non-think", first_tool_choice="pick", max_steps=2,
+                             sampling=SAMPLING)
+    events = list(stream)
     assert kinds(events)[:4] == ["mode_chosen", "step_started", "tool_started", "tool_finished"]
-    assert kinds(events)[-1] == "turn_done" and [e.seq for e in events] == sorted({e.seq for e in events})
-    assert events[0].mode_chosen.mode == "non-think" and events[0].mode_chosen.reason == "asked for"
-    turn = client.get_turn(events[0].turn_id)
+    assert kinds(events)[-1] == "turn_done" and stream.last_seq == len(events) - 1
+    assert events[0] == ModeChosen("non-think", "asked for", via_job=False)
+    turn = client.get_turn(stream.turn_id)
     assert (turn.status, turn.mode, turn.mode_reason) == ("done", "non-think", "asked for")
-    assert turn.usage.completion_tokens == events[-1].turn_done.usage.completion_tokens > 0
+    assert turn.usage == events[-1].usage and turn.usage.completion_tokens > 0
     entries = client.transcript("s-tool").entries
     assert [e.kind for e in entries][:4] == ["user", "assistant", "tool_call", "tool_result"]
     assert entries[2].call_status == "finished" and entries[2].tool_name == "pick"
     assert client.get_session("s-tool").steps == turn_done_steps(events)
     # A retried RunTurn (same turn ID) attaches to the turn instead of running it again.
-    again = list(client.run_turn("s-tool", "what is 2+2?", turn_id=events[0].turn_id))
-    assert [e.seq for e in again if e.WhichOneof("event") != "text_delta"] == [
-        e.seq for e in events if e.WhichOneof("event") != "text_delta"]
-    assert [t.turn_id for t in client.list_turns("s-tool")] == [events[0].turn_id]
+    again = list(client.run_turn("s-tool", "what is 2+2?", turn_id=stream.turn_id))
+    assert [e for e in again if not isinstance(e, TextDelta)] == [e for e in events if not isinstance(e, TextDelta)]
+    assert [t.turn_id for t in client.list_turns("s-tool")] == [stream.turn_id]
 
 
 def turn_done_steps(events) -> int:
-    return events[-1].turn_done.steps
+    return events[-1].steps
 
 
 def test_approval_pauses_the_turn_and_a_caller_reattaches_by_cursor(agent):
@@ -105,19 +116,21 @@ def test_approval_pauses_the_turn_and_a_caller_reattaches_by_cursor(agent):
                              max_steps=2, sampling=SAMPLING)
     seen = until(stream, "approval_requested")
     stream.close()  # the caller goes away; the turn waits on
-    turn_id, call_id = seen[0].turn_id, seen[-1].approval_requested.call_id
+    turn_id, call_id, cursor = stream.turn_id, seen[-1].call_id, stream.last_seq
     assert client.get_turn(turn_id).status == "awaiting_approval"
     with pytest.raises(FailedPrecondition):  # one turn at a time
         list(client.run_turn("s-approve", "hello?"))
     client.decide("s-approve", call_id, approve=True)
     with pytest.raises(FailedPrecondition):  # decided already
         client.decide("s-approve", call_id, approve=False)
-    rest = list(client.attach(turn_id, after_seq=seen[-1].seq))
-    assert kinds(rest)[:2] == ["tool_started", "tool_finished"] and rest[1].tool_finished.content.startswith("charged ")
+    rest = list(client.attach(turn_id, after_seq=cursor))
+    assert kinds(rest)[:2] == ["tool_started", "tool_finished"] and rest[1].content.startswith("charged ")
     assert kinds(rest)[-1] == "turn_done"
     # From the start again: every durable event, in order (text deltas are not kept).
-    replay = list(client.attach(turn_id))
-    assert [e.seq for e in replay] == sorted(e.seq for e in replay)
+    replay = client.attach(turn_id)
+    replay = [(event, replay.last_seq) for event in replay]
+    assert [seq for _, seq in replay] == sorted(seq for _, seq in replay)
+    replay = [event for event, _ in replay]
     assert "approval_requested" in kinds(replay) and kinds(replay)[-1] == "turn_done"
 
 
@@ -127,18 +140,18 @@ def test_a_rejected_call_and_a_cancelled_turn(agent):
     stream = client.run_turn("s-reject", "charge this", mode="non-think", first_tool_choice="charge",
                              max_steps=2, sampling=SAMPLING)
     seen = until(stream, "approval_requested")
-    client.decide("s-reject", seen[-1].approval_requested.call_id, approve=False)
+    client.decide("s-reject", seen[-1].call_id, approve=False)
     rest = list(stream)
-    finished = [e.tool_finished for e in rest if e.WhichOneof("event") == "tool_finished"]
+    finished = [e for e in rest if isinstance(e, ToolFinished)]
     assert finished[0].status == "rejected" and finished[0].is_error
     stream = client.run_turn("s-reject", "charge that", mode="non-think", first_tool_choice="charge",
                              max_steps=2, sampling=SAMPLING)
     seen = until(stream, "approval_requested")
-    client.cancel(seen[0].turn_id)
+    client.cancel(stream.turn_id)
     rest = list(stream)
-    assert rest[-1].turn_done.reason == "cancelled"
-    assert [e.tool_finished.status for e in rest if e.WhichOneof("event") == "tool_finished"] == ["interrupted"]
-    assert client.get_turn(seen[0].turn_id).status == "cancelled"
+    assert isinstance(rest[-1], TurnDone) and rest[-1].reason == "cancelled"
+    assert [e.status for e in rest if isinstance(e, ToolFinished)] == ["interrupted"]
+    assert client.get_turn(stream.turn_id).status == "cancelled"
 
 
 def test_fork_at_a_committed_step(agent):
@@ -153,7 +166,7 @@ def test_fork_at_a_committed_step(agent):
     with acting_for("acme"):  # the agent keeps the session's worker state in its tenant
         base_step_1 = worker.get_session(fork.worker_session_id)
     events = list(client.run_turn("s-fork", "third", mode="non-think", max_steps=1, sampling=SAMPLING))
-    usage = events[-1].turn_done.usage
+    usage = events[-1].usage
     assert usage.reused_tokens == base_step_1.tokens  # the fork resumes the KV of step 1: no re-prefill
     assert [e.content for e in client.transcript("s-fork").entries if e.kind == "user"] == ["first", "third"]
     assert [e.content for e in client.transcript("s-base").entries if e.kind == "user"] == ["first", "second"]
@@ -177,18 +190,17 @@ def test_a_runtime_killed_mid_turn_is_continued_by_another_and_nothing_is_prefil
     revived = AgentProcess(agent.root, agent.worker, agent.database_url, "agent-2")
     agent.process, agent.client, agent.target = revived.process, revived.client, revived.target
     client = revived.client
-    turn = client.decide("s-crash", seen[-1].approval_requested.call_id, approve=True)  # continued here
-    assert turn.turn_id == seen[0].turn_id
-    rest = list(client.attach(turn.turn_id, after_seq=seen[-1].seq))
-    assert [e.tool_finished.content for e in rest if e.WhichOneof("event") == "tool_finished"][0].startswith(
-        "charged ")
+    turn = client.decide("s-crash", seen[-1].call_id, approve=True)  # continued here
+    assert turn.turn_id == stream.turn_id
+    rest = list(client.attach(turn.turn_id, after_seq=stream.last_seq))
+    assert [e.content for e in rest if isinstance(e, ToolFinished)][0].startswith("charged ")
     assert kinds(rest)[-1] == "turn_done" and client.get_turn(turn.turn_id).status == "done"
     worker = WorkerClient(agent.worker)
     with acting_for("acme"):
         before = worker.get_session(client.get_session("s-crash").worker_session_id).tokens
     events = list(client.run_turn("s-crash", "what did you charge?", mode="non-think", max_steps=1,
                                   sampling=SAMPLING))
-    usage = events[-1].turn_done.usage
+    usage = events[-1].usage
     # The whole history comes from the session store; only the new message (and the last reply's closing tokens,
     # which the worker feeds with the next input) is computed.
     assert usage.reused_tokens == before and usage.prefilled_tokens <= usage.prompt_tokens + 2
@@ -242,8 +254,44 @@ def test_a_restarted_model_worker_resumes_the_agent_session_from_the_store(agent
         worker = Process(args, child_env(), tmp_path / "worker-2.log")
         worker.wait_for(r"serving \S+ on")
         events = list(client.run_turn("s-worker", "again", mode="non-think", max_steps=1, sampling=SAMPLING))
-        usage = events[-1].turn_done.usage
+        usage = events[-1].usage
         assert usage.reused_tokens == before and usage.prefilled_tokens <= usage.prompt_tokens + 2
     finally:
         runtime.stop()
         worker.stop()
+
+
+def test_the_asyncio_client_streams_the_same_typed_turn(agent):
+    async def run():
+        async with AsyncAgentClient(agent.target, api_key="key-acme") as client:
+            session = await client.create_session("s-async", tools=["pick"])
+            stream = client.run_turn("s-async", "pick one", mode="non-think", first_tool_choice="pick", max_steps=2,
+                                     sampling=SAMPLING)
+            seen = []
+            async for event in stream:
+                match event:
+                    case ToolStarted(name=name, arguments=arguments):
+                        seen.append(("call", name, sorted(arguments)))
+                    case ToolFinished(name=name, status=status):
+                        seen.append(("result", name, status))
+                    case TurnDone(reason=reason, steps=steps):
+                        seen.append(("done", reason, steps))
+            turn, page = await client.get_turn(stream.turn_id), await client.list_sessions(limit=100)
+            replay = [e async for e in client.attach(stream.turn_id) if not isinstance(e, TextDelta)]
+            return session, seen, turn, page, replay, stream.turn_id
+
+    session, seen, turn, page, replay, turn_id = asyncio.run(run())
+    assert [t.name for t in session.tools] == ["pick"] and session.worker_session_id
+    assert seen[:2] == [("call", "pick", ["color"]), ("result", "pick", "finished")] and seen[-1][0] == "done"
+    assert (turn.turn_id, turn.status, turn.stop_reason) == (turn_id, "done", seen[-1][1])
+    assert "s-async" in [s.session_id for s in page.sessions]
+    assert isinstance(replay[-1], TurnDone) and replay[-1].usage == turn.usage
+
+
+def test_the_operators_mode_policy_from_the_settings_picks_the_mode_of_a_turn_that_names_none(agent):
+    client = agent.client
+    client.create_session("s-policy", tools=["pick", "charge"])
+    events = list(client.run_turn("s-policy", "hello", max_steps=1, sampling=Sampling(temperature=0.0, max_tokens=4)))
+    assert events[0] == ModeChosen("think-high", "operator policy (2 tools)", via_job=False)
+    turn = client.list_turns("s-policy")[0]
+    assert (turn.mode, turn.mode_reason) == ("think-high", "operator policy (2 tools)")

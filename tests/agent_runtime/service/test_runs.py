@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import asdict
 
 import pytest
 
-from agent_runtime.events import ModeChosen, StepStarted, TextDelta, ToolStarted, TurnDone, TurnFailed
+from agent_runtime.events import ModeChosen, StepStarted, TextDelta, ToolStarted, TurnDone, TurnFailed, TurnUsage
 from agent_runtime.service.runs import TurnRequest, TurnRunner
 from agent_runtime.store.transcript import TranscriptStore, upgrade
 from agent_runtime.store.turns import TurnStore
@@ -34,7 +35,7 @@ def answer(messages, control):
     yield TextDelta("hel", False)
     yield TextDelta("lo", False)
     yield ToolStarted("c1", "pick", {"color": "red"})
-    yield TurnDone("answer", "hello", "", 1, {"completion_tokens": 2})
+    yield TurnDone("answer", "hello", "", 1, TurnUsage(completion_tokens=2))
 
 
 def until_cancelled(messages, control):
@@ -72,8 +73,8 @@ def test_events_followed_here_and_from_another_runtime(db):
         (seq, type(e).__name__) for seq, e in local if not isinstance(e, TextDelta)]
     assert [seq for seq, _ in elsewhere.follow("acme", turn_id, 3)] == [4, 5]
     turn = here.turns.get("acme", turn_id)
-    assert (turn.status, turn.mode, turn.stop_reason, turn.usage) == ("done", "non-think", "answer",
-                                                                      {"completion_tokens": 2})
+    assert (turn.status, turn.mode, turn.stop_reason) == ("done", "non-think", "answer")
+    assert turn.usage == asdict(TurnUsage(completion_tokens=2))
     # A retried start with the same ID runs nothing again.
     assert here.start("acme", "s", TurnRequest(), turn_id=turn_id) == turn_id and len(here.loop.calls) == 1
     with pytest.raises(ValueError, match="another session"):

@@ -12,6 +12,7 @@ import pytest
 from realparts import Process, child_env, redis_registry
 
 from foundation.clients.agent import AgentClient
+from foundation.clients.agent.events import kind_of
 from foundation.clients.worker import Sampling
 
 REGISTRY = "redis://127.0.0.1:6379/10"
@@ -56,28 +57,28 @@ def test_a_turn_goes_on_on_another_worker_when_its_worker_is_killed(platform, re
     session = client.create_session("failover", system_prompt="You are terse.")
     first = list(client.run_turn("failover", "hello", mode="non-think",
                                  sampling=Sampling(temperature=0.0, max_tokens=8)))
-    assert first[-1].WhichOneof("event") == "turn_done"
+    assert kind_of(first[-1]) == "turn_done"
     holder = registry.holder(session.worker_session_id)
     assert holder in workers
-    history = first[-1].turn_done.usage.reused_tokens + first[-1].turn_done.usage.prefilled_tokens \
-        + first[-1].turn_done.usage.completion_tokens
+    history = first[-1].usage.reused_tokens + first[-1].usage.prefilled_tokens \
+        + first[-1].usage.completion_tokens
 
     stream = client.run_turn("failover", "tell me more", mode="non-think",
                              sampling=Sampling(temperature=0.0, max_tokens=200))
     events = []
     for event in stream:
         events.append(event)
-        if event.WhichOneof("event") == "text_delta":
+        if kind_of(event) == "text_delta":
             break  # mid-generation: kill the worker that runs it
     workers[holder].kill(signal.SIGKILL)
     events += list(stream)
-    kinds = [e.WhichOneof("event") for e in events if e.WhichOneof("event") != "text_delta"]
+    kinds = [kind_of(e) for e in events if kind_of(e) != "text_delta"]
     assert kinds == ["mode_chosen", "step_started", "step_started", "turn_done"], events[-1]
-    assert events[-1].turn_done.reason in ("answer", "length") and events[-1].turn_done.steps == 1
-    step_numbers = [e.step_started.step for e in events if e.WhichOneof("event") == "step_started"]
+    assert events[-1].reason in ("answer", "length") and events[-1].steps == 1
+    step_numbers = [e.step for e in events if kind_of(e) == "step_started"]
     assert step_numbers == [2, 2]  # the same step, again from the last commit
 
-    usage = events[-1].turn_done.usage
+    usage = events[-1].usage
     assert usage.completion_tokens > 0
     assert usage.reused_tokens >= history - 2  # the history came from the store...
     assert usage.prefilled_tokens <= 16  # ...only the new message was computed
@@ -87,4 +88,4 @@ def test_a_turn_goes_on_on_another_worker_when_its_worker_is_killed(platform, re
     assert [w.address for w in registry.workers() if w.address == holder] == []  # gone within three beats
     after = list(client.run_turn("failover", "and now?", mode="non-think",
                                  sampling=Sampling(temperature=0.0, max_tokens=4)))
-    assert after[-1].turn_done.usage.prefilled_tokens <= 16 and client.get_session("failover").steps == 3
+    assert after[-1].usage.prefilled_tokens <= 16 and client.get_session("failover").steps == 3

@@ -115,6 +115,18 @@ def test_random_calls_parse_and_validate(grammars, tokenizer, choice):
             jsonschema.validate(call.arguments, schemas[call.name])
 
 
+def test_a_tool_without_arguments_is_called_with_none(grammars, tokenizer):
+    """`properties: {}` (how LangChain and OpenAI write a tool that takes no arguments) or `additionalProperties:
+    false` alone: the call is its name alone, never made-up parameters."""
+    for parameters in ({"type": "object", "properties": {}}, {"type": "object", "additionalProperties": False}):
+        ping = {"name": "ping", "parameters": parameters}
+        rng = random.Random(3)
+        for _ in range(4):
+            tokens = random_walk(grammars.constraint(ReplySpec(tools=[ping], tool_choice="ping")), rng)
+            [call] = parse_completion(tokenizer.decode(tokens), ChatMode.NON_THINK).tool_calls
+            assert (call.name, call.arguments) == ("ping", {})
+
+
 def test_random_answers_match_the_response_format(grammars, tokenizer):
     rng = random.Random(11)
     for _ in range(8):

@@ -72,6 +72,10 @@ def test_the_platform_runs_the_demo_and_stops_cleanly_on_ctrl_c(tmp_path):
             with socket.socket() as probe:
                 assert probe.connect_ex((host, int(port))) != 0, address
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        if process.poll() is None:  # failed midway: stop it as Ctrl-C would, so no service outlives the test
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

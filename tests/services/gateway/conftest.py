@@ -31,7 +31,8 @@ def gateway(tmp_path_factory, database_url, broker_url, model_worker):  # noqa: 
     root = tmp_path_factory.mktemp("gateway")
     target, _ = model_worker
     with jobs_service(root, database_url, broker_url, target) as jobs:
-        process, url = start_gateway(root, target, jobs, database_url, KEYS, background_poll_seconds=0.2)
+        process, url = start_gateway(root, target, jobs, database_url, KEYS, background_poll_seconds=0.2,
+                                     mode_policy="default")
         try:
             yield LiveGateway(f"{url}/v1", target, process, root)
         finally:

@@ -42,6 +42,24 @@ def test_a_completion_with_usage_and_reasoning(gateway):
     assert reply.usage.completion_tokens <= 8 and reply.usage.prompt_tokens_details is not None
 
 
+def test_the_operators_mode_policy_picks_the_mode_of_a_request_that_names_no_effort(gateway):
+    """The gateway runs with the agent service's default policy: many tools to choose among earn Think High, as they
+    do for an agent turn; a request that names its effort keeps it; few tools and no effort stay Non-think."""
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    tools = [{"type": "function", "function": {"name": f"tool_{i}", "parameters": {"type": "object"}}}
+             for i in range(8)]
+
+    def reasoning_tokens(**options) -> int:
+        reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                               temperature=0, max_tokens=4, **options)
+        return reply.usage.completion_tokens_details.reasoning_tokens
+
+    assert reasoning_tokens(tools=tools) > 0  # thinking: the reply opens inside <think>
+    assert reasoning_tokens(tools=tools, reasoning_effort="none") == 0
+    assert reasoning_tokens(tools=tools[:2]) == 0
+
+
 def test_errors_are_openai_shaped(gateway):
     client = gateway.client()
     model = client.models.list().data[0].id

@@ -22,13 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import update
 
+from foundation.webhooks.delivery import WebhookPolicy
+from foundation.webhooks.destinations import Destinations, InvalidWebhookUrl
 from services.jobs.db import make_engine, sessions
-from services.jobs.destinations import Destinations, InvalidWebhookUrl
 from services.jobs.job_store import JobStore, Outcome
 from services.jobs.spec import parse_jsonl
 from services.jobs.tables import Batch, BatchRequest
 from services.jobs.webhook_store import WebhookStore
-from services.jobs.webhooks import WebhookPolicy, WebhookSender
+from services.jobs.webhooks import WebhookSender
 
 LINE = json.dumps({"custom_id": "a", "body": {"messages": [{"role": "user", "content": "hi"}]}})
 
@@ -169,7 +170,7 @@ def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends(store, d
     with receiving() as receiver:
         batch_id = ended_batch(store, receiver.url(), tenant="rotating")
         assert sender(store, allow="127.0.0.1").deliver(batch_id) == "delivered"
-        WebhookStore(store.sessions).rotate("rotating", grace_s=0)  # the grace of the one it replaces is over
+        WebhookStore(store.sessions).signing.rotate("rotating", grace_s=0)  # the grace of the one it replaces is over
         second = ended_batch(store, receiver.url(), tenant="rotating")
         assert sender(store, allow="127.0.0.1").deliver(second) == "delivered"
     (headers, body), (after, after_body) = receiver.received

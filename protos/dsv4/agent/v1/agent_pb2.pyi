@@ -8,19 +8,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "tools", "think_max")
+    __slots__ = ("session_id", "system_prompt", "tools", "think_max", "mcp_servers")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
     THINK_MAX_FIELD_NUMBER: _ClassVar[int]
+    MCP_SERVERS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     tools: _containers.RepeatedScalarFieldContainer[str]
     think_max: bool
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., think_max: _Optional[bool] = ...) -> None: ...
+    mcp_servers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Iterable[str]] = ..., think_max: _Optional[bool] = ..., mcp_servers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentSession(_message.Message):
-    __slots__ = ("session_id", "system_prompt", "tools", "think_max", "steps", "entries", "worker_session_id", "worker_commit", "parent_session_id", "active_turn_id", "created_at", "updated_at")
+    __slots__ = ("session_id", "system_prompt", "tools", "think_max", "steps", "entries", "worker_session_id", "worker_commit", "parent_session_id", "active_turn_id", "created_at", "updated_at", "mcp_servers")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_PROMPT_FIELD_NUMBER: _ClassVar[int]
     TOOLS_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +35,7 @@ class AgentSession(_message.Message):
     ACTIVE_TURN_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MCP_SERVERS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     system_prompt: str
     tools: _containers.RepeatedCompositeFieldContainer[_worker_pb2.Tool]
@@ -45,7 +48,8 @@ class AgentSession(_message.Message):
     active_turn_id: str
     created_at: int
     updated_at: int
-    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_worker_pb2.Tool, _Mapping]]] = ..., think_max: _Optional[bool] = ..., steps: _Optional[int] = ..., entries: _Optional[int] = ..., worker_session_id: _Optional[str] = ..., worker_commit: _Optional[int] = ..., parent_session_id: _Optional[str] = ..., active_turn_id: _Optional[str] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ...) -> None: ...
+    mcp_servers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., system_prompt: _Optional[str] = ..., tools: _Optional[_Iterable[_Union[_worker_pb2.Tool, _Mapping]]] = ..., think_max: _Optional[bool] = ..., steps: _Optional[int] = ..., entries: _Optional[int] = ..., worker_session_id: _Optional[str] = ..., worker_commit: _Optional[int] = ..., parent_session_id: _Optional[str] = ..., active_turn_id: _Optional[str] = ..., created_at: _Optional[int] = ..., updated_at: _Optional[int] = ..., mcp_servers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
     __slots__ = ("session_id",)
@@ -144,7 +148,7 @@ class TurnLimits(_message.Message):
     def __init__(self, max_steps: _Optional[int] = ..., max_completion_tokens: _Optional[int] = ..., max_seconds: _Optional[float] = ...) -> None: ...
 
 class RunTurnRequest(_message.Message):
-    __slots__ = ("session_id", "messages", "mode", "difficulty", "limits", "sampling", "first_tool_choice", "turn_id")
+    __slots__ = ("session_id", "messages", "mode", "difficulty", "limits", "sampling", "first_tool_choice", "turn_id", "webhook_url")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -153,6 +157,7 @@ class RunTurnRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     FIRST_TOOL_CHOICE_FIELD_NUMBER: _ClassVar[int]
     TURN_ID_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     messages: _containers.RepeatedCompositeFieldContainer[_worker_pb2.ChatMessage]
     mode: _worker_pb2.ReasoningMode
@@ -161,7 +166,8 @@ class RunTurnRequest(_message.Message):
     sampling: _worker_pb2.SamplingParams
     first_tool_choice: str
     turn_id: str
-    def __init__(self, session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_worker_pb2.ChatMessage, _Mapping]]] = ..., mode: _Optional[_Union[_worker_pb2.ReasoningMode, str]] = ..., difficulty: _Optional[str] = ..., limits: _Optional[_Union[TurnLimits, _Mapping]] = ..., sampling: _Optional[_Union[_worker_pb2.SamplingParams, _Mapping]] = ..., first_tool_choice: _Optional[str] = ..., turn_id: _Optional[str] = ...) -> None: ...
+    webhook_url: str
+    def __init__(self, session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[_worker_pb2.ChatMessage, _Mapping]]] = ..., mode: _Optional[_Union[_worker_pb2.ReasoningMode, str]] = ..., difficulty: _Optional[str] = ..., limits: _Optional[_Union[TurnLimits, _Mapping]] = ..., sampling: _Optional[_Union[_worker_pb2.SamplingParams, _Mapping]] = ..., first_tool_choice: _Optional[str] = ..., turn_id: _Optional[str] = ..., webhook_url: _Optional[str] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
     __slots__ = ("turn_id", "after_seq")

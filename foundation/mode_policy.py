@@ -1,10 +1,17 @@
 """Which reasoning mode a turn runs in. A policy weighs the request (an explicit mode always wins, within what the
 operator allows), the task (declared difficulty, tools, failures so far in the session, the budget left, the context
 length) and the cost: Think Max runs as a batch job on a Think Max session, which costs a prefill of the whole history
-unless the agent session was created in Think Max. The decision carries its reason, recorded on the turn."""
+unless the agent session was created in Think Max. The decision carries its reason, recorded on the turn.
+
+The agent runtime asks it for every turn; the gateway, when its operator enables it, for requests that name no
+reasoning effort. Both load it from their settings by name (`load_policy`): `default`, or `package.module:object` for
+an operator's own (an object with `choose(signals, limits) -> ModeDecision`, or a class or function that makes one
+from no arguments)."""
 
 from __future__ import annotations
 
+import importlib
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -83,3 +90,28 @@ class DefaultPolicy:
     @staticmethod
     def _prefill(signals: TurnSignals) -> int:
         return 0 if signals.session_think_max else signals.context_tokens
+
+
+DEFAULT = "default"
+_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+def load_policy(name: str) -> ModePolicy:
+    """The policy a setting names: `default` (DefaultPolicy) or `package.module:object`. ValueError, naming the
+    setting's value, for one that does not import or is no policy, so a service refuses to start with it."""
+    if name == DEFAULT:
+        return DefaultPolicy()
+    if not _ENTRY.match(name):
+        raise ValueError(f"mode policy {name!r}: `default` or package.module:object")
+    module_name, _, path = name.partition(":")
+    try:
+        found: object = importlib.import_module(module_name)
+        for attribute in path.split("."):
+            found = getattr(found, attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"mode policy {name!r}: {error}") from None
+    is_policy = callable(getattr(found, "choose", None)) and not isinstance(found, type)
+    policy = found if is_policy or not callable(found) else found()  # a class or factory: made here
+    if not callable(getattr(policy, "choose", None)):
+        raise ValueError(f"mode policy {name!r}: {type(policy).__name__} has no choose(signals, limits)")
+    return policy

@@ -3,9 +3,12 @@ earn Think Max when its prefill is affordable; every decision says why."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from agent_runtime.policy import DefaultPolicy, OperatorLimits, TurnSignals
+from foundation.mode_policy import DefaultPolicy, ModeDecision, OperatorLimits, TurnSignals, load_policy
 
 POLICY, LIMITS = DefaultPolicy(), OperatorLimits()
 
@@ -34,3 +37,34 @@ def test_decisions(signals, limits, mode, via_job, reason):
 def test_an_unknown_mode_is_refused():
     with pytest.raises(ValueError, match="one of"):
         POLICY.choose(TurnSignals(requested_mode="think-extreme"), LIMITS)
+
+
+@pytest.mark.parametrize("name", ["mode_policy_testlib:ThinkWhenTooled", "mode_policy_testlib:INSTANCE",
+                                  "mode_policy_testlib:make"])
+def test_a_policy_is_loaded_by_name_as_a_class_an_instance_or_a_factory(name):
+    policy = load_policy(name)
+    assert policy.choose(TurnSignals(tool_count=3), LIMITS) == ModeDecision("think-high", "operator policy: 3 tools")
+    assert isinstance(load_policy("default"), DefaultPolicy)
+
+
+@pytest.mark.parametrize("name, error", [
+    ("mode_policy_testlib", "package.module:object"),
+    ("os.system; rm -rf /:x", "package.module:object"),
+    ("no_such_module_here:Policy", "No module named"),
+    ("mode_policy_testlib:Missing", "has no attribute"),
+    ("mode_policy_testlib:NOT_A_POLICY", "int has no choose"),
+])
+def test_a_name_that_is_no_policy_is_refused_saying_why(name, error):
+    with pytest.raises(ValueError, match=error):
+        load_policy(name)
+
+
+def test_the_readme_policy_of_ones_own_answers_directly_past_a_long_history():
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text[text.index("### Reasoning-mode policy\n"):]
+    namespace: dict = {}
+    exec(re.search(r"```python\n(.*?)```", section, re.S).group(1), namespace)
+    policy = namespace["ShortWhenLong"]()
+    assert policy.choose(TurnSignals(context_tokens=200_000, difficulty="hard"), LIMITS).mode == "non-think"
+    assert policy.choose(TurnSignals(requested_mode="think-high", context_tokens=200_000), LIMITS).mode == "think-high"
+    assert policy.choose(TurnSignals(difficulty="normal"), LIMITS).mode == "think-high"

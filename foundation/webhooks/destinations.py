@@ -1,4 +1,4 @@
-"""Where a batch's webhook may be sent. Its URL's form is checked when the batch is submitted; the addresses its host
+"""Where a webhook (a batch's, a turn's) may be sent. Its URL's form is checked when it is given; the addresses its host
 resolves to are checked at every delivery, after resolving once, and the delivery connects to those very addresses,
 so a name that re-resolves to an inside address later (DNS rebinding) cannot reach it.
 

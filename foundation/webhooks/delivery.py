@@ -1,4 +1,7 @@
-"""One webhook POST to addresses already checked (services/jobs/destinations.py). It connects to those addresses
+"""Delivering a webhook: `WebhookPolicy.attempt` checks where it may go (foundation/webhooks/destinations.py) and
+makes one POST, or says why it failed; the sender keeps the attempts and their backoff.
+
+The POST goes to addresses already checked. It connects to those addresses
 itself, never resolving the host again, and speaks HTTP/1.1 over the socket: the Host header and, for https, the TLS
 server name and certificate check are the URL's host. One deadline covers the whole exchange (connect, TLS, request,
 answer), of which only the status line is read, at most MAX_ANSWER_BYTES: a receiver cannot hold a delivery longer
@@ -11,8 +14,18 @@ import socket
 import ssl
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
-from services.jobs.destinations import IPAddress, Target
+from foundation.webhooks.destinations import (
+    Destinations,
+    Forbidden,
+    InvalidWebhookUrl,
+    IPAddress,
+    Resolver,
+    Target,
+    parse_url,
+    system_resolver,
+)
 
 MAX_ANSWER_BYTES = 4096
 _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: |\r\n)")
@@ -20,6 +33,37 @@ _STATUS_LINE = re.compile(rb"HTTP/1\.[01] ([1-5][0-9][0-9])(?: |\r\n)")
 
 class DeliveryFailed(Exception):
     """No HTTP answer within the deadline: the connection, TLS, or the exchange failed."""
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """Where deliveries may go and how long and how often they are tried (each service's `webhook_*` settings)."""
+
+    destinations: Destinations = Destinations()
+    timeout_s: float = 5.0
+    max_attempts: int = 8
+    backoff_s: float = 30.0
+    backoff_max_s: float = 3600.0
+
+    def retry_in(self, attempt: int) -> float:
+        """The wait after failed attempt number `attempt` (from 1): doubling from `backoff_s`, capped."""
+        return min(self.backoff_s * 2.0 ** (attempt - 1), self.backoff_max_s)
+
+    def attempt(self, url: str, body: bytes, headers: Mapping[str, str], resolve: Resolver = system_resolver,
+                tls: ssl.SSLContext | None = None) -> str | None:
+        """One POST of `body` to `url` if the allow-list lets it reach the addresses it resolves to: None when it
+        was answered 2xx, else why not (refused, unreachable, or the answer's status)."""
+        try:
+            target = parse_url(url)  # checked when it was given too; a row from before that check may not pass
+            status = post(target, self.destinations.checked_addresses(target, resolve), body, headers,
+                          self.timeout_s, tls)
+        except Forbidden as exc:
+            return f"refused: {exc}"
+        except (InvalidWebhookUrl, DeliveryFailed) as exc:
+            return str(exc)
+        if 200 <= status < 300:
+            return None
+        return f"answered HTTP {status}" + (" (redirects are not followed)" if 300 <= status < 400 else "")
 
 
 def post(target: Target, addresses: Sequence[IPAddress], body: bytes, headers: Mapping[str, str],
@@ -58,7 +102,7 @@ def _connect(addresses: Sequence[IPAddress], port: int, deadline: float) -> sock
 
 def _request(target: Target, body: bytes, headers: Mapping[str, str]) -> bytes:
     # The URL's parts were checked to be printable ASCII without spaces, and the headers are this service's own.
-    lines = [f"POST {target.path} HTTP/1.1", f"Host: {target.host_header}", "User-Agent: dsv4-jobs",
+    lines = [f"POST {target.path} HTTP/1.1", f"Host: {target.host_header}", "User-Agent: dsv4-webhooks",
              "Content-Type: application/json", f"Content-Length: {len(body)}", "Connection: close",
              *(f"{name}: {value}" for name, value in headers.items())]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body
