@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
-from bench.agent_eval import _same_calls, service_turns
+from bench.agent_eval import service_turns
 from training.data.traces import EVAL_SEED_BASE, generate
+from training.evaluation import same_calls
 
 
 def test_each_user_message_expects_the_calls_of_its_whole_agent_turn() -> None:
@@ -18,9 +17,10 @@ def test_each_user_message_expects_the_calls_of_its_whole_agent_turn() -> None:
 
 
 def test_calls_match_by_name_and_arguments_in_any_order() -> None:
+    """As the agent client gives them: parsed arguments, or the text the model wrote when it is not JSON."""
     expected = [("calculator", {"expression": "2 + 3"}), ("recall", {"key": "a"})]
-    made = [("recall", json.dumps({"key": "a"})), ("calculator", '{"expression": "2 + 3"}')]
-    assert _same_calls(made, expected)
-    assert not _same_calls(made[:1], expected)
-    assert not _same_calls([("recall", '{"key": "b"}'), made[1]], expected)
-    assert not _same_calls([("recall", '{"key": '), made[1]], expected)  # cut short: not a call
+    made = [("recall", {"key": "a"}), ("calculator", {"expression": "2 + 3"})]
+    assert same_calls(made, expected)
+    assert not same_calls(made[:1], expected)
+    assert not same_calls([("recall", {"key": "b"}), made[1]], expected)
+    assert not same_calls([("recall", '{"key": '), made[1]], expected)  # cut short: not a call
