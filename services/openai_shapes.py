@@ -7,12 +7,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from foundation import storable
-from foundation.clients.worker import Final, Usage
+from foundation.clients.worker import Final, TokenLogprob, Usage
 from foundation.wire import InputLimits as WorkerLimits
 from foundation.wire import nesting
 
@@ -125,15 +125,35 @@ def tool_call_objects(calls) -> list[dict[str, Any]]:
             for c in calls]
 
 
-def chat_completion(call_id: str, model: str, final: Final, usage: dict[str, Any]) -> dict[str, Any]:
-    """The chat.completion object of a finished generation (`usage` as usage_object gives it)."""
+def chat_choice(index: int, final: Final, logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One choice of a chat.completion: the finished generation's message (`logprobs` as logprobs_object gives
+    them, when the request asked for them)."""
     message: dict[str, Any] = {"role": "assistant", "content": final.content,
                                "reasoning_content": final.reasoning_content or None}
     if final.tool_calls:
         message["tool_calls"] = tool_call_objects(final.tool_calls)
+    return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": final.finish_reason or "stop"}
+
+
+def chat_completion(call_id: str, model: str, choices: Sequence[dict[str, Any]] | Final,
+                    usage: dict[str, Any]) -> dict[str, Any]:
+    """The chat.completion object of finished generations (`choices` as chat_choice gives them, or one Final;
+    `usage` as usage_object gives it)."""
+    if isinstance(choices, Final):
+        choices = [chat_choice(0, choices)]
     return {"id": call_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": final.finish_reason or "stop"}],
-            "usage": usage}
+            "choices": list(choices), "usage": usage}
+
+
+def logprobs_object(tokens: Iterable[TokenLogprob], token_bytes: Callable[[int], bytes]) -> dict[str, Any]:
+    """OpenAI's `logprobs` of a choice: each generated content token with its text, UTF-8 bytes (a token may hold
+    part of a character) and log probability, and the alternatives the request asked for (`top_logprobs`)."""
+    def entry(token_id: int, logprob: float) -> dict[str, Any]:
+        data = token_bytes(token_id)
+        return {"token": data.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(data)}
+
+    return {"content": [{**entry(t.token_id, t.logprob), "top_logprobs": [entry(i, lp) for i, lp in t.top]}
+                        for t in tokens], "refusal": None}
 
 
 def cache_affinity(tenant: str, prompt_cache_key: str | None, opening: Iterable[object]) -> str:

@@ -98,7 +98,8 @@ def _constraint(runtime: WorkerRuntime, request: pb.GenerateRequest, generation:
     if not runtime.constrained_decoding:
         return None
     spec = ReplySpec(thinking=generation.prompt[-1:] == [THINK_START_ID], tools=[t["function"] for t in tools],
-                     tool_choice=wire.tool_choice(request.tool_choice), response_format=response_format)
+                     tool_choice=wire.tool_choice(request.tool_choice), response_format=response_format,
+                     one_call=request.tool_choice.one_call)
     constraint = runtime.grammars.constraint(spec)
     if constraint is not None and params.ignore_eos:
         raise ValueError("ignore_eos cannot be combined with tool_choice or response_format: the grammar ends at EOS")

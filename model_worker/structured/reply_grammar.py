@@ -33,12 +33,14 @@ class ReplySpec:
         tools: function schemas ({"name", "parameters", ...}) the reply may call.
         tool_choice: "auto", "none", "required" or the name of the one tool to call.
         response_format: a JSON schema the content must match (unless the reply calls tools).
+        one_call: at most one call in the reply (OpenAI's parallel_tool_calls false).
     """
 
     thinking: bool = False
     tools: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
     tool_choice: str = "auto"
     response_format: Mapping[str, Any] | None = None
+    one_call: bool = False
 
     @property
     def constrained(self) -> bool:
@@ -66,10 +68,10 @@ def reply_grammar(spec: ReplySpec) -> str:
         calls = [by_name[choice]] if choice in by_name else list(by_name.values())
         invokes = " | ".join(_invoke(rules, i, tool) for i, tool in enumerate(calls))
         rules.define("invoke", invokes)
-        # One named call; otherwise one or more. The block follows the content after a blank line. Each call ends
-        # with its own newline: a separator "\\n" beside a closing "\\n</" would make the lexer take "\\n<" as the
-        # start of the longer one.
-        repeat = "" if choice in by_name else "+"
+        # One named call, or one call when parallel calls are off; otherwise one or more. The block follows the
+        # content after a blank line. Each call ends with its own newline: a separator "\\n" beside a closing "\\n</"
+        # would make the lexer take "\\n<" as the start of the longer one.
+        repeat = "" if choice in by_name or spec.one_call else "+"
         rules.define("tool_block", f'dsml "tool_calls>\\n" (invoke "\\n"){repeat} "</" dsml "tool_calls>"')
         opening = "TEXT_BEFORE_TOOLS" if choice == "auto" and spec.response_format is None else '"\\n\\n<"'
         branches.append(f"{opening} tool_block")

@@ -25,7 +25,7 @@ from foundation.limits import TokenRates
 from foundation.mode_policy import load_policy
 from foundation.readiness import Readiness
 from foundation.sql import make_engine, sessions
-from services.gateway import batches, chat, errors, model_list, responses
+from services.gateway import batches, chat, completions, errors, messages, model_list, responses
 from services.gateway.bounds import BodyLimit
 from services.gateway.settings import GatewaySettings
 from services.gateway.state import Gateway
@@ -62,7 +62,7 @@ def create_app(gw: Gateway) -> FastAPI:
     @app.middleware("http")
     async def refuse_until_ready(request: Request, call_next):
         if request.url.path.startswith("/v1/") and gw.readiness.refusing:
-            return errors.response(gw.not_ready())
+            return errors.response(gw.not_ready(), request.url.path)
         return await call_next(request)
 
     @app.middleware("http")
@@ -90,7 +90,7 @@ def create_app(gw: Gateway) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(gw.metrics.registry), media_type="text/plain; version=0.0.4")
 
-    for module in (model_list, chat, responses, batches):
+    for module in (model_list, chat, completions, messages, responses, batches):
         app.include_router(module.router, prefix="/v1")
     return app
 

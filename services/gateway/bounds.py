@@ -46,7 +46,7 @@ class BodyLimit:
         limit = self.limit(scope)
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            return await errors.response(BodyTooLarge(limit))(scope, receive, send)
+            return await errors.response(BodyTooLarge(limit), scope["path"])(scope, receive, send)
         received, started = 0, False
 
         async def counted() -> Message:
@@ -68,7 +68,7 @@ class BodyLimit:
         except BodyTooLarge as error:
             if started:
                 raise
-            await errors.response(error)(scope, receive, send)
+            await errors.response(error, scope["path"])(scope, receive, send)
 
 
 class BoundedRoute(APIRoute):

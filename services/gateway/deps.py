@@ -1,5 +1,6 @@
 """The FastAPI dependencies every route takes: the app's `Gateway` (`GatewayDep`) and the caller's tenant
-(`TenantDep`, from its Bearer key). Routers import these, never app.py, which imports the routers."""
+(`TenantDep`, from its Bearer key; `AnthropicTenantDep` takes `x-api-key` too). Routers import
+these, never app.py, which imports the routers."""
 
 from __future__ import annotations
 
@@ -25,5 +26,16 @@ async def tenant(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> 
     return caller
 
 
+async def anthropic_tenant(request: Request, gw: Annotated[Gateway, Depends(gateway)]) -> str:
+    """The tenant of an Anthropic-API request: its key in `x-api-key` (as Anthropic's SDKs send it) or Bearer."""
+    headers = dict(request.headers)
+    if "authorization" not in headers and "x-api-key" in headers:
+        headers["authorization"] = f"Bearer {headers['x-api-key']}"
+    caller = tenant_for(headers, gw.api_keys)
+    tenancy.act_for(caller)
+    return caller
+
+
 GatewayDep = Annotated[Gateway, Depends(gateway)]
 TenantDep = Annotated[str, Depends(tenant)]
+AnthropicTenantDep = Annotated[str, Depends(anthropic_tenant)]

@@ -1,7 +1,7 @@
 """OpenAI request bodies at the edge (pydantic), turned into the typed client's arguments. Fields OpenAI defines
-that the platform does not implement are refused by name rather than ignored; unknown fields are ignored as OpenAI's
-API ignores them. Every malformed value is a ValueError (400) here, before anything reaches a worker; the bounds on
-counts, schema sizes and depth are the gateway's settings (`InputLimits`)."""
+that the platform does not implement are refused by name, or recorded when they change nothing (openai_fields.py);
+fields outside OpenAI's API are ignored. Every malformed value is a ValueError (400) here, before anything reaches a
+worker; the bounds on counts, schema sizes and depth are the gateway's settings (`InputLimits`)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from foundation.clients.worker import Message, Sampling, Tool, ToolCall
 from foundation.mode_policy import ModePolicy, OperatorLimits, TurnSignals
+from services.gateway.openai_fields import CHAT
 from services.openai_shapes import MODES, InputLimits, cache_affinity, load_json, response_schema, tool_choice_name
 
 # reasoning_effort (chat) / reasoning.effort (responses) -> DeepSeek-V4's modes: the jobs service's table, so a
@@ -144,7 +145,8 @@ class ChatCompletionRequest(GenerationFields):
     max_completion_tokens: int | None = Field(None, gt=0)
     response_format: dict[str, Any] | None = None
     reasoning_effort: str | None = None
-    n: int = 1
+    n: int = Field(1, ge=1)  # at most the gateway's max_choices
+    parallel_tool_calls: bool | None = None  # False: at most one call, by the reply's grammar
 
     def affinity(self, tenant: str) -> str:
         """What keeps a conversation's calls on one worker, whose prefix cache holds it: the caller's
@@ -152,12 +154,10 @@ class ChatCompletionRequest(GenerationFields):
         return cache_affinity(tenant, self.prompt_cache_key, [part for m in self.messages[:2]
                                                               for part in (m.role, m.content)])
 
-    @field_validator("n")
+    @model_validator(mode="before")
     @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported (one choice per request)")
-        return n
+    def _refused_fields(cls, body: Any) -> Any:
+        return CHAT.refuse(body)
 
     def check(self, limits: InputLimits) -> None:
         """The request within the gateway's bounds (ValueError otherwise)."""

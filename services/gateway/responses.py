@@ -74,7 +74,6 @@ class ResponseTurn:
 @router.post("/responses")
 async def create_response(body: ResponsesRequest, gw: GatewayDep, tenant: TenantDep):
     gw.check_model(body.model)
-    body.refuse_unsupported()
     body.check(gw.settings.input_limits())
     body.choose_mode(gw.mode_policy)
     response_id = f"resp_{uuid.uuid4().hex}"

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 
 from foundation.clients.jobs import JobRequest
 from foundation.clients.worker import Message, Tool, ToolCall
-from services.gateway.errors import ApiError
+from services.gateway.openai_fields import RESPONSES
 from services.gateway.openai_types import Edge, FunctionDef, GenerationFields, arguments_object, effort_mode, text_of
 from services.openai_shapes import InputLimits, cache_affinity, response_schema
 
@@ -61,17 +61,10 @@ class ResponsesRequest(GenerationFields):
         first = self.input if isinstance(self.input, str) else json.dumps(self.input[:1], default=str)
         return cache_affinity(tenant, self.prompt_cache_key, [self.instructions or "", first])
 
-    def refuse_unsupported(self) -> None:
-        """OpenAI fields the platform does not implement are refused: ignoring them would quietly change the reply."""
-        for name, refused, why in (
-                ("conversation", self.conversation is not None, "use previous_response_id to continue a conversation"),
-                ("prompt", self.prompt is not None, "stored prompt templates are not supported"),
-                ("include", bool(self.include), "no extra output fields (the reasoning text is always in the output)"),
-                ("truncation", self.truncation not in (None, "disabled"), "only disabled: past the context, it fails"),
-                ("parallel_tool_calls", self.parallel_tool_calls is False, "one call per turn cannot be enforced"),
-                ("top_logprobs", bool(self.top_logprobs), "logprobs are not returned by /v1/responses")):
-            if refused:
-                raise ApiError(400, f"{name}: {why}", param=name, code="unsupported_parameter")
+    @model_validator(mode="before")
+    @classmethod
+    def _refused_fields(cls, body: Any) -> Any:
+        return RESPONSES.refuse(body)
 
     def check(self, limits: InputLimits) -> None:
         """The request well formed and within the gateway's bounds (ValueError otherwise), before any session is

@@ -42,12 +42,17 @@ class GatewaySettings(WorkerTlsSettings, JobsTlsSettings, ReadinessSettings):
     max_tools: int = Field(InputLimits.max_tools, gt=0, description="tools in one request (default 128); past it 400")
     max_schema_bytes: int = Field(InputLimits.max_schema_bytes, gt=0, description="bytes of each JSON schema: a "
                                   "tool's parameters, a response format's schema (default 64 KiB); past it 400")
+    max_choices: int = Field(8, gt=0, description="choices one chat completion may ask for (`n`, default 8; the "
+                             "prompt is prefilled once for all); past it 400")
     max_requests_per_tenant: int | None = Field(None, gt=0, description="generations a tenant may run at once")
     tokens_per_second_per_tenant: float | None = Field(None, gt=0, description="token bucket per tenant "
                                                        "(10 s of burst)")
     mode_policy: str | None = Field(None, description="a request that names no reasoning effort runs in the mode "
                                     "this policy picks (the agent service's: `default`, or package.module:object); "
                                     "unset: in Non-think")
+    thinking_signing_key: str | None = Field(None, description="secret the gateway signs the thinking blocks of "
+                                             "/v1/messages with, and verifies those sent back; unset: one made at "
+                                             "start (set it alike on every gateway of a deployment)")
     background_poll_seconds: float = Field(0.5, gt=0, description="how often a background response's job is "
                                            "checked while a caller polls it")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from sqlalchemy import text
 from sqlalchemy.orm import sessionmaker
 
+from foundation.chat import Tokenizer, load_tokenizer
 from foundation.clients.jobs import JobsClient
 from foundation.clients.worker import AsyncWorkerClient, Unavailable
 from foundation.clients.worker.policy import worker_tls
@@ -58,6 +60,11 @@ class Gateway:
         tls = worker_tls(self.settings)
         self.workers = WorkerPool.open(self.settings.worker_registry, self.settings.workers,
                                        lambda a: AsyncWorkerClient(a, api_key=self.settings.worker_api_key, **tls))
+
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:
+        """The model's tokenizer, loaded at the first request that needs it (logprobs name their tokens)."""
+        return load_tokenizer()
 
     def pick(self, affinity: str | None = None) -> str:
         """The worker a new session or a stateless request goes to: the one its `affinity` prefers while its load
@@ -138,21 +145,21 @@ class Gateway:
     def count_usage(self, tenant: str, usage) -> None:
         """A finished generation's tokens: in the metrics, and charged to the tenant's rate."""
         for kind, tokens in (("prompt", usage.prompt_tokens), ("cached", usage.reused_tokens),
-                             ("completion", usage.completion_tokens)):
+                             ("prefilled", usage.prefilled_tokens), ("completion", usage.completion_tokens)):
             self.metrics.tokens.labels(kind).inc(tokens)
         if self.rates is not None:
             self.rates.charge(tenant, usage.completion_tokens)
 
-    def acquire(self, tenant: str) -> None:
-        """One of the tenant's generations running at once, within its limit (release it when it ends)."""
+    def acquire(self, tenant: str, count: int = 1) -> None:
+        """`count` of the tenant's generations running at once, within its limit (release them when they end)."""
         limit = self.settings.max_requests_per_tenant
-        if limit is not None and self.in_flight.get(tenant, 0) >= limit:
+        if limit is not None and self.in_flight.get(tenant, 0) + count > limit:
             raise errors.ApiError(429, f"tenant {tenant} runs {limit} requests at once, its limit",
                                   code="too_many_requests", retry_after=1)
-        self.in_flight[tenant] = self.in_flight.get(tenant, 0) + 1
+        self.in_flight[tenant] = self.in_flight.get(tenant, 0) + count
 
-    def release(self, tenant: str) -> None:
-        self.in_flight[tenant] -= 1
+    def release(self, tenant: str, count: int = 1) -> None:
+        self.in_flight[tenant] -= count
 
     @contextlib.contextmanager
     def slot(self, tenant: str):

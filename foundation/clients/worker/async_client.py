@@ -63,6 +63,7 @@ class AsyncWorkerClient(AsyncRpcClient):
         mode: Mode | None = None,
         sampling: Sampling | None = None,
         tool_choice: str | None = None,
+        parallel_tool_calls: bool = True,
         response_format: dict[str, Any] | str | None = None,
         priority: Priority | None = None,
         request_id: str | None = None,
@@ -71,7 +72,8 @@ class AsyncWorkerClient(AsyncRpcClient):
         timeout: float | None = None,
     ) -> AsyncIterator[Event]:
         """Stream Delta / ToolCall events and one Final last. `tool_choice` is "auto", "none", "required" or a tool
-        name; `response_format` a JSON schema. Arguments are checked now; the call starts on the first `anext`.
+        name (`parallel_tool_calls=False`: at most one call); `response_format` a JSON schema. Arguments are checked
+        now; the call starts on the first `anext`.
         Stopping early (`aclose`) cancels the generation."""
         request = requests.generate(
             session_id=session_id,
@@ -81,6 +83,7 @@ class AsyncWorkerClient(AsyncRpcClient):
             mode=mode,
             sampling=sampling,
             tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
             response_format=response_format,
             priority=priority,
             request_id=request_id,

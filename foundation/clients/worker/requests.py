@@ -61,6 +61,7 @@ def generate(
     mode: Mode | None = None,
     sampling: Sampling | None = None,
     tool_choice: str | None = None,
+    parallel_tool_calls: bool = True,
     response_format: dict[str, Any] | str | None = None,
     priority: Priority | None = None,
     request_id: str | None = None,
@@ -81,6 +82,8 @@ def generate(
     choice = tool_choice_to_proto(tool_choice)
     if choice is not None:
         request.tool_choice.CopyFrom(choice)
+    if not parallel_tool_calls:
+        request.tool_choice.one_call = True
     if response_format is not None:
         request.response_format.json_schema = schema_text(response_format)
     if commit_every is not None:

@@ -65,6 +65,7 @@ class WorkerClient(SyncRpcClient):
         mode: Mode | None = None,
         sampling: Sampling | None = None,
         tool_choice: str | None = None,
+        parallel_tool_calls: bool = True,
         response_format: dict[str, Any] | str | None = None,
         priority: Priority | None = None,
         request_id: str | None = None,
@@ -73,7 +74,8 @@ class WorkerClient(SyncRpcClient):
         timeout: float | None = None,
     ) -> Iterator[Event]:
         """Stream Delta / ToolCall events and one Final last. `tool_choice` is "auto", "none", "required" or a tool
-        name; `response_format` a JSON schema. Arguments are checked now; the call starts on the first `next`.
+        name (`parallel_tool_calls=False`: at most one call); `response_format` a JSON schema. Arguments are checked
+        now; the call starts on the first `next`.
         Stopping early (closing the iterator) cancels the generation."""
         request = requests.generate(
             session_id=session_id,
@@ -83,6 +85,7 @@ class WorkerClient(SyncRpcClient):
             mode=mode,
             sampling=sampling,
             tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
             response_format=response_format,
             priority=priority,
             request_id=request_id,

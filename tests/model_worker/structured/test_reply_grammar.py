@@ -15,6 +15,7 @@ from foundation.chat.dsml import render_tool_calls
 from foundation.chat.parsing import parse_completion
 from foundation.chat.protocol import DSML_ID, EOS, EOS_ID, THINK_END, THINK_END_ID, ChatMode
 from model_worker.structured import GrammarCompiler, ReplySpec, UnsupportedSchema
+from model_worker.structured.reply_grammar import reply_grammar
 
 WEATHER = {"name": "get_weather", "parameters": {
     "type": "object",
@@ -125,6 +126,17 @@ def test_a_tool_without_arguments_is_called_with_none(grammars, tokenizer):
             tokens = random_walk(grammars.constraint(ReplySpec(tools=[ping], tool_choice="ping")), rng)
             [call] = parse_completion(tokenizer.decode(tokens), ChatMode.NON_THINK).tool_calls
             assert (call.name, call.arguments) == ("ping", {})
+
+
+def test_parallel_calls_off_allows_one_call(grammars, tokenizer):
+    rng = random.Random(5)
+    counts = set()
+    for _ in range(8):
+        spec = ReplySpec(tools=[WEATHER, NOTE], tool_choice="required", one_call=True)
+        parsed = parse_completion(tokenizer.decode(random_walk(grammars.constraint(spec), rng)), ChatMode.NON_THINK)
+        counts.add(len(parsed.tool_calls))
+    assert counts == {1}
+    assert "+" not in reply_grammar(ReplySpec(tools=[WEATHER], one_call=True)).split("tool_block:")[1].splitlines()[0]
 
 
 def test_random_answers_match_the_response_format(grammars, tokenizer):

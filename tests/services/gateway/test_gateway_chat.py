@@ -5,7 +5,9 @@ metrics."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.request
+import uuid
 
 import openai
 import pytest
@@ -31,6 +33,16 @@ def test_a_streamed_chat_completion_with_a_forced_tool_call(gateway):
     assert usage.prompt_tokens > 0 and usage.completion_tokens > 0
 
 
+def test_parallel_tool_calls_off_is_one_call_by_the_grammar(gateway):
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "pick colors"}], tools=[PICK], tool_choice="required",
+        parallel_tool_calls=False, temperature=1.0, seed=3, max_tokens=120)
+    assert [c.function.name for c in reply.choices[0].message.tool_calls] == ["pick"]
+    assert reply.choices[0].finish_reason == "tool_calls"
+
+
 def test_a_completion_with_usage_and_reasoning(gateway):
     client = gateway.client()
     model = client.models.list().data[0].id
@@ -40,6 +52,57 @@ def test_a_completion_with_usage_and_reasoning(gateway):
     message = reply.choices[0].message.model_dump()
     assert "reasoning_content" in message  # DeepSeek's field, beside content
     assert reply.usage.completion_tokens <= 8 and reply.usage.prompt_tokens_details is not None
+
+
+def test_logprobs_come_back_whole_and_streamed(gateway):
+    """The worker's log probabilities of the content tokens, named by their text and bytes, with the alternatives
+    asked for; the streamed ones, chunk by chunk, are the same (greedy: the chosen token is the best alternative)."""
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    request = dict(model=model, messages=[{"role": "user", "content": "hi"}], temperature=0, max_tokens=6,
+                   logprobs=True, top_logprobs=3)
+    reply = client.chat.completions.create(**request)
+    tokens = reply.choices[0].logprobs.content
+    assert len(tokens) == reply.usage.completion_tokens == 6
+    assert "".join(bytes(t.bytes).decode("utf-8", "replace") for t in tokens) == reply.choices[0].message.content
+    for token in tokens:
+        assert len(token.top_logprobs) == 3 and token.logprob <= 0
+        assert token.top_logprobs[0].token == token.token and token.top_logprobs[0].logprob == token.logprob
+    streamed = [t for chunk in client.chat.completions.create(**request, stream=True)
+                if chunk.choices and chunk.choices[0].logprobs for t in chunk.choices[0].logprobs.content]
+    assert [(t.token, round(t.logprob, 4)) for t in streamed] == [(t.token, round(t.logprob, 4)) for t in tokens]
+    plain = client.chat.completions.create(**{**request, "logprobs": False, "top_logprobs": None})
+    assert plain.choices[0].logprobs is None
+
+
+def test_n_choices_share_one_prefill_of_the_prompt(gateway):
+    """Three choices, whole and streamed, each its own; what the workers compute of the prompt is one prompt and the
+    tail past its last prefix checkpoint for each other choice, not three prompts."""
+    client = gateway.client()
+    model = client.models.list().data[0].id
+    prompt = [{"role": "user", "content": "Name three colors, please, and say why you chose them. " + uuid.uuid4().hex}]
+    reply = client.chat.completions.create(model=model, messages=prompt, max_tokens=4, n=3, seed=7, temperature=1.0)
+    assert [c.index for c in reply.choices] == [0, 1, 2] and all(c.finish_reason for c in reply.choices)
+    assert reply.usage.completion_tokens == 12
+    chunks = list(client.chat.completions.create(model=model, messages=prompt, max_tokens=4, n=3, stream=True,
+                                                 stream_options={"include_usage": True}))
+    finished = {c.index for chunk in chunks for c in chunk.choices if c.finish_reason}
+    assert finished == {0, 1, 2} and chunks[-1].usage.completion_tokens == 12
+    # A long prompt: the others wait for the first to compute it and reuse its checkpoints (one every 2,048 tokens);
+    # only the part past the last checkpoint is computed again for each.
+    document = uuid.uuid4().hex + " ".join(f"line {i}: the log said nothing new." for i in range(260))
+    before = prefilled_tokens(gateway)
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": document}],
+                                           max_tokens=2, n=3)
+    prompt, computed = reply.usage.prompt_tokens, prefilled_tokens(gateway) - before
+    assert prompt > 2048 and prompt <= computed <= prompt + 2 * (prompt - 2048), (prompt, computed)  # not 3 prompts
+
+
+def prefilled_tokens(gateway) -> float:
+    """The gateway's count of prompt tokens the workers computed (its Prometheus endpoint)."""
+    with urllib.request.urlopen(gateway.base_url.removesuffix("/v1") + "/metrics") as answer:
+        text = answer.read().decode()
+    return float(re.search(r'^gateway_tokens_total\{kind="prefilled"\} (\S+)$', text, re.M).group(1))
 
 
 def test_the_operators_mode_policy_picks_the_mode_of_a_request_that_names_no_effort(gateway):
@@ -69,11 +132,15 @@ def test_errors_are_openai_shaped(gateway):
         client.chat.completions.create(model="gpt-nothing", messages=[{"role": "user", "content": "hi"}])
     assert error.value.body["code"] == "model_not_found"
     with pytest.raises(openai.BadRequestError) as error:
-        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], n=2)
-    assert "n=1" in error.value.body["message"]
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], n=99)
+    assert error.value.body["param"] == "n" and "at most 8" in error.value.body["message"]
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
                                        tool_choice="sometimes")
+    with pytest.raises(openai.BadRequestError) as error:  # an SDK field the platform cannot honour: named
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                       prediction={"type": "content", "content": "hello"})
+    assert (error.value.body["param"], error.value.body["code"]) == ("prediction", "unsupported_parameter")
 
 
 def test_health_and_metrics(gateway):
