@@ -15,25 +15,17 @@ from foundation.chat.tokenizer import Tokenizer
 from foundation.clients.worker import Sampling
 from services.gateway.errors import ApiError
 from services.gateway.openai_fields import COMPLETIONS
-from services.gateway.openai_types import Edge, StreamOptions
+from services.gateway.openai_types import SamplingFields, StreamOptions
 
 FIM_BEGIN, FIM_HOLE, FIM_END = "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"
 DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
 MAX_LOGPROBS = 5  # OpenAI's bound on completions' `logprobs`
 
 
-class CompletionRequest(Edge):
-    model: str
+class CompletionRequest(SamplingFields):
     prompt: str | list[int] = ""
     suffix: str | None = None
     max_tokens: int | None = Field(None, gt=0)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[str, float] | None = None
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)
     n: int = Field(1, ge=1)  # at most the gateway's max_choices
     stream: bool = False
@@ -80,13 +72,8 @@ class CompletionRequest(Edge):
         return len(self.prompt) + len(self.suffix or "")
 
     def sampling(self) -> Sampling:
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop
         try:
-            bias = {int(k): v for k, v in (self.logit_bias or {}).items()}
-        except ValueError:
-            raise ApiError(400, "logit_bias: keys are token ids", param="logit_bias") from None
-        return Sampling(temperature=self.temperature, top_p=self.top_p, seed=self.seed,
-                        max_tokens=self.max_tokens or DEFAULT_MAX_TOKENS, stop=stops or None,
-                        frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
-                        logit_bias=bias or None, logprobs=self.logprobs is not None or None,
-                        top_logprobs=self.logprobs or None)
+            return self.sampled(self.max_tokens or DEFAULT_MAX_TOKENS, self.logprobs is not None or None,
+                                self.logprobs or None)
+        except ValueError as error:  # the bias's keys
+            raise ApiError(400, str(error), param="logit_bias") from None

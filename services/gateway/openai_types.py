@@ -81,12 +81,10 @@ class ChatMessage(Edge):
         return Message(self.role, self.content, self.reasoning_content, calls, self.tool_call_id, self.name)
 
 
-class GenerationFields(Edge):
-    """What chat completions and responses share: sampling, tools, the reasoning mode."""
+class SamplingFields(Edge):
+    """The sampling fields every OpenAI generation request shares (chat, responses, completions)."""
 
     model: str
-    tools: list[ToolDef] | None = None
-    tool_choice: str | dict[str, Any] | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
     seed: int | None = None
@@ -94,6 +92,24 @@ class GenerationFields(Edge):
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
+
+    def sampled(self, max_tokens: int | None, logprobs: bool | None, top_logprobs: int | None) -> Sampling:
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop
+        try:
+            bias = {int(k): v for k, v in (self.logit_bias or {}).items()}
+        except ValueError:
+            raise ValueError("logit_bias: keys are token ids") from None
+        return Sampling(temperature=self.temperature, top_p=self.top_p, seed=self.seed, max_tokens=max_tokens,
+                        stop=stops or None, frequency_penalty=self.frequency_penalty,
+                        presence_penalty=self.presence_penalty, logit_bias=bias or None, logprobs=logprobs,
+                        top_logprobs=top_logprobs)
+
+
+class GenerationFields(SamplingFields):
+    """What chat completions and responses share: sampling, tools, the reasoning mode."""
+
+    tools: list[ToolDef] | None = None
+    tool_choice: str | dict[str, Any] | None = None
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     _chosen_mode: str | None = PrivateAttr(None)
@@ -121,15 +137,7 @@ class GenerationFields(Edge):
         return tool_choice_name(self.tool_choice, names)
 
     def sampling(self, max_tokens: int | None) -> Sampling:
-        stops = [self.stop] if isinstance(self.stop, str) else self.stop
-        try:
-            bias = {int(k): v for k, v in (self.logit_bias or {}).items()}
-        except ValueError:
-            raise ValueError("logit_bias: keys are token ids") from None
-        return Sampling(temperature=self.temperature, top_p=self.top_p, seed=self.seed, max_tokens=max_tokens,
-                        stop=stops or None, frequency_penalty=self.frequency_penalty,
-                        presence_penalty=self.presence_penalty, logit_bias=bias or None,
-                        logprobs=self.logprobs, top_logprobs=self.top_logprobs or None)
+        return self.sampled(max_tokens, self.logprobs, self.top_logprobs or None)
 
 
 class StreamOptions(Edge):
